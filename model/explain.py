@@ -1,0 +1,109 @@
+"""Explanations from one forward pass: attention pairs, rollout importance, surprise.
+
+All of it is computed for a whole batch with numpy (no per-claim model calls):
+
+- **top pairs**: the strongest attention edges between two different content tokens over
+  every layer and head ("E11.9 ↔ metformin 500 mg", layer 1, head 3, weight 0.62);
+- **field importance**: attention rollout (Abnar & Zuidema 2020) from [CLS] — average the
+  heads, add the residual path (0.5 A + 0.5 I), multiply through the layers — summed per
+  field type;
+- **surprising tokens**: the tokens the replaced-token head finds least likely to belong,
+  as -log p(belongs) in nats; the top one is the claim's *most explained* token, the one
+  `claimscope eval` masks to test faithfulness;
+- **reason**: one line built from the most surprising token, its field and the token it
+  attends to most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.tokenizer import FIELDS, Token
+from model.vocabulary import Vocabulary
+
+N_PAIRS = 3
+N_SURPRISING = 3
+
+
+def rollout(attentions: list[np.ndarray]) -> np.ndarray:
+    """(B, T) share of [CLS]'s final representation that flows from each token."""
+    B, _, T, _ = attentions[0].shape
+    eye = np.eye(T, dtype=np.float32)
+    r = np.broadcast_to(eye, (B, T, T))
+    for a in attentions:  # (B, nh, T, T)
+        m = 0.5 * a.mean(axis=1) + 0.5 * eye
+        m = m / m.sum(axis=-1, keepdims=True)
+        r = m @ r
+    return r[:, 0, :]
+
+
+def top_pairs(attentions: list[np.ndarray], lengths: np.ndarray, k: int = 4 * N_PAIRS
+              ) -> list[list[tuple[int, int, int, int, float]]]:
+    """Per claim, up to k (layer, head, query, key, weight) edges, strongest first."""
+    a = np.stack(attentions, axis=1).copy()  # (B, L, nh, T, T)
+    B, L, H, T, _ = a.shape
+    idx = np.arange(T)
+    a[..., idx, idx] = 0  # a token attending to itself says nothing about relationships
+    a[..., 0, :] = 0  # [CLS] rows and columns are summaries, not claim content
+    a[..., :, 0] = 0
+    a = np.where((idx[None, :] < lengths[:, None])[:, None, None, :, None], a, 0)
+    flat = a.reshape(B, -1)
+    k = min(k, flat.shape[1])
+    best = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+    out = []
+    for b in range(B):
+        order = best[b][np.argsort(-flat[b, best[b]])]
+        lay, h, q, key = np.unravel_index(order, (L, H, T, T))
+        out.append([(int(lay[i]), int(h[i]), int(q[i]), int(key[i]), float(flat[b, order[i]]))
+                    for i in range(k) if flat[b, order[i]] > 0])
+    return out
+
+
+def field_importance(importance: np.ndarray, fields: np.ndarray) -> list[dict[str, float]]:
+    """Sum token importance per field type (excluding [CLS]); each dict sums to 1."""
+    out = []
+    for imp, fs in zip(importance, fields, strict=True):
+        acc: dict[str, float] = {}
+        for w, f in zip(imp[1:], fs[1:], strict=False):
+            if f:
+                name = FIELDS[f]
+                acc[name] = acc.get(name, 0.0) + float(w)
+        total = sum(acc.values()) or 1.0
+        out.append({k: round(v / total, 4) for k, v in sorted(acc.items(), key=lambda x: -x[1])})
+    return out
+
+
+def describe(token: Token, vocab: Vocabulary) -> str:
+    """A token's label with the code's meaning where the vocabulary knows it."""
+    if token.field == "diagnosis" and token.label in vocab.diagnoses:
+        return f"{token.label} {vocab.diagnoses[token.label].description}"
+    if token.field == "procedure" and token.label in vocab.procedures:
+        return f"{token.label} {vocab.procedures[token.label].description}"
+    return token.label
+
+
+REASONS = {
+    "diagnosis": "diagnosis {t} does not fit the rest of the claim (read with {p})",
+    "procedure": "procedure {t} is unusual with {p}",
+    "drug": "drug {t} is unusual with {p}",
+    "dose": "dose {t}",
+    "proc_charge": "price {t} is out of line (read with {p})",
+    "drug_price": "price {t} is out of line (read with {p})",
+    "total": "{t} is out of line with the services billed",
+    "units": "{t} is unusual for {p}",
+    "days": "{t} is unusual for {p}",
+    "specialty": "specialty {t} rarely bills {p}",
+    "age": "member {t} does not fit {p}",
+    "sex": "member {t} does not fit {p}",
+    "place": "{t} is unusual for {p}",
+}
+
+
+def reason(tokens: list[Token], surprise_idx: int, partner_idx: int, vocab: Vocabulary,
+           flagged: bool, p_belongs: float) -> str:
+    t = tokens[surprise_idx]
+    text = REASONS.get(t.field, "{t} is unusual").format(
+        t=describe(t, vocab), p=describe(tokens[partner_idx], vocab))
+    if not flagged:
+        return f"nothing stands out; least expected: {t.label} ({1 - p_belongs:.0%} odd)"
+    return text

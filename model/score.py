@@ -1,0 +1,68 @@
+"""The score contract: what ClaimScope says about a claim (topics `claims.scored`,
+`claims.flagged`, Redis `cs:claim:{claim_id}`).
+
+Direction: `score` is in [0, 1] and higher means more suspicious; a claim is `flagged`
+when `score >= threshold`. The explanation says which token pairs the model attended to,
+which fields mattered, which tokens surprised the anomaly head, and one human reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoreModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenPair(ScoreModel):
+    """One attention edge in words: `query` looked at `key` with `weight` in (layer, head)."""
+
+    query: str
+    key: str
+    layer: int
+    head: int
+    weight: float
+
+
+class SurprisingToken(ScoreModel):
+    """A token the masked-token head found unlikely given the rest of the claim."""
+
+    token: str
+    field: str
+    surprise: float = Field(description="-log p(token | rest of claim), in nats")
+
+
+class Explanation(ScoreModel):
+    reason: str = Field(description="one line a person can read")
+    top_pairs: list[TokenPair]
+    field_importance: dict[str, float] = Field(
+        description="attention rollout to [CLS], summed per field type, sums to 1"
+    )
+    surprising_tokens: list[SurprisingToken]
+    checks: list[str] = Field(
+        default_factory=list, description="cross-claim checks that fired (duplicate, velocity)"
+    )
+
+
+class Components(ScoreModel):
+    fraud_probability: float = Field(description="supervised [CLS] head, calibrated, 0-1")
+    anomaly: float = Field(description="self-supervised surprise mapped to 0-1")
+
+
+class Score(ScoreModel):
+    claim_id: str
+    member_id: str
+    provider_id: str
+    score: float = Field(ge=0, le=1)
+    flagged: bool
+    threshold: float
+    components: Components
+    explanation: Explanation
+    model_version: str
+    scored_at: dt.datetime
+    latency_ms: float | None = Field(
+        default=None, description="submitted to the broker -> scored, when known"
+    )

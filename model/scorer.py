@@ -1,0 +1,166 @@
+"""Scorer: claims in, explained Scores out, in batches, on CPU or GPU.
+
+    >>> scorer = Scorer.load("default")                       # doctest: +SKIP
+    >>> [s.flagged for s in scorer.score(claims)]              # doctest: +SKIP
+
+Direction: `Score.score` in [0, 1], higher = more suspicious; flagged at
+`score >= threshold` (the checkpoint's, unless overridden).
+
+Score rule (fitted at training time on held-out claims at 5% fraud, see `training.py`):
+
+    combined = sigmoid(a * fraud_logit + b * anomaly_logit + c)      # Platt stacking
+    score    = 1 - (1 - combined) * prod(1 - p_check for each cross-claim check that fired)
+
+where `fraud_logit` is the supervised [CLS] head and `anomaly_logit` the largest
+replaced-token logit of the claim (its most surprising token). Cost: one forward pass per
+batch; on 2 CPU cores ~10k claims/s before explanations. Fails with `CheckpointError` on a
+missing or tampered checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model import explain
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.checks import CheckHit, CrossClaimChecks
+from model.claims import Claim
+from model.score import Components, Explanation, Score, SurprisingToken, TokenPair
+from model.tokenizer import Encoded
+from model.vocabulary import default_vocabulary
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` = CUDA when present, else CPU. Raises ValueError for an unavailable device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available")
+    return torch.device(device)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+@dataclass
+class Raw:
+    """Model outputs for a batch, as numpy."""
+
+    fraud_logit: np.ndarray  # (B,)
+    surprise: np.ndarray  # (B, T) replaced-token logits, -inf on padding and [CLS]
+    attentions: list[np.ndarray]  # [(B, nh, T, T)] per layer
+
+    @property
+    def anomaly_logit(self) -> np.ndarray:
+        return self.surprise.max(axis=1)
+
+
+class Scorer:
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int = 256,
+                 threshold: float | None = None, checks: CrossClaimChecks | None = None) -> None:
+        self.ck = checkpoint
+        self.device = resolve_device(device)
+        self.model = checkpoint.model.to(self.device).eval()
+        self.tokenizer = checkpoint.tokenizer
+        self.cal = checkpoint.calibration
+        self.threshold = self.cal.threshold if threshold is None else threshold
+        self.batch_size = batch_size
+        self.checks = checks
+        self.vocab = default_vocabulary()
+
+    @classmethod
+    def load(cls, path: str = "default", device: str = "auto", **kwargs) -> Scorer:
+        return cls(load_checkpoint(path), device=device, **kwargs)
+
+    @property
+    def model_version(self) -> str:
+        return self.ck.model_version
+
+    # -- numbers ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def raw(self, values: np.ndarray, fields: np.ndarray) -> Raw:
+        v = torch.as_tensor(values, device=self.device)
+        f = torch.as_tensor(fields, device=self.device)
+        fraud, surprise, att = self.model(v, f)
+        surprise[:, 0] = float("-inf")  # [CLS] is not claim content
+        return Raw(fraud.float().cpu().numpy(), surprise.float().cpu().numpy(),
+                   [a.float().cpu().numpy() for a in att])
+
+    def combine(self, raw: Raw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fraud probability, anomaly in [0, 1], combined score) per claim."""
+        c = self.cal
+        fraud = sigmoid(c.fraud_a * raw.fraud_logit + c.fraud_c)
+        combined = sigmoid(c.a * raw.fraud_logit + c.b * raw.anomaly_logit + c.c)
+        return fraud, sigmoid(raw.anomaly_logit), combined
+
+    # -- Scores -------------------------------------------------------------------------
+
+    def score(self, claims: Sequence[Claim], now: dt.datetime | None = None) -> list[Score]:
+        """Score and explain `claims` (any number; batched internally), in order."""
+        hits = self.checks.run(claims) if self.checks else [[] for _ in claims]
+        out: list[Score] = []
+        for start in range(0, len(claims), self.batch_size):
+            part = claims[start:start + self.batch_size]
+            out += self._score_batch(part, hits[start:start + len(part)], now)
+        return out
+
+    def _score_batch(self, claims: Sequence[Claim], hits: list[list[CheckHit]],
+                     now: dt.datetime | None) -> list[Score]:
+        enc: Encoded = self.tokenizer.encode(list(claims))
+        raw = self.raw(enc.values, enc.fields)
+        fraud, anomaly, combined = self.combine(raw)
+        importance = explain.rollout(raw.attentions)
+        fields = explain.field_importance(importance, enc.fields)
+        pairs = explain.top_pairs(raw.attentions, enc.lengths)
+        order = np.argsort(-raw.surprise, axis=1)[:, : explain.N_SURPRISING]
+        last = raw.attentions[-1].mean(axis=1)  # (B, T, T): whom each token reads, last layer
+        scored_at = now or dt.datetime.now(dt.UTC)
+        out = []
+        for b, claim in enumerate(claims):
+            toks = enc.tokens[b]
+            p = 1.0 - (1.0 - float(combined[b])) * float(
+                np.prod([1.0 - h.probability for h in hits[b]]))
+            flagged = p >= self.threshold
+            surprising = [SurprisingToken(token=toks[i].label, field=toks[i].field,
+                                          surprise=round(float(np.logaddexp(0, raw.surprise[b, i])),
+                                                         4))
+                          for i in order[b] if i < len(toks)]
+            top = int(order[b, 0])
+            row = last[b, top].copy()
+            row[[0, top]] = 0
+            partner = int(row[: len(toks)].argmax())
+            line = explain.reason(toks, top, partner, self.vocab, flagged,
+                                  1.0 - float(sigmoid(raw.surprise[b, top])))
+            if hits[b]:  # checks first; the model's own reason only if it flags by itself
+                model_flags = combined[b] >= self.threshold
+                line = "; ".join([h.reason for h in hits[b]] + ([line] if model_flags else []))
+            seen: set[frozenset[str]] = set()
+            top_pairs = []
+            for layer, head, q, k, w in pairs[b]:
+                words = (explain.describe(toks[q], self.vocab),
+                         explain.describe(toks[k], self.vocab))
+                if frozenset(words) in seen:
+                    continue
+                seen.add(frozenset(words))
+                top_pairs.append(TokenPair(query=words[0], key=words[1], layer=layer, head=head,
+                                           weight=round(w, 4)))
+                if len(top_pairs) == explain.N_PAIRS:
+                    break
+            out.append(Score(
+                claim_id=claim.claim_id, member_id=claim.member_id,
+                provider_id=claim.provider_id, score=round(p, 6), flagged=flagged,
+                threshold=self.threshold,
+                components=Components(fraud_probability=round(float(fraud[b]), 6),
+                                      anomaly=round(float(anomaly[b]), 6)),
+                explanation=Explanation(reason=line, top_pairs=top_pairs,
+                                        field_importance=fields[b], surprising_tokens=surprising,
+                                        checks=[h.name for h in hits[b]]),
+                model_version=self.model_version, scored_at=scored_at))
+        return out

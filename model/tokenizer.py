@@ -1,0 +1,194 @@
+"""Claim -> typed tokens: the words the ClaimFormer reads.
+
+A claim becomes a short sequence, header first, then one token per diagnosis, then one
+small group per service line:
+
+    [CLS] age sex specialty place total | dx dx ... | proc units charge | drug dose days price
+
+Every token has a *value* (`dx:E11.9`, `charge:b31`) and a *field type* (`diagnosis`,
+`proc_charge`); the model embeds value + field type + position. Numeric facts are bucketed:
+charges (per unit) and totals on a log scale in 20% steps; a drug's strength relative to
+that drug's normal range (below / low / mid / high / above, and how far out); units, days
+supply and age in clinical bands.
+
+Unseen values never crash: each field type has its own OOV token (`dx:[OOV]`), so an
+unknown drug still reads as "some drug" with its dose unknown.
+
+Maximum length `MAX_TOKENS` = 48. Truncation order: the header always stays; at most
+`MAX_DIAGNOSES` = 8 diagnoses (in claim order); then whole service lines in claim order
+(procedures, then medications) while they fit. `Encoded.truncated` says when lines were
+dropped so explanations can say so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.claims import Claim
+from model.vocabulary import Vocabulary
+
+MAX_TOKENS = 48
+MAX_DIAGNOSES = 8
+CHARGE_STEP = math.log(1.2)  # 20% per bucket
+CHARGE_BUCKETS = 72  # $1 .. ~$500k
+AGE_BANDS = (0, 2, 6, 12, 18, 26, 36, 46, 56, 65, 75, 85)
+UNIT_BANDS = (1, 2, 3, 4, 5, 10)
+DAY_BANDS = (1, 4, 8, 15, 31, 61, 91)
+
+FIELDS = ("pad", "cls", "age", "sex", "specialty", "place", "total", "diagnosis", "procedure",
+          "units", "proc_charge", "drug", "dose", "days", "drug_price")
+FIELD_ID = {f: i for i, f in enumerate(FIELDS)}
+# The value prefix each field's tokens use, and so its OOV token `prefix:[OOV]`.
+PREFIX = {"age": "age", "sex": "sex", "specialty": "spec", "place": "pos", "total": "total",
+          "diagnosis": "dx", "procedure": "proc", "units": "units", "proc_charge": "charge",
+          "drug": "drug", "dose": "dose", "days": "days", "drug_price": "price"}
+DOSE_BUCKETS = ("below_10x", "below_3x", "below", "low", "mid", "high", "above", "above_3x",
+                "above_10x")
+PAD, CLS = "[PAD]", "[CLS]"
+
+
+def _band(x: float, edges: tuple[int, ...]) -> str:
+    """Label of the band [edge_k, edge_k+1) that holds x, e.g. `18-25`, `85+`."""
+    k = max(i for i, e in enumerate(edges) if x >= e) if x >= edges[0] else 0
+    return f"{edges[k]}+" if k == len(edges) - 1 else f"{edges[k]}-{edges[k + 1] - 1}"
+
+
+def charge_bucket(usd: float) -> int:
+    return min(CHARGE_BUCKETS - 1, max(0, int(math.log(max(usd, 1.0)) / CHARGE_STEP)))
+
+
+def dose_bucket(strength: float, low: float, high: float) -> str:
+    """Where a strength sits against the drug's normal range [low, high]."""
+    if strength < low:
+        r = low / strength
+        return "below_10x" if r >= 10 else "below_3x" if r >= 3 else "below"
+    if strength > high:
+        r = strength / high
+        return "above_10x" if r >= 10 else "above_3x" if r >= 3 else "above"
+    if high <= low:
+        return "mid"
+    pos = (math.log(strength) - math.log(low)) / (math.log(high) - math.log(low))
+    return "low" if pos < 1 / 3 else "mid" if pos < 2 / 3 else "high"
+
+
+DOSE_WORDS = {"below_10x": "under a tenth of the normal range",
+              "below_3x": "under a third of the normal range", "below": "below the normal range",
+              "low": "low in the normal range", "mid": "mid normal range",
+              "high": "high in the normal range", "above": "above the normal range",
+              "above_3x": "over 3x the normal range", "above_10x": "over 10x the normal range"}
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    field: str  # one of FIELDS
+    value: int  # id in the token list
+    label: str  # what a person reads: "metformin 500 mg", "99213 at $150.00"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A batch of token sequences, right-padded to the longest in the batch."""
+
+    values: np.ndarray  # (B, T) int64 value ids
+    fields: np.ndarray  # (B, T) int64 field-type ids
+    lengths: np.ndarray  # (B,) real tokens per claim
+    truncated: np.ndarray  # (B,) bool: service lines were dropped
+    tokens: list[list[Token]]  # the tokens themselves, for explanations
+
+
+class ClaimTokenizer:
+    """Maps claims to value/field ids with a fixed token list (saved with each checkpoint)."""
+
+    def __init__(self, tokens: list[str], drug_ranges: dict[str, tuple[float, float]]) -> None:
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+        self.drug_ranges = drug_ranges  # name -> (min mg, max mg) for dose buckets
+        self.oov = {f: self.index[f"{p}:[OOV]"] for f, p in PREFIX.items()}
+
+    @classmethod
+    def from_vocabulary(cls, v: Vocabulary) -> ClaimTokenizer:
+        tokens = [PAD, CLS]
+        tokens += [f"{p}:[OOV]" for p in PREFIX.values()]
+        tokens += [f"age:{_band(e, AGE_BANDS)}" for e in AGE_BANDS]
+        tokens += [f"sex:{s}" for s in "FMU"]
+        tokens += [f"spec:{s}" for s in sorted(v.specialties)]
+        tokens += [f"pos:{p}" for p in sorted(v.places)]
+        tokens += [f"total:b{b}" for b in range(CHARGE_BUCKETS)]
+        tokens += [f"dx:{c}" for c in sorted(v.diagnoses)]
+        tokens += [f"proc:{c}" for c in sorted(v.procedures)]
+        tokens += [f"units:{_band(e, UNIT_BANDS)}" for e in UNIT_BANDS]
+        tokens += [f"charge:b{b}" for b in range(CHARGE_BUCKETS)]
+        tokens += [f"drug:{n}" for n in sorted(v.drugs)]
+        tokens += [f"dose:{b}" for b in DOSE_BUCKETS]
+        tokens += [f"days:{_band(e, DAY_BANDS)}" for e in DAY_BANDS]
+        tokens += [f"price:b{b}" for b in range(CHARGE_BUCKETS)]
+        ranges = {d.name: (d.strength_min_mg, d.strength_max_mg) for d in v.drugs.values()}
+        return cls(tokens, ranges)
+
+    # -- persistence (JSON next to the weights) -----------------------------------------
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"tokens": self.tokens, "drug_ranges": self.drug_ranges}))
+
+    @classmethod
+    def load(cls, path: Path) -> ClaimTokenizer:
+        d = json.loads(path.read_text())
+        return cls(d["tokens"], {k: tuple(v) for k, v in d["drug_ranges"].items()})
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def tokens_of(self, claim: Claim) -> tuple[list[Token], bool]:
+        """The claim's tokens in order, and whether service lines were truncated."""
+        age, total = claim.member_age, float(claim.total_charge)
+        out = [Token("cls", self.index[CLS], "[CLS]"),
+               self._tok("age", _band(age, AGE_BANDS), f"age {age}"),
+               self._tok("sex", claim.member_sex, f"sex {claim.member_sex}"),
+               self._tok("specialty", claim.provider_specialty, claim.provider_specialty),
+               self._tok("place", claim.place_of_service, f"place {claim.place_of_service}"),
+               self._tok("total", f"b{charge_bucket(total)}", f"total ${total:,.2f}")]
+        out += [self._tok("diagnosis", c, c) for c in claim.diagnoses[:MAX_DIAGNOSES]]
+        lines: list[list[Token]] = []
+        for p in claim.procedures:
+            unit = float(p.charge) / p.units
+            lines.append([self._tok("procedure", p.code, p.code),
+                          self._tok("units", _band(p.units, UNIT_BANDS), f"{p.units} unit(s)"),
+                          self._tok("proc_charge", f"b{charge_bucket(unit)}",
+                                    f"{p.code} at ${unit:,.2f}")])
+        for m in claim.medications:
+            rng = self.drug_ranges.get(m.name)
+            dose = dose_bucket(m.strength_mg, *rng) if rng else "[OOV]"
+            unit = float(m.charge) / m.quantity
+            lines.append([self._tok("drug", m.name, f"{m.name} {m.strength_mg:g} mg"),
+                          self._tok("dose", dose, f"{m.name} {m.strength_mg:g} mg "
+                                    f"({DOSE_WORDS.get(dose, 'unknown range')})"),
+                          self._tok("days", _band(m.days_supply, DAY_BANDS),
+                                    f"{m.days_supply} days supply"),
+                          self._tok("drug_price", f"b{charge_bucket(unit)}",
+                                    f"{m.name} at ${unit:,.2f}/unit")])
+        truncated = False
+        for line in lines:
+            if len(out) + len(line) > MAX_TOKENS:
+                truncated = True
+                break
+            out += line
+        return out, truncated
+
+    def _tok(self, field: str, value: str, label: str) -> Token:
+        return Token(field, self.index.get(f"{PREFIX[field]}:{value}", self.oov[field]), label)
+
+    def encode(self, claims: list[Claim]) -> Encoded:
+        seqs = [self.tokens_of(c) for c in claims]
+        width = max((len(s) for s, _ in seqs), default=1)
+        values = np.zeros((len(claims), width), dtype=np.int64)
+        fields = np.zeros((len(claims), width), dtype=np.int64)
+        for i, (seq, _) in enumerate(seqs):
+            values[i, : len(seq)] = [t.value for t in seq]
+            fields[i, : len(seq)] = [FIELD_ID[t.field] for t in seq]
+        lengths = np.array([len(s) for s, _ in seqs], dtype=np.int64)
+        return Encoded(values, fields, lengths, np.array([t for _, t in seqs], dtype=bool),
+                       [s for s, _ in seqs])

@@ -1,0 +1,200 @@
+"""The medical vocabulary: codes, drugs, specialties and the clinical links between them.
+
+Everything here is read from the data files in `model/vocab/` (see `vocab/SOURCES.md` for
+where they come from and what each column means). The links are stated per *clinical
+area*: a diagnosis belongs to one area, and an area lists the procedures and drugs its
+diagnoses justify and the specialties that treat it. `general.json` lists procedures any
+diagnosis justifies (office visits, venipuncture, basic panels).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Demographics:
+    """Who an item is for: `sex` None means any; ages inclusive."""
+
+    sex: str | None
+    min_age: int
+    max_age: int
+
+    def fits(self, age: int, sex: str) -> bool:
+        """Unknown sex (`U`) never contradicts a sex-specific item."""
+        sex_ok = self.sex is None or sex == "U" or sex == self.sex
+        return sex_ok and self.min_age <= age <= self.max_age
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    code: str
+    description: str
+    area: str
+    chronic: bool
+    severity: int  # 1 minor, 2 moderate/stable chronic, 3 serious/complex
+    who: Demographics
+
+
+@dataclass(frozen=True, slots=True)
+class Procedure:
+    code: str
+    description: str
+    category: str
+    charge_low: float  # USD per unit, office setting (POS 11)
+    charge_high: float
+    em_level: int | None  # 1-5 for evaluation & management codes
+    who: Demographics
+
+
+@dataclass(frozen=True, slots=True)
+class Drug:
+    name: str
+    drug_class: str
+    area: str
+    generic: bool
+    strength_min_mg: float  # normal per-unit strength range
+    strength_max_mg: float
+    common_strengths_mg: tuple[float, ...]
+    doses_per_day: float
+    days_supply: tuple[int, ...]
+    unit_price_low: float  # USD per unit (tablet, capsule, dose)
+    unit_price_high: float
+    who: Demographics
+
+
+@dataclass(frozen=True, slots=True)
+class Area:
+    id: str
+    name: str
+    specialties: frozenset[str]
+    procedures: frozenset[str]
+    drugs: frozenset[str]
+    places_of_service: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Specialty:
+    id: str
+    description: str
+    places_of_service: tuple[str, ...]
+    procedures: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOfService:
+    code: str
+    name: str
+    charge_multiplier: float
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    diagnoses: dict[str, Diagnosis]
+    procedures: dict[str, Procedure]
+    drugs: dict[str, Drug]
+    areas: dict[str, Area]
+    specialties: dict[str, Specialty]
+    places: dict[str, PlaceOfService]
+    bundles: dict[str, tuple[str, ...]]  # panel code -> component codes
+    general_procedures: frozenset[str]
+
+    def justified_procedures(self, diagnoses: Iterable[str]) -> frozenset[str]:
+        """Procedures some diagnosis of the claim justifies (unknown codes justify nothing)."""
+        out = set(self.general_procedures)
+        for code in diagnoses:
+            if (dx := self.diagnoses.get(code)) is not None:
+                out |= self.areas[dx.area].procedures
+        return frozenset(out)
+
+    def justified_drugs(self, diagnoses: Iterable[str]) -> frozenset[str]:
+        out: set[str] = set()
+        for code in diagnoses:
+            if (dx := self.diagnoses.get(code)) is not None:
+                out |= self.areas[dx.area].drugs
+        return frozenset(out)
+
+    def max_em_level(self, diagnoses: Iterable[str]) -> int:
+        """Highest E/M level the diagnoses justify: 1 + worst severity, +1 for 3+ diagnoses.
+
+        A simplification of the 2021 E/M medical-decision-making grid: one minor problem
+        supports level 2, a stable chronic illness level 3, a serious one level 4, and
+        several problems one level more.
+        """
+        known = [self.diagnoses[c] for c in diagnoses if c in self.diagnoses]
+        if not known:
+            return 5  # nothing known to judge by: never call it upcoding
+        worst = max(d.severity for d in known)
+        return min(5, 1 + worst + (1 if len(known) >= 3 else 0))
+
+
+def _who(row: dict[str, str]) -> Demographics:
+    return Demographics(row["sex"] or None, int(row["min_age"] or 0), int(row["max_age"] or 120))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(";") if x)
+
+
+def _rows(folder: Path, name: str) -> list[dict[str, str]]:
+    with (folder / name).open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _json(folder: Path, name: str) -> dict:
+    return json.loads((folder / name).read_text(encoding="utf-8"))
+
+
+def load_vocabulary(folder: Path | None = None) -> Vocabulary:
+    """Read the vocabulary from `folder` (default: the copy shipped in the package)."""
+    folder = folder or Path(str(resources.files("model") / "vocab"))
+    diagnoses = {
+        r["code"]: Diagnosis(r["code"], r["description"], r["area"], r["chronic"] == "1",
+                             int(r["severity"]), _who(r))
+        for r in _rows(folder, "diagnoses.csv")
+    }
+    procedures = {
+        r["code"]: Procedure(r["code"], r["description"], r["category"], float(r["charge_low"]),
+                             float(r["charge_high"]),
+                             int(r["em_level"]) if r["em_level"] else None, _who(r))
+        for r in _rows(folder, "procedures.csv")
+    }
+    drugs = {
+        r["name"]: Drug(r["name"], r["drug_class"], r["area"], r["generic"] == "1",
+                        float(r["strength_min_mg"]), float(r["strength_max_mg"]),
+                        _floats(r["common_strengths_mg"]), float(r["doses_per_day"]),
+                        tuple(int(x) for x in _floats(r["days_supply"])),
+                        float(r["unit_price_low"]), float(r["unit_price_high"]), _who(r))
+        for r in _rows(folder, "drugs.csv")
+    }
+    areas = {
+        k: Area(k, v["name"], frozenset(v["specialties"]), frozenset(v["procedures"]),
+                frozenset(v["drugs"]), tuple(v["places_of_service"]))
+        for k, v in _json(folder, "areas.json").items()
+    }
+    specialties = {
+        k: Specialty(k, v["description"], tuple(v["places_of_service"]),
+                     frozenset(v["procedures"]))
+        for k, v in _json(folder, "specialties.json").items()
+    }
+    places = {
+        r["code"]: PlaceOfService(r["code"], r["name"], float(r["charge_multiplier"]))
+        for r in _rows(folder, "places_of_service.csv")
+    }
+    bundles: dict[str, tuple[str, ...]] = {}
+    for r in _rows(folder, "bundles.csv"):
+        bundles[r["panel_code"]] = (*bundles.get(r["panel_code"], ()), r["component_code"])
+    general = frozenset(_json(folder, "general.json")["procedures"])
+    return Vocabulary(diagnoses, procedures, drugs, areas, specialties, places, bundles, general)
+
+
+@functools.cache
+def default_vocabulary() -> Vocabulary:
+    """The shipped vocabulary, read once per process."""
+    return load_vocabulary()

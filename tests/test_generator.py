@@ -1,0 +1,141 @@
+"""The synthetic claims: valid, reproducible, and each fraud pattern really breaks its link.
+
+The checks below judge claims by the vocabulary's links only, never by the generator's own
+bookkeeping: a pattern passes when its claims violate the relationship it names and clean
+claims do not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+
+import pytest
+
+from model.claims import parse_claim
+from model.generator import CLEAN, PATTERNS, ClaimGenerator
+from model.vocabulary import default_vocabulary
+
+V = default_vocabulary()
+ITEMS = list(ClaimGenerator(seed=3, fraud_rate=0.5, size=6000).generate(6000))
+
+
+def unit_charge(line: dict) -> float:
+    return line["charge"] / line["units"]
+
+
+def mismatch(c: dict) -> bool:
+    ok_p, ok_d = V.justified_procedures(c["diagnoses"]), V.justified_drugs(c["diagnoses"])
+    return (any(p["code"] not in ok_p for p in c["procedures"])
+            or any(m["name"] not in ok_d for m in c["medications"]))
+
+
+def dose_out_of_range(c: dict) -> bool:
+    return any(not V.drugs[m["name"]].strength_min_mg <= m["strength_mg"]
+               <= V.drugs[m["name"]].strength_max_mg for m in c["medications"])
+
+
+def price_inflation(c: dict) -> bool:
+    mult = V.places[c["place_of_service"]].charge_multiplier
+    return any(unit_charge(p) > 2 * V.procedures[p["code"]].charge_high * mult
+               for p in c["procedures"])
+
+
+def upcoding(c: dict) -> bool:
+    allowed = V.max_em_level(c["diagnoses"])
+    return any((V.procedures[p["code"]].em_level or 0) >= allowed + 2 for p in c["procedures"])
+
+
+def unbundling(c: dict) -> bool:
+    codes = {p["code"] for p in c["procedures"]}
+    return any(len(codes & set(parts)) >= min(3, len(parts)) and len(codes & set(parts)) >= 2
+               for parts in V.bundles.values())
+
+
+def demographic_impossibility(c: dict) -> bool:
+    age, sex = c["member_age"], c["member_sex"]
+    items = ([V.diagnoses[d] for d in c["diagnoses"]] + [V.procedures[p["code"]] for p in
+             c["procedures"]] + [V.drugs[m["name"]] for m in c["medications"]])
+    return any(not x.who.fits(age, sex) for x in items)
+
+
+def specialty_mismatch(c: dict) -> bool:
+    does = V.specialties[c["provider_specialty"]].procedures
+    return any(p["code"] not in does for p in c["procedures"])
+
+
+SINGLE_CLAIM_RULES = {
+    "diagnosis_treatment_mismatch": mismatch, "dose_out_of_range": dose_out_of_range,
+    "price_inflation": price_inflation, "upcoding": upcoding, "unbundling": unbundling,
+    "demographic_impossibility": demographic_impossibility,
+    "specialty_mismatch": specialty_mismatch,
+}
+
+
+def test_every_generated_claim_validates():
+    for item in ITEMS:
+        parse_claim(json.dumps(item.claim))
+
+
+def test_every_pattern_appears():
+    assert {i.fraud_pattern for i in ITEMS} == {CLEAN, *PATTERNS}
+
+
+def test_same_seed_same_claims_other_seed_other_claims():
+    a = [i.claim for i in ClaimGenerator(seed=9, size=500).generate(500)]
+    b = [i.claim for i in ClaimGenerator(seed=9, size=500).generate(500)]
+    c = [i.claim for i in ClaimGenerator(seed=10, size=500).generate(500)]
+    assert a == b
+    assert a != c
+
+
+def test_claim_ids_are_unique():
+    ids = [i.claim["claim_id"] for i in ITEMS]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("pattern", sorted(SINGLE_CLAIM_RULES))
+def test_pattern_breaks_its_link_and_clean_claims_do_not(pattern):
+    rule = SINGLE_CLAIM_RULES[pattern]
+    injected = [i.claim for i in ITEMS if i.fraud_pattern == pattern]
+    clean = [i.claim for i in ITEMS if i.fraud_pattern == CLEAN]
+    assert injected and all(rule(c) for c in injected)
+    assert not any(rule(c) for c in clean)
+
+
+def test_duplicates_repeat_an_earlier_claims_member_provider_date_and_procedure():
+    seen: dict[tuple, str] = {}
+    for item in ITEMS:
+        c = item.claim
+        keys = [(c["member_id"], c["provider_id"], c["service_date"], p["code"])
+                for p in c["procedures"]]
+        if item.fraud_pattern == "duplicate_billing":
+            assert any(k in seen for k in keys), c["claim_id"]
+        elif item.fraud_pattern == CLEAN:
+            assert not any(k in seen and seen[k] != c["claim_id"] for k in keys)
+        for k in keys:
+            seen.setdefault(k, c["claim_id"])
+
+
+def test_high_velocity_claims_follow_three_recent_claims_of_the_member():
+    days: dict[str, list[dt.date]] = defaultdict(list)
+    for item in ITEMS:
+        c = item.claim
+        d = dt.date.fromisoformat(c["service_date"])
+        if item.fraud_pattern == "high_velocity_member":
+            assert sum(abs((x - d).days) < 7 for x in days[c["member_id"]]) >= 3
+        days[c["member_id"]].append(d)
+
+
+def test_members_keep_their_demographics():
+    who: dict[str, tuple] = {}
+    for item in ITEMS:
+        c = item.claim
+        assert who.setdefault(c["member_id"], (c["member_age"], c["member_sex"])) == (
+            c["member_age"], c["member_sex"])
+
+
+def test_unknown_pattern_is_refused():
+    with pytest.raises(ValueError, match="unknown fraud pattern"):
+        ClaimGenerator(patterns=("nope",))
