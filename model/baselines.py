@@ -2,8 +2,10 @@
 
 The flat encoding is what a careful tabular modeller would build without sequence
 models: demographics, specialty and place one-hot; counts of lines; log charges (total,
-largest unit charge, largest drug unit price); dose relative to the drug's normal range
-(largest ratio above max, largest below min); largest units and days supply; and
+largest unit charge, largest drug unit price); the largest unit charge and drug price
+relative to the reference top price (the same reference the ClaimFormer's tokenizer
+uses); dose relative to the drug's normal range (largest ratio above max, largest below
+min); largest units and days supply; and
 multi-hot indicators of every diagnosis, procedure and drug code in the vocabulary.
 Each baseline sees one claim at a time (no cross-claim state).
 """
@@ -25,7 +27,7 @@ class FlatEncoder:
         self.v = v
         names = (["age", "n_dx", "n_proc", "n_med", "log_total", "log_max_unit_charge",
                   "log_max_drug_price", "dose_over_max", "dose_under_min", "max_units",
-                  "max_days"]
+                  "max_days", "max_charge_ratio", "max_price_ratio"]
                  + [f"sex:{s}" for s in "FMU"]
                  + [f"spec:{s}" for s in sorted(v.specialties)]
                  + [f"pos:{p}" for p in sorted(v.places)]
@@ -42,17 +44,23 @@ class FlatEncoder:
             row = x[i]
             unit = [float(p.charge) / p.units for p in c.procedures] or [0.0]
             price = [float(m.charge) / m.quantity for m in c.medications] or [0.0]
-            over = under = 0.0
+            over = under = charge_ratio = price_ratio = 0.0
             for m in c.medications:
                 d = self.v.drugs.get(m.name)
                 if d:
                     over = max(over, m.strength_mg / d.strength_max_mg)
                     under = max(under, d.strength_min_mg / m.strength_mg)
-            row[:11] = [c.member_age, len(c.diagnoses), len(c.procedures), len(c.medications),
+                    price_ratio = max(price_ratio, float(m.charge) / m.quantity /
+                                      d.unit_price_high)
+            for p in c.procedures:
+                if (q := self.v.procedures.get(p.code)) is not None:
+                    charge_ratio = max(charge_ratio, float(p.charge) / p.units / q.charge_high)
+            row[:13] = [c.member_age, len(c.diagnoses), len(c.procedures), len(c.medications),
                         math.log1p(float(c.total_charge)), math.log1p(max(unit)),
                         math.log1p(max(price)), over, under,
                         max([p.units for p in c.procedures] or [0]),
-                        max([m.days_supply for m in c.medications] or [0])]
+                        max([m.days_supply for m in c.medications] or [0]),
+                        charge_ratio, price_ratio]
             for key in (f"sex:{c.member_sex}", f"spec:{c.provider_specialty}",
                         f"pos:{c.place_of_service}", *(f"dx:{d}" for d in c.diagnoses),
                         *(f"proc:{p.code}" for p in c.procedures),

@@ -39,8 +39,8 @@ class CheckState(Protocol):
         ...
 
     def member_days(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int]) -> list[list[int]]:
-        """Record each (member, claim_id, day); return each member's recorded days."""
+                    days: Sequence[int]) -> list[dict[str, int]]:
+        """Record each (member, claim_id, day); return each member's claim_id -> day."""
         ...
 
 
@@ -55,10 +55,10 @@ class MemoryState:
         return [self.lines.setdefault(k, c) for k, c in zip(keys, claim_ids, strict=True)]
 
     def member_days(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int]) -> list[list[int]]:
+                    days: Sequence[int]) -> list[dict[str, int]]:
         for m, c, d in zip(members, claim_ids, days, strict=True):
             self.members.setdefault(m, {})[c] = d
-        return [list(self.members[m].values()) for m in members]
+        return [dict(self.members[m]) for m in members]
 
 
 @dataclass
@@ -68,7 +68,8 @@ class CrossClaimChecks:
     velocity_limit: int = 3
 
     def run(self, claims: Sequence[Claim]) -> list[list[CheckHit]]:
-        """Hits per claim, in order. Claims of one batch see each other."""
+        """Hits per claim. A claim sees what came before it, its own batch included, so
+        the verdicts do not depend on how claims were batched (or redelivered)."""
         keys, owners = [], []
         for i, c in enumerate(claims):
             for p in c.procedures:
@@ -86,8 +87,13 @@ class CrossClaimChecks:
         days = [c.service_date.toordinal() for c in claims]
         seen = self.state.member_days([c.member_id for c in claims],
                                       [c.claim_id for c in claims], days)
-        for i, (day, others) in enumerate(zip(days, seen, strict=True)):
-            near = sum(1 for d in others if abs(d - day) < self.window_days)
+        later: dict[str, set[str]] = {}  # member -> ids of batch claims after this one
+        for i in range(len(claims) - 1, -1, -1):
+            c, day, others = claims[i], days[i], seen[i]
+            after = later.setdefault(c.member_id, set())
+            near = sum(1 for cid, d in others.items()
+                       if cid not in after and abs(d - day) < self.window_days)
+            after.add(c.claim_id)
             if near > self.velocity_limit:
                 hits[i].append(CheckHit(
                     "member_velocity", VELOCITY_PROBABILITY,

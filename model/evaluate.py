@@ -12,7 +12,9 @@ half; every method is measured on the second half:
   patterns, the share whose injected token (found from the vocabulary's links, not from
   the generator's label) is among the three most surprising tokens; `faithfulness_rate`,
   on claims the model flags by itself, the share where masking the most surprising token
-  moves the score more than masking a random content token.
+  moves the score more than masking a random content token. Masking removes the token
+  (it becomes padding, which attention ignores) rather than swapping in an OOV token,
+  which would itself be a surprise.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from model.checks import CrossClaimChecks, MemoryState
 from model.dataset import ClaimSet, make_claim_set
 from model.generator import CLEAN, PATTERNS
 from model.scorer import Scorer
-from model.tokenizer import FIELD_ID
 from model.vocabulary import default_vocabulary
 
 MISMATCH_PATTERNS = ("diagnosis_treatment_mismatch", "specialty_mismatch")
@@ -84,8 +85,6 @@ def explanation_metrics(scorer: Scorer, data: ClaimSet, flagged: np.ndarray, see
     hits = [bool(set(data.values[i, top3[i]]) & injected_values(scorer, data, i))
             for i in np.flatnonzero(flagged & np.isin(data.patterns, MISMATCH_PATTERNS))]
     own = np.flatnonzero(base >= scorer.threshold)  # flagged by the model itself
-    oov = {f: scorer.tokenizer.oov[f] for f in scorer.tokenizer.oov}
-    field_names = {i: f for f, i in FIELD_ID.items()}
     faithful = []
     for start in range(0, len(own), 512):
         idx = own[start:start + 512]
@@ -93,10 +92,8 @@ def explanation_metrics(scorer: Scorer, data: ClaimSet, flagged: np.ndarray, see
         v_top, v_rand = v.copy(), v.copy()
         for r, i in enumerate(idx):
             n = int((data.values[i] != 0).sum())
-            t = int(top3[i, 0])
-            q = int(rng.integers(1, n))
-            v_top[r, t] = oov[field_names[int(f[r, t])]]
-            v_rand[r, q] = oov[field_names[int(f[r, q])]]
+            v_top[r, top3[i, 0]] = 0
+            v_rand[r, rng.integers(1, n)] = 0
         _, _, s_top = scorer.combine(scorer.raw(v_top, f))
         _, _, s_rand = scorer.combine(scorer.raw(v_rand, f))
         faithful += list(np.abs(base[idx] - s_top) > np.abs(base[idx] - s_rand))

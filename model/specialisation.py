@@ -40,9 +40,10 @@ def head_snapshot(model, probe: ClaimSet, step: int) -> dict:
     """Validation AUROC on the probe and per-head field matrices at this training step."""
     was_training = model.training
     model.eval()
-    v, f = probe.batch(np.arange(len(probe)))
+    v, f = probe.batch(np.arange(len(probe)), next(model.parameters()).device)
     fraud, _, atts = model(v, f)
     model.train(was_training)
+    f, fraud, atts = f.cpu(), fraud.float().cpu(), [a.float().cpu() for a in atts]
     onehot = torch.nn.functional.one_hot(f, len(FIELDS)).float()[..., 1:]  # (B, T, F)
     count = onehot.sum(dim=(0, 1))  # tokens per field
     heads = []

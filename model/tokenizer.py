@@ -5,14 +5,19 @@ small group per service line:
 
     [CLS] age sex specialty place total | dx dx ... | proc units charge | drug dose days price
 
-Every token has a *value* (`dx:E11.9`, `charge:b31`) and a *field type* (`diagnosis`,
-`proc_charge`); the model embeds value + field type + position. Numeric facts are bucketed:
-charges (per unit) and totals on a log scale in 20% steps; a drug's strength relative to
-that drug's normal range (below / low / mid / high / above, and how far out); units, days
-supply and age in clinical bands.
+Every token has a *value* (`dx:E11.9`, `charge:r3`) and a *field type* (`diagnosis`,
+`proc_charge`); the model embeds value + field type + position, plus the value's *group*
+(ICD-10-CM category `E11`, procedure category `lab`, drug class) so that rare codes borrow
+strength from their relatives. Numeric facts are bucketed on log scales in 20% steps:
+a line's unit charge (and a drug's unit price) *relative to the top of that code's
+typical range* in the reference table (`r0` = at the top, `r6` = 3x above it; a code
+without a reference price gets an absolute bucket `b31` = ~$287 instead); the claim total
+in absolute buckets; a drug's strength relative to its normal range (below / low / mid /
+high / above, and how far out); units, days supply and age in clinical bands.
 
 Unseen values never crash: each field type has its own OOV token (`dx:[OOV]`), so an
-unknown drug still reads as "some drug" with its dose unknown.
+unknown drug still reads as "some drug" with its dose unknown. The reference ranges and
+groups travel with the checkpoint (tokenizer.json), not read from the package.
 
 Maximum length `MAX_TOKENS` = 48. Truncation order: the header always stays; at most
 `MAX_DIAGNOSES` = 8 diagnoses (in claim order); then whole service lines in claim order
@@ -22,6 +27,7 @@ dropped so explanations can say so.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass
@@ -36,6 +42,7 @@ MAX_TOKENS = 48
 MAX_DIAGNOSES = 8
 CHARGE_STEP = math.log(1.2)  # 20% per bucket
 CHARGE_BUCKETS = 72  # $1 .. ~$500k
+RATIO_BUCKETS = range(-19, 21)  # 1/30 .. 40x of the reference price
 AGE_BANDS = (0, 2, 6, 12, 18, 26, 36, 46, 56, 65, 75, 85)
 UNIT_BANDS = (1, 2, 3, 4, 5, 10)
 DAY_BANDS = (1, 4, 8, 15, 31, 61, 91)
@@ -50,11 +57,14 @@ PREFIX = {"age": "age", "sex": "sex", "specialty": "spec", "place": "pos", "tota
 DOSE_BUCKETS = ("below_10x", "below_3x", "below", "low", "mid", "high", "above", "above_3x",
                 "above_10x")
 PAD, CLS = "[PAD]", "[CLS]"
+# A service line is [procedure, units, proc_charge] or [drug, dose, days, drug_price]:
+# how far back each line token's head (the code or drug) sits.
+LINE_OFFSET = {"units": 1, "proc_charge": 2, "dose": 1, "days": 2, "drug_price": 3}
 
 
 def _band(x: float, edges: tuple[int, ...]) -> str:
     """Label of the band [edge_k, edge_k+1) that holds x, e.g. `18-25`, `85+`."""
-    k = max(i for i, e in enumerate(edges) if x >= e) if x >= edges[0] else 0
+    k = max(0, bisect.bisect_right(edges, x) - 1)
     return f"{edges[k]}+" if k == len(edges) - 1 else f"{edges[k]}-{edges[k + 1] - 1}"
 
 
@@ -104,10 +114,13 @@ class Encoded:
 class ClaimTokenizer:
     """Maps claims to value/field ids with a fixed token list (saved with each checkpoint)."""
 
-    def __init__(self, tokens: list[str], drug_ranges: dict[str, tuple[float, float]]) -> None:
+    def __init__(self, tokens: list[str], doses: dict[str, tuple[float, float]],
+                 prices: dict[str, float], groups: list[int]) -> None:
         self.tokens = tokens
         self.index = {t: i for i, t in enumerate(tokens)}
-        self.drug_ranges = drug_ranges  # name -> (min mg, max mg) for dose buckets
+        self.doses = doses  # drug name -> (min mg, max mg): dose buckets
+        self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
+        self.groups = groups  # token id -> id of its group token (0 = none)
         self.oov = {f: self.index[f"{p}:[OOV]"] for f, p in PREFIX.items()}
 
     @classmethod
@@ -122,23 +135,35 @@ class ClaimTokenizer:
         tokens += [f"dx:{c}" for c in sorted(v.diagnoses)]
         tokens += [f"proc:{c}" for c in sorted(v.procedures)]
         tokens += [f"units:{_band(e, UNIT_BANDS)}" for e in UNIT_BANDS]
-        tokens += [f"charge:b{b}" for b in range(CHARGE_BUCKETS)]
+        tokens += [f"charge:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
+                                            *(f"r{r}" for r in RATIO_BUCKETS)]]
         tokens += [f"drug:{n}" for n in sorted(v.drugs)]
         tokens += [f"dose:{b}" for b in DOSE_BUCKETS]
         tokens += [f"days:{_band(e, DAY_BANDS)}" for e in DAY_BANDS]
-        tokens += [f"price:b{b}" for b in range(CHARGE_BUCKETS)]
-        ranges = {d.name: (d.strength_min_mg, d.strength_max_mg) for d in v.drugs.values()}
-        return cls(tokens, ranges)
+        tokens += [f"price:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
+                                           *(f"r{r}" for r in RATIO_BUCKETS)]]
+        group_of = {f"dx:{c}": f"group:dx:{c[:3]}" for c in v.diagnoses}
+        group_of |= {f"proc:{c}": f"group:proc:{p.category}" for c, p in v.procedures.items()}
+        group_of |= {f"drug:{n}": f"group:drug:{d.drug_class}" for n, d in v.drugs.items()}
+        tokens += sorted(set(group_of.values()))
+        index = {t: i for i, t in enumerate(tokens)}
+        groups = [index[group_of[t]] if t in group_of else 0 for t in tokens]
+        doses = {d.name: (d.strength_min_mg, d.strength_max_mg) for d in v.drugs.values()}
+        prices = {f"proc:{c}": p.charge_high for c, p in v.procedures.items()}
+        prices |= {f"drug:{n}": d.unit_price_high for n, d in v.drugs.items()}
+        return cls(tokens, doses, prices, groups)
 
     # -- persistence (JSON next to the weights) -----------------------------------------
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"tokens": self.tokens, "drug_ranges": self.drug_ranges}))
+        path.write_text(json.dumps({"tokens": self.tokens, "doses": self.doses,
+                                    "prices": self.prices, "groups": self.groups}))
 
     @classmethod
     def load(cls, path: Path) -> ClaimTokenizer:
         d = json.loads(path.read_text())
-        return cls(d["tokens"], {k: tuple(v) for k, v in d["drug_ranges"].items()})
+        return cls(d["tokens"], {k: tuple(v) for k, v in d["doses"].items()}, d["prices"],
+                   d["groups"])
 
     # -- encoding -----------------------------------------------------------------------
 
@@ -157,10 +182,10 @@ class ClaimTokenizer:
             unit = float(p.charge) / p.units
             lines.append([self._tok("procedure", p.code, p.code),
                           self._tok("units", _band(p.units, UNIT_BANDS), f"{p.units} unit(s)"),
-                          self._tok("proc_charge", f"b{charge_bucket(unit)}",
-                                    f"{p.code} at ${unit:,.2f}")])
+                          self._price("proc_charge", f"proc:{p.code}", unit,
+                                      f"{p.code} at ${unit:,.2f}")])
         for m in claim.medications:
-            rng = self.drug_ranges.get(m.name)
+            rng = self.doses.get(m.name)
             dose = dose_bucket(m.strength_mg, *rng) if rng else "[OOV]"
             unit = float(m.charge) / m.quantity
             lines.append([self._tok("drug", m.name, f"{m.name} {m.strength_mg:g} mg"),
@@ -168,8 +193,8 @@ class ClaimTokenizer:
                                     f"({DOSE_WORDS.get(dose, 'unknown range')})"),
                           self._tok("days", _band(m.days_supply, DAY_BANDS),
                                     f"{m.days_supply} days supply"),
-                          self._tok("drug_price", f"b{charge_bucket(unit)}",
-                                    f"{m.name} at ${unit:,.2f}/unit")])
+                          self._price("drug_price", f"drug:{m.name}", unit,
+                                      f"{m.name} at ${unit:,.2f}/unit")])
         truncated = False
         for line in lines:
             if len(out) + len(line) > MAX_TOKENS:
@@ -178,14 +203,26 @@ class ClaimTokenizer:
             out += line
         return out, truncated
 
+    def _price(self, field: str, ref: str, unit: float, label: str) -> Token:
+        """Unit price relative to the reference top price, or absolute without one."""
+        top = self.prices.get(ref)
+        if top is None:
+            return self._tok(field, f"b{charge_bucket(unit)}", label)
+        r = max(RATIO_BUCKETS[0], min(RATIO_BUCKETS[-1], math.floor(
+            math.log(max(unit, 0.01) / top) / CHARGE_STEP)))
+        return self._tok(field, f"r{r}", f"{label} ({unit / top:.1f}x typical top)")
+
     def _tok(self, field: str, value: str, label: str) -> Token:
         return Token(field, self.index.get(f"{PREFIX[field]}:{value}", self.oov[field]), label)
 
     def encode(self, claims: list[Claim]) -> Encoded:
-        seqs = [self.tokens_of(c) for c in claims]
+        return self.pack([self.tokens_of(c) for c in claims])
+
+    def pack(self, seqs: list[tuple[list[Token], bool]]) -> Encoded:
+        """Token sequences (from `tokens_of`) -> padded id arrays."""
         width = max((len(s) for s, _ in seqs), default=1)
-        values = np.zeros((len(claims), width), dtype=np.int64)
-        fields = np.zeros((len(claims), width), dtype=np.int64)
+        values = np.zeros((len(seqs), width), dtype=np.int64)
+        fields = np.zeros((len(seqs), width), dtype=np.int64)
         for i, (seq, _) in enumerate(seqs):
             values[i, : len(seq)] = [t.value for t in seq]
             fields[i, : len(seq)] = [FIELD_ID[t.field] for t in seq]

@@ -2,7 +2,9 @@
 
 Each step takes two batches:
 - a labelled batch (training mix, `fraud_rate` 25% so the head sees enough of each
-  pattern) for the fraud head's binary cross-entropy;
+  pattern) for the fraud head's binary cross-entropy. Only single-claim patterns: a
+  duplicate or a velocity burst looks like a normal claim on its own (the cross-claim
+  checks catch those), so training the head on them would teach it noise;
 - an unlabelled batch from a separate stream at the realistic 5% fraud rate, whose labels
   are never read: a share `replace_rate` of its tokens is swapped for another value of the
   same field and the surprise head learns to find them (replaced-token detection). Fraud
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,10 +31,10 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from model.checkpoint import Calibration, Checkpoint
 from model.dataset import ClaimSet, make_claim_set
-from model.generator import PATTERNS
+from model.generator import SINGLE_CLAIM_PATTERNS
 from model.progress import progress_bar
 from model.specialisation import head_snapshot
-from model.tokenizer import FIELDS, PREFIX, ClaimTokenizer
+from model.tokenizer import FIELDS, LINE_OFFSET, PREFIX, ClaimTokenizer
 from model.transformer import PRESETS, ClaimFormer, ClaimFormerConfig, replaced_token_loss
 from model.vocabulary import default_vocabulary
 
@@ -52,6 +55,7 @@ class TrainConfig:
     seed: int = 1234
     holdout_pattern: str | None = None  # train without it (novelty evaluation)
     threads: int = 2
+    device: str = "cpu"  # "cuda" trains on a GPU; the checkpoint is the same either way
     model_overrides: dict | None = None  # e.g. {"n_layers": 1, "n_heads": 2} for sweeps
 
 
@@ -87,6 +91,16 @@ class Replacer:
         return swapped, swapped != values
 
 
+def length_batches(data: ClaimSet, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Endless batches of claims of similar token length (little padding), in random order."""
+    lengths = (data.values != 0).sum(axis=1)
+    while True:
+        order = np.argsort(lengths + rng.uniform(0, 4, len(lengths)))
+        chunks = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+        rng.shuffle(chunks)
+        yield from chunks
+
+
 def metrics_of(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     if labels.min() == labels.max():
         return {"auroc": float("nan"), "pr_auc": float("nan")}
@@ -98,13 +112,14 @@ def metrics_of(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 def predict(model: ClaimFormer, data: ClaimSet, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(fraud logits, max surprise logit) for every claim in `data`."""
     model.eval()
+    dev = next(model.parameters()).device
     fl, an = [], []
     for s in range(0, len(data), batch):
-        v, f = data.batch(np.arange(s, min(s + batch, len(data))))
+        v, f = data.batch(np.arange(s, min(s + batch, len(data))), dev)
         fraud, surprise, _ = model(v, f)
         surprise[:, 0] = float("-inf")
-        fl.append(fraud.numpy())
-        an.append(surprise.max(dim=1).values.numpy())
+        fl.append(fraud.float().cpu().numpy())
+        an.append(surprise.max(dim=1).values.float().cpu().numpy())
     return np.concatenate(fl), np.concatenate(an)
 
 
@@ -130,15 +145,19 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
     torch.set_num_threads(cfg.threads)
     started = time.monotonic()
     tok = ClaimTokenizer.from_vocabulary(default_vocabulary())
-    patterns = tuple(p for p in PATTERNS if p != cfg.holdout_pattern)
+    patterns = tuple(p for p in SINGLE_CLAIM_PATTERNS if p != cfg.holdout_pattern)
     log(f"generating {cfg.train_count:,} labelled + {cfg.train_count:,} unlabelled claims")
     train_set = make_claim_set(tok, cfg.train_count, cfg.seed, cfg.fraud_rate, patterns)
     unlabelled = make_claim_set(tok, cfg.train_count, cfg.seed + 1, 0.05, patterns)
     val = make_claim_set(tok, cfg.val_count, cfg.seed + 2, 0.05, patterns)
     cal_set = make_claim_set(tok, cfg.val_count, cfg.seed + 3, 0.05, patterns)
     mcfg = ClaimFormerConfig(vocab_size=len(tok.tokens), n_fields=len(FIELDS),
+                             line_offsets=tuple(LINE_OFFSET.get(f, 0) for f in FIELDS),
                              **{**PRESETS[cfg.preset], **(cfg.model_overrides or {})})
     model = ClaimFormer(mcfg)
+    model.group_of.copy_(torch.tensor(tok.groups))
+    dev = torch.device(cfg.device)
+    model.to(dev)
     log(f"model: {mcfg.n_layers} layers, {mcfg.n_heads} heads, d_model {mcfg.d_model}, "
         f"{model.n_params():,} parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -147,6 +166,8 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
     replacer = Replacer(tok)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    labelled_batches = length_batches(train_set, cfg.batch_size, rng)
+    unlabelled_batches = length_batches(unlabelled, cfg.batch_size, rng)
     probe = val.subset(np.arange(len(val)) < 1000)  # small fixed set for head snapshots
     snaps, snap_at = [], set(snapshot_steps(cfg.steps))
     history: list[dict] = []
@@ -174,15 +195,16 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
             if step == cfg.steps:
                 break
             model.train()
-            idx = rng.integers(0, len(train_set), cfg.batch_size)
-            v, f = train_set.batch(idx)
-            y = torch.from_numpy(train_set.labels[idx])
+            idx = next(labelled_batches)
+            v, f = train_set.batch(idx, dev)
+            y = torch.from_numpy(train_set.labels[idx]).to(dev)
             fraud, _, _ = model(v, f)
             loss_fraud = F.binary_cross_entropy_with_logits(fraud, y)
-            uv, uf = unlabelled.batch(rng.integers(0, len(unlabelled), cfg.batch_size))
+            uv, uf = unlabelled.batch(next(unlabelled_batches))
             swapped, replaced = replacer(uv, uf, cfg.replace_rate, gen)
-            _, surprise, _ = model(swapped, uf)
-            loss_rtd = replaced_token_loss(surprise, replaced, uv == 0)
+            uf, replaced = uf.to(dev), replaced.to(dev)
+            _, surprise, _ = model(swapped.to(dev), uf)
+            loss_rtd = replaced_token_loss(surprise, replaced, uf == 0)
             opt.zero_grad(set_to_none=True)
             (loss_fraud + loss_rtd).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -190,7 +212,7 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
             sched.step()
             advance(1)
     model.load_state_dict(best["state"])
-    model.eval()
+    model.cpu().eval()
     cal, cal_metrics = calibrate(model, cal_set)
     log(f"calibrated: threshold {cal.threshold}, held-out auroc {cal_metrics['auroc']:.4f} "
         f"pr_auc {cal_metrics['pr_auc']:.4f}")

@@ -33,6 +33,9 @@ class ClaimFormerConfig:
     n_layers: int = 2  # layer 1 pairs tokens, layer 2 relates the pairs
     d_ffn: int = 256  # 2x d_model: 4x bought no accuracy here and halves throughput
     dropout: float = 0.1
+    # Per field id: how many positions back a service-line token's line head sits (0 = not
+    # a line token). A "$150" token then also embeds its line's code: "$150 for 99213".
+    line_offsets: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +91,14 @@ class ClaimFormer(nn.Module):
         self.value = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.field = nn.Embedding(cfg.n_fields, cfg.d_model)
         self.position = nn.Embedding(cfg.max_len, cfg.d_model)
+        # a line token's code, as context (padding_idx: a removed code adds nothing)
+        self.line = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=0)
+        self.group = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=0)  # code's family
+        # token id -> its group's token id (0 = none); set from the tokenizer, saved with
+        # the weights
+        self.register_buffer("group_of", torch.zeros(cfg.vocab_size, dtype=torch.long))
+        offsets = list(cfg.line_offsets) + [0] * (cfg.n_fields - len(cfg.line_offsets))
+        self.register_buffer("line_offsets", torch.tensor(offsets), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
@@ -97,14 +108,20 @@ class ClaimFormer(nn.Module):
 
     def forward(self, values: torch.Tensor, fields: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """values, fields: (B, T) ids, 0 = padding.
+        """values, fields: (B, T) ids, 0 = padding. Embedding = value (+ its code group) +
+        field type + position (+ the line's code for the numbers of a service line).
 
         Returns the fraud logit (B,), per-token surprise logits (B, T) (padding = -inf),
         and the attention weights of each layer, [(B, nh, T, T)] * n_layers.
         """
         pad = values == 0  # (B, T)
         pos = torch.arange(values.shape[1], device=values.device)
-        x = self.drop(self.value(values) + self.field(fields) + self.position(pos))  # (B, T, C)
+        back = self.line_offsets[fields]  # (B, T) positions back to the line's head, 0 = none
+        head = values.gather(1, (pos - back).clamp(min=0))  # (B, T) the line's code id
+        line = self.line(head) * (back > 0).unsqueeze(-1)
+        group = self.group(self.group_of[values])
+        x = self.value(values) + group + self.field(fields) + self.position(pos) + line  # (B,T,C)
+        x = self.drop(x)
         attentions = []
         for block in self.blocks:
             x, att = block(x, pad)

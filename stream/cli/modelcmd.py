@@ -173,3 +173,32 @@ def report(
     except (CheckpointError, ValueError) as e:
         raise fail(str(e)) from None
     err.print(f"wrote {len(files)} files to {out}", highlight=False)
+
+
+@app.command()
+def sweep(
+    steps: Annotated[int, typer.Option(min=1, help="training steps per architecture")] = 1500,
+    train_count: Annotated[int, typer.Option(min=1000)] = 30_000,
+    count: Annotated[int, typer.Option(min=200, help="fresh evaluation claims")] = 10_000,
+    seed: Annotated[int, typer.Option()] = 11,
+    device: Device = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Train 1/2, 2/4, 4/8 and 6/8 (layers/heads) the same way; compare accuracy and speed."""
+    from model.scorer import resolve_device
+    from model.sweep import sweep as run_sweep
+
+    try:
+        dev = str(resolve_device(device))
+    except ValueError as e:
+        raise fail(str(e)) from None
+    result = run_sweep(steps, train_count, count, seed, dev, log=_log)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{'layers':>6}{'heads':>6}{'params':>10}{'AUROC':>8}{'PR-AUC':>8}{'acc':>7}"
+          f"{'bal.acc':>8}{'claims/s':>10}")
+    for r in result["architectures"]:
+        print(f"{r['layers']:>6}{r['heads']:>6}{r['params']:>10,}{r['auroc']:>8.3f}"
+              f"{r['pr_auc']:>8.3f}{r['accuracy']:>7.3f}{r['balanced_accuracy']:>8.3f}"
+              f"{r['cpu_claims_per_s']:>10,.0f}")

@@ -1,0 +1,163 @@
+"""Tokenizer, ClaimFormer, checkpoints, scorer and cross-claim checks (pure logic, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.checks import CrossClaimChecks, MemoryState
+from model.claims import Claim
+from model.generator import ClaimGenerator
+from model.scorer import Scorer
+from model.tokenizer import FIELD_ID, MAX_TOKENS, ClaimTokenizer
+from model.training import TrainConfig, snapshot_steps, train
+from model.transformer import ClaimFormer
+from model.vocabulary import default_vocabulary
+
+
+def claims(n: int, seed: int = 5, fraud_rate: float = 0.2) -> list[Claim]:
+    gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, size=n)
+    return [Claim.model_validate(x.claim) for x in gen.generate(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A barely trained model: enough to exercise every code path, not to be accurate."""
+    ck = train(TrainConfig(steps=6, train_count=1000, val_count=400, eval_every=3),
+               log=lambda m: None)
+    out = tmp_path_factory.mktemp("ck")
+    save_checkpoint(ck, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok() -> ClaimTokenizer:
+    return ClaimTokenizer.from_vocabulary(default_vocabulary())
+
+
+def test_unknown_codes_and_hostile_strings_go_to_oov(tok):
+    base = claims(1)[0].model_dump(mode="json")
+    base["diagnoses"] = ["Z99.89", "U07.1"]
+    base["provider_specialty"] = "astrology"
+    base["place_of_service"] = "99"
+    base["medications"] = [{"name": "<script>alert(1)</script>\u202e\x00", "strength_mg": 1e5,
+                            "quantity": 1, "days_supply": 1, "charge": 0}]
+    base["total_charge"] = sum(float(p["charge"]) for p in base["procedures"])
+    claim = Claim.model_validate(base)
+    toks, _ = tok.tokens_of(claim)
+    by_field = {t.field: t.value for t in toks}
+    assert by_field["specialty"] == tok.oov["specialty"]
+    assert by_field["place"] == tok.oov["place"]
+    assert by_field["drug"] == tok.oov["drug"] and by_field["dose"] == tok.oov["dose"]
+    assert by_field["drug_price"] != tok.oov["drug_price"]  # absolute bucket instead
+
+
+def test_long_claims_are_truncated_whole_lines_first(tok):
+    c = claims(1)[0].model_dump(mode="json")
+    c["diagnoses"] = [f"E11.{i}" for i in range(10)] + ["I10", "E78.5"]
+    c["procedures"] = [{"code": "99213", "units": 1, "charge": 100.0, "modifiers": []}] * 50
+    c["medications"] = []
+    c["total_charge"] = 5000.0
+    toks, truncated = tok.tokens_of(Claim.model_validate(c))
+    assert truncated and len(toks) <= MAX_TOKENS
+    assert sum(t.field == "diagnosis" for t in toks) == 8
+    assert sum(t.field == "procedure" for t in toks) == (MAX_TOKENS - 6 - 8) // 3
+
+
+def test_encode_pads_and_aligns(tok):
+    enc = tok.encode(claims(8))
+    assert enc.values.shape == enc.fields.shape
+    for row, n in zip(enc.values, enc.lengths, strict=True):
+        assert (row[:n] != 0).all() and (row[n:] == 0).all()
+    assert (enc.fields[:, 0] == FIELD_ID["cls"]).all()
+
+
+def test_forward_shapes_and_padding_is_ignored(tiny_checkpoint):
+    ck = load_checkpoint(tiny_checkpoint)
+    enc = ck.tokenizer.encode(claims(4))
+    v, f = torch.from_numpy(enc.values), torch.from_numpy(enc.fields)
+    fraud, surprise, atts = ck.model(v, f)
+    assert fraud.shape == (4,) and surprise.shape == v.shape
+    assert len(atts) == ck.model.cfg.n_layers
+    assert atts[0].shape == (4, ck.model.cfg.n_heads, v.shape[1], v.shape[1])
+    # extra padding columns change nothing
+    v2 = torch.cat([v, torch.zeros(4, 3, dtype=torch.long)], 1)
+    f2 = torch.cat([f, torch.zeros(4, 3, dtype=torch.long)], 1)
+    fraud2, _, _ = ck.model(v2, f2)
+    assert torch.allclose(fraud, fraud2, atol=1e-5)
+
+
+def test_checkpoint_round_trip_and_version_is_the_weights_hash(tiny_checkpoint):
+    ck = load_checkpoint(tiny_checkpoint)
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert ck.model_version == config["model_version"] and len(ck.model_version) == 16
+    assert isinstance(ck.model, ClaimFormer)
+
+
+def test_tampered_weights_are_refused(tiny_checkpoint, tmp_path):
+    for name in ("weights.safetensors", "config.json", "tokenizer.json"):
+        (tmp_path / name).write_bytes((tiny_checkpoint / name).read_bytes())
+    data = bytearray((tmp_path / "weights.safetensors").read_bytes())
+    data[-1] ^= 0x01
+    (tmp_path / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="refusing a modified or corrupt checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors is missing"):
+        load_checkpoint(tmp_path)
+
+
+def test_scorer_scores_explains_and_keeps_order(tiny_checkpoint):
+    batch = claims(300)
+    scorer = Scorer.load(str(tiny_checkpoint), device="cpu", batch_size=64)
+    scores = scorer.score(batch)
+    assert [s.claim_id for s in scores] == [c.claim_id for c in batch]
+    for s in scores:
+        assert 0 <= s.score <= 1
+        assert s.flagged == (s.score >= s.threshold)
+        assert s.explanation.reason
+        assert abs(sum(s.explanation.field_importance.values()) - 1) < 0.01
+        assert len(s.explanation.surprising_tokens) == 3
+        assert s.model_version == scorer.model_version
+    assert any(s.explanation.top_pairs for s in scores)
+
+
+def test_scores_do_not_depend_on_batch_composition(tiny_checkpoint):
+    batch = claims(50)
+    scorer = Scorer.load(str(tiny_checkpoint), device="cpu")
+    alone = [scorer.score([c])[0].score for c in batch[:5]]
+    together = [s.score for s in scorer.score(batch)[:5]]
+    assert np.allclose(alone, together, atol=1e-5)
+
+
+def test_duplicate_check_fires_once_and_redelivery_is_not_a_duplicate():
+    c = claims(1)[0]
+    twin = c.model_copy(update={"claim_id": c.claim_id + "-dup"})
+    checks = CrossClaimChecks(MemoryState())
+    assert checks.run([c]) == [[]]
+    assert checks.run([c]) == [[]]  # the same claim redelivered
+    hits = checks.run([twin])[0]
+    assert [h.name for h in hits] == ["duplicate_billing"]
+    assert c.claim_id in hits[0].reason
+
+
+def test_velocity_check_counts_distinct_claims_in_the_window():
+    c = claims(1)[0]
+    checks = CrossClaimChecks(MemoryState(), window_days=7, velocity_limit=3)
+    batch = [c.model_copy(update={"claim_id": f"V{i}", "provider_id": f"P{i}"})
+             for i in range(5)]
+    hits = checks.run(batch)
+    assert [bool(h) for h in hits] == [False, False, False, True, True]
+    assert checks.run(batch[:1]) != [[]]  # a redelivery sees the same 5 claims, not 6
+    assert "5 claims within 7 days" in checks.run(batch[:1])[0][0].reason
+
+
+def test_snapshots_are_log_spaced():
+    assert snapshot_steps(2500) == [0, 10, 31, 100, 316, 1000, 2500]
