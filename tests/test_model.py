@@ -161,3 +161,43 @@ def test_velocity_check_counts_distinct_claims_in_the_window():
 
 def test_snapshots_are_log_spaced():
     assert snapshot_steps(2500) == [0, 10, 31, 100, 316, 1000, 2500]
+
+
+def test_report_writes_json_and_heat_maps(tiny_checkpoint, tmp_path):
+    from model.report import write_report
+
+    files = write_report(str(tiny_checkpoint), tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    steps = [s["step"] for s in report["snapshots"]]
+    assert steps == snapshot_steps(6)
+    heads = report["snapshots"][0]["heads"]
+    assert len(heads) == 2 * 4  # layers x heads of the default model
+    pngs = [f for f in files if f.suffix == ".png"]
+    assert (tmp_path / "metric_curve.png") in pngs
+    assert len(pngs) == 1 + len(steps) * len(heads)
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
+
+
+def test_head_matrices_are_distributions(tiny_checkpoint):
+    ck = load_checkpoint(tiny_checkpoint)
+    snap = ck.metrics["snapshots"][-1]
+    for h in snap["heads"]:
+        m = np.array(h["matrix"])
+        present = m.sum(axis=1) > 0
+        assert np.allclose(m[present].sum(axis=1), 1, atol=1e-3)
+        assert 0 <= h["specialisation"] <= np.log(2) + 1e-6
+
+
+def test_shipped_checkpoint_is_small_verified_and_separates_fraud():
+    from model.checkpoint import default_checkpoint_path
+
+    folder = default_checkpoint_path()
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 10 * 2**20
+    scorer = Scorer.load("default", device="cpu")
+    gen = ClaimGenerator(seed=77, fraud_rate=0.3, size=1500)
+    items = list(gen.generate(1500))
+    scores = scorer.score([Claim.model_validate(x.claim) for x in items])
+    fraud = np.array([x.fraud_pattern != "none" for x in items])
+    flagged = np.array([s.flagged for s in scores])
+    assert flagged[fraud].mean() > 0.5  # most single-claim fraud is caught
+    assert flagged[~fraud].mean() < 0.05  # few clean claims are flagged
