@@ -79,7 +79,7 @@ def injected_values(scorer: Scorer, data: ClaimSet, i: int) -> set[int]:
 def explanation_metrics(scorer: Scorer, data: ClaimSet, flagged: np.ndarray, seed: int
                         ) -> dict:
     rng = np.random.default_rng(seed)
-    raw = scorer.raw(*data.batch(np.arange(len(data))))
+    raw = scorer.raw(data.values, data.fields, attention=False)
     _, _, base = scorer.combine(raw)
     top3 = np.argsort(-raw.surprise, axis=1)[:, :3]
     hits = [bool(set(data.values[i, top3[i]]) & injected_values(scorer, data, i))
@@ -94,8 +94,8 @@ def explanation_metrics(scorer: Scorer, data: ClaimSet, flagged: np.ndarray, see
             n = int((data.values[i] != 0).sum())
             v_top[r, top3[i, 0]] = 0
             v_rand[r, rng.integers(1, n)] = 0
-        _, _, s_top = scorer.combine(scorer.raw(v_top, f))
-        _, _, s_rand = scorer.combine(scorer.raw(v_rand, f))
+        _, _, s_top = scorer.combine(scorer.raw(v_top, f, attention=False))
+        _, _, s_rand = scorer.combine(scorer.raw(v_rand, f, attention=False))
         faithful += list(np.abs(base[idx] - s_top) > np.abs(base[idx] - s_rand))
     return {"top3_hit_rate": round(float(np.mean(hits)), 4) if hits else None,
             "top3_claims": len(hits),
@@ -117,6 +117,7 @@ def evaluate(scorer: Scorer, count: int, seed: int, fraud_rate: float = 0.05, lo
     s = np.array([x.score for x in scores])
     flagged = np.array([x.flagged for x in scores])
     anomaly = np.array([x.components.anomaly for x in scores])
+    _, _, without_checks = scorer.combine(scorer.raw(data.values, data.fields, attention=False))
     half = count // 2
     train, test = np.arange(count) < half, np.arange(count) >= half
     log("baselines")
@@ -133,6 +134,7 @@ def evaluate(scorer: Scorer, count: int, seed: int, fraud_rate: float = 0.05, lo
                   if flagged[test].any() else None,
                   "flagged_recall": round(float(flagged[test][y[test] == 1].mean()), 4),
                   "threshold": scorer.threshold,
+                  "without_checks": method_metrics(pt, without_checks[test]),
                   "anomaly_only": method_metrics(pt, anomaly[test])},
         "baselines": {"isolation_forest": method_metrics(pt, iso),
                       "gradient_boosting": method_metrics(pt, gbt)},
@@ -160,8 +162,8 @@ def novelty(pattern: str, count: int, seed: int, steps: int, log=print) -> dict:
     ck.model_version = f"holdout-{pattern}"
     scorer = Scorer(ck, device="cpu")
     data = make_claim_set(scorer.tokenizer, count, seed, 0.05, patterns=(pattern,))
-    raw = scorer.raw(*data.batch(np.arange(len(data))))
-    fraud, anomaly, combined = scorer.combine(raw)
+    fraud, anomaly, combined = scorer.combine(scorer.raw(data.values, data.fields,
+                                                         attention=False))
     y = data.labels
     return {"novelty": {"pattern": pattern, "count": count, "positives": int(y.sum()),
                         "anomaly_auroc": round(float(roc_auc_score(y, anomaly)), 4),

@@ -61,16 +61,15 @@ def top_pairs(attentions: list[np.ndarray], lengths: np.ndarray, k: int = 4 * N_
 
 def field_importance(importance: np.ndarray, fields: np.ndarray) -> list[dict[str, float]]:
     """Sum token importance per field type (excluding [CLS]); each dict sums to 1."""
-    out = []
-    for imp, fs in zip(importance, fields, strict=True):
-        acc: dict[str, float] = {}
-        for w, f in zip(imp[1:], fs[1:], strict=False):
-            if f:
-                name = FIELDS[f]
-                acc[name] = acc.get(name, 0.0) + float(w)
-        total = sum(acc.values()) or 1.0
-        out.append({k: round(v / total, 4) for k, v in sorted(acc.items(), key=lambda x: -x[1])})
-    return out
+    B, T = fields.shape
+    per = np.zeros((B, len(FIELDS)), dtype=np.float64)
+    np.add.at(per, (np.repeat(np.arange(B), T - 1), fields[:, 1:].ravel()),
+              importance[:, 1:].ravel())
+    per[:, 0] = 0  # padding
+    per /= np.maximum(per.sum(axis=1, keepdims=True), 1e-12)
+    order = np.argsort(-per, axis=1)
+    return [{FIELDS[f]: round(float(row[f]), 4) for f in o if row[f] > 0}
+            for row, o in zip(per, order, strict=True)]
 
 
 def describe(token: Token, vocab: Vocabulary) -> str:

@@ -85,13 +85,22 @@ class Scorer:
     # -- numbers ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def raw(self, values: np.ndarray, fields: np.ndarray) -> Raw:
-        v = torch.as_tensor(values, device=self.device)
-        f = torch.as_tensor(fields, device=self.device)
-        fraud, surprise, att = self.model(v, f)
-        surprise[:, 0] = float("-inf")  # [CLS] is not claim content
-        return Raw(fraud.float().cpu().numpy(), surprise.float().cpu().numpy(),
-                   [a.float().cpu().numpy() for a in att])
+    def raw(self, values: np.ndarray, fields: np.ndarray, attention: bool = True,
+            chunk: int = 2048) -> Raw:
+        """Model outputs for pre-encoded claims, `chunk` rows at a time. Attention weights
+        (B x layers x heads x T x T floats) are kept only when asked for."""
+        fl, sp, att = [], [], []
+        for s in range(0, len(values), chunk):
+            v = torch.as_tensor(values[s:s + chunk], device=self.device)
+            f = torch.as_tensor(fields[s:s + chunk], device=self.device)
+            fraud, surprise, a = self.model(v, f)
+            surprise[:, 0] = float("-inf")  # [CLS] is not claim content
+            fl.append(fraud.float().cpu().numpy())
+            sp.append(surprise.float().cpu().numpy())
+            if attention:
+                att.append([x.float().cpu().numpy() for x in a])
+        attentions = [np.concatenate(layer) for layer in zip(*att, strict=True)] if att else []
+        return Raw(np.concatenate(fl), np.concatenate(sp), attentions)
 
     def combine(self, raw: Raw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fraud probability, anomaly in [0, 1], combined score) per claim."""

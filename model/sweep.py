@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
@@ -39,7 +38,7 @@ def sweep(steps: int, train_count: int, count: int, seed: int, device: str = "cp
         scorer = Scorer(ck, device="cpu", batch_size=256)
         if data is None:
             data = make_claim_set(scorer.tokenizer, count, seed, 0.05, SINGLE_CLAIM_PATTERNS)
-        _, _, combined = scorer.combine(scorer.raw(*data.batch(np.arange(len(data)))))
+        _, _, combined = scorer.combine(scorer.raw(data.values, data.fields, attention=False))
         y = data.labels
         flagged = combined >= scorer.threshold
         threads = torch.get_num_threads()

@@ -32,6 +32,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,8 +94,7 @@ DOSE_WORDS = {"below_10x": "under a tenth of the normal range",
               "above_3x": "over 3x the normal range", "above_10x": "over 10x the normal range"}
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the hot path
     field: str  # one of FIELDS
     value: int  # id in the token list
     label: str  # what a person reads: "metformin 500 mg", "99213 at $150.00"

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 from model.claims import Claim
