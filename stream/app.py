@@ -1,0 +1,141 @@
+"""The Faust app: claims in, Scores out. App, topic, agent, in that order.
+
+Run it with `claimscope worker` (which checks the broker and Redis, creates the topics,
+starts the scoring process of `stream.scoring` and picks the web port first). Expect, per
+batch of up to `max_batch` claims: one Score per valid claim on `claims.scored` and in
+Redis, flagged ones on `claims.flagged`, and a dead letter per invalid message on
+`claims.deadletter`.
+
+Messages are read as raw bytes (value_serializer "raw"): decoding is the pipeline's job, so a
+message that is not even JSON reaches it (and becomes a dead letter) instead of crashing a
+Faust deserializer. `noack_take` hands over whole batches of events and leaves acking to
+the agent, which acks only after the batch is on the output topics and in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+
+from stream.deadletter import Incoming
+from stream.metrics import WorkerStats, add_views
+from stream.pipeline import Pipeline
+from stream.settings import Settings
+from stream.transport import App
+
+log = logging.getLogger("claimscope.worker")
+
+
+def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str | None = None
+              ) -> faust.App:
+    """A Faust app configured from settings, with the worker's web views."""
+    app = App(
+        app_id or settings.app_id,
+        fetch_wait_ms=round(settings.fetch_wait * 1000),
+        broker=[f"kafka://{h}" for h in settings.bootstrap_servers],
+        broker_credentials=faust_credentials(settings),
+        key_serializer="raw", value_serializer="raw",
+        autodiscover=False, store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        # a 10 MB message must still be fetched (and dead-lettered), never wedge a partition
+        consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * settings.max_message_bytes),
+        stream_buffer_maxsize=max(4096, 4 * settings.max_batch),
+        broker_rebalance_timeout=settings.broker_rebalance_timeout,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_request_timeout=max(90.0, settings.broker_session_timeout + 10,
+                                   settings.broker_rebalance_timeout + 10),
+        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
+        broker_commit_interval=1.0,
+        web_enabled=True, web_port=web_port, web_bind=settings.web_host,
+        web_host=settings.web_host,
+    )
+    add_views(app, stats)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set, **kwargs: Any) -> None:
+        stats.assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
+        stats.ready = True
+
+    @app.timer(5.0)
+    async def measure_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            done = stats.offsets.get(f"{tp.topic}:{tp.partition}")
+            end = consumer.highwater(tp)
+            if end is not None:
+                stats.lag[f"{tp.topic}:{tp.partition}"] = max(0, end - (done or 0))
+
+    return app
+
+
+def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.App:
+    """The scoring worker: one topic, one agent."""
+    app = faust_app(settings, web_port, pipeline.stats)
+    claims = app.topic(settings.topic_claims, key_type=bytes, value_type=bytes,
+                       partitions=settings.partitions)
+
+    @app.agent(claims)
+    async def score_claims(stream: faust.StreamT) -> None:
+        """Batch -> pipeline (decode, score, send, Redis) -> ack. Never raises on bad input.
+
+        One batch is processed while Faust collects the next (at most one in flight), so
+        its per-event intake overlaps the scoring; batches are still acked in order.
+        """
+        await pipeline.start()
+        in_flight: asyncio.Task | None = None
+
+        async def process_then_ack(events: list) -> None:
+            await pipeline.process([incoming(e) for e in events])
+            for e in events:
+                await stream.ack(e)
+
+        try:
+            async for events in stream.noack_take(settings.max_batch, settings.max_wait):
+                if in_flight is not None and await finish(in_flight):
+                    raise asyncio.CancelledError
+                in_flight = asyncio.ensure_future(process_then_ack(events))
+            # (the stream only ends when the worker stops)
+        finally:
+            if in_flight is not None:
+                await finish(in_flight)
+            await pipeline.stop()
+
+    return app
+
+
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """SASL/SSL settings as Faust credentials (None for PLAINTEXT)."""
+    security = settings.kafka_security()
+    if not security:
+        return None
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(security["ssl_context"])
+    return faust.SASLCredentials(username=security["sasl_plain_username"],
+                                 password=security["sasl_plain_password"],
+                                 ssl_context=security.get("ssl_context"),
+                                 mechanism=settings.sasl_mechanism)
+
+
+def incoming(event: faust.EventT) -> Incoming:
+    m = event.message
+    ts = round(m.timestamp * 1000) if m.timestamp and m.timestamp > 0 else None
+    return Incoming(m.value, m.key, m.topic, m.partition, m.offset, ts)
+
+
+async def finish(work: Any) -> bool:
+    """Await `work`; if the worker is stopped meanwhile, still finish it so the in-flight
+    batch is stored and acked before exit. True when the caller was cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+        return False
+    except asyncio.CancelledError:
+        if not task.done():
+            log.info("stopping: finishing the in-flight batch first")
+            await task
+        return True

