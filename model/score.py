@@ -9,12 +9,29 @@ which fields mattered, which tokens surprised the anomaly head, and one human re
 from __future__ import annotations
 
 import datetime as dt
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class ScoreModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def build(cls, **values: object) -> Self:
+        """Construct without validation from values the scorer computed itself.
+
+        Every field must be given. pydantic's `model_construct` walks all fields looking for
+        defaults (~14 us per object, nine objects per Score: a third of scoring time);
+        this sets the instance state directly. tests/test_model.py checks that a built
+        Score dumps exactly like a validated one.
+        """
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", values)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", None)
+        return obj
 
 
 class TokenPair(ScoreModel):

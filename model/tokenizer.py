@@ -28,6 +28,7 @@ dropped so explanations can say so.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ PAD, CLS = "[PAD]", "[CLS]"
 LINE_OFFSET = {"units": 1, "proc_charge": 2, "dose": 1, "days": 2, "drug_price": 3}
 
 
+@functools.cache
 def _band(x: float, edges: tuple[int, ...]) -> str:
     """Label of the band [edge_k, edge_k+1) that holds x, e.g. `18-25`, `85+`."""
     k = max(0, bisect.bisect_right(edges, x) - 1)
@@ -94,10 +96,29 @@ DOSE_WORDS = {"below_10x": "under a tenth of the normal range",
               "above_3x": "over 3x the normal range", "above_10x": "over 10x the normal range"}
 
 
+LABELS = {"age": "age {}", "sex": "sex {}", "place": "place {}", "total": "total ${:,.2f}",
+          "units": "{} unit(s)", "days": "{} days supply"}
+
+
 class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the hot path
     field: str  # one of FIELDS
     value: int  # id in the token list
-    label: str  # what a person reads: "metformin 500 mg", "99213 at $150.00"
+    parts: tuple  # the claim's own values behind the token, for `label`
+
+    @property
+    def label(self) -> str:
+        """What a person reads: "metformin 500 mg", "99213 at $150.00 (0.8x typical top)".
+        Formatted on demand: only the few tokens an explanation names need it."""
+        p, f = self.parts, self.field
+        if f in ("proc_charge", "drug_price"):
+            code, unit, ratio = p
+            text = f"{code} at ${unit:,.2f}" + ("/unit" if f == "drug_price" else "")
+            return text + (f" ({ratio:.1f}x typical top)" if ratio is not None else "")
+        if f == "drug":
+            return f"{p[0]} {p[1]:g} mg"
+        if f == "dose":
+            return f"{p[0]} {p[1]:g} mg ({DOSE_WORDS.get(p[2], 'unknown range')})"
+        return LABELS.get(f, "{}").format(*p) if p else "[CLS]"
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,13 @@ class ClaimTokenizer:
         self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
         self.groups = groups  # token id -> id of its group token (0 = none)
         self.oov = {f: self.index[f"{p}:[OOV]"] for f, p in PREFIX.items()}
+        # field -> value -> id, so encoding needs no string building
+        self.ids: dict[str, dict[str, int]] = {f: {} for f in PREFIX}
+        by_prefix = {p: f for f, p in PREFIX.items()}
+        for i, t in enumerate(tokens):
+            prefix, _, value = t.partition(":")
+            if prefix in by_prefix:
+                self.ids[by_prefix[prefix]][value] = i
 
     @classmethod
     def from_vocabulary(cls, v: Vocabulary) -> ClaimTokenizer:
@@ -169,32 +197,26 @@ class ClaimTokenizer:
 
     def tokens_of(self, claim: Claim) -> tuple[list[Token], bool]:
         """The claim's tokens in order, and whether service lines were truncated."""
-        age, total = claim.member_age, float(claim.total_charge)
-        out = [Token("cls", self.index[CLS], "[CLS]"),
-               self._tok("age", _band(age, AGE_BANDS), f"age {age}"),
-               self._tok("sex", claim.member_sex, f"sex {claim.member_sex}"),
-               self._tok("specialty", claim.provider_specialty, claim.provider_specialty),
-               self._tok("place", claim.place_of_service, f"place {claim.place_of_service}"),
-               self._tok("total", f"b{charge_bucket(total)}", f"total ${total:,.2f}")]
-        out += [self._tok("diagnosis", c, c) for c in claim.diagnoses[:MAX_DIAGNOSES]]
+        tok, age, total = self._tok, claim.member_age, float(claim.total_charge)
+        out = [Token("cls", self.index[CLS], ()),
+               tok("age", _band(age, AGE_BANDS), (age,)),
+               tok("sex", claim.member_sex, (claim.member_sex,)),
+               tok("specialty", claim.provider_specialty, (claim.provider_specialty,)),
+               tok("place", claim.place_of_service, (claim.place_of_service,)),
+               tok("total", f"b{charge_bucket(total)}", (total,))]
+        out += [tok("diagnosis", c, (c,)) for c in claim.diagnoses[:MAX_DIAGNOSES]]
         lines: list[list[Token]] = []
         for p in claim.procedures:
-            unit = float(p.charge) / p.units
-            lines.append([self._tok("procedure", p.code, p.code),
-                          self._tok("units", _band(p.units, UNIT_BANDS), f"{p.units} unit(s)"),
-                          self._price("proc_charge", f"proc:{p.code}", unit,
-                                      f"{p.code} at ${unit:,.2f}")])
+            lines.append([tok("procedure", p.code, (p.code,)),
+                          tok("units", _band(p.units, UNIT_BANDS), (p.units,)),
+                          self._price("proc_charge", p.code, float(p.charge) / p.units)])
         for m in claim.medications:
             rng = self.doses.get(m.name)
             dose = dose_bucket(m.strength_mg, *rng) if rng else "[OOV]"
-            unit = float(m.charge) / m.quantity
-            lines.append([self._tok("drug", m.name, f"{m.name} {m.strength_mg:g} mg"),
-                          self._tok("dose", dose, f"{m.name} {m.strength_mg:g} mg "
-                                    f"({DOSE_WORDS.get(dose, 'unknown range')})"),
-                          self._tok("days", _band(m.days_supply, DAY_BANDS),
-                                    f"{m.days_supply} days supply"),
-                          self._price("drug_price", f"drug:{m.name}", unit,
-                                      f"{m.name} at ${unit:,.2f}/unit")])
+            lines.append([tok("drug", m.name, (m.name, m.strength_mg)),
+                          tok("dose", dose, (m.name, m.strength_mg, dose)),
+                          tok("days", _band(m.days_supply, DAY_BANDS), (m.days_supply,)),
+                          self._price("drug_price", m.name, float(m.charge) / m.quantity)])
         truncated = False
         for line in lines:
             if len(out) + len(line) > MAX_TOKENS:
@@ -203,17 +225,17 @@ class ClaimTokenizer:
             out += line
         return out, truncated
 
-    def _price(self, field: str, ref: str, unit: float, label: str) -> Token:
+    def _price(self, field: str, code: str, unit: float) -> Token:
         """Unit price relative to the reference top price, or absolute without one."""
-        top = self.prices.get(ref)
+        top = self.prices.get(f"{'proc' if field == 'proc_charge' else 'drug'}:{code}")
         if top is None:
-            return self._tok(field, f"b{charge_bucket(unit)}", label)
+            return self._tok(field, f"b{charge_bucket(unit)}", (code, unit, None))
         r = max(RATIO_BUCKETS[0], min(RATIO_BUCKETS[-1], math.floor(
             math.log(max(unit, 0.01) / top) / CHARGE_STEP)))
-        return self._tok(field, f"r{r}", f"{label} ({unit / top:.1f}x typical top)")
+        return self._tok(field, f"r{r}", (code, unit, unit / top))
 
-    def _tok(self, field: str, value: str, label: str) -> Token:
-        return Token(field, self.index.get(f"{PREFIX[field]}:{value}", self.oov[field]), label)
+    def _tok(self, field: str, value: str, parts: tuple) -> Token:
+        return Token(field, self.ids[field].get(value, self.oov[field]), parts)
 
     def encode(self, claims: list[Claim]) -> Encoded:
         return self.pack([self.tokens_of(c) for c in claims])

@@ -155,7 +155,7 @@ def explain(
         claim = parse_claim(raw.encode("utf-8", errors="surrogateescape"))
     except ValidationError as e:
         raise fail("invalid claim: " + "; ".join(describe_errors(e)), 1) from None
-    scorer = _load_scorer(checkpoint, device)
+    scorer = _load_scorer(checkpoint, device, explain="all")
     render(scorer, claim, Console())
 
 
