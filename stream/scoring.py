@@ -23,6 +23,7 @@ IDs cannot contain \\x1f or \\n (the contract's charset), so the header needs no
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import struct
 import subprocess
@@ -153,6 +154,9 @@ def main() -> None:
     except Exception as e:
         print(str(e), file=sys.stderr)
         sys.exit(2)
+    # The model, vocabulary and modules live as long as the process: freezing them keeps the
+    # cyclic GC from rescanning them every few batches (measured here: ~25% of scoring time).
+    gc.freeze()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(f"ready {scorer.device} {scorer.model_version} {scorer.threshold}\n".encode())
     stdout.flush()

@@ -100,8 +100,9 @@ class Settings(BaseSettings):
         "not caught"))
 
     # -- batching -----------------------------------------------------------------------
-    max_batch: int = Field(500, ge=1, le=100_000, description=(
-        "most claims one worker scores at once (stream.take's max)"))
+    max_batch: int = Field(1000, ge=1, le=100_000, description=(
+        "most claims one worker scores at once (stream.take's max); 1,000 measured ~1.4x "
+        "the throughput of 500 on 2 cores with no latency cost at 500 claims/s"))
     max_wait: float = Field(0.05, gt=0, le=60, description=(
         "seconds a partial batch waits for more claims: the latency floor at low rates"))
     fetch_wait: float = Field(0.05, gt=0, le=10, description=(
