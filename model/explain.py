@@ -21,11 +21,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.tokenizer import FIELDS, Token
+from model.tokenizer import FIELD_ID, FIELDS, Token
 from model.vocabulary import Vocabulary
 
 N_PAIRS = 3
 N_SURPRISING = 3
+PAIR_FIELDS = [FIELD_ID[f] for f in FIELDS if f not in ("pad", "cls", "units", "days")]
+# Whom a reason reads the surprising token against: a drug against the diagnoses, a
+# diagnosis against the treatments, a price or a unit count against the line's code...
+_PARTNERS = {"diagnosis": ("procedure", "drug"), "procedure": ("diagnosis",),
+             "drug": ("diagnosis",), "specialty": ("procedure", "drug"),
+             "age": ("diagnosis", "procedure", "drug"), "sex": ("diagnosis", "procedure", "drug")}
+PARTNER = np.zeros((len(FIELDS), len(FIELDS)), dtype=bool)  # [surprising field, partner field]
+for _f in FIELDS[2:]:
+    for _p in _PARTNERS.get(_f, ("procedure", "drug")):
+        PARTNER[FIELD_ID[_f], FIELD_ID[_p]] = True
 
 
 def rollout(attentions: list[torch.Tensor]) -> np.ndarray:
@@ -40,24 +50,33 @@ def rollout(attentions: list[torch.Tensor]) -> np.ndarray:
     return r[:, 0, :].cpu().numpy()
 
 
-def top_pairs(attentions: list[torch.Tensor], lengths: np.ndarray, k: int = 4 * N_PAIRS
+def top_pairs(attentions: list[torch.Tensor], fields: np.ndarray, k: int = 4 * N_PAIRS
               ) -> list[list[tuple[int, int, int, int, float]]]:
-    """Per claim, up to k (layer, head, query, key, weight) edges, strongest first."""
+    """Per claim, up to k (layer, head, query, key, weight) edges between two tokens that
+    mean something on their own (not [CLS], padding, unit counts or days supply).
+
+    Ranked by *specific* attention: the weight minus the mean weight the key gets from
+    all tokens in that head. Some heads park most of their attention on one token (an
+    attention sink, here often the claim total); raw weights would list those edges first
+    and say nothing about how two tokens relate. The reported weight is the raw one.
+    """
     a = torch.stack(attentions, dim=1).float().cpu().numpy()  # (B, L, nh, T, T), a copy
     B, L, H, T, _ = a.shape
+    keep = np.isin(fields, PAIR_FIELDS)  # (B, T)
+    valid = keep[:, None, None, :, None] & keep[:, None, None, None, :]
+    received = (a * keep[:, None, None, :, None]).sum(axis=3, keepdims=True) / np.maximum(
+        keep.sum(axis=1), 1)[:, None, None, None, None]  # (B, L, nh, 1, T)
+    specific = np.where(valid, a - received, -np.inf)
     idx = np.arange(T)
-    a[..., idx, idx] = 0  # a token attending to itself says nothing about relationships
-    a[..., 0, :] = 0  # [CLS] rows and columns are summaries, not claim content
-    a[..., :, 0] = 0
-    a = np.where((idx[None, :] < lengths[:, None])[:, None, None, :, None], a, 0)
-    flat = a.reshape(B, -1)
+    specific[..., idx, idx] = -np.inf  # a token attending to itself says nothing
+    flat, raw = specific.reshape(B, -1), a.reshape(B, -1)
     k = min(k, flat.shape[1])
     best = np.argpartition(-flat, k - 1, axis=1)[:, :k]
     out = []
     for b in range(B):
         order = best[b][np.argsort(-flat[b, best[b]])]
         lay, h, q, key = np.unravel_index(order, (L, H, T, T))
-        out.append([(int(lay[i]), int(h[i]), int(q[i]), int(key[i]), float(flat[b, order[i]]))
+        out.append([(int(lay[i]), int(h[i]), int(q[i]), int(key[i]), float(raw[b, order[i]]))
                     for i in range(k) if flat[b, order[i]] > 0])
     return out
 

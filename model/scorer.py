@@ -32,7 +32,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.checks import CheckHit, CrossClaimChecks
 from model.claims import Claim
 from model.score import Components, Explanation, Score, SurprisingToken, TokenPair
-from model.tokenizer import Encoded
+from model.tokenizer import FIELDS, LINE_OFFSET, Encoded
 from model.vocabulary import default_vocabulary
 
 
@@ -43,6 +43,9 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for but CUDA is not available")
     return torch.device(device)
+
+
+LINE_BACK = np.array([LINE_OFFSET.get(f, 0) for f in FIELDS])  # field id -> offset to line head
 
 
 def cpu_has_bf16() -> bool:
@@ -174,7 +177,7 @@ class Scorer:
         if len(want):
             rows = torch.as_tensor(want, device=self.device)
             for b, found in zip(want, explain.top_pairs([a[rows] for a in raw.attentions],
-                                                        enc.lengths[want]), strict=True):
+                                                        enc.fields[want]), strict=True):
                 pairs[b] = found
         order = np.argsort(-raw.surprise, axis=1)[:, : explain.N_SURPRISING]  # (B, 3)
         nats = np.logaddexp(0, np.take_along_axis(raw.surprise, order, 1))  # -log p(belongs)
@@ -182,13 +185,15 @@ class Scorer:
         reads = raw.attentions[-1].float().mean(dim=1)[
             torch.arange(B, device=self.device),
             torch.as_tensor(order[:, 0], device=self.device)].cpu().numpy()  # (B, T)
-        reads[:, 0] = 0
-        reads[np.arange(B), order[:, 0]] = 0
-        partner = reads.argmax(axis=1).tolist()
+        # ... among the fields it should be read against: "drug X is unusual with E11.9"
+        top_field = enc.fields[np.arange(B), order[:, 0]]
+        reads *= explain.PARTNER[top_field[:, None], enc.fields]
+        back = LINE_BACK[top_field]  # a unit count or a price is read with its own line's code
+        partner = np.where(back > 0, order[:, 0] - back, reads.argmax(axis=1)).tolist()
         # numpy scalars are slow in a per-claim loop: take everything out as Python lists
         fraud_l, anomaly_l, combined_l = fraud.tolist(), anomaly.tolist(), combined.tolist()
         score_l = score.tolist()
-        order_l, nats_l = order.tolist(), nats.round(4).tolist()
+        order_l, nats_l = order.tolist(), nats.astype(np.float64).round(4).tolist()
         out = []
         for b, claim in enumerate(claims):
             toks = enc.tokens[b]
