@@ -201,3 +201,14 @@ def test_shipped_checkpoint_is_small_verified_and_separates_fraud():
     flagged = np.array([s.flagged for s in scores])
     assert flagged[fraud].mean() > 0.5  # most single-claim fraud is caught
     assert flagged[~fraud].mean() < 0.05  # few clean claims are flagged
+
+
+def test_built_scores_dump_exactly_like_validated_ones(tiny_checkpoint):
+    from model.score import Score
+
+    built = Scorer.load(str(tiny_checkpoint), device="cpu").score(claims(20))
+    for s in built:
+        validated = Score.model_validate_json(s.model_dump_json())
+        assert validated.model_dump() == s.model_dump()
+        assert validated.model_dump_json() == s.model_dump_json()
+        assert validated == s
