@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from stream.deadletter import Incoming
 from stream.metrics import WorkerStats, add_views
@@ -63,12 +64,26 @@ def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str
 
     @app.timer(5.0)
     async def measure_lag() -> None:
+        """Messages behind the end of each partition this worker holds now (only those: a
+        partition that moved to another worker after a rebalance is that worker's to
+        report). Before its first batch from a partition, the fetch position stands in."""
         consumer = app.consumer
+        lag: dict[str, int] = {}
         for tp in consumer.assignment():
-            done = stats.offsets.get(f"{tp.topic}:{tp.partition}")
+            if "__assignor" in tp.topic:  # Faust's own leader-election topic
+                continue
+            key = f"{tp.topic}:{tp.partition}"
             end = consumer.highwater(tp)
-            if end is not None:
-                stats.lag[f"{tp.topic}:{tp.partition}"] = max(0, end - (done or 0))
+            if end is None:
+                continue
+            done = stats.offsets.get(key)
+            if done is None:
+                try:
+                    done = await consumer.position(tp) or 0
+                except KafkaError:  # revoked meanwhile (a rebalance): next tick
+                    continue
+            lag[key] = max(0, end - done)
+        stats.lag = lag
 
     return app
 

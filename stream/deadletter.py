@@ -11,9 +11,12 @@ arrived and why it is not a claim:
 
 `raw` is the message as UTF-8 text, or base64 when it is not valid UTF-8. Payloads above
 `max_message_bytes` are not parsed at all (reason "payload too large"); any raw longer than
-`RAW_MAX` bytes is cut to its first `RAW_MAX` bytes (`truncated: true`, `size` keeps the
-full length) so a dead letter always fits a default Kafka message (1 MB). The source offset
-names the full original, which stays on the claims topic for its retention time.
+`deadletter_raw_bytes` (default `RAW_MAX`) is cut to that many bytes (`truncated: true`,
+`size` keeps the full length), and a source key longer than `KEY_MAX` bytes is cut to
+`KEY_MAX` (the key is only routing), so a dead letter always fits a default Kafka message
+(1 MB): an oversized dead letter would be refused by the broker and retried forever,
+wedging its partition. The source offset names the full original, which stays on the
+claims topic for its retention time.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pydantic import ValidationError
 from model.claims import describe_errors
 
 RAW_MAX = 64 * 1024  # bytes of raw payload kept in a dead letter (JSON-escaped <= 384 KiB)
+KEY_MAX = 1024  # bytes of the source key kept as the dead letter's key
 MAX_REASONS = 20  # validation problems listed per message; the rest are counted
 
 
@@ -55,22 +59,28 @@ def reason(raw: bytes, err: ValidationError) -> str:
     return line + (f"; (and {more} more)" if more > 0 else "")
 
 
-def dead_letter(m: Incoming, error: str, now: dt.datetime | None = None) -> bytes:
+def dead_letter(m: Incoming, error: str, now: dt.datetime | None = None,
+                raw_max: int = RAW_MAX) -> bytes:
     """The dead-letter JSON for message `m` (see the module docstring for the shape)."""
     raw = m.value or b""
-    kept = raw[:RAW_MAX]
-    text = _utf8(kept, cut=len(raw) > RAW_MAX)
+    kept = raw[:raw_max]
+    text = _utf8(kept, cut=len(raw) > raw_max)
     doc = {
         "error": error,
         "raw": text if text is not None else base64.b64encode(kept).decode("ascii"),
         "raw_encoding": "utf-8" if text is not None else "base64",
         "size": len(raw),
-        "truncated": len(raw) > RAW_MAX,
+        "truncated": len(raw) > raw_max,
         "topic": m.topic, "partition": m.partition, "offset": m.offset,
         "timestamp_ms": m.timestamp_ms,
         "received_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
     }
     return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The source key, cut to KEY_MAX bytes."""
+    return key[:KEY_MAX] if key is not None else None
 
 
 def _utf8(data: bytes, cut: bool) -> str | None:

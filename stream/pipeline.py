@@ -29,7 +29,7 @@ import numpy as np
 import redis
 from aiokafka.errors import KafkaError
 
-from stream.deadletter import Incoming, dead_letter
+from stream.deadletter import Incoming, dead_letter, dead_letter_key
 from stream.metrics import WorkerStats
 from stream.scoring import FAILED, OK, Result, ScoringError, ScoringProcess
 from stream.settings import Settings
@@ -88,7 +88,10 @@ class Pipeline:
         outputs = [(self.s.topic_scored, keyed),
                    (self.s.topic_flagged, [kv for kv, (_, r) in zip(keyed, ok, strict=True)
                                            if r.flagged]),
-                   (self.s.topic_deadletter, [(m.key, dead_letter(m, why)) for m, why in dead])]
+                   (self.s.topic_deadletter, [
+                       (dead_letter_key(m.key), dead_letter(m, why,
+                                                            raw_max=self.s.deadletter_raw_bytes))
+                       for m, why in dead])]
         rows = [Row(r.claim_id, r.member_id, r.provider_id, r.flagged, r.scored_at,
                     record_bytes(r.score_json, m.value)) for m, r in ok]
         await self._sink(outputs, lambda: self.store.put_rows(rows))

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from stream.services import free_port
+from stream.services import free_port, terminate
 from stream.settings import ENV_PREFIX, Settings
 
 
@@ -110,15 +110,8 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (the worker finishes and commits its batch), SIGKILL after `timeout`."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

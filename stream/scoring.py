@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import struct
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -39,6 +42,7 @@ ITEM_IN = struct.Struct("<qI")
 ITEM_OUT = struct.Struct("<BI")
 OK, INVALID, FAILED = 0, 1, 2
 RETRY = 1
+log = logging.getLogger("claimscope.scoring")
 
 
 class ScoringError(RuntimeError):
@@ -74,6 +78,9 @@ class ScoringProcess:
         self.settings = settings
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, str] = {}
+        self.last_words: deque[str] = deque(maxlen=20)  # the child's latest stderr lines
+        self._stderr: threading.Thread | None = None
+        self._started = False
 
     def start(self, timeout: float = 120.0) -> None:
         """Start the child and wait for its ready line; ScoringError with its last words."""
@@ -84,12 +91,32 @@ class ScoringProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "stream.scoring"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
+        # Drain stderr all the time: a pipe nobody reads fills up (64 KiB) and the child
+        # blocks on its next warning, e.g. after an hour of "Redis unavailable" lines.
+        self.last_words.clear()
+        self._started = False  # lines before "ready" only go to last_words (the error line)
+        self._stderr = threading.Thread(target=self._drain, args=(self.proc.stderr,),
+                                        name="claimscope-scoring-stderr", daemon=True)
+        self._stderr.start()
         line = self.proc.stdout.readline().decode("utf-8", "replace").split()
         if not line or line[0] != "ready":
-            err = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            self.proc.wait()
+            self._stderr.join(5)
             self.stop()
-            raise ScoringError(err[-1] if err else "the scoring process exited")
+            raise ScoringError(self.last_words[-1] if self.last_words
+                               else "the scoring process exited")
         self.info = {"device": line[1], "model_version": line[2], "threshold": line[3]}
+        self._started = True
+
+    def _drain(self, pipe: BinaryIO) -> None:
+        """Log each line the child writes to stderr (it ends when the child exits)."""
+        with contextlib.suppress(OSError, ValueError):
+            for raw in pipe:
+                text = raw.decode("utf-8", "replace").rstrip()
+                if text:
+                    self.last_words.append(text)
+                    if self._started:
+                        log.warning("scoring process: %s", text)
 
     def score(self, values: Sequence[bytes], timestamps: Sequence[int | None]
               ) -> list[Result] | None:
@@ -127,6 +154,8 @@ class ScoringProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._stderr is not None:
+            self._stderr.join(5)  # EOF once the child is gone
         for pipe in (self.proc.stdout, self.proc.stderr):
             pipe.close()
         self.proc = None

@@ -100,33 +100,40 @@ class Process:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; always reaps the child."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         if self.log is not None:
             self.log.close()
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; always reaps the child."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+
+
 def start_tansu(port: int | None = None, host: str = "127.0.0.1", log: Path | None = None,
-                timeout: float = 15.0, inherit_output: bool = False) -> Process:
+                timeout: float = 15.0, inherit_output: bool = False,
+                advertise: str | None = None) -> Process:
     """Start Tansu (memory storage) on `port` (fresh free port if None); wait until it listens.
 
     Output goes to `log`, to our own stdout with `inherit_output`, or nowhere; the caller
-    owns the returned process.
+    owns the returned process. `advertise` ("host:port") is the address the broker tells
+    clients to use, when that is not its own (a proxy in front of it: the fault tests).
     """
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
     out = log.open("wb") if log else None
     target = None if inherit_output else (out or subprocess.DEVNULL)
     proc = subprocess.Popen(
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+         f"tcp://{advertise}" if advertise else url, "--storage-engine", "memory://tansu/"],
         stdout=target, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     p = Process("tansu", proc, port, out)
     try:
@@ -211,6 +218,24 @@ def check_redis(settings: Settings, timeout: float = 3.0) -> None:
         redis_client(settings, timeout=timeout).ping()
     except redis.AuthenticationError:
         raise ServiceError(f"Redis at {_redis_where(settings)} refused the password") from None
+    except redis.RedisError as e:
+        raise ServiceError(f"Redis unreachable at {_redis_where(settings)}: "
+                           f"{str(e).splitlines()[0]}") from None
+
+
+def check_redis_writable(settings: Settings, timeout: float = 3.0) -> None:
+    """Raise ServiceError unless this Redis user may run the worker's scripts on keys under
+    `key_prefix` (an ACL that forbids it would otherwise show up as endless retries)."""
+    import redis
+
+    from stream.store import redis_client
+
+    probe = "return redis.call('SET', ARGV[1], '1', 'EX', 10)"
+    try:
+        redis_client(settings, timeout=timeout).eval(probe, 0, f"{settings.key_prefix}check:probe")
+    except redis.ResponseError as e:  # NoPermissionError included
+        raise ServiceError(f"Redis at {_redis_where(settings)} refuses the worker's writes "
+                           f"under {settings.key_prefix!r}: {str(e).splitlines()[0]}") from None
     except redis.RedisError as e:
         raise ServiceError(f"Redis unreachable at {_redis_where(settings)}: "
                            f"{str(e).splitlines()[0]}") from None

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
         "adds ~0.5-1 s of latency on Tansu, which holds fetches that long)"))
     max_message_bytes: int = Field(1_048_576, ge=1024, description=(
         "larger messages are dead-lettered unread (a claim is at most tens of KB)"))
+    deadletter_raw_bytes: int = Field(64 * 1024, ge=256, le=512 * 1024, description=(
+        "bytes of a bad message kept in its dead letter (the rest is cut, `truncated`: "
+        "true); at most 512 KiB so a dead letter, JSON-escaped, fits Kafka's default 1 MB"))
 
     # -- model --------------------------------------------------------------------------
     checkpoint: str = Field("default", description='checkpoint directory, or "default" for '
@@ -138,6 +141,13 @@ class Settings(BaseSettings):
         "rebalance 6 s -> 30 s to join, session 6 s / rebalance 60 s -> 3 s); tests use 6"))
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="worker log level")
+
+    # -- console (`claimscope console`, docs/console.md) --------------------------------
+    console_token: SecretStr | None = Field(None, description=(
+        "token that guards every console route (Bearer header, or ?token= once for a "
+        "session cookie); unset = the console listens on 127.0.0.1 only (masked)"))
+    topic_feedback: str = Field("claims.feedback", description=(
+        "investigator labels from the console (JSON, contract in docs/console.md)"))
 
     # -- validation ---------------------------------------------------------------------
     @field_validator("broker")

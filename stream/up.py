@@ -72,6 +72,7 @@ def run_up(settings: Settings, *, workers: int = 1, rate: float = 200.0,
         s = s.model_copy(update={"broker_session_timeout": 10.0})
     pool: list[WorkerProcess] = []
     feed: Feed | None = None
+    ui = None  # the investigator console (stream/console), on a free port
     code = 0
     try:
         create_topics(s)
@@ -82,6 +83,9 @@ def run_up(settings: Settings, *, workers: int = 1, rate: float = 200.0,
         for w in pool:
             console.print(f"{w.name}: pid {w.pid}, web port {w.port} (/metrics, /stats)",
                           highlight=False, soft_wrap=True)
+        from stream.console.server import ConsoleServer
+        ui = ConsoleServer(s).start()
+        console.print(ui.banner(), highlight=False, soft_wrap=True)
         if rate > 0:
             feed = Feed(s, rate, fraud_rate)
             feed.start()
@@ -100,6 +104,8 @@ def run_up(settings: Settings, *, workers: int = 1, rate: float = 200.0,
     finally:
         console.print("stopping: feed, workers, services", highlight=False)
         try:
+            if ui is not None:
+                ui.stop()
             if feed is not None:
                 feed.stop()
         finally:

@@ -8,12 +8,21 @@ or Redis, a missing or tampered checkpoint) fails here, before Faust starts, as 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from typing import NoReturn
 
 from stream.metrics import WorkerStats
-from stream.services import ServiceError, check_broker, check_redis, create_topics, free_port
+from stream.services import (
+    ServiceError,
+    check_broker,
+    check_redis,
+    check_redis_writable,
+    create_topics,
+    free_port,
+)
 from stream.settings import Settings
 
 
@@ -71,6 +80,7 @@ def prepare(settings: Settings, noop: bool = False) -> tuple[object, int]:
         check_broker(settings)
         if not noop:
             check_redis(settings)
+            check_redis_writable(settings)
         create_topics(settings, [settings.topic_claims + ".noop"] if noop else None)
         if noop:
             create_topics(settings, [settings.topic_claims])
@@ -95,7 +105,47 @@ def run_worker(settings: Settings, noop: bool = False) -> NoReturn:
     print(f"claimscope worker pid {os.getpid()}: web port {port} "
           f"(http://{settings.web_host}:{port}/metrics), group {settings.app_id}, "
           f"topic {settings.topic_claims}, broker {settings.broker}", flush=True)
+    quiet_repeats()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False)
     worker.execute_from_commandline()
     sys.exit(0)  # not reached: execute_from_commandline exits
+
+
+class Repeats(logging.Filter):
+    """Let a message template through once per `every` seconds, then say how many were held.
+
+    While the broker is unreachable aiokafka logs every reconnect attempt (~100 lines/s
+    measured here, from five templates): an hour-long outage would write ~360,000 lines.
+    With this filter each template shows once per `every` s, as "... (N similar
+    suppressed)".
+    """
+
+    def __init__(self, every: float = 10.0) -> None:
+        super().__init__()
+        self.every = every
+        self.seen: dict[tuple[str, object], tuple[float, int]] = {}  # -> (last shown, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        key = (record.name, msg)
+        now = time.monotonic()
+        if len(self.seen) > 1000:  # templates are few; this only bounds the unexpected
+            self.seen.clear()
+        shown, held = self.seen.get(key, (-self.every, 0))
+        if now - shown < self.every:
+            self.seen[key] = (shown, held + 1)
+            return False
+        if held:
+            record.msg, record.args = f"{record.getMessage()} ({held} similar suppressed)", None
+        self.seen[key] = (now, 0)
+        return True
+
+
+def quiet_repeats(prefixes: tuple[str, ...] = ("aiokafka",), every: float = 10.0) -> None:
+    """Attach one `Repeats` filter to every logger under `prefixes` that exists now (the
+    Kafka client's modules are imported by then; a filter on a logger is not inherited)."""
+    f = Repeats(every)
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in prefixes]
+    for name in names:
+        logging.getLogger(name).addFilter(f)
