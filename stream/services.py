@@ -135,13 +135,7 @@ def start_tansu(port: int | None = None, host: str = "127.0.0.1", log: Path | No
         [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
          f"tcp://{advertise}" if advertise else url, "--storage-engine", "memory://tansu/"],
         stdout=target, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    p = Process("tansu", proc, port, out)
-    try:
-        wait_listening(host, port, timeout, proc, "the Tansu broker")
-    except ServiceError:
-        p.stop()
-        raise
-    return p
+    return _listening(Process("tansu", proc, port, out), host, timeout, "the Tansu broker")
 
 
 def start_redis(port: int | None = None, host: str = "127.0.0.1", log: Path | None = None,
@@ -153,9 +147,13 @@ def start_redis(port: int | None = None, host: str = "127.0.0.1", log: Path | No
         [redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly",
          "no"], stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
-    p = Process("redis", proc, port, out)
+    return _listening(Process("redis", proc, port, out), host, timeout, "redis-server")
+
+
+def _listening(p: Process, host: str, timeout: float, what: str) -> Process:
+    """`p` once it accepts connections; stopped (and ServiceError raised) if it never does."""
     try:
-        wait_listening(host, port, timeout, proc, "redis-server")
+        wait_listening(host, p.port, timeout, p.proc, what)
     except ServiceError:
         p.stop()
         raise

@@ -339,15 +339,8 @@ def test_redis_down_10s_workers_back_off_and_lose_nothing(namespace: Settings, t
         assert committed(s) == early, "offsets committed while Redis was down"
         redis_srv = start_persistent_redis(port, tmp_path, tmp_path / "redis.log")
         back_at = time.monotonic()
-        where |= publish(s, claims[2000:])
-        wait_until("every claim stored", lambda: progress(r, s) >= len(claims), 120,
-                   every=0.2)
-        recovered_s = time.monotonic() - back_at
-
-        assert w.alive() and children(w.pid) == scorer_pids, "worker or scorer restarted"
-        assert stored_ids(r, s) == set(where)
-        on_topic = topic_ids(s, s.topic_scored)
-        assert set(on_topic) == set(where)
+        on_topic, recovered_s = finish_after_outage(w, r, s, claims, where, scorer_pids,
+                                                     back_at, timeout=120)
         after = w.stats()
         retries = after["retries"]
         assert during["retries"] >= 1, "no retry while Redis was down"
@@ -362,6 +355,21 @@ def test_redis_down_10s_workers_back_off_and_lose_nothing(namespace: Settings, t
     finally:
         stop_all([w])
         redis_srv.stop()
+
+
+def finish_after_outage(w, r, s, claims, where: dict, scorer_pids, back: float,
+                        timeout: float) -> tuple[list[str], float]:
+    """Publish the rest once the outage is over; every claim must land, in Redis and on the
+    topic, with the same worker and scoring process. (claim ids on the topic, seconds from
+    the end of the outage until every claim was stored.)"""
+    where |= publish(s, claims[2000:])
+    wait_until("every claim stored", lambda: progress(r, s) >= len(claims), timeout, every=0.2)
+    recovered_s = time.monotonic() - back
+    assert w.alive() and children(w.pid) == scorer_pids, "worker or scorer restarted"
+    assert stored_ids(r, s) == set(where)
+    on_topic = topic_ids(s, s.topic_scored)
+    assert set(on_topic) == set(where)
+    return on_topic, recovered_s
 
 
 # -- broker connection dropped ------------------------------------------------------------
@@ -473,15 +481,8 @@ def test_broker_connection_dropped_and_restored_workers_reconnect(
         assert w.stats()["batches"] == batches, "batches completed with the broker cut off"
         proxy.restore()
         back = time.monotonic()
-        where |= publish(s, claims[2000:])
-        wait_until("every claim stored", lambda: progress(r, s) >= len(claims), 180,
-                   every=0.2)
-        recovered_s = time.monotonic() - back
-
-        assert w.alive() and children(w.pid) == scorer_pids, "worker or scorer restarted"
-        assert stored_ids(r, s) == set(where)
-        on_topic = topic_ids(s, s.topic_scored)
-        assert set(on_topic) == set(where)
+        on_topic, recovered_s = finish_after_outage(w, r, s, claims, where, scorer_pids,
+                                                     back, timeout=180)
         log = (tmp_path / "worker.log").read_text(errors="replace")
         flood = log.count("Unable connect to node")  # ~100 lines/s unfiltered
         assert 0 < flood <= 10, f"{flood} reconnect errors logged in a 10 s outage"
