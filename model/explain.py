@@ -89,9 +89,10 @@ def field_importance(importance: np.ndarray, fields: np.ndarray) -> list[dict[st
               importance[:, 1:].ravel())
     per[:, 0] = 0  # padding
     per /= np.maximum(per.sum(axis=1, keepdims=True), 1e-12)
-    order = np.argsort(-per, axis=1)
-    return [{FIELDS[f]: round(float(row[f]), 4) for f in o if row[f] > 0}
-            for row, o in zip(per, order, strict=True)]
+    order = np.argsort(-per, axis=1).tolist()
+    rows = per.round(4).tolist()  # Python floats: numpy scalars are slow one at a time
+    return [{FIELDS[f]: row[f] for f in o if row[f] > 0} for row, o in zip(rows, order,
+                                                                              strict=True)]
 
 
 def describe(token: Token, vocab: Vocabulary) -> str:

@@ -191,8 +191,8 @@ class Scorer:
         back = LINE_BACK[top_field]  # a unit count or a price is read with its own line's code
         partner = np.where(back > 0, order[:, 0] - back, reads.argmax(axis=1)).tolist()
         # numpy scalars are slow in a per-claim loop: take everything out as Python lists
-        fraud_l, anomaly_l, combined_l = fraud.tolist(), anomaly.tolist(), combined.tolist()
-        score_l = score.tolist()
+        fraud_l, anomaly_l = fraud.round(6).tolist(), anomaly.round(6).tolist()
+        combined_l, score_l = combined.tolist(), score.tolist()
         order_l, nats_l = order.tolist(), nats.astype(np.float64).round(4).tolist()
         out = []
         for b, claim in enumerate(claims):
@@ -225,8 +225,8 @@ class Scorer:
                 claim_id=claim.claim_id, member_id=claim.member_id,
                 provider_id=claim.provider_id, score=round(p, 6), flagged=flagged,
                 threshold=self.threshold,
-                components=Components.build(fraud_probability=round(fraud_l[b], 6),
-                                            anomaly=round(anomaly_l[b], 6)),
+                components=Components.build(fraud_probability=fraud_l[b],
+                                            anomaly=anomaly_l[b]),
                 explanation=Explanation.build(
                     reason=line, top_pairs=top_pairs, field_importance=fields[b],
                     surprising_tokens=surprising, checks=[h.name for h in hits[b]]),

@@ -62,6 +62,7 @@ PAD, CLS = "[PAD]", "[CLS]"
 # A service line is [procedure, units, proc_charge] or [drug, dose, days, drug_price]:
 # how far back each line token's head (the code or drug) sits.
 LINE_OFFSET = {"units": 1, "proc_charge": 2, "dose": 1, "days": 2, "drug_price": 3}
+NAMED = ("sex", "specialty", "place", "diagnosis", "procedure")  # label = the value itself
 
 
 @functools.cache
@@ -150,6 +151,9 @@ class ClaimTokenizer:
             prefix, _, value = t.partition(":")
             if prefix in by_prefix:
                 self.ids[by_prefix[prefix]][value] = i
+        self.cls_token = Token("cls", self.index[CLS], ())
+        self.named_tokens = {(f, v): Token(f, i, (v,)) for f in NAMED
+                             for v, i in self.ids[f].items() if v != "[OOV]"}
 
     @classmethod
     def from_vocabulary(cls, v: Vocabulary) -> ClaimTokenizer:
@@ -197,18 +201,15 @@ class ClaimTokenizer:
 
     def tokens_of(self, claim: Claim) -> tuple[list[Token], bool]:
         """The claim's tokens in order, and whether service lines were truncated."""
-        tok, age, total = self._tok, claim.member_age, float(claim.total_charge)
-        out = [Token("cls", self.index[CLS], ()),
-               tok("age", _band(age, AGE_BANDS), (age,)),
-               tok("sex", claim.member_sex, (claim.member_sex,)),
-               tok("specialty", claim.provider_specialty, (claim.provider_specialty,)),
-               tok("place", claim.place_of_service, (claim.place_of_service,)),
+        tok, named, total = self._tok, self._named, float(claim.total_charge)
+        out = [self.cls_token, self._age(claim.member_age), named("sex", claim.member_sex),
+               named("specialty", claim.provider_specialty),
+               named("place", claim.place_of_service),
                tok("total", f"b{charge_bucket(total)}", (total,))]
-        out += [tok("diagnosis", c, (c,)) for c in claim.diagnoses[:MAX_DIAGNOSES]]
+        out += [named("diagnosis", c) for c in claim.diagnoses[:MAX_DIAGNOSES]]
         lines: list[list[Token]] = []
         for p in claim.procedures:
-            lines.append([tok("procedure", p.code, (p.code,)),
-                          tok("units", _band(p.units, UNIT_BANDS), (p.units,)),
+            lines.append([named("procedure", p.code), self._units(p.units),
                           self._price("proc_charge", p.code, float(p.charge) / p.units)])
         for m in claim.medications:
             rng = self.doses.get(m.name)
@@ -233,6 +234,21 @@ class ClaimTokenizer:
         r = max(RATIO_BUCKETS[0], min(RATIO_BUCKETS[-1], math.floor(
             math.log(max(unit, 0.01) / top) / CHARGE_STEP)))
         return self._tok(field, f"r{r}", (code, unit, unit / top))
+
+    def _named(self, field: str, value: str) -> Token:
+        """A token whose label is its value (codes, sex, specialty, place). Known values
+        come from a cache (claims repeat them); unknown ones are made fresh, so hostile
+        input cannot grow the cache."""
+        t = self.named_tokens.get((field, value))
+        return t if t is not None else Token(field, self.oov[field], (value,))
+
+    @functools.cache  # noqa: B019  (ages 0-120 and small unit counts: a few hundred entries)
+    def _age(self, age: int) -> Token:
+        return self._tok("age", _band(age, AGE_BANDS), (age,))
+
+    @functools.cache  # noqa: B019
+    def _units(self, units: int) -> Token:
+        return self._tok("units", _band(units, UNIT_BANDS), (units,))
 
     def _tok(self, field: str, value: str, parts: tuple) -> Token:
         return Token(field, self.ids[field].get(value, self.oov[field]), parts)
