@@ -76,12 +76,12 @@ def injected_values(scorer: Scorer, data: ClaimSet, i: int) -> set[int]:
     return out
 
 
-def explanation_metrics(scorer: Scorer, data: ClaimSet, flagged: np.ndarray, seed: int
-                        ) -> dict:
+def explanation_metrics(scorer: Scorer, data: ClaimSet, flagged: np.ndarray,
+                        surprise: np.ndarray, base: np.ndarray, seed: int) -> dict:
+    """`surprise` (token logits) and `base` (combined score, no checks) are the model's
+    outputs on `data`, already computed by the caller."""
     rng = np.random.default_rng(seed)
-    raw = scorer.raw(data.values, data.fields, attention=False)
-    _, _, base = scorer.combine(raw)
-    top3 = np.argsort(-raw.surprise, axis=1)[:, :3]
+    top3 = np.argsort(-surprise, axis=1)[:, :3]
     hits = [bool(set(data.values[i, top3[i]]) & injected_values(scorer, data, i))
             for i in np.flatnonzero(flagged & np.isin(data.patterns, MISMATCH_PATTERNS))]
     own = np.flatnonzero(base >= scorer.threshold)  # flagged by the model itself
@@ -115,7 +115,8 @@ def evaluate(scorer: Scorer, count: int, seed: int, fraud_rate: float = 0.05, lo
     s = np.array([x.score for x in scores])
     flagged = np.array([x.flagged for x in scores])
     anomaly = np.array([x.components.anomaly for x in scores])
-    _, _, without_checks = scorer.combine(scorer.raw(data.values, data.fields, attention=False))
+    raw = scorer.raw(data.values, data.fields, attention=False)  # the network alone
+    _, _, without_checks = scorer.combine(raw)
     half = count // 2
     train, test = np.arange(count) < half, np.arange(count) >= half
     log("baselines")
@@ -136,7 +137,8 @@ def evaluate(scorer: Scorer, count: int, seed: int, fraud_rate: float = 0.05, lo
                   "anomaly_only": method_metrics(pt, anomaly[test])},
         "baselines": {"isolation_forest": method_metrics(pt, iso),
                       "gradient_boosting": method_metrics(pt, gbt)},
-        "explanations": explanation_metrics(scorer, data.subset(test), flagged[test], seed),
+        "explanations": explanation_metrics(scorer, data.subset(test), flagged[test],
+                                            raw.surprise[test], without_checks[test], seed),
         "count": count, "seed": seed, "fraud_rate": fraud_rate, "test_count": int(test.sum()),
         "model_version": scorer.model_version,
         "throughput": throughput(scorer, data.claims),
