@@ -1,6 +1,7 @@
 """Explanations from one forward pass: attention pairs, rollout importance, surprise.
 
-All of it is computed for a whole batch with numpy (no per-claim model calls):
+All of it is computed for a whole batch (torch and numpy array work, no per-claim
+model calls):
 
 - **top pairs**: the strongest attention edges between two different content tokens over
   every layer and head ("E11.9 ↔ metformin 500 mg", layer 1, head 3, weight 0.62); for

@@ -20,6 +20,7 @@ missing or tampered checkpoint.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,7 @@ class Scorer:
         fraud, anomaly, combined = self.combine(raw)
         B = enc.values.shape[0]
         fields = explain.field_importance(explain.rollout(raw.attentions), enc.fields)
-        keep = np.array([np.prod([1.0 - h.probability for h in hs]) for hs in hits])
+        keep = np.array([math.prod(1.0 - h.probability for h in hs) for hs in hits])
         score = 1.0 - (1.0 - combined) * keep  # the score rule: model, then checks
         want = np.flatnonzero((score >= self.threshold) | self.explain_all)
         pairs: list[list] = [[] for _ in range(B)]
