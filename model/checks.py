@@ -38,9 +38,12 @@ class CheckState(Protocol):
         """Record `keys[i] -> claim_ids[i]` where absent; return the id each key had first."""
         ...
 
-    def member_days(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int]) -> list[dict[str, int]]:
-        """Record each (member, claim_id, day); return each member's claim_id -> day."""
+    def member_near(self, members: Sequence[str], claim_ids: Sequence[str],
+                    days: Sequence[int], window: int) -> list[int]:
+        """Record each (member, claim_id, day); return per claim how many of its member's
+        claims (itself included) have a day within `window` days of its own, counting
+        everything recorded except the claims that come after it in this batch (so a claim
+        sees what came before it, and a redelivered batch gets the same answers)."""
         ...
 
 
@@ -54,11 +57,18 @@ class MemoryState:
     def claim_lines(self, keys: Sequence[str], claim_ids: Sequence[str]) -> list[str | None]:
         return [self.lines.setdefault(k, c) for k, c in zip(keys, claim_ids, strict=True)]
 
-    def member_days(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int]) -> list[dict[str, int]]:
+    def member_near(self, members: Sequence[str], claim_ids: Sequence[str],
+                    days: Sequence[int], window: int) -> list[int]:
         for m, c, d in zip(members, claim_ids, days, strict=True):
             self.members.setdefault(m, {})[c] = d
-        return [dict(self.members[m]) for m in members]
+        near = [0] * len(members)
+        later: dict[str, set[str]] = {}  # member -> ids of batch claims after this one
+        for i in range(len(members) - 1, -1, -1):
+            after = later.setdefault(members[i], set())
+            near[i] = sum(1 for cid, d in self.members[members[i]].items()
+                          if cid not in after and abs(d - days[i]) < window)
+            after.add(claim_ids[i])
+        return near
 
 
 @dataclass
@@ -85,18 +95,12 @@ class CrossClaimChecks:
                                         f"duplicate billing: {code} for the same member, provider"
                                         f" and date as claim {original}"))
         days = [c.service_date.toordinal() for c in claims]
-        seen = self.state.member_days([c.member_id for c in claims],
-                                      [c.claim_id for c in claims], days)
-        later: dict[str, set[str]] = {}  # member -> ids of batch claims after this one
-        for i in range(len(claims) - 1, -1, -1):
-            c, day, others = claims[i], days[i], seen[i]
-            after = later.setdefault(c.member_id, set())
-            near = sum(1 for cid, d in others.items()
-                       if cid not in after and abs(d - day) < self.window_days)
-            after.add(c.claim_id)
-            if near > self.velocity_limit:
+        near = self.state.member_near([c.member_id for c in claims],
+                                      [c.claim_id for c in claims], days, self.window_days)
+        for i, n in enumerate(near):
+            if n > self.velocity_limit:
                 hits[i].append(CheckHit(
                     "member_velocity", VELOCITY_PROBABILITY,
-                    f"member velocity: {near} claims within {self.window_days} days of "
-                    f"{dt.date.fromordinal(day)} (normal is {self.velocity_limit} or fewer)"))
+                    f"member velocity: {n} claims within {self.window_days} days of "
+                    f"{dt.date.fromordinal(days[i])} (normal is {self.velocity_limit} or fewer)"))
         return hits

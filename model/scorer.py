@@ -86,11 +86,13 @@ class Raw:
 
 
 class Scorer:
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int = 128,
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int | None = None,
                  threshold: float | None = None, checks: CrossClaimChecks | None = None,
                  explain: str = "flagged", precision: str = "auto") -> None:
         """`explain`: "flagged" decodes attention pairs for flagged claims only (every claim
         still gets its reason, field importance and surprising tokens); "all" for all.
+        `batch_size`: forward-pass rows; default 128 on CPU (length-sorted rows pad less in
+        small batches: 106 µs/claim at 128 vs 179 at 512 on one core here), 512 on CUDA.
         `precision`: "auto" runs the forward pass in bf16 on GPUs and on CPUs with native
         bf16 (scores move by ~1e-3; layer norms and softmax stay fp32), else fp32."""
         if explain not in ("flagged", "all"):
@@ -103,7 +105,7 @@ class Scorer:
         self.tokenizer = checkpoint.tokenizer
         self.cal = checkpoint.calibration
         self.threshold = self.cal.threshold if threshold is None else threshold
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (512 if self.device.type == "cuda" else 128)
         self.checks = checks
         self.vocab = default_vocabulary()
 

@@ -98,26 +98,28 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
     async def score_claims(stream: faust.StreamT) -> None:
         """Batch -> pipeline (decode, score, send, Redis) -> ack. Never raises on bad input.
 
-        One batch is processed while Faust collects the next (at most one in flight), so
-        its per-event intake overlaps the scoring; batches are still acked in order.
+        Up to two batches are in flight while Faust collects a third: one being scored,
+        the one before it being sent and stored (see `stream.pipeline`). Each waits for
+        its predecessor before it sends, so batches are still acked in order.
         """
         await pipeline.start()
-        in_flight: asyncio.Task | None = None
+        in_flight: list[asyncio.Future] = []
 
-        async def process_then_ack(events: list) -> None:
-            await pipeline.process([incoming(e) for e in events])
+        async def process_then_ack(events: list, before: asyncio.Future | None) -> None:
+            await pipeline.process([incoming(e) for e in events], before)
             for e in events:
                 await stream.ack(e)
 
         try:
             async for events in stream.noack_take(settings.max_batch, settings.max_wait):
-                if in_flight is not None and await finish(in_flight):
+                if len(in_flight) == 2 and await finish(in_flight.pop(0)):
                     raise asyncio.CancelledError
-                in_flight = asyncio.ensure_future(process_then_ack(events))
+                in_flight.append(asyncio.ensure_future(
+                    process_then_ack(events, in_flight[-1] if in_flight else None)))
             # (the stream only ends when the worker stops)
         finally:
-            if in_flight is not None:
-                await finish(in_flight)
+            for task in in_flight:
+                await finish(task)
             await pipeline.stop()
 
     return app

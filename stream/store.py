@@ -5,9 +5,9 @@
     {prefix}member:{member_id}, {prefix}provider:{provider_id}   same, trimmed, with a TTL
 
 Writes are one server-side Lua script per batch (one round trip; redis-py would otherwise
-spend ~15 µs of Python per command on ~5 commands per claim) and idempotent: re-processing a
-claim after a crash rewrites the same key and re-adds the same sorted-set member, so nothing
-is ever counted twice. The script names its keys in ARGV, not KEYS: fine on one Redis
+spend ~15 µs of Python per command on ~5 commands per claim), its arguments joined
+(`stream.lua`), and idempotent: re-processing a claim after a crash rewrites the same key
+and re-adds the same sorted-set member, so nothing is ever counted twice. The script names its keys in ARGV, not KEYS: fine on one Redis
 (primary/replica, Sentinel), not on Redis Cluster.
 Reads return `Score` objects; `record()` also returns the claim for consoles.
 
@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import redis
 
 from model.score import Score
+from stream.lua import SPLIT, joined
 from stream.settings import Settings
 
 
@@ -35,22 +36,29 @@ def redis_client(settings: Settings, timeout: float | None = 10.0) -> redis.Redi
         kwargs["ssl_ca_certs"] = str(settings.redis_ca_file)
     return redis.Redis.from_url(settings.redis_url, **kwargs)
 
-# ARGV: prefix, claim ttl, recent bound, index bound, index ttl, then per Score:
-#       claim_id, record JSON, scored_at (epoch s), flagged (1/0), member_id, provider_id
-PUT_SCRIPT = """
+# ARGV: prefix, claim ttl, recent bound, index bound, index ttl, then per batch: claim_ids,
+#       scored_at (epoch s), member_ids, provider_ids (each newline-joined), flags ("0110..."),
+#       record lengths (comma-joined) and the records back to back
+PUT_SCRIPT = SPLIT + """
 local p = ARGV[1]
 local ttl, rmax = tonumber(ARGV[2]), tonumber(ARGV[3])
 local imax, ittl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ids, times = split(ARGV[6]), split(ARGV[7])
+local members, providers = split(ARGV[8]), split(ARGV[9])
+local flags, records = ARGV[10], ARGV[12]
 local indexes, flagged = {}, false
-for i = 6, #ARGV, 6 do
-  local id, ts = ARGV[i], ARGV[i + 2]
-  redis.call('SET', p .. 'claim:' .. id, ARGV[i + 1], 'EX', ttl)
+local i, at = 0, 1
+for length in string.gmatch(ARGV[11], '%d+') do
+  i = i + 1
+  local id, ts, stop = ids[i], times[i], at + tonumber(length)
+  redis.call('SET', p .. 'claim:' .. id, string.sub(records, at, stop - 1), 'EX', ttl)
+  at = stop
   redis.call('ZADD', p .. 'recent', ts, id)
-  if ARGV[i + 3] == '1' then
+  if string.byte(flags, i) == 49 then  -- "1"
     redis.call('ZADD', p .. 'flagged', ts, id)
     flagged = true
   end
-  for _, key in ipairs({p .. 'member:' .. ARGV[i + 4], p .. 'provider:' .. ARGV[i + 5]}) do
+  for _, key in ipairs({p .. 'member:' .. members[i], p .. 'provider:' .. providers[i]}) do
     redis.call('ZADD', key, ts, id)
     indexes[key] = true
   end
@@ -117,12 +125,12 @@ class ScoreStore:
         """`put_many` for callers that already hold the fields and the record bytes."""
         if not rows:
             return
-        args: list[bytes | str | int | float] = [
-            self.prefix, self.claim_ttl_s, self.recent_max, self.index_max, self.index_ttl_s]
-        for r in rows:
-            args += [r.claim_id, r.record, repr(r.scored_at), int(r.flagged), r.member_id,
-                     r.provider_id]
-        self._put(keys=[], args=args)
+        self._put(keys=[], args=[
+            self.prefix, self.claim_ttl_s, self.recent_max, self.index_max, self.index_ttl_s,
+            joined(r.claim_id for r in rows), joined(repr(r.scored_at) for r in rows),
+            joined(r.member_id for r in rows), joined(r.provider_id for r in rows),
+            "".join("1" if r.flagged else "0" for r in rows),
+            ",".join(str(len(r.record)) for r in rows), b"".join(r.record for r in rows)])
 
     def put(self, score: Score, claim: bytes | None = None) -> None:
         self.put_many([score], claims=[claim])

@@ -30,9 +30,15 @@ class WorkerError(RuntimeError):
     """The worker cannot start; one line a person can act on."""
 
 
+def scoring_processes(settings: Settings) -> int:
+    """One scoring process per core (at most 4): parse, checks, tokens and explanations are
+    Python, so processes, not torch threads, are what spread a batch over the cores."""
+    return settings.scoring_processes or min(4, os.cpu_count() or 1)
+
+
 def torch_threads(settings: Settings) -> int:
-    """Intra-op threads: all cores but one, which the event loop, Faust and Kafka need."""
-    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+    """Intra-op threads per scoring process: the cores shared among the processes."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 1) // scoring_processes(settings))
 
 
 def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported here)
@@ -49,8 +55,7 @@ def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported h
     state = RedisCheckState(redis_client(settings), settings.key_prefix, settings.check_ttl_s)
     try:
         return Scorer.load(settings.checkpoint, device=settings.device,
-                           threshold=settings.threshold, checks=CrossClaimChecks(state),
-                           batch_size=min(settings.max_batch, 512))
+                           threshold=settings.threshold, checks=CrossClaimChecks(state))
     except (CheckpointError, ValueError, OSError, RuntimeError) as e:
         # RuntimeError: weights that do not fit this code's model (an older checkpoint)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -58,13 +63,13 @@ def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported h
 
 
 def load_pipeline(settings: Settings, stats: WorkerStats):  # -> stream.pipeline.Pipeline
-    """The scoring pipeline: a scoring child process, Kafka sinks, the Redis store."""
+    """The scoring pipeline: scoring child processes, Kafka sinks, the Redis store."""
     from stream.pipeline import Pipeline
-    from stream.scoring import ScoringError, ScoringProcess
+    from stream.scoring import ScoringError, ScoringPool
     from stream.sinks import KafkaSink
     from stream.store import ScoreStore
 
-    scoring = ScoringProcess(settings)
+    scoring = ScoringPool(settings, scoring_processes(settings))
     try:
         scoring.start()
     except ScoringError as e:
