@@ -30,15 +30,24 @@ class WorkerError(RuntimeError):
     """The worker cannot start; one line a person can act on."""
 
 
+def cpus() -> int:
+    """Cores this process may run on: its affinity mask (a container's cpuset), not a CPU
+    quota, which no count here can see: size containers with explicit settings."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def scoring_processes(settings: Settings) -> int:
     """One scoring process per core (at most 4): parse, checks, tokens and explanations are
     Python, so processes, not torch threads, are what spread a batch over the cores."""
-    return settings.scoring_processes or min(4, os.cpu_count() or 1)
+    return settings.scoring_processes or min(4, cpus())
 
 
 def torch_threads(settings: Settings) -> int:
     """Intra-op threads per scoring process: the cores shared among the processes."""
-    return settings.torch_threads or max(1, (os.cpu_count() or 1) // scoring_processes(settings))
+    return settings.torch_threads or max(1, cpus() // scoring_processes(settings))
 
 
 def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported here)
