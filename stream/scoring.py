@@ -240,10 +240,7 @@ class ScoringPool:
 
         Raises ScoringError if a process died (the caller restarts the pool and retries).
         """
-        n = len(self.procs)
-        shares: list[list[int]] = [[] for _ in range(n)]
-        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-            shares[zlib.crc32(k if k is not None else v) % n].append(i)
+        shares = split_by_key(keys, values, len(self.procs))
         busy = [(p, idx) for p, idx in zip(self.procs, shares, strict=True) if idx]
         for p, idx in busy:  # each child reads its whole request before it starts
             p.send([values[i] for i in idx], [timestamps[i] for i in idx])
@@ -257,6 +254,16 @@ class ScoringPool:
             for i, r in zip(idx, share, strict=True):
                 results[i] = r
         return None if retry else results
+
+
+def split_by_key(keys: Sequence[bytes | None], values: Sequence[bytes], n: int
+                 ) -> list[list[int]]:
+    """Message positions for each of n processes, in message order: by the key's CRC-32
+    (the value's for a message without a key), so one key always lands in one share."""
+    shares: list[list[int]] = [[] for _ in range(n)]
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        shares[zlib.crc32(k if k is not None else v) % n].append(i)
+    return shares
 
 
 def _result(kind: int, body: bytes) -> Result:

@@ -7,8 +7,9 @@
 Writes are one server-side Lua script per batch (one round trip; redis-py would otherwise
 spend ~15 µs of Python per command on ~5 commands per claim), its arguments joined
 (`stream.lua`), and idempotent: re-processing a claim after a crash rewrites the same key
-and re-adds the same sorted-set member, so nothing is ever counted twice. The script names its keys in ARGV, not KEYS: fine on one Redis
-(primary/replica, Sentinel), not on Redis Cluster.
+and re-adds the same sorted-set member, so nothing is ever counted twice. The script names
+its keys in ARGV, not KEYS: fine on one Redis (primary/replica, Sentinel), not on Redis
+Cluster.
 Reads return `Score` objects; `record()` also returns the claim for consoles.
 
     >>> store = ScoreStore.from_settings(load_settings())       # doctest: +SKIP

@@ -13,7 +13,7 @@ from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.checks import CrossClaimChecks, MemoryState
 from model.claims import Claim
 from model.generator import ClaimGenerator
-from model.scorer import Scorer
+from model.scorer import Scorer, fixed_shape
 from model.tokenizer import FIELD_ID, MAX_TOKENS, ClaimTokenizer
 from model.training import TrainConfig, snapshot_steps, train
 from model.transformer import ClaimFormer
@@ -90,6 +90,24 @@ def test_forward_shapes_and_padding_is_ignored(tiny_checkpoint):
     f2 = torch.cat([f, torch.zeros(4, 3, dtype=torch.long)], 1)
     fraud2, _, _ = ck.model(v2, f2)
     assert torch.allclose(fraud, fraud2, atol=1e-5)
+
+
+def test_fixed_shapes_pad_rows_and_tokens_without_changing_outputs(tiny_checkpoint):
+    scorer = Scorer.load(str(tiny_checkpoint), device="cpu", precision="fp32")
+    enc = scorer.tokenizer.encode(claims(5))
+    v, f = fixed_shape(enc.values, enc.fields, scorer.tokenizer.cls_token.value)
+    assert v.shape[0] == 8 and v.shape[1] % 4 == 0 and v.shape[1] >= enc.values.shape[1]
+    cls = scorer.tokenizer.cls_token.value
+    assert (v[5:, 0] == cls).all() and (f[5:, 0] == FIELD_ID["cls"]).all()
+    raw = scorer.raw(enc.values, enc.fields)  # padded inside, cut back to (5, T)
+    with torch.inference_mode():
+        fraud, surprise, atts = scorer.model(torch.from_numpy(enc.values),
+                                             torch.from_numpy(enc.fields))
+    assert raw.fraud_logit.shape == (5,) and raw.surprise.shape == enc.values.shape
+    assert np.allclose(raw.fraud_logit, fraud.numpy(), atol=1e-5)
+    real = np.isfinite(raw.surprise)  # tokens after [CLS]
+    assert np.allclose(raw.surprise[real], surprise.numpy()[real], atol=1e-5)
+    assert torch.allclose(raw.attentions[0], atts[0], atol=1e-5)
 
 
 def test_checkpoint_round_trip_and_version_is_the_weights_hash(tiny_checkpoint):

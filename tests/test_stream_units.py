@@ -8,6 +8,7 @@ import json
 import pytest
 
 from stream.deadletter import RAW_MAX, Incoming, dead_letter, reason
+from stream.scoring import split_by_key
 from stream.settings import mask_url, parse_broker_url
 from stream.store import record_bytes
 
@@ -62,3 +63,15 @@ def test_bad_broker_urls(url: str) -> None:
 def test_mask_url() -> None:
     assert mask_url("rediss://u:p@h:6380/2") == "rediss://u:****@h:6380/2"
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_split_by_key_keeps_each_member_in_one_share_in_order() -> None:
+    keys = [b"M1", b"M2", b"M1", None, b"M3", b"M1", None]
+    values = [b"a", b"b", b"c", b"d", b"e", b"f", b"d"]
+    shares = split_by_key(keys, values, 3)
+    assert sorted(i for share in shares for i in share) == list(range(len(keys)))
+    assert all(share == sorted(share) for share in shares)  # message order kept
+    owner = {i: n for n, share in enumerate(shares) for i in share}
+    assert owner[0] == owner[2] == owner[5]  # one member, one process
+    assert owner[3] == owner[6]  # no key: the same bytes go the same way
+    assert split_by_key(keys, values, 1) == [list(range(len(keys)))]
