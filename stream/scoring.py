@@ -1,9 +1,10 @@
-"""Scoring in a child process: parse, checks, model, explanations and Score JSON run beside
+"""Scoring in child processes: parse, checks, model, explanations and Score JSON run beside
 the worker's event loop instead of sharing its GIL.
 
-Why a process: in one process the Faust intake, the Kafka sends and the scorer's Python
+Why processes: in one process the Faust intake, the Kafka sends and the scorer's Python
 (tokens, explanations, pydantic) take turns on one GIL, and a 2-core worker topped out at
-~1,150 claims/s with the scoring thread the critical path. The child gets its own core.
+~1,150 claims/s with the scoring thread the critical path. A `ScoringPool` runs one child
+per core and splits each batch among them by member.
 
 Protocol on the child's stdin/stdout (little-endian, no pickle; claims travel as the raw
 bytes the producer sent):
@@ -214,10 +215,6 @@ class ScoringPool:
     @property
     def info(self) -> dict[str, str]:
         return {**self.procs[0].info, "scoring_processes": str(len(self.procs))}
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.proc.pid for p in self.procs if p.proc is not None]
 
     def start(self) -> None:
         """Start every process at once (each loads the model: seconds); ScoringError if one
