@@ -298,6 +298,42 @@ def test_sigterm_finishes_and_commits_the_in_flight_batch(namespace: Settings,
         stop_all([w for w in (a, b) if w is not None])
 
 
+# -- a scoring process killed ---------------------------------------------------------------
+def test_kill_9_of_a_scoring_process_restarts_the_pool_and_loses_nothing(
+        namespace: Settings, tmp_path: Path, report: Callable) -> None:
+    s = namespace
+    r = redis.Redis.from_url(s.redis_url)
+    claims = claims_for(4_000, seed=94)
+    w = WorkerProcess(s, log=tmp_path / "worker.log").start()
+    try:
+        w.wait_ready(90)
+        before = children(w.pid)
+        assert before, "the worker has no scoring process"
+        where = publish(s, claims)
+        wait_until("some claims stored", lambda: progress(r, s) >= 300, 60, every=0.02)
+        os.kill(before[0], signal.SIGKILL)
+        at_kill = progress(r, s)
+        assert at_kill < len(claims), "the kill came after the end: test proves nothing"
+        wait_until("every claim stored", lambda: progress(r, s) >= len(claims), 120,
+                   every=0.2)
+        after = children(w.pid)
+        assert w.alive(), f"the worker died with its scoring process: {w.last_log_line()}"
+        assert len(after) == len(before) and before[0] not in after, (before, after)
+        assert stored_ids(r, s) == set(where)
+        on_topic = topic_ids(s, s.topic_scored)
+        assert set(on_topic) == set(where)
+        retries = w.stats()["retries"]
+        assert retries >= 1, "the lost batch was not retried"
+        assert "restarting the scoring process" in (tmp_path / "worker.log").read_text(
+            errors="replace")
+        report(f"fault scoring process kill -9: {len(before)} scoring processes, one killed "
+               f"at {at_kill} stored; pool restarted, {len(stored_ids(r, s))}/{len(claims)} "
+               f"in Redis, {len(on_topic) - len(set(on_topic))} duplicates on the topic, "
+               f"{retries} retries", killed_at=at_kill, retries=retries)
+    finally:
+        stop_all([w])
+
+
 # -- Redis down for 10 s ------------------------------------------------------------------
 def start_persistent_redis(port: int, data: Path, log: Path) -> Process:
     """redis-server with RDB persistence in `data`: a stop and start keeps its keys."""
