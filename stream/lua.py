@@ -1,6 +1,6 @@
 """What the worker's Redis scripts share: batches travel as a few joined strings.
 
-A batch of 1,000 claims passed one value per ARGV is ~6,000 arguments that redis-py
+A batch of 1,000 claims passed one value per ARGV is 6,000-8,000 arguments that redis-py
 encodes one by one in Python (the worker's and the scoring processes' busiest Python after
 Faust and the model); joined, it is a handful. IDs, codes, dates and numbers cannot contain
 a newline (the claim contract's charsets), so a newline separates them; records, which can,
