@@ -121,9 +121,10 @@ class ClaimPublisher:
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout)
 
-    def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued, then close; KafkaTimeoutError if the broker does not take
+        it within `timeout` seconds (None: wait as long as it takes)."""
+        self.producer.close(timeout)
 
     def __enter__(self) -> ClaimPublisher:
         return self

@@ -134,7 +134,8 @@ def start_tansu(port: int | None = None, host: str = "127.0.0.1", log: Path | No
     proc = subprocess.Popen(
         [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
          f"tcp://{advertise}" if advertise else url, "--storage-engine", "memory://tansu/"],
-        stdout=target, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        stdout=target, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)  # see start_redis
     return _listening(Process("tansu", proc, port, out), host, timeout, "the Tansu broker")
 
 
@@ -146,7 +147,11 @@ def start_redis(port: int | None = None, host: str = "127.0.0.1", log: Path | No
     proc = subprocess.Popen(
         [redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly",
          "no"], stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL)
+        stdin=subprocess.DEVNULL,
+        # Its own session, like the workers: a terminal's Ctrl-C reaches only our process,
+        # which stops everything in order (`up`: feed, workers, then the services), instead
+        # of the services dying first under a feed that still has claims to flush.
+        start_new_session=True)
     return _listening(Process("redis", proc, port, out), host, timeout, "redis-server")
 
 

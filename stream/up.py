@@ -43,7 +43,8 @@ class Feed(threading.Thread):
 
         try:
             gen = iter(ClaimGenerator(seed=int(time.time()), fraud_rate=self.fraud_rate))
-            with ClaimPublisher(self.settings) as pub:
+            pub = ClaimPublisher(self.settings)
+            try:
                 start = time.monotonic()
                 while not self._halt.is_set():
                     due = int((time.monotonic() - start) * self.rate)
@@ -51,6 +52,8 @@ class Feed(threading.Thread):
                         batch = [next(gen).claim for _ in range(due - self.published)]
                         self.published += pub.publish(batch).sent
                     self._halt.wait(0.02)
+            finally:
+                pub.close(timeout=5)  # bounded: `up` stops the broker right after
         except Exception as e:  # shown in the table; `up` keeps running the rest
             self.error = f"{type(e).__name__}: {e}"
 

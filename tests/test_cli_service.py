@@ -5,6 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
@@ -16,6 +22,7 @@ from stream.settings import Settings
 from stream.store import ScoreStore
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_line(stderr: str) -> str:
@@ -86,6 +93,34 @@ def test_up_runs_everything_and_leaves_nothing(cli, namespace: Settings) -> None
     for pid in pids:  # the worker process is gone
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_ctrl_c_stops_up_in_order_and_leaves_nothing(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group. The broker, Redis
+    and workers run in sessions of their own, so only `up` gets it and stops the feed while
+    its broker can still take the last claims, then the workers, then the services: no
+    traceback from a producer left flushing into a dead broker, nothing left listening."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "up", "--rate", "100"], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        time.sleep(15)  # services, a worker and the feed running
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("up: ") and int(summary.split()[1]) > 0, summary
+    started = next(line for line in out.splitlines() if line.startswith("broker kafka://"))
+    ports = [int(part.rsplit(":", 1)[1].split("/")[0]) for part in started.split(" | ")[:2]]
+    for port in ports:  # the embedded broker and Redis are gone
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
 
 
 def test_bench_json_has_the_promised_shape(cli, namespace: Settings) -> None:
