@@ -31,6 +31,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -276,6 +277,12 @@ def _result(kind: int, body: bytes) -> Result:
 def main() -> None:
     """Child: load the scorer, then answer requests until stdin closes."""
     import redis
+
+    # The worker owns this process and stops it by closing its stdin. A Ctrl-C or SIGTERM
+    # sent to the whole process group (a terminal, systemd) must not kill it under the
+    # batch the worker finishes before it exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     from stream.worker import load_scorer
 

@@ -123,6 +123,35 @@ def test_ctrl_c_stops_up_in_order_and_leaves_nothing(tmp_path: Path) -> None:
             pass
 
 
+def test_ctrl_c_on_a_worker_reaches_only_the_worker(namespace: Settings) -> None:
+    """Ctrl-C in the worker's terminal also signals its scoring processes (same process
+    group); they ignore it and go when the worker closes their stdin, after its last batch,
+    instead of dying under it with a KeyboardInterrupt traceback each."""
+    from stream.procs import settings_env
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
+    env.update(settings_env(namespace))
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        time.sleep(10)  # checks done, scoring processes loaded
+        scorers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                   .read_text().split()]
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert scorers, out[-2000:]
+    assert proc.returncode == 0, out[-2000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    for pid in scorers:  # gone with the worker, not left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def test_bench_json_has_the_promised_shape(cli, namespace: Settings) -> None:
     r = cli(["bench", "--count", "300", "--rate", "100", "--rate-seconds", "2", "--json"],
             namespace, timeout=240)
