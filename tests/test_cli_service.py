@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,23 +97,40 @@ def test_up_runs_everything_and_leaves_nothing(cli, namespace: Settings) -> None
             os.kill(pid, 0)
 
 
-def test_ctrl_c_stops_up_in_order_and_leaves_nothing(tmp_path: Path) -> None:
-    """A terminal's Ctrl-C signals the whole foreground process group. The broker, Redis
-    and workers run in sessions of their own, so only `up` gets it and stops the feed while
-    its broker can still take the last claims, then the workers, then the services: no
-    traceback from a producer left flushing into a dead broker, nothing left listening."""
+@contextlib.contextmanager
+def in_terminal(args: list[str], settings: Settings | None = None
+                ) -> Iterator[subprocess.Popen]:
+    """`python -m stream ARGS` as a terminal runs it: leader of its own process group, so
+    `ctrl_c` can signal the whole group. Killed, group and all, if still there at the end."""
+    from stream.procs import settings_env
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "up", "--rate", "100"], env=env,
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    env.update(settings_env(settings) if settings is not None else {})
+    proc = subprocess.Popen([sys.executable, "-m", "stream", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        time.sleep(15)  # services, a worker and the feed running
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=90)
+        yield proc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def ctrl_c(proc: subprocess.Popen) -> tuple[str, str]:
+    """What Ctrl-C in a terminal does: SIGINT to the whole foreground process group."""
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.communicate(timeout=90)
+
+
+def test_ctrl_c_stops_up_in_order_and_leaves_nothing() -> None:
+    """The broker, Redis and workers run in sessions of their own, so only `up` gets the
+    signal and stops the feed while its broker can still take the last claims, then the
+    workers, then the services: no traceback from a producer left flushing into a dead
+    broker, nothing left listening."""
+    with in_terminal(["up", "--rate", "100"]) as proc:
+        time.sleep(15)  # services, a worker and the feed running
+        out, err = ctrl_c(proc)
     assert proc.returncode == 0, out[-2000:] + err[-2000:]
     assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
     summary = out.strip().splitlines()[-1]
@@ -127,26 +146,14 @@ def test_ctrl_c_on_a_worker_reaches_only_the_worker(namespace: Settings) -> None
     """Ctrl-C in the worker's terminal also signals its scoring processes (same process
     group); they ignore it and go when the worker closes their stdin, after its last batch,
     instead of dying under it with a KeyboardInterrupt traceback each."""
-    from stream.procs import settings_env
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
-    env.update(settings_env(namespace))
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    with in_terminal(["worker"], namespace) as proc:
         time.sleep(10)  # checks done, scoring processes loaded
         scorers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
                    .read_text().split()]
-        os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert scorers, out[-2000:]
-    assert proc.returncode == 0, out[-2000:]
-    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+        out, err = ctrl_c(proc)
+    assert scorers, out[-2000:] + err[-2000:]
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err[-3000:]
     for pid in scorers:  # gone with the worker, not left behind
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
