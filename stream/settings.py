@@ -38,6 +38,9 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "CLAIMSCOPE_"
+# Kafka's compression codecs; every ClaimScope consumer reads all of them.
+Codec = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+CODECS: tuple[str, ...] = Codec.__args__
 MASK = "****"
 _config_file: ContextVar[Path | None] = ContextVar("claimscope_config_file", default=None)
 
@@ -85,6 +88,10 @@ class Settings(BaseSettings):
         "the load"))
     replication_factor: int = Field(1, ge=1, le=16, description=(
         "replicas per topic when ClaimScope creates them (1 for a one-broker dev setup)"))
+    output_compression: Codec = Field("none", description=(
+        "codec of the worker's output topics (scored, flagged, dead letters) and of the "
+        "console's feedback: none, gzip, snappy, lz4 or zstd; every codec is read on input "
+        "whatever this says"))
 
     # -- Redis layout -------------------------------------------------------------------
     key_prefix: str = Field("cs:", description="prefix of every Redis key ClaimScope writes")
@@ -217,6 +224,11 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """repr() and str() go through `display()`, so a logged Settings leaks nothing."""
         yield from self.display().items()
+
+    @property
+    def compression_type(self) -> str | None:
+        """`output_compression` as kafka-python and aiokafka take it (None = uncompressed)."""
+        return None if self.output_compression == "none" else self.output_compression
 
     def kafka_security(self) -> dict[str, Any]:
         """SASL/SSL keyword arguments shared by kafka-python and aiokafka clients."""

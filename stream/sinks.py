@@ -23,10 +23,12 @@ BATCH_BYTES = 1024 * 1024  # one record batch per partition and send: < Kafka's 
 
 
 class KafkaSink:
-    """An aiokafka producer (acks=all) that sends lists of (key, value) per topic."""
+    """An aiokafka producer (acks=all) that sends lists of (key, value) per topic, each
+    record batch compressed with `settings.output_compression`."""
 
     def __init__(self, settings: Settings, client_id: str = "claimscope-worker") -> None:
         self.options = dict(
+            compression_type=settings.compression_type,
             bootstrap_servers=settings.bootstrap_servers, client_id=client_id,
             # idempotence off: Tansu answers aiokafka's InitProducerId with an error, and
             # at-least-once already means consumers dedupe by claim_id

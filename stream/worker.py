@@ -25,6 +25,8 @@ from stream.services import (
 )
 from stream.settings import Settings
 
+EXIT_UNREADABLE = 3  # exit code of a worker that stopped on a record batch it cannot read
+
 
 class WorkerError(RuntimeError):
     """The worker cannot start; one line a person can act on."""
@@ -122,8 +124,11 @@ def run_worker(settings: Settings, noop: bool = False) -> NoReturn:
     quiet_repeats()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False)
-    worker.execute_from_commandline()
-    sys.exit(0)  # not reached: execute_from_commandline exits
+    try:
+        worker.execute_from_commandline()  # exits (SystemExit) when the worker stops
+    finally:
+        if app.fatal is not None:  # stopped on a record batch it cannot read
+            sys.exit(EXIT_UNREADABLE)
 
 
 class Repeats(logging.Filter):

@@ -529,3 +529,68 @@ def test_broker_connection_dropped_and_restored_workers_reconnect(
                recovered_seconds=round(recovered_s, 2))
     finally:
         stop_all([w])
+
+
+def ready_status(port: int) -> int | None:
+    """The worker's /ready status code, None while nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def test_a_batch_the_worker_cannot_read_stops_it_cleanly(namespace: Settings, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        report: Callable) -> None:
+    """A worker whose lz4 library is hidden meets lz4 batches from librdkafka: /ready goes
+    503, one line names topic, partition, offset and codec, it exits 3 without a traceback,
+    and nothing past the batch is committed (a worker that can read it gets every claim)."""
+    from confluent_kafka import Producer
+
+    s = namespace
+    claims = claims_for(60, seed=95)
+    p = Producer({"bootstrap.servers": ",".join(s.bootstrap_servers), "compression.type": "lz4"})
+    for c in claims:
+        p.produce(s.topic_claims, key=c["member_id"], value=json.dumps(c))
+    assert p.flush(30) == 0
+    hidden = tmp_path / "hide"
+    hidden.mkdir()
+    (hidden / "cramjam.py").write_text('raise ImportError("hidden by the test")\n')
+    monkeypatch.setenv("PYTHONPATH", str(hidden))  # aiokafka's codecs come from cramjam
+    w = WorkerProcess(s, log=tmp_path / "blind.log").start()
+    monkeypatch.delenv("PYTHONPATH")
+    codes: list[int | None] = []
+    try:
+        deadline = time.monotonic() + 120
+        while w.alive() and time.monotonic() < deadline:
+            code = ready_status(w.port)
+            if code is not None and code != (codes[-1] if codes else None):
+                codes.append(code)
+            time.sleep(0.05)
+        assert not w.alive(), "the worker kept running on a batch it cannot read"
+        assert w.proc.returncode == 3, f"exit code {w.proc.returncode}"
+    finally:
+        stop_all([w])
+    log = (tmp_path / "blind.log").read_text(errors="replace")
+    lines = [x for x in log.splitlines() if "cannot read" in x]
+    assert len(lines) == 1, lines
+    assert s.topic_claims in lines[0] and "at offset" in lines[0] and "lz4" in lines[0], lines[0]
+    assert "Traceback" not in log and "We experienced a crash" not in log
+    assert codes and codes[-1] == 503, f"/ready answers in order: {codes}"  # unready, then gone
+    r = redis.Redis.from_url(s.redis_url)
+    assert progress(r, s) == 0
+    w2 = WorkerProcess(s, log=tmp_path / "seeing.log").start()  # codecs available again
+    try:
+        w2.wait_ready(90)
+        wait_until("every claim stored", lambda: progress(r, s) >= len(claims), 60)
+    finally:
+        stop_all([w2])
+    said = lines[0].split("CRITICAL] ")[-1].strip()
+    report(f"fault unreadable batch: /ready {codes}, exit 3, {said}; "
+           f"a worker with the codec stored {progress(r, s)}/{len(claims)}")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream.cli.common import app, claim_id_of, err, fail, open_input
-from stream.settings import Settings, SettingsError, load_settings
+from stream.settings import Codec, Settings, SettingsError, load_settings
 
 Config = Annotated[Path | None, typer.Option(
     "--config", help="TOML or JSON settings file (else $CLAIMSCOPE_CONFIG); env vars win",
@@ -132,6 +132,9 @@ def config(config: Config = None, as_json: AsJson = False) -> None:
 @app.command()
 def publish(
     path: Annotated[str, typer.Argument(help="JSONL file of claims, or - for stdin")],
+    compression: Annotated[Codec | None, typer.Option(
+        help="codec of the record batches: none, gzip, snappy, lz4 or zstd (default: "
+        "CLAIMSCOPE_OUTPUT_COMPRESSION, else none)", show_default=False)] = None,
     config: Config = None,
 ) -> None:
     """Validate claims and publish the valid ones (key = member_id).
@@ -149,7 +152,7 @@ def publish(
     with one_line_errors():
         check_broker(settings)
         create_topics(settings, [settings.topic_claims])
-        publisher = ClaimPublisher(settings)
+        publisher = ClaimPublisher(settings, compression=compression)
     with one_line_errors(), open_input(path) as f, progress_bar(
             "publishing", total=total or 1, enabled=total >= 10_000) as advance:
         for lineno, line in enumerate(f, 1):
