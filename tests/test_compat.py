@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.record.default_records import DefaultRecordBatch
 
 from model.generator import ClaimGenerator
 from model.score import Score
@@ -67,35 +68,70 @@ def wait_redis(settings: Settings, ids: set[str], worker: WorkerProcess,
     return got
 
 
-def rdk_read(settings: Settings, topic: str, expect: int, timeout: float = 30) -> list:
-    """Every message on `topic` with a librdkafka consumer (fresh group, from earliest):
-    returns once at least `expect` arrived and every partition reached its end."""
+def rdk_read(settings: Settings, expect: dict[str, int], timeout: float = 30
+             ) -> dict[str, list]:
+    """Every message on each topic of `expect` with one librdkafka consumer (fresh group,
+    from earliest): returns once each topic has at least its expected count and every
+    partition reached its end, so extra copies already on a topic are in the answer."""
     c = Consumer({"bootstrap.servers": brokers(settings),
                   "group.id": f"compat-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "enable.partition.eof": True})
-    out: list = []
-    at_end: set[int] = set()
+                  "enable.partition.eof": True,
+                  # Tansu holds a join for about half the session timeout (conftest)
+                  "session.timeout.ms": int(settings.broker_session_timeout * 1000),
+                  "heartbeat.interval.ms": 500})
+    out: dict[str, list] = {t: [] for t in expect}
+    at_end: set[tuple[str, int]] = set()
     try:
-        partitions = len(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        c.subscribe([topic])
+        meta = c.list_topics(timeout=10).topics
+        partitions = sum(len(meta[t].partitions) for t in expect)
+        c.subscribe(list(expect))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = c.poll(0.5)
             if m is None:
                 continue
             if m.error() is not None:
-                assert m.error().code() == KafkaError._PARTITION_EOF, f"{topic}: {m.error()}"
-                at_end.add(m.partition())
-                if len(out) >= expect and len(at_end) == partitions:
+                assert m.error().code() == KafkaError._PARTITION_EOF, f"{m.topic()}: {m.error()}"
+                at_end.add((m.topic(), m.partition()))
+                if len(at_end) == partitions and all(len(out[t]) >= n
+                                                     for t, n in expect.items()):
                     break
                 continue
-            at_end.discard(m.partition())
-            out.append(m)
+            at_end.discard((m.topic(), m.partition()))
+            out[m.topic()].append(m)
     finally:
         c.close()
-    assert len(out) >= expect, f"{topic}: {len(out)} of {expect} messages in {timeout} s"
+    short = {t: f"{len(out[t])} of {n}" for t, n in expect.items() if len(out[t]) < n}
+    assert not short, f"librdkafka read only {short} messages in {timeout:.0f} s"
     return out
+
+
+def kp_read(settings: Settings, topic: str, expect: int, monkeypatch: pytest.MonkeyPatch,
+            timeout: float = 30) -> tuple[list, set[str]]:
+    """Every message on `topic` with a kafka-python consumer (no group, from earliest),
+    waiting for at least `expect`; and the codecs of the record batches it decoded."""
+    codecs: set[str] = set()
+    uncompress = DefaultRecordBatch._maybe_uncompress
+
+    def spy(batch: DefaultRecordBatch) -> None:
+        codecs.add(CODECS[batch.compression_type])  # Kafka numbers them in this order
+        uncompress(batch)
+
+    out: list = []
+    with monkeypatch.context() as patch:
+        patch.setattr(DefaultRecordBatch, "_maybe_uncompress", spy)
+        c = KafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                          auto_offset_reset="earliest", consumer_timeout_ms=1500)
+        deadline = time.monotonic() + timeout
+        try:
+            while len(out) < expect and time.monotonic() < deadline:
+                out += list(c)
+            out += list(c)  # anything past `expect` already there
+        finally:
+            c.close()
+    assert len(out) >= expect, f"kafka-python read {len(out)} of {expect} on {topic}"
+    return out, codecs
 
 
 def rdk_produce(settings: Settings, codec: str, batch: list[tuple[bytes | None, bytes]]
@@ -119,7 +155,8 @@ def rdk_produce(settings: Settings, codec: str, batch: list[tuple[bytes | None, 
     return delivered
 
 
-def test_librdkafka_producer_every_codec(namespace: Settings, worker: WorkerProcess) -> None:
+def test_librdkafka_producer_every_codec(namespace: Settings, worker: WorkerProcess,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """An idempotent librdkafka producer per codec (headers, null and foreign keys, one
     malformed message): every claim is stored once and scored once, and a librdkafka
     consumer parses all of scored, flagged and the dead letter."""
@@ -141,25 +178,26 @@ def test_librdkafka_producer_every_codec(namespace: Settings, worker: WorkerProc
     stored = wait_redis(s, ids, worker)
     assert sorted(stored) == sorted(ids), "one Redis record per claim, no strays"
     r = redis_client(s)
-    by_id = {c["claim_id"]: c for c in sent}
+    n_flagged = r.zcard(f"{s.key_prefix}flagged")
+    assert n_flagged, "at 20% fraud some claims must be flagged"
 
-    scored = rdk_read(s, s.topic_scored, len(sent))
-    scores = [Score.model_validate_json(m.value()) for m in scored]
+    got = rdk_read(s, {s.topic_scored: len(sent), s.topic_flagged: n_flagged,
+                       s.topic_deadletter: 1})
+    scores = [Score.model_validate_json(m.value()) for m in got[s.topic_scored]]
     assert len(scores) == len(sent), "no worker crashed: each claim scored exactly once"
     assert sorted(x.claim_id for x in scores) == sorted(ids)
+    by_id = {c["claim_id"]: c for c in sent}
     for x in scores:  # the Redis record is the Score on the topic plus the claim as sent
         record = json.loads(r.get(f"{s.key_prefix}claim:{x.claim_id}"))
         assert record.pop("claim") == by_id[x.claim_id]
         assert Score.model_validate(record) == x
 
-    want_flagged = {x.claim_id for x in scores if x.flagged}
-    assert want_flagged, "at 20% fraud some claims must be flagged"
-    flagged = [Score.model_validate_json(m.value())
-               for m in rdk_read(s, s.topic_flagged, len(want_flagged))]
+    flagged = [Score.model_validate_json(m.value()) for m in got[s.topic_flagged]]
     assert all(x.flagged for x in flagged)
-    assert sorted(x.claim_id for x in flagged) == sorted(want_flagged)
+    assert sorted(x.claim_id for x in flagged) == sorted(x.claim_id for x in scores
+                                                         if x.flagged)
 
-    dead = [json.loads(m.value()) for m in rdk_read(s, s.topic_deadletter, 1)]
+    dead = [json.loads(m.value()) for m in got[s.topic_deadletter]]
     assert len(dead) == 1, dead
     d = dead[0]
     assert d["raw"] == MALFORMED.decode() and d["raw_encoding"] == "utf-8"
@@ -169,6 +207,8 @@ def test_librdkafka_producer_every_codec(namespace: Settings, worker: WorkerProc
     stats = worker.stats()
     assert stats and stats["scored"] == len(sent) and stats["deadletters"] == 1, stats
     assert worker.alive(), worker.last_log_line()
+    # the premise: the worker's input really came in all five codecs
+    assert kp_read(s, s.topic_claims, len(sent) + 1, monkeypatch)[1] == set(CODECS)
 
 
 def test_kafka_python_producer_every_codec(namespace: Settings,
@@ -200,10 +240,10 @@ def test_kafka_python_producer_every_codec(namespace: Settings,
     assert stats and stats["scored"] == len(sent) and stats["deadletters"] == 0, stats
 
 
-def test_compressed_worker_output_read_by_foreign_consumers(namespace: Settings,
-                                                            tmp_path: Path) -> None:
-    """A worker writing zstd output, fed snappy by ClaimPublisher: librdkafka and
-    kafka-python consumers both read and parse every Score it wrote."""
+def test_compressed_worker_output_read_by_foreign_consumers(
+        namespace: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker with output_compression=zstd, fed snappy by ClaimPublisher: its scored
+    topic really is zstd, and librdkafka and kafka-python both read and parse every Score."""
     s = namespace.model_copy(update={"output_compression": "zstd"})
     w = WorkerProcess(s, log=tmp_path / "w.log").start()
     try:
@@ -217,21 +257,14 @@ def test_compressed_worker_output_read_by_foreign_consumers(namespace: Settings,
         wait_redis(s, ids, w)
 
         rdk = [Score.model_validate_json(m.value())
-               for m in rdk_read(s, s.topic_scored, len(sent))]
+               for m in rdk_read(s, {s.topic_scored: len(sent)})[s.topic_scored]]
         assert sorted(x.claim_id for x in rdk) == sorted(ids)
-
-        kc = KafkaConsumer(s.topic_scored, bootstrap_servers=s.bootstrap_servers,
-                           group_id=None, auto_offset_reset="earliest",
-                           consumer_timeout_ms=2000)
-        kp: list[Score] = []
-        deadline = time.monotonic() + 30
-        try:
-            while len(kp) < len(sent) and time.monotonic() < deadline:
-                kp += [Score.model_validate_json(m.value) for m in kc]
-        finally:
-            kc.close()
+        messages, codecs = kp_read(s, s.topic_scored, len(sent), monkeypatch)
+        kp = [Score.model_validate_json(m.value) for m in messages]
         assert sorted(x.claim_id for x in kp) == sorted(ids)
         assert {x.claim_id: x for x in kp} == {x.claim_id: x for x in rdk}
+        assert codecs == {"zstd"}, f"scored topic batches were {codecs}, not zstd"
+        assert kp_read(s, s.topic_claims, len(sent), monkeypatch)[1] == {"snappy"}
         assert w.alive(), w.last_log_line()
     finally:
         stop_all([w])

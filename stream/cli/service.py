@@ -319,17 +319,25 @@ def up(
     = 0.05,
     duration: Annotated[float | None, typer.Option(
         min=0, help="stop after this many seconds (default: run until Ctrl-C)")] = None,
+    redis_maxmemory_mb: Annotated[int, typer.Option(
+        min=16, help="bound of the embedded redis-server; past it the oldest claim records "
+        "are evicted")] = 512,
+    broker_max_mb: Annotated[int, typer.Option(
+        min=64, help="memory of the embedded broker (no retention) at which up rolls over to "
+        "a fresh broker and workers")] = 512,
     config: Config = None,
 ) -> None:
     """Broker + Redis (embedded, unless configured), W workers and a synthetic feed, with a
-    live table; Ctrl-C or SIGTERM stops everything it started."""
+    live table (a progress line every 5 s when not on a terminal); Ctrl-C or SIGTERM stops
+    everything it started. The embedded services are bounded so it can run for a day."""
     from stream.up import run_up
 
     settings = settings_from(config)
     stop_on_sigterm()
     with one_line_errors():
         code = run_up(settings, workers=workers, rate=rate, fraud_rate=fraud_rate,
-                      duration=duration)
+                      duration=duration, redis_maxmemory_mb=redis_maxmemory_mb,
+                      broker_max_mb=broker_max_mb)
     raise typer.Exit(code)
 
 
