@@ -1,11 +1,22 @@
 """Synthetic claims with labelled fraud: the training and test data of the whole project.
 
 A seeded population of members (stable age, sex and chronic conditions, with comorbidity)
-and providers (one specialty, a usual place of service) produces claims that follow the
-vocabulary's clinical links, with realistic noise: comorbid diagnoses on the claim,
-generic or brand prices, charges rounded to whole dollars by some billers, new-patient
-and established-patient visit codes. A fraction `fraud_rate` of claims is then broken by
-one of `PATTERNS`; the label travels beside the claim, never inside it.
+and providers (one specialty, a usual place of service, patients it sees: OB/GYN sees
+women, pediatrics members up to 21) produces claims that follow the vocabulary's clinical
+links, with realistic noise: comorbid diagnoses on the claim, generic or brand prices,
+charges rounded to whole dollars by some billers, new-patient and established-patient visit
+codes, labs billed with the diagnoses that order them, legitimate repeats with the modifiers
+that make them legitimate (25 on a visit with a procedure, 59/76 on a repeated procedure,
+LT/RT on bilateral ones), and a share `oov_rate` of diagnoses replaced by a billable sibling
+of the same ICD-10-CM category that the vocabulary does not list (`simple-icd-10-cm`), so
+unseen codes are a normal part of every stream. A fraction `fraud_rate` of claims is then
+broken by one of `PATTERNS`; the label travels beside the claim, never inside it.
+
+No give-aways (`claimscope eval`'s artefact probe checks this): diagnoses and service lines
+come in random order in every claim, so an injected item is not the last one; injected
+items replace an item of the claim as often as they are added; inflated charges are whole
+dollars as often as clean ones; a wrong dose is made of marketed strengths and plausible
+numbers, not odd decimals.
 
 Claims come out as plain JSON-ready dicts (the wire form), because generation must run at
 tens of thousands of claims per second; every one of them validates against `Claim`
@@ -13,13 +24,17 @@ tens of thousands of claims per second; every one of them validates against `Cla
 
 Pattern definitions (what each breaks, checked by the tests against the vocabulary):
 
-- `diagnosis_treatment_mismatch`: a procedure or drug no diagnosis on the claim justifies.
-- `dose_out_of_range`: a drug strength 3-20x outside the drug's normal range.
-- `price_inflation`: a line charged 3-10x the top of its normal range (place included).
+- `diagnosis_treatment_mismatch`: a procedure or a drug (half each: `variant`) no diagnosis on
+  the claim justifies, at an in-range price.
+- `dose_out_of_range`: a marketed strength dispensed at 3x+ the daily maximum: quantity /
+  days supply x strength above the drug's top strength x doses per day.
+- `price_inflation`: a procedure or drug line charged 3-10x the top of its normal range
+  (place included).
 - `upcoding`: an E/M visit at least two levels above what the diagnoses justify.
 - `unbundling`: three or more components of a lab/ECG panel billed as separate lines.
 - `demographic_impossibility`: a diagnosis, procedure or drug the member's age or sex rules out.
-- `specialty_mismatch`: a procedure the billing provider's specialty does not perform.
+- `specialty_mismatch`: a procedure the billing provider's specialty does not perform (the
+  new provider's place of service is one it works in).
 - `duplicate_billing`: the same member, provider, date and procedure as an earlier claim.
 - `high_velocity_member`: the 4th claim of one member, from several providers, within 5
   days (a burst of four: the first three look normal and are labelled `none`).
@@ -28,6 +43,7 @@ Pattern definitions (what each breaks, checked by the tests against the vocabula
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from collections import deque
 from collections.abc import Iterator
@@ -83,6 +99,18 @@ class Provider:
 class LabelledClaim:
     claim: dict
     fraud_pattern: str
+    variant: str | None = None  # diagnosis_treatment_mismatch: "drug" or "procedure"
+
+
+@functools.cache
+def unlisted_siblings(category: str, listed: frozenset[str]) -> tuple[str, ...]:
+    """Billable ICD-10-CM codes of `category` (e.g. "E11") that are not in `listed`."""
+    import simple_icd_10_cm as icd
+
+    if not icd.is_valid_item(category):
+        return ()
+    return tuple(sorted(c for c in icd.get_descendants(category)
+                        if icd.is_leaf(c) and c not in listed))
 
 
 class ClaimGenerator:
@@ -94,13 +122,17 @@ class ClaimGenerator:
 
     def __init__(self, *, seed: int = 0, fraud_rate: float = 0.05,
                  patterns: tuple[str, ...] = PATTERNS, size: int = 20_000,
-                 vocab: Vocabulary | None = None) -> None:
+                 vocab: Vocabulary | None = None, oov_rate: float = 0.1,
+                 label_noise: float = 0.0) -> None:
         unknown = set(patterns) - set(PATTERNS)
         if unknown:
             raise ValueError(f"unknown fraud pattern(s): {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(PATTERNS)}")
-        if not 0 <= fraud_rate <= 1:
-            raise ValueError(f"fraud rate must be in [0, 1], got {fraud_rate}")
+        for name, x in (("fraud rate", fraud_rate), ("oov rate", oov_rate),
+                        ("label noise", label_noise)):
+            if not 0 <= x <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {x}")
+        self.oov_rate, self.label_noise = oov_rate, label_noise
         self.v = vocab or default_vocabulary()
         self.rng = random.Random(seed)
         self.seed, self.fraud_rate, self.patterns = seed, fraud_rate, tuple(patterns)
@@ -121,6 +153,7 @@ class ClaimGenerator:
         self.chronic_dx = [d for d in v.diagnoses.values() if d.chronic]
         self.acute_dx = {a: [d for d in dxs if not d.chronic] for a, dxs in self.area_dx.items()}
         self._fit_cache: dict[tuple, list] = {}
+        self._free: dict[object, bool] = {}  # pool key -> no item in it is restricted
         self.components = {c: panel for panel, cs in v.bundles.items() for c in cs}
         ems = [p for p in v.procedures.values() if p.em_level]
         self.em_codes = {p.code for p in ems}
@@ -153,9 +186,31 @@ class ClaimGenerator:
                            if x.who.sex or x.who.min_age > 0 or x.who.max_age < 120]
         self.acute_areas = sorted(a for a, dxs in self.area_dx.items()
                                   if any(not d.chronic for d in dxs))
+        areas_of: dict[str, set[str]] = {}
+        for d in v.diagnoses.values():
+            areas_of.setdefault(d.code[:3], set()).add(d.area)
+        # unlisted siblings only where the category belongs to one area: they then read
+        # through their category unambiguously (Vocabulary.resolve_diagnosis)
+        self.one_area = frozenset(c for c, a in areas_of.items() if len(a) == 1)
+        self.listed = frozenset(v.diagnoses)
+
+    def _sibling(self, code: str) -> str:
+        """`code`, or with probability `oov_rate` an unlisted billable code of its category."""
+        if self.oov_rate and code[:3] in self.one_area and self.rng.random() < self.oov_rate:
+            siblings = unlisted_siblings(code[:3], self.listed)
+            if siblings:
+                return self.rng.choice(siblings)
+        return code
 
     def _fitting(self, key: object, pool: list, age: int, sex: str) -> list:
-        """The items of `pool` that fit (age, sex), memoised: claims ask the same again."""
+        """The items of `pool` that fit (age, sex), memoised: claims ask the same again. A
+        pool without age- or sex-specific items is returned as it is."""
+        free = self._free.get(key)
+        if free is None:
+            free = self._free[key] = not any(
+                x.who.sex or x.who.min_age > 0 or x.who.max_age < 120 for x in pool)
+        if free:
+            return pool
         k = (key, age, sex)
         hit = self._fit_cache.get(k)
         if hit is None:
@@ -217,7 +272,9 @@ class ClaimGenerator:
         """A clean claim, or None when the case drawn leaves the provider nothing to bill."""
         r, v = self.rng, self.v
         m, primary = self._pick_case(member)
-        spec = r.choice(self.area_specs[primary.area])
+        specs = [s for s in self.area_specs[primary.area]
+                 if v.specialties[s].patients.fits(m.age, m.sex)]
+        spec = r.choice(specs or self.area_specs[primary.area])
         p = r.choice(self.by_specialty[spec])
         dx = [primary.code]
         extra = self._fitting(("dx", primary.area), self.area_dx[primary.area], m.age, m.sex)
@@ -232,18 +289,31 @@ class ClaimGenerator:
                      for d in self._fitting(("drug", a), self.area_drugs[a], m.age, m.sex)]
             meds = [self._med(d) for d in r.sample(drugs, min(len(drugs), r.randint(1, 3)))]
         else:
+            visit = None
             if spec in self.visit_specs:
-                procs.append(self._visit(spec, p.place, v.max_em_level(dx)))
-            pool = self._fitting((spec, primary.area), self.spec_area_procs[spec, primary.area],
-                                 m.age, m.sex)
-            panels: set[str] = set()
-            for q in r.sample(pool, min(len(pool), r.randint(0 if procs else 1, 3))):
+                visit = self._visit(spec, p.place, v.max_em_level(dx))
+            # what this visit bills besides: labs, imaging, procedures for the problems on
+            # the claim (comorbid ones too), from a few to many lines
+            pool = [q for a in dict.fromkeys(v.diagnoses[c].area for c in dx)
+                    for q in self._fitting((spec, a), self.spec_area_procs[spec, a], m.age,
+                                           m.sex)]
+            pool = list({q.code: q for q in pool}.values())
+            n = r.choice((0, 0, 1, 1, 1, 2, 2, 3, 4, 5, 6)) if visit else r.choice(
+                (1, 1, 1, 2, 2, 3, 4, 5))
+            taken: dict[str, int] = {}
+            for q in r.sample(pool, min(len(pool), n)):
                 panel = self.components.get(q.code)
                 if panel is not None:
-                    if panel in panels:
-                        continue  # one component of a panel at most: more is unbundling
-                    panels.add(panel)
+                    parts = len(self.v.bundles[panel])
+                    if taken.get(panel, 0) >= min(2, max(1, parts - 1)):
+                        continue  # a few components of a panel; more would be unbundling
+                    taken[panel] = taken.get(panel, 0) + 1
                 procs.append(self._line(q, p.place))
+            procs += self._repeats(procs, primary.area, p.place)
+            if visit is not None:
+                if procs and r.random() < 0.5:
+                    visit["modifiers"] = ["25"]  # a separate E/M service on a procedure day
+                procs.append(visit)
             drugs = self._fitting(("drug", primary.area), self.area_drugs[primary.area], m.age,
                                   m.sex)
             if drugs and r.random() < 0.2:
@@ -254,7 +324,29 @@ class ClaimGenerator:
         if (m.id, p.id, day) in self.visits:
             return None  # a second claim of that visit would read as duplicate billing
         self.visits.add((m.id, p.id, day))
+        dx = list(dict.fromkeys(self._sibling(c) for c in dx))
+        r.shuffle(dx)
+        r.shuffle(procs)
         return self._claim(m, p, day, dx, procs, meds)
+
+    def _repeats(self, procs: list[dict], area: str, place: str) -> list[dict]:
+        """Legitimate repeats of lines already billed, with the modifiers that say why:
+        LT/RT for a bilateral musculoskeletal procedure, 59 (distinct service) or 76 (repeat
+        procedure) otherwise. The first line of a pair gets its modifier too."""
+        r = self.rng
+        out = []
+        for line in procs:
+            if r.random() >= 0.08 or self.components.get(line["code"]):
+                continue
+            q = self.v.procedures[line["code"]]
+            if area.startswith("musculoskeletal"):
+                line["modifiers"], mods = ["LT"], ["RT"]
+            else:
+                line["modifiers"] = mods = [r.choice(("59", "76"))]
+            again = self._line(q, place, units=line["units"])
+            again["modifiers"] = mods
+            out.append(again)
+        return out
 
     def _visit(self, spec: str, place: str, max_level: int, level: int | None = None) -> dict:
         """An E/M line the specialty bills in this setting, at the justified level (or
@@ -271,20 +363,25 @@ class ClaimGenerator:
 
     def _line(self, q: Procedure, place: str, units: int | None = None, factor: float = 1.0
               ) -> dict:
+        """A procedure line at a price in the code's range for the place (x `factor`)."""
         r = self.rng
         units = units or (1 if r.random() < 0.85 or q.em_level else r.randint(2, 4))
         mult = self.v.places[place].charge_multiplier if place in self.v.places else 1.0
-        unit = r.uniform(q.charge_low, q.charge_high) * mult * factor
-        if r.random() < 0.3:
-            unit = round(unit)  # some billers charge whole dollars
+        unit = self._billed(r.uniform(q.charge_low, q.charge_high) * mult * factor)
         return {"code": q.code, "units": units, "charge": round(unit * units, 2), "modifiers": []}
 
-    def _med(self, d: Drug, strength: float | None = None) -> dict:
+    def _billed(self, unit: float) -> float:
+        """Some billers charge whole dollars (30%, fraud or not), the rest to the cent."""
+        return float(round(unit)) if self.rng.random() < 0.3 else unit
+
+    def _med(self, d: Drug, per_day: float | None = None, factor: float = 1.0) -> dict:
+        """A fill of a marketed strength; `per_day` units a day (default the drug's usual),
+        unit price in range (x `factor`)."""
         r = self.rng
         days = r.choice(d.days_supply)
-        qty = max(1.0, round(d.doses_per_day * days))
-        price = r.uniform(d.unit_price_low, d.unit_price_high)
-        return {"name": d.name, "strength_mg": strength or r.choice(d.common_strengths_mg),
+        qty = max(1.0, round((per_day or d.doses_per_day) * days))
+        price = self._billed(r.uniform(d.unit_price_low, d.unit_price_high) * factor)
+        return {"name": d.name, "strength_mg": r.choice(d.common_strengths_mg),
                 "quantity": qty, "days_supply": days, "charge": round(price * qty, 2)}
 
     def _claim(self, m: Member, p: Provider, day: dt.date, dx: list[str], procs: list[dict],
@@ -327,11 +424,20 @@ class ClaimGenerator:
             pattern = r.choice(self.patterns)
             if pattern == "high_velocity_member":
                 pending.extend(self._burst())
+            elif pattern == "diagnosis_treatment_mismatch":
+                claim, variant = self._diagnosis_treatment_mismatch()
+                yield LabelledClaim(claim, pattern, variant)
             elif (claim := getattr(self, "_" + pattern)()) is not None:
                 yield LabelledClaim(claim, pattern)
 
     def generate(self, count: int) -> Iterator[LabelledClaim]:
+        """`count` claims; with `label_noise`, that share of labels is wrong (fraud called
+        clean, clean called a random single-claim pattern), as investigators' labels are."""
+        r = random.Random(self.seed + 7_919)  # its own stream: noise does not move the claims
         for _, item in zip(range(count), self, strict=False):
+            if self.label_noise and r.random() < self.label_noise:
+                wrong = CLEAN if item.fraud_pattern != CLEAN else r.choice(SINGLE_CLAIM_PATTERNS)
+                item = LabelledClaim(item.claim, wrong)
             yield item
 
     def _procedure_claim(self, need_visit: bool = False) -> dict:
@@ -345,46 +451,76 @@ class ClaimGenerator:
     def _fits(self, c: dict, who) -> bool:
         return who.fits(c["member_age"], c["member_sex"])
 
-    def _diagnosis_treatment_mismatch(self) -> dict:
-        r, v = self.rng, self.v
-        c = self.clean()
-        ok_p, ok_d = v.justified_procedures(c["diagnoses"]), v.justified_drugs(c["diagnoses"])
-        spec = v.specialties[c["provider_specialty"]]
-        procs = sorted(spec.procedures - ok_p - self.em_codes - set(self.components))
-        procs = [v.procedures[x] for x in procs if self._fits(c, v.procedures[x].who)]
-        if procs and r.random() < 0.5:
-            c["procedures"].append(self._line(r.choice(procs), c["place_of_service"]))
+    def _insert(self, items: list, item: object, replaceable: list[int] | None = None) -> None:
+        """Put `item` in `items`: in place of one of `replaceable` (positions) half the time
+        when there are any, else at a random position; the claim's length says nothing."""
+        r = self.rng
+        if replaceable and r.random() < 0.5:
+            items[r.choice(replaceable)] = item
         else:
-            drugs = [d for d in self.all_drugs if d.name not in ok_d and self._fits(c, d.who)]
-            med = self._med(r.choice(drugs))
-            if c["medications"]:
-                c["medications"][r.randrange(len(c["medications"]))] = med
+            items.insert(r.randint(0, len(items)), item)
+
+    def _non_visits(self, c: dict) -> list[int]:
+        return [i for i, x in enumerate(c["procedures"]) if x["code"] not in self.em_codes]
+
+    def _diagnosis_treatment_mismatch(self) -> tuple[dict, str]:
+        """Half the claims get a procedure, half a drug, that no diagnosis justifies."""
+        r, v = self.rng, self.v
+        variant = r.choice(("drug", "procedure"))
+        while True:
+            c = self.clean()
+            ok_p, ok_d = v.justified_procedures(c["diagnoses"]), v.justified_drugs(c["diagnoses"])
+            if variant == "procedure":
+                spec = v.specialties[c["provider_specialty"]]
+                procs = sorted(spec.procedures - ok_p - self.em_codes - set(self.components))
+                procs = [v.procedures[x] for x in procs if self._fits(c, v.procedures[x].who)]
+                if not procs or c["provider_specialty"] == "pharmacy":
+                    continue
+                self._insert(c["procedures"], self._line(r.choice(procs), c["place_of_service"]),
+                             self._non_visits(c))
             else:
-                c["medications"].append(med)
-        return self._retotal(c)
+                drugs = [d for d in self.all_drugs if d.name not in ok_d and self._fits(c, d.who)]
+                self._insert(c["medications"], self._med(r.choice(drugs)),
+                             list(range(len(c["medications"]))))
+            return self._retotal(c), variant
+
+    def _claim_with_drugs(self) -> dict:
+        while not (c := self.clean())["medications"]:
+            pass
+        return c
 
     def _dose_out_of_range(self) -> dict:
+        """A marketed strength at 3x+ the daily maximum (quantity / days supply)."""
         r, v = self.rng, self.v
-        c = self.clean()
-        if not c["medications"]:
-            drugs = [d for d in self.area_drugs[v.diagnoses[c["diagnoses"][0]].area]
-                     if self._fits(c, d.who)] or self.all_drugs
-            c["medications"].append(self._med(r.choice(drugs)))
+        c = self._claim_with_drugs()
         i = r.randrange(len(c["medications"]))
         d = v.drugs[c["medications"][i]["name"]]
-        strength = (d.strength_max_mg * r.uniform(3, 20) if r.random() < 0.75
-                    else d.strength_min_mg / r.uniform(3, 20))
-        c["medications"][i] = self._med(d, strength=round(strength, 3))
+        med = self._med(d)
+        # units a day so that strength x units/day >= 3x the top strength x doses a day
+        need = 3 * d.strength_max_mg * d.doses_per_day / med["strength_mg"]
+        per_day = max(need, d.doses_per_day * 2) * r.uniform(1.0, 2.0)
+        qty = min(9_999.0, round(per_day * med["days_supply"]))
+        unit = med["charge"] / med["quantity"]
+        c["medications"][i] = {**med, "quantity": qty, "charge": round(unit * qty, 2)}
         return self._retotal(c)
 
     def _price_inflation(self) -> dict:
+        """A procedure line (half the time) or a drug fill charged 3-10x its range's top."""
         r, v = self.rng, self.v
+        if r.random() < 0.5:
+            c = self._claim_with_drugs()
+            i = r.randrange(len(c["medications"]))
+            d = v.drugs[c["medications"][i]["name"]]
+            c["medications"][i] = self._med(d, factor=d.unit_price_high / d.unit_price_low
+                                            * r.uniform(3, 10))
+            return self._retotal(c)
         c = self._procedure_claim()
         i = r.randrange(len(c["procedures"]))
         q = v.procedures[c["procedures"][i]["code"]]
-        line = self._line(q, c["place_of_service"], units=c["procedures"][i]["units"])
         mult = v.places[c["place_of_service"]].charge_multiplier
-        line["charge"] = round(q.charge_high * mult * line["units"] * r.uniform(3, 10), 2)
+        line = dict(c["procedures"][i])
+        unit = self._billed(q.charge_high * mult * r.uniform(3, 10))
+        line["charge"] = round(unit * line["units"], 2)
         c["procedures"][i] = line
         return self._retotal(c)
 
@@ -397,32 +533,52 @@ class ClaimGenerator:
             visit = self._visit(c["provider_specialty"], c["place_of_service"], allowed,
                                 level=allowed + 2)
             if v.procedures[visit["code"]].em_level >= allowed + 2:
+                visit["modifiers"] = c["procedures"][i]["modifiers"]
                 c["procedures"][i] = visit
                 return self._retotal(c)
 
     def _unbundling(self) -> dict:
+        """Three or more components of one panel billed as separate lines, in place of lines
+        the claim had as often as possible (so the claim is not longer for it)."""
         r, v = self.rng, self.v
         c = self._procedure_claim()
         panel = r.choice(sorted(v.bundles))
         parts = v.bundles[panel]
-        chosen = r.sample(parts, min(len(parts), r.randint(3, 8))) if len(parts) > 3 else parts
-        c["procedures"] = [x for x in c["procedures"] if x["code"] != panel and
-                           self.components.get(x["code"]) != panel]
-        c["procedures"] += [self._line(v.procedures[x], c["place_of_service"], units=1)
-                            for x in chosen]
+        chosen = r.sample(parts, r.randint(3, min(6, len(parts)))) if len(parts) > 3 else parts
+        kept = [x for x in c["procedures"] if x["code"] != panel and
+                self.components.get(x["code"]) != panel]
+        others = [i for i, x in enumerate(kept) if x["code"] not in self.em_codes]
+        drop = set(r.sample(others, min(len(others), r.randint(0, len(chosen)))))
+        kept = [x for i, x in enumerate(kept) if i not in drop]
+        for code in chosen:
+            kept.insert(r.randint(0, len(kept)),
+                        self._line(v.procedures[code], c["place_of_service"], units=1))
+        c["procedures"] = kept
         return self._retotal(c)
 
     def _demographic_impossibility(self) -> dict:
+        """A diagnosis, procedure or drug the member's age or sex rules out, in place of one
+        of the claim's own half the time."""
         r = self.rng
         c = self.clean()
         wrong = [x for x in self.restricted if not self._fits(c, x.who)]
         x = r.choice(wrong)
         if isinstance(x, Diagnosis):
-            c["diagnoses"] = [*c["diagnoses"][:11], x.code]
+            # an unlisted sibling only where its category reads with the same restriction
+            code = self._sibling(x.code) if self.v.categories[x.code[:3]].who == x.who \
+                else x.code
+            if code in c["diagnoses"]:
+                return self._demographic_impossibility()
+            dx = c["diagnoses"]
+            if len(dx) >= 12:
+                dx[r.randrange(len(dx))] = code
+            else:
+                self._insert(dx, code, list(range(len(dx))) if len(dx) > 1 else None)
         elif isinstance(x, Procedure):
-            c["procedures"].append(self._line(x, c["place_of_service"]))
+            self._insert(c["procedures"], self._line(x, c["place_of_service"]),
+                         self._non_visits(c))
         else:
-            c["medications"].append(self._med(x))
+            self._insert(c["medications"], self._med(x), list(range(len(c["medications"]))))
         return self._retotal(c)
 
     def _specialty_mismatch(self) -> dict:
@@ -431,13 +587,14 @@ class ClaimGenerator:
         while not specs:  # a specialty that neither performs the code nor treats the problem
             c = self._procedure_claim()
             code = r.choice(c["procedures"])["code"]
-            treats = {v.diagnoses[d].area for d in c["diagnoses"]}
+            treats = {d.area for x in c["diagnoses"] if (d := v.resolve_diagnosis(x))}
             specs = [s for s, x in v.specialties.items() if code not in x.procedures
                      and not any(s in self.area_specs[a] for a in treats)]
-        p = r.choice(self.by_specialty[r.choice(sorted(specs))])
+        pool = self.by_specialty[r.choice(sorted(specs))]
+        same_place = [p for p in pool if p.place == c["place_of_service"]]
+        p = r.choice(same_place or pool)  # the place stays one the new provider works in
         c["provider_id"], c["provider_specialty"] = p.id, p.specialty
-        if p.specialty == "pharmacy":
-            c["place_of_service"] = "01"
+        c["place_of_service"] = "01" if p.specialty == "pharmacy" else p.place
         return c
 
     def _duplicate_billing(self) -> dict | None:

@@ -13,7 +13,7 @@ import csv
 import functools
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class Specialty:
     description: str
     places_of_service: tuple[str, ...]
     procedures: frozenset[str]
+    patients: Demographics  # whom it sees (OB/GYN: women; pediatrics: up to 21)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +105,28 @@ class Vocabulary:
     places: dict[str, PlaceOfService]
     bundles: dict[str, tuple[str, ...]]  # panel code -> component codes
     general_procedures: frozenset[str]
+    categories: dict[str, Diagnosis] = field(default_factory=dict)  # ICD-10-CM category ->
+    # the first listed code of it (what an unlisted code of the category reads as)
+
+    def resolve_diagnosis(self, code: str) -> Diagnosis | None:
+        """The listed diagnosis, else the one standing for its ICD-10-CM category (E11.8, not
+        listed, reads as E11.9: same area, severity, demographics); None for a category the
+        vocabulary does not cover. The links are stated per clinical area, and a category
+        belongs to one area."""
+        return self.diagnoses.get(code) or self.categories.get(code[:3])
 
     def justified_procedures(self, diagnoses: Iterable[str]) -> frozenset[str]:
-        """Procedures some diagnosis of the claim justifies (unknown codes justify nothing)."""
+        """Procedures some diagnosis of the claim justifies (uncovered codes justify nothing)."""
         out = set(self.general_procedures)
         for code in diagnoses:
-            if (dx := self.diagnoses.get(code)) is not None:
+            if (dx := self.resolve_diagnosis(code)) is not None:
                 out |= self.areas[dx.area].procedures
         return frozenset(out)
 
     def justified_drugs(self, diagnoses: Iterable[str]) -> frozenset[str]:
         out: set[str] = set()
         for code in diagnoses:
-            if (dx := self.diagnoses.get(code)) is not None:
+            if (dx := self.resolve_diagnosis(code)) is not None:
                 out |= self.areas[dx.area].drugs
         return frozenset(out)
 
@@ -127,15 +137,16 @@ class Vocabulary:
         supports level 2, a stable chronic illness level 3, a serious one level 4, and
         several problems one level more.
         """
-        known = [self.diagnoses[c] for c in diagnoses if c in self.diagnoses]
+        known = [d for c in diagnoses if (d := self.resolve_diagnosis(c)) is not None]
         if not known:
             return 5  # nothing known to judge by: never call it upcoding
         worst = max(d.severity for d in known)
         return min(5, 1 + worst + (1 if len(known) >= 3 else 0))
 
 
-def _who(row: dict[str, str]) -> Demographics:
-    return Demographics(row["sex"] or None, int(row["min_age"] or 0), int(row["max_age"] or 120))
+def _who(row: dict) -> Demographics:
+    return Demographics(row.get("sex") or None, int(row.get("min_age") or 0),
+                        int(row.get("max_age") or 120))
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -180,7 +191,7 @@ def load_vocabulary(folder: Path | None = None) -> Vocabulary:
     }
     specialties = {
         k: Specialty(k, v["description"], tuple(v["places_of_service"]),
-                     frozenset(v["procedures"]))
+                     frozenset(v["procedures"]), _who(v.get("patients", {})))
         for k, v in _json(folder, "specialties.json").items()
     }
     places = {
@@ -191,7 +202,11 @@ def load_vocabulary(folder: Path | None = None) -> Vocabulary:
     for r in _rows(folder, "bundles.csv"):
         bundles[r["panel_code"]] = (*bundles.get(r["panel_code"], ()), r["component_code"])
     general = frozenset(_json(folder, "general.json")["procedures"])
-    return Vocabulary(diagnoses, procedures, drugs, areas, specialties, places, bundles, general)
+    categories: dict[str, Diagnosis] = {}
+    for d in diagnoses.values():  # file order: the first code of a category stands for it
+        categories.setdefault(d.code[:3], d)
+    return Vocabulary(diagnoses, procedures, drugs, areas, specialties, places, bundles, general,
+                      categories)
 
 
 @functools.cache

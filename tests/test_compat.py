@@ -68,8 +68,8 @@ def wait_redis(settings: Settings, ids: set[str], worker: WorkerProcess,
     return got
 
 
-def rdk_read(settings: Settings, expect: dict[str, int], timeout: float = 30
-             ) -> dict[str, list]:
+def rdk_read(settings: Settings, expect: dict[str, int], worker: WorkerProcess,
+             timeout: float = 30) -> dict[str, list]:
     """Every message on each topic of `expect` with one librdkafka consumer (fresh group,
     from earliest): returns once each topic has at least its expected count and every
     partition reached its end, so extra copies already on a topic are in the answer."""
@@ -103,12 +103,13 @@ def rdk_read(settings: Settings, expect: dict[str, int], timeout: float = 30
     finally:
         c.close()
     short = {t: f"{len(out[t])} of {n}" for t, n in expect.items() if len(out[t]) < n}
-    assert not short, f"librdkafka read only {short} messages in {timeout:.0f} s"
+    assert not short, (f"librdkafka read only {short} messages in {timeout:.0f} s; "
+                       f"worker log: {worker.last_log_line()}")
     return out
 
 
 def kp_read(settings: Settings, topic: str, expect: int, monkeypatch: pytest.MonkeyPatch,
-            timeout: float = 30) -> tuple[list, set[str]]:
+            worker: WorkerProcess, timeout: float = 30) -> tuple[list, set[str]]:
     """Every message on `topic` with a kafka-python consumer (no group, from earliest),
     waiting for at least `expect`; and the codecs of the record batches it decoded."""
     codecs: set[str] = set()
@@ -130,7 +131,8 @@ def kp_read(settings: Settings, topic: str, expect: int, monkeypatch: pytest.Mon
             out += list(c)  # anything past `expect` already there
         finally:
             c.close()
-    assert len(out) >= expect, f"kafka-python read {len(out)} of {expect} on {topic}"
+    assert len(out) >= expect, (f"kafka-python read {len(out)} of {expect} on {topic}; "
+                                f"worker log: {worker.last_log_line()}")
     return out, codecs
 
 
@@ -182,11 +184,14 @@ def test_librdkafka_producer_every_codec(namespace: Settings, worker: WorkerProc
     assert n_flagged, "at 20% fraud some claims must be flagged"
 
     got = rdk_read(s, {s.topic_scored: len(sent), s.topic_flagged: n_flagged,
-                       s.topic_deadletter: 1})
+                       s.topic_deadletter: 1}, worker)
     scores = [Score.model_validate_json(m.value()) for m in got[s.topic_scored]]
     assert len(scores) == len(sent), "no worker crashed: each claim scored exactly once"
     assert sorted(x.claim_id for x in scores) == sorted(ids)
     by_id = {c["claim_id"]: c for c in sent}
+    # output is keyed by member_id whatever key (none, foreign) the claim came with
+    assert all(m.key() == by_id[x.claim_id]["member_id"].encode()
+               for m, x in zip(got[s.topic_scored], scores, strict=True))
     for x in scores:  # the Redis record is the Score on the topic plus the claim as sent
         record = json.loads(r.get(f"{s.key_prefix}claim:{x.claim_id}"))
         assert record.pop("claim") == by_id[x.claim_id]
@@ -194,11 +199,14 @@ def test_librdkafka_producer_every_codec(namespace: Settings, worker: WorkerProc
 
     flagged = [Score.model_validate_json(m.value()) for m in got[s.topic_flagged]]
     assert all(x.flagged for x in flagged)
+    assert all(m.key() == x.member_id.encode()
+               for m, x in zip(got[s.topic_flagged], flagged, strict=True))
     assert sorted(x.claim_id for x in flagged) == sorted(x.claim_id for x in scores
                                                          if x.flagged)
 
     dead = [json.loads(m.value()) for m in got[s.topic_deadletter]]
     assert len(dead) == 1, dead
+    assert got[s.topic_deadletter][0].key() == b"bad"  # a dead letter keeps the source key
     d = dead[0]
     assert d["raw"] == MALFORMED.decode() and d["raw_encoding"] == "utf-8"
     assert d["error"] and "JSON" in d["error"], d["error"]
@@ -207,12 +215,18 @@ def test_librdkafka_producer_every_codec(namespace: Settings, worker: WorkerProc
     stats = worker.stats()
     assert stats and stats["scored"] == len(sent) and stats["deadletters"] == 1, stats
     assert worker.alive(), worker.last_log_line()
-    # the premise: the worker's input really came in all five codecs
-    assert kp_read(s, s.topic_claims, len(sent) + 1, monkeypatch)[1] == set(CODECS)
+    # the premise: the worker's input really came in all five codecs, with headers and
+    # null, foreign and member_id keys
+    inputs, codecs = kp_read(s, s.topic_claims, len(sent) + 1, monkeypatch, worker)
+    assert codecs == set(CODECS), codecs
+    assert len(inputs) == len(sent) + 1
+    assert all(dict(m.headers)["source"] == b"librdkafka" for m in inputs)
+    keys = {m.key for m in inputs}
+    assert None in keys and b"not-the-member" in keys and sent[3]["member_id"].encode() in keys
 
 
-def test_kafka_python_producer_every_codec(namespace: Settings,
-                                           worker: WorkerProcess) -> None:
+def test_kafka_python_producer_every_codec(namespace: Settings, worker: WorkerProcess,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """kafka-python with each codec it writes (None, gzip, snappy, lz4, zstd), headers and
     mixed keys: every claim lands in Redis exactly once, intact."""
     s = namespace
@@ -238,6 +252,7 @@ def test_kafka_python_producer_every_codec(namespace: Settings,
         assert json.loads(r.get(f"{s.key_prefix}claim:{c['claim_id']}"))["claim"] == c
     stats = worker.stats()
     assert stats and stats["scored"] == len(sent) and stats["deadletters"] == 0, stats
+    assert kp_read(s, s.topic_claims, len(sent), monkeypatch, worker)[1] == set(CODECS)
 
 
 def test_compressed_worker_output_read_by_foreign_consumers(
@@ -257,14 +272,14 @@ def test_compressed_worker_output_read_by_foreign_consumers(
         wait_redis(s, ids, w)
 
         rdk = [Score.model_validate_json(m.value())
-               for m in rdk_read(s, {s.topic_scored: len(sent)})[s.topic_scored]]
+               for m in rdk_read(s, {s.topic_scored: len(sent)}, w)[s.topic_scored]]
         assert sorted(x.claim_id for x in rdk) == sorted(ids)
-        messages, codecs = kp_read(s, s.topic_scored, len(sent), monkeypatch)
+        messages, codecs = kp_read(s, s.topic_scored, len(sent), monkeypatch, w)
         kp = [Score.model_validate_json(m.value) for m in messages]
         assert sorted(x.claim_id for x in kp) == sorted(ids)
         assert {x.claim_id: x for x in kp} == {x.claim_id: x for x in rdk}
         assert codecs == {"zstd"}, f"scored topic batches were {codecs}, not zstd"
-        assert kp_read(s, s.topic_claims, len(sent), monkeypatch)[1] == {"snappy"}
+        assert kp_read(s, s.topic_claims, len(sent), monkeypatch, w)[1] == {"snappy"}
         assert w.alive(), w.last_log_line()
     finally:
         stop_all([w])

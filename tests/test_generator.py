@@ -25,21 +25,39 @@ def unit_charge(line: dict) -> float:
     return line["charge"] / line["units"]
 
 
+def dx(code: str):
+    """The diagnosis a code reads as: listed, or its ICD-10-CM category's stand-in."""
+    d = V.resolve_diagnosis(code)
+    assert d is not None, f"{code} is neither listed nor in a listed category"
+    return d
+
+
 def mismatch(c: dict) -> bool:
     ok_p, ok_d = V.justified_procedures(c["diagnoses"]), V.justified_drugs(c["diagnoses"])
     return (any(p["code"] not in ok_p for p in c["procedures"])
             or any(m["name"] not in ok_d for m in c["medications"]))
 
 
+def daily_mg(m: dict) -> float:
+    return m["strength_mg"] * m["quantity"] / m["days_supply"]
+
+
 def dose_out_of_range(c: dict) -> bool:
-    return any(not V.drugs[m["name"]].strength_min_mg <= m["strength_mg"]
-               <= V.drugs[m["name"]].strength_max_mg for m in c["medications"])
+    """A strength outside the drug's range, or more mg a day than its top strength taken as
+    often as it is meant to be, with 50% to spare (rounding of quantities)."""
+    def wrong(m: dict) -> bool:
+        d = V.drugs[m["name"]]
+        return (not d.strength_min_mg <= m["strength_mg"] <= d.strength_max_mg
+                or daily_mg(m) > 1.5 * d.strength_max_mg * d.doses_per_day)
+    return any(wrong(m) for m in c["medications"])
 
 
 def price_inflation(c: dict) -> bool:
     mult = V.places[c["place_of_service"]].charge_multiplier
     return any(unit_charge(p) > 2 * V.procedures[p["code"]].charge_high * mult
-               for p in c["procedures"])
+               for p in c["procedures"]) or any(
+        m["charge"] / m["quantity"] > 2 * V.drugs[m["name"]].unit_price_high
+        for m in c["medications"])
 
 
 def upcoding(c: dict) -> bool:
@@ -55,7 +73,7 @@ def unbundling(c: dict) -> bool:
 
 def demographic_impossibility(c: dict) -> bool:
     age, sex = c["member_age"], c["member_sex"]
-    items = ([V.diagnoses[d] for d in c["diagnoses"]] + [V.procedures[p["code"]] for p in
+    items = ([dx(d) for d in c["diagnoses"]] + [V.procedures[p["code"]] for p in
              c["procedures"]] + [V.drugs[m["name"]] for m in c["medications"]])
     return any(not x.who.fits(age, sex) for x in items)
 
@@ -139,3 +157,79 @@ def test_members_keep_their_demographics():
 def test_unknown_pattern_is_refused():
     with pytest.raises(ValueError, match="unknown fraud pattern"):
         ClaimGenerator(patterns=("nope",))
+
+
+def test_mismatch_is_half_drug_half_procedure_and_named():
+    variants = [i.variant for i in ITEMS if i.fraud_pattern == "diagnosis_treatment_mismatch"]
+    drug, procedure = variants.count("drug"), variants.count("procedure")
+    assert drug + procedure == len(variants) and min(drug, procedure) >= 0.35 * len(variants)
+    for i in ITEMS:
+        c = i.claim
+        if i.variant == "drug":
+            ok = V.justified_drugs(c["diagnoses"])
+            assert any(m["name"] not in ok for m in c["medications"])
+        elif i.variant == "procedure":
+            ok = V.justified_procedures(c["diagnoses"])
+            assert any(p["code"] not in ok for p in c["procedures"])
+
+
+def test_injected_diagnoses_are_not_always_last():
+    """The impossible diagnosis sits anywhere in the list, as any other diagnosis does."""
+    where = []
+    for i in ITEMS:
+        c = i.claim
+        if i.fraud_pattern == "demographic_impossibility" and len(c["diagnoses"]) > 1:
+            bad = [k for k, d in enumerate(c["diagnoses"])
+                   if not dx(d).who.fits(c["member_age"], c["member_sex"])]
+            where += [k == len(c["diagnoses"]) - 1 for k in bad]
+    assert where and 0.2 < sum(where) / len(where) < 0.8
+
+
+def whole_dollar_share(lines: list[dict], qty: str | None) -> float:
+    units = [x["charge"] / (x[qty] if qty else x["units"]) for x in lines]
+    return sum(abs(u - round(u)) < 1e-6 for u in units) / len(units)
+
+
+def test_inflated_charges_are_whole_dollars_as_often_as_clean_ones():
+    inflated, clean = [], []
+    for i in ITEMS:
+        c = i.claim
+        mult = V.places[c["place_of_service"]].charge_multiplier
+        for p in c["procedures"]:
+            high = unit_charge(p) > 2 * V.procedures[p["code"]].charge_high * mult
+            (inflated if i.fraud_pattern == "price_inflation" and high else clean).append(p)
+    a, b = whole_dollar_share(inflated, None), whole_dollar_share(clean, None)
+    assert abs(a - b) < 0.1, (a, b)
+
+
+def test_wrong_doses_are_marketed_strengths():
+    for i in ITEMS:
+        for m in i.claim["medications"]:
+            assert m["strength_mg"] in V.drugs[m["name"]].common_strengths_mg
+
+
+def test_a_share_of_diagnoses_are_unlisted_siblings_of_listed_codes():
+    import simple_icd_10_cm as icd
+
+    codes = [d for i in ITEMS for d in i.claim["diagnoses"]]
+    unlisted = [d for d in codes if d not in V.diagnoses]
+    assert 0.03 < len(unlisted) / len(codes) < 0.2
+    assert all(icd.is_valid_item(d) and icd.is_leaf(d) and d[:3] in V.categories
+               for d in unlisted)
+
+
+def test_specialties_see_the_patients_they_treat():
+    for i in ITEMS:
+        c = i.claim
+        if i.fraud_pattern == CLEAN:
+            assert V.specialties[c["provider_specialty"]].patients.fits(
+                c["member_age"], c["member_sex"]), c
+
+
+def test_label_noise_flips_that_share_of_labels_and_no_claim():
+    plain = list(ClaimGenerator(seed=5, fraud_rate=0.3, size=2000).generate(2000))
+    noisy = list(ClaimGenerator(seed=5, fraud_rate=0.3, size=2000, label_noise=0.1)
+                 .generate(2000))
+    assert [i.claim for i in plain] == [i.claim for i in noisy]
+    flipped = sum(a.fraud_pattern != b.fraud_pattern for a, b in zip(plain, noisy, strict=True))
+    assert 120 < flipped < 280
