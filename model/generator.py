@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import random
 from collections import deque
 from collections.abc import Iterator
@@ -298,8 +299,8 @@ class ClaimGenerator:
                     for q in self._fitting((spec, a), self.spec_area_procs[spec, a], m.age,
                                            m.sex)]
             pool = list({q.code: q for q in pool}.values())
-            n = r.choice((0, 0, 1, 1, 1, 2, 2, 3, 4, 5, 6)) if visit else r.choice(
-                (1, 1, 1, 2, 2, 3, 4, 5))
+            n = r.choice((0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 7)) if visit else r.choice(
+                (1, 2, 2, 3, 3, 4, 5, 6))
             taken: dict[str, int] = {}
             for q in r.sample(pool, min(len(pool), n)):
                 panel = self.components.get(q.code)
@@ -316,8 +317,10 @@ class ClaimGenerator:
                 procs.append(visit)
             drugs = self._fitting(("drug", primary.area), self.area_drugs[primary.area], m.age,
                                   m.sex)
-            if drugs and r.random() < 0.2:
-                meds.append(self._med(r.choice(drugs)))
+            # most visits for a problem end with a prescription on the claim
+            if drugs and r.random() < 0.8:
+                meds += [self._med(d) for d in r.sample(drugs, min(len(drugs), r.choice(
+                    (1, 1, 1, 2, 2, 3))))]
         if not procs and not meds:
             return None
         day = day or START + dt.timedelta(days=r.randrange(SPAN_DAYS))
@@ -496,10 +499,10 @@ class ClaimGenerator:
         i = r.randrange(len(c["medications"]))
         d = v.drugs[c["medications"][i]["name"]]
         med = self._med(d)
-        # units a day so that strength x units/day >= 3x the top strength x doses a day
+        # whole units a day, so that strength x units/day >= 3x the top strength x doses a day
         need = 3 * d.strength_max_mg * d.doses_per_day / med["strength_mg"]
-        per_day = max(need, d.doses_per_day * 2) * r.uniform(1.0, 2.0)
-        qty = min(9_999.0, round(per_day * med["days_supply"]))
+        per_day = math.ceil(max(need, d.doses_per_day * 2) * r.uniform(1.0, 1.5))
+        qty = float(min(9_999, per_day * med["days_supply"]))
         unit = med["charge"] / med["quantity"]
         c["medications"][i] = {**med, "quantity": qty, "charge": round(unit * qty, 2)}
         return self._retotal(c)
@@ -539,20 +542,32 @@ class ClaimGenerator:
 
     def _unbundling(self) -> dict:
         """Three or more components of one panel billed as separate lines, in place of lines
-        the claim had as often as possible (so the claim is not longer for it)."""
+        the claim had; the claim's line count is drawn from clean claims' (of 3+ lines), so
+        a long claim is no sign of it."""
         r, v = self.rng, self.v
-        c = self._procedure_claim()
-        panel = r.choice(sorted(v.bundles))
-        parts = v.bundles[panel]
-        chosen = r.sample(parts, r.randint(3, min(6, len(parts)))) if len(parts) > 3 else parts
-        kept = [x for x in c["procedures"] if x["code"] != panel and
-                self.components.get(x["code"]) != panel]
-        others = [i for i, x in enumerate(kept) if x["code"] not in self.em_codes]
-        drop = set(r.sample(others, min(len(others), r.randint(0, len(chosen)))))
-        kept = [x for i, x in enumerate(kept) if i not in drop]
+        while (target := len(self.clean()["procedures"])) < 3:
+            pass
+        for _ in range(50):
+            c = self._procedure_claim()
+            panel = r.choice(sorted(v.bundles))
+            parts = v.bundles[panel]
+            kept = [x for x in c["procedures"] if x["code"] != panel and
+                    self.components.get(x["code"]) != panel]
+            others = [i for i, x in enumerate(kept) if x["code"] not in self.em_codes]
+            visits = len(kept) - len(others)
+            k = target - visits  # components, in place of every other line
+            if 3 <= k <= len(parts):
+                break
+        else:
+            k = min(3, len(parts))
+            visits = len(kept) - len(others)
+        chosen = r.sample(parts, k)
+        kept = [x for i, x in enumerate(kept) if i not in set(others)]
         for code in chosen:
-            kept.insert(r.randint(0, len(kept)),
-                        self._line(v.procedures[code], c["place_of_service"], units=1))
+            line = self._line(v.procedures[code], c["place_of_service"])
+            if r.random() < 0.15:
+                line["modifiers"] = ["59"]  # "distinct service": how unbundlers pass edits
+            kept.insert(r.randint(0, len(kept)), line)
         c["procedures"] = kept
         return self._retotal(c)
 
@@ -570,8 +585,8 @@ class ClaimGenerator:
             if code in c["diagnoses"]:
                 return self._demographic_impossibility()
             dx = c["diagnoses"]
-            if len(dx) >= 12:
-                dx[r.randrange(len(dx))] = code
+            if len(dx) >= 12 or (len(dx) > 1 and r.random() < 0.5):
+                dx[r.randrange(len(dx))] = code  # with _insert's half: 3 in 4 replace
             else:
                 self._insert(dx, code, list(range(len(dx))) if len(dx) > 1 else None)
         elif isinstance(x, Procedure):
