@@ -196,8 +196,11 @@ class ClaimGenerator:
         self.listed = frozenset(v.diagnoses)
 
     def _sibling(self, code: str) -> str:
-        """`code`, or with probability `oov_rate` an unlisted billable code of its category."""
-        if self.oov_rate and code[:3] in self.one_area and self.rng.random() < self.oov_rate:
+        """`code`, or with probability `oov_rate` an unlisted billable code of its category,
+        where the category reads as `code` does (same area, same age and sex limits)."""
+        if (self.oov_rate and code[:3] in self.one_area
+                and self.v.categories[code[:3]].who == self.v.diagnoses[code].who
+                and self.rng.random() < self.oov_rate):
             siblings = unlisted_siblings(code[:3], self.listed)
             if siblings:
                 return self.rng.choice(siblings)
@@ -579,9 +582,7 @@ class ClaimGenerator:
         wrong = [x for x in self.restricted if not self._fits(c, x.who)]
         x = r.choice(wrong)
         if isinstance(x, Diagnosis):
-            # an unlisted sibling only where its category reads with the same restriction
-            code = self._sibling(x.code) if self.v.categories[x.code[:3]].who == x.who \
-                else x.code
+            code = self._sibling(x.code)
             if code in c["diagnoses"]:
                 return self._demographic_impossibility()
             dx = c["diagnoses"]
