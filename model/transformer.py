@@ -16,6 +16,8 @@ weights of every head and layer.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,6 +57,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
+        self.ablated: int | None = None  # a head whose output is zeroed (`ablate_head`)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
@@ -64,6 +67,8 @@ class SelfAttention(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, T)
         att = att.masked_fill(pad[:, None, None, :], float("-inf")).softmax(dim=-1)
         y = self.drop(att) @ v  # (B, nh, T, hs)
+        if self.ablated is not None:
+            y[:, self.ablated] = 0  # what the model does without this head
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.proj(y), att
 
@@ -133,6 +138,17 @@ class ClaimFormer(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @contextmanager
+    def ablate_head(self, layer: int, head: int) -> Iterator[None]:
+        """Within the block, head `head` of layer `layer` contributes nothing (its output
+        is zeroed before the projection): `claimscope eval`'s head ablation."""
+        attn = self.blocks[layer].attn
+        attn.ablated = head
+        try:
+            yield
+        finally:
+            attn.ablated = None
 
 
 def replaced_token_loss(surprise: torch.Tensor, replaced: torch.Tensor, pad: torch.Tensor

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from model.claims import describe_errors, parse_claim
-from model.generator import PATTERNS
+from model.generator import CROSS_CLAIM_PATTERNS, PATTERNS
 from stream.cli.common import app, claim_id_of, err, fail, open_input
 
 Checkpoint = Annotated[str, typer.Option("--checkpoint", help='checkpoint dir, or "default"')]
@@ -66,44 +66,121 @@ def train(
 @app.command(name="eval")
 def evaluate(
     checkpoint: Checkpoint = "default",
-    count: Annotated[int, typer.Option(min=200, help="fresh labelled claims")] = 20_000,
-    seed: Annotated[int, typer.Option(help="seed of the fresh claims")] = 11,
+    count: Annotated[int, typer.Option(min=1000, help="fresh test claims (the yardstick: "
+                                       "100,000)")] = 100_000,
+    seed: Annotated[int, typer.Option(help="seed of the test claims (never a training "
+                                      "seed)")] = 11,
     fraud_rate: Annotated[float, typer.Option(min=0.001, max=0.9)] = 0.05,
+    bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples behind each "
+                                           "95% interval")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    holdout_pattern: Annotated[str | None, typer.Option(
-        help="train a model without this pattern, then measure its anomaly score on it")]
-    = None,
-    holdout_steps: Annotated[int, typer.Option(help="training steps for --holdout-pattern")]
-    = 1500,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print markdown tables")]
+    = False,
+    novelty: Annotated[str | None, typer.Option(
+        help="comma-separated single-claim patterns, or all: train a model without each, "
+        "then measure its anomaly channel on it (minutes per pattern)")] = None,
+    novelty_steps: Annotated[int, typer.Option(min=10, help="training steps per novelty "
+                                               "model")] = 1500,
     device: Device = "cpu",
 ) -> None:
-    """Measure a checkpoint against IsolationForest and gradient boosting on fresh claims."""
+    """Measure a checkpoint on the yardstick: every method on the same fresh claims, with
+    95% intervals, artefact probe, invariance, explanations (ERASER) and head ablation."""
+    from model.evaluate import EvalError
     from model.evaluate import evaluate as run_eval
-    from model.evaluate import novelty
+    from model.evaluate import novelty as run_novelty
+    from model.generator import SINGLE_CLAIM_PATTERNS
 
-    if holdout_pattern is not None:
-        if holdout_pattern not in PATTERNS:
-            raise fail(f"unknown pattern {holdout_pattern!r}; known: {', '.join(PATTERNS)}")
-        result = novelty(holdout_pattern, count, seed, holdout_steps, log=_log)
+    held: list[str] = []
+    if novelty is not None:
+        held = list(SINGLE_CLAIM_PATTERNS) if novelty == "all" else [
+            p.strip() for p in novelty.split(",") if p.strip()]
+        unknown = [p for p in held if p not in SINGLE_CLAIM_PATTERNS]
+        if unknown or not held:
+            raise fail(f"--novelty takes single-claim patterns or all; unknown: "
+                       f"{', '.join(unknown) or '(none given)'}; known: "
+                       f"{', '.join(SINGLE_CLAIM_PATTERNS)}")
+    scorer = _load_scorer(checkpoint, device)  # clear error before the long work
+    try:
+        result = run_eval(scorer, count, seed, fraud_rate, bootstrap, log=_log)
+    except EvalError as e:
+        raise fail(str(e)) from None
+    if held:
+        result["novelty"] = run_novelty(held, min(count, 20_000), seed, novelty_steps, log=_log)
+    if as_json:
+        print(json.dumps(result, indent=2))
     else:
-        scorer = _load_scorer(checkpoint, device)  # clear error before the long work
-        result = run_eval(scorer, count, seed, fraud_rate, log=_log)
-    print(json.dumps(result, indent=2) if as_json else _eval_table(result))
+        print(eval_markdown(result) if markdown else eval_table(result))
 
 
-def _eval_table(r: dict) -> str:
+def _ci(m: dict) -> str:
+    return f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+
+
+def eval_table(r: dict) -> str:
+    """The headline: one line per method, values with 95% intervals."""
+    lines = [f"{r['count']:,} claims, seed {r['seed']}, fraud rate {r['fraud_rate']} "
+             f"(chance: AUROC 0.5, PR-AUC {r['chance']['pr_auc']}, recall 0.01)",
+             f"{'method':<18}{'AUROC':>24}{'PR-AUC':>24}{'recall@1%FPR':>24}"]
+    for name, m in r["methods"].items():
+        lines.append(f"{name:<18}{_ci(m['auroc']):>24}{_ci(m['pr_auc']):>24}"
+                     f"{_ci(m['recall_at_1pct_fpr']):>24}")
+    x, inv = r["explanations"], r["invariance"]
+    single = [v for p, v in r["artefact_probe"].items() if p not in CROSS_CLAIM_PATTERNS]
+    lines.append(f"artefact probe, highest of the single-claim patterns: {max(single):.3f} "
+                 f"(at most 0.65 wanted)")
+    lines.append(f"permutation: {inv['permutation_flag_rate_change']:.4f} of decisions change; "
+                 f"FPR in vocabulary {inv['in_vocab_fpr']:.4f}, with unlisted siblings "
+                 f"{inv['oov_sibling_fpr']:.4f}")
+    lines.append(f"explanations: comprehensiveness k3 {x['comprehensiveness'].get('k3')} "
+                 f"(random {x['random_comprehensiveness'].get('k3')}), sufficiency k3 "
+                 f"{x['sufficiency'].get('k3')} (random {x['random_sufficiency'].get('k3')}), "
+                 f"top-3 hit {x['top3_hit']} (chance {x['top3_chance']})")
+    return "\n".join(line for line in lines if line)
+
+
+def eval_markdown(r: dict) -> str:
+    """Markdown tables of the same figures, as docs/model.md shows them."""
+    out = [f"Test set: {r['count']:,} claims, seed {r['seed']}, fraud rate {r['fraud_rate']}; "
+           f"model {r['model_version']}; chance: AUROC 0.5, PR-AUC {r['chance']['pr_auc']}, "
+           f"recall at 1% FPR 0.01.", "",
+           "| method | AUROC | PR-AUC | recall at 1% FPR | single-claim PR-AUC |",
+           "|---|---|---|---|---|"]
+    for name, m in r["methods"].items():
+        out.append(f"| {name} | {_ci(m['auroc'])} | {_ci(m['pr_auc'])} | "
+                   f"{_ci(m['recall_at_1pct_fpr'])} | {r['single_claim'][name]['pr_auc']:.3f} |")
+    names = list(r["methods"])
+    out += ["", "Recall at 1% FPR per pattern (n = fraud claims of it):", "",
+            "| pattern | n | " + " | ".join(names) + " | artefact probe |",
+            "|---|---|" + "---|" * len(names) + "---|"]
+    for p, row in r["methods"]["claimformer"]["per_pattern"].items():
+        cells = [f"{r['methods'][n]['per_pattern'][p]['recall_at_1pct_fpr']:.3f}"
+                 for n in names]
+        probe = r["artefact_probe"].get(p.split(":")[0])
+        out.append(f"| {p} | {row['n']} | " + " | ".join(cells) +
+                   f" | {probe if probe is not None and ':' not in p else ''} |")
+    inv, x = r["invariance"], r["explanations"]
+    out += ["", "| invariance | value |", "|---|---|",
+            f"| decisions changed by shuffling diagnoses and lines | "
+            f"{inv['permutation_flag_rate_change']:.4f} ({inv['permutation_claims']:,} claims) |",
+            f"| clean FPR, listed diagnoses | {inv['in_vocab_fpr']:.4f} |",
+            f"| clean FPR, same claims with unlisted siblings | {inv['oov_sibling_fpr']:.4f} "
+            f"({inv['oov_claims']:,} claims) |",
+            "", "| explanations (ERASER) | k=1 | k=3 | k=5 |", "|---|---|---|---|"]
+    for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency",
+                 "random_sufficiency"):
+        out.append(f"| {name.replace('_', ' ')} | " + " | ".join(
+            str(x[name].get(f"k{k}")) for k in (1, 3, 5)) + " |")
+    out += ["", f"Top-3 hit on {x['top3_claims']:,} mismatch claims: {x['top3_hit']} "
+            f"(chance {x['top3_chance']}).", "",
+            "| head | " + " | ".join(r["heads"][next(iter(r["heads"]))]) + " |",
+            "|---|" + "---|" * len(r["heads"][next(iter(r["heads"]))])]
+    for h, row in r["heads"].items():
+        out.append(f"| {h} | " + " | ".join(str(v) for v in row.values()) + " |")
     if "novelty" in r:
-        n = r["novelty"]
-        return (f"held-out pattern {n['pattern']}: anomaly AUROC {n['anomaly_auroc']:.3f} "
-                f"(fraud head {n['fraud_head_auroc']:.3f}, combined {n['combined_auroc']:.3f})")
-    rows = [("ClaimFormer", r["model"])] + [(k, v) for k, v in r["baselines"].items()]
-    lines = [f"{'method':<20}{'AUROC':>8}{'PR-AUC':>8}{'R@1%FPR':>9}"]
-    lines += [f"{n:<20}{m['auroc']:>8.3f}{m['pr_auc']:>8.3f}{m['recall_at_1pct_fpr']:>9.3f}"
-              for n, m in rows]
-    x = r["explanations"]
-    lines.append(f"explanations: top-3 hit rate {x['top3_hit_rate']}, "
-                 f"faithfulness {x['faithfulness_rate']}")
-    return "\n".join(lines)
+        out += ["", "| held out | n | anomaly AUROC | recall at 1% FPR |", "|---|---|---|---|"]
+        out += [f"| {p} | {v['n']} | {v['auroc']:.3f} | {v['recall_at_1pct_fpr']:.3f} |"
+                for p, v in r["novelty"].items()]
+    return "\n".join(out)
 
 
 @app.command()

@@ -1,0 +1,46 @@
+"""The yardstick's parts on small inputs: metrics against scikit-learn, the protocol's
+guards, and the shape `claimscope eval --json` promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from model.evaluate import EvalError, auroc, evaluate, recall_at_fpr, shuffled, with_siblings
+from model.generator import ClaimGenerator
+from model.scorer import Scorer
+from model.vocabulary import default_vocabulary
+
+
+def test_auroc_matches_scikit_learn_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    s = np.round(rng.random(2000) + y * 0.3, 1)  # many ties
+    assert auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_recall_at_one_percent_fpr():
+    y = np.array([0] * 100 + [1] * 10)
+    s = np.array(list(range(100)) + [98.5] * 5 + [50] * 5, dtype=float)
+    assert recall_at_fpr(y, s) == 0.5  # only the five above the 99th clean score
+
+
+def test_shuffling_and_siblings_keep_the_claim():
+    rng = np.random.default_rng(1)
+    v = default_vocabulary()
+    c = next(i.claim for i in ClaimGenerator(seed=4, size=500).generate(500)
+             if len(i.claim["diagnoses"]) > 1)
+    s = shuffled(c, rng)
+    assert sorted(s["diagnoses"]) == sorted(c["diagnoses"])
+    assert sorted(map(str, s["procedures"])) == sorted(map(str, c["procedures"]))
+    out, n = with_siblings(c, rng)
+    for a, b in zip(c["diagnoses"], out["diagnoses"], strict=False):
+        assert a[:3] == b[:3] and (a == b or b not in v.diagnoses)
+    assert n == sum(a != b for a, b in zip(c["diagnoses"], out["diagnoses"], strict=False))
+
+
+def test_a_training_seed_is_refused_as_the_test_seed():
+    scorer = Scorer.load("default", device="cpu")
+    with pytest.raises(EvalError, match="training seeds"):
+        evaluate(scorer, count=1000, seed=scorer.ck.training["seed"] + 1)
