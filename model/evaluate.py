@@ -69,7 +69,7 @@ METHODS = ("claimformer", "pair_gbdt", "flat_gbdt", "isolation_forest", "rule_or
 MISMATCH_PATTERNS = ("diagnosis_treatment_mismatch", "specialty_mismatch")
 KS = (1, 3, 5)
 ERASER_CLAIMS = 2000  # flagged claims the explanation figures are measured on
-ABLATION_CLAIMS = 30_000  # claims of the test set each head ablation is measured on
+ABLATION_CLAIMS = 10_000  # claims of the test set each head ablation is measured on
 
 
 class EvalError(ValueError):
@@ -252,7 +252,7 @@ def with_siblings(c: dict, rng: np.random.Generator) -> tuple[dict, int]:
     return {**c, "diagnoses": list(dict.fromkeys(out))}, swapped
 
 
-def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 20_000
+def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 10_000
                ) -> dict:
     thr = scorer.threshold
     idx = rng.choice(len(test.wire), min(n, len(test.wire)), replace=False)

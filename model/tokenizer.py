@@ -12,16 +12,24 @@ strength from their relatives. Numeric facts are bucketed on log scales in 20% s
 a line's unit charge (and a drug's unit price) *relative to the top of that code's
 typical range* in the reference table (`r0` = at the top, `r6` = 3x above it; a code
 without a reference price gets an absolute bucket `b31` = ~$287 instead); the claim total
-in absolute buckets; a drug's strength relative to its normal range (below / low / mid /
-high / above, and how far out); units, days supply and age in clinical bands.
+in absolute buckets; a fill's daily dose (strength x quantity / days supply) relative to
+the drug's normal daily range, its strength range times its doses a day (below / low / mid
+/ high / above, and how far out); units, days supply and age in clinical bands.
 
-Unseen values never crash: each field type has its own OOV token (`dx:[OOV]`), so an
-unknown drug still reads as "some drug" with its dose unknown. The reference ranges and
+Order carries no meaning in a claim's diagnoses and lines, so the tokenizer reads them in a
+canonical order (diagnoses by code, lines by code, units and charge; fills by drug, strength
+and quantity): a claim and any shuffle of it are the same tokens, truncation included.
+
+Unseen values never crash: a diagnosis code the token list lacks reads as its ICD-10-CM
+category's token (`dx:E11` for an unlisted E11.x code, with the category's group), learned
+from the unlisted siblings in the training stream; a code of an unknown category, or any
+other unseen value, reads as its field's OOV token (`dx:[OOV]`), so an unknown drug still
+reads as "some drug" with its dose unknown. The reference ranges and
 groups travel with the checkpoint (tokenizer.json), not read from the package.
 
 Maximum length `MAX_TOKENS` = 48. Truncation order: the header always stays; at most
-`MAX_DIAGNOSES` = 8 diagnoses (in claim order); then whole service lines in claim order
-(procedures, then medications) while they fit. `Encoded.truncated` says when lines were
+`MAX_DIAGNOSES` = 8 diagnoses (in canonical order); then whole service lines in canonical
+order (procedures, then medications) while they fit. `Encoded.truncated` says when lines were
 dropped so explanations can say so.
 """
 
@@ -118,7 +126,7 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
         if f == "drug":
             return f"{p[0]} {p[1]:g} mg"
         if f == "dose":
-            return f"{p[0]} {p[1]:g} mg ({DOSE_WORDS.get(p[2], 'unknown range')})"
+            return f"{p[0]} {p[1]:g} mg a day ({DOSE_WORDS.get(p[2], 'unknown range')})"
         return LABELS.get(f, "{}").format(*p) if p else "[CLS]"
 
 
@@ -136,11 +144,13 @@ class Encoded:
 class ClaimTokenizer:
     """Maps claims to value/field ids with a fixed token list (saved with each checkpoint)."""
 
-    def __init__(self, tokens: list[str], doses: dict[str, tuple[float, float]],
+    def __init__(self, tokens: list[str], doses: dict[str, tuple[float, ...]],
                  prices: dict[str, float], groups: list[int]) -> None:
         self.tokens = tokens
         self.index = {t: i for i, t in enumerate(tokens)}
-        self.doses = doses  # drug name -> (min mg, max mg): dose buckets
+        # drug name -> (min mg, max mg, doses a day): the daily range of the dose buckets
+        # (checkpoints from before daily doses have no third value: strength buckets)
+        self.doses = doses
         self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
         self.groups = groups  # token id -> id of its group token (0 = none)
         self.oov = {f: self.index[f"{p}:[OOV]"] for f, p in PREFIX.items()}
@@ -164,7 +174,9 @@ class ClaimTokenizer:
         tokens += [f"spec:{s}" for s in sorted(v.specialties)]
         tokens += [f"pos:{p}" for p in sorted(v.places)]
         tokens += [f"total:b{b}" for b in range(CHARGE_BUCKETS)]
-        tokens += [f"dx:{c}" for c in sorted(v.diagnoses)]
+        # listed codes and their ICD-10-CM categories (what an unlisted code reads as), one
+        # contiguous block so the replaced-token task draws from both
+        tokens += [f"dx:{c}" for c in sorted(set(v.diagnoses) | {c[:3] for c in v.diagnoses})]
         tokens += [f"proc:{c}" for c in sorted(v.procedures)]
         tokens += [f"units:{_band(e, UNIT_BANDS)}" for e in UNIT_BANDS]
         tokens += [f"charge:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
@@ -174,13 +186,15 @@ class ClaimTokenizer:
         tokens += [f"days:{_band(e, DAY_BANDS)}" for e in DAY_BANDS]
         tokens += [f"price:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
                                            *(f"r{r}" for r in RATIO_BUCKETS)]]
-        group_of = {f"dx:{c}": f"group:dx:{c[:3]}" for c in v.diagnoses}
+        group_of = {f"dx:{c}": f"group:dx:{c[:3]}" for c in
+                    set(v.diagnoses) | {c[:3] for c in v.diagnoses}}
         group_of |= {f"proc:{c}": f"group:proc:{p.category}" for c, p in v.procedures.items()}
         group_of |= {f"drug:{n}": f"group:drug:{d.drug_class}" for n, d in v.drugs.items()}
         tokens += sorted(set(group_of.values()))
         index = {t: i for i, t in enumerate(tokens)}
         groups = [index[group_of[t]] if t in group_of else 0 for t in tokens]
-        doses = {d.name: (d.strength_min_mg, d.strength_max_mg) for d in v.drugs.values()}
+        doses = {d.name: (d.strength_min_mg, d.strength_max_mg, d.doses_per_day)
+                 for d in v.drugs.values()}
         prices = {f"proc:{c}": p.charge_high for c, p in v.procedures.items()}
         prices |= {f"drug:{n}": d.unit_price_high for n, d in v.drugs.items()}
         return cls(tokens, doses, prices, groups)
@@ -206,16 +220,21 @@ class ClaimTokenizer:
                named("specialty", claim.provider_specialty),
                named("place", claim.place_of_service),
                tok("total", f"b{charge_bucket(total)}", (total,))]
-        out += [named("diagnosis", c) for c in claim.diagnoses[:MAX_DIAGNOSES]]
+        out += [self._diagnosis(c) for c in sorted(claim.diagnoses)[:MAX_DIAGNOSES]]
         lines: list[list[Token]] = []
-        for p in claim.procedures:
+        for p in sorted(claim.procedures, key=lambda p: (p.code, p.units, p.charge)):
             lines.append([named("procedure", p.code), self._units(p.units),
                           self._price("proc_charge", p.code, float(p.charge) / p.units)])
-        for m in claim.medications:
+        for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
-            dose = dose_bucket(m.strength_mg, *rng) if rng else "[OOV]"
+            if rng is not None and len(rng) == 2:  # an older checkpoint: strength buckets
+                daily = m.strength_mg
+                dose = dose_bucket(daily, *rng)
+            else:
+                daily = m.strength_mg * m.quantity / m.days_supply
+                dose = dose_bucket(daily, rng[0] * rng[2], rng[1] * rng[2]) if rng else "[OOV]"
             lines.append([tok("drug", m.name, (m.name, m.strength_mg)),
-                          tok("dose", dose, (m.name, m.strength_mg, dose)),
+                          tok("dose", dose, (m.name, daily, dose)),
                           tok("days", _band(m.days_supply, DAY_BANDS), (m.days_supply,)),
                           self._price("drug_price", m.name, float(m.charge) / m.quantity)])
         truncated = False
@@ -234,6 +253,14 @@ class ClaimTokenizer:
         r = max(RATIO_BUCKETS[0], min(RATIO_BUCKETS[-1], math.floor(
             math.log(max(unit, 0.01) / top) / CHARGE_STEP)))
         return self._tok(field, f"r{r}", (code, unit, unit / top))
+
+    def _diagnosis(self, code: str) -> Token:
+        """A listed code's token, else its ICD-10-CM category's, else the OOV token."""
+        t = self.named_tokens.get(("diagnosis", code))
+        if t is not None:
+            return t
+        return Token("diagnosis", self.ids["diagnosis"].get(code[:3], self.oov["diagnosis"]),
+                     (code,))
 
     def _named(self, field: str, value: str) -> Token:
         """A token whose label is its value (codes, sex, specialty, place). Known values

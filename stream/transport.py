@@ -57,12 +57,16 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
 def describe_unreadable(consumer: Any, error: Exception) -> str:
     """`cannot read claims[2] at offset 41: UnsupportedCodecError: ...`: the partition whose
-    fetched batch failed is the one still holding records in the fetcher."""
+    fetched batch failed is the first assigned, unpaused one still holding records in the
+    fetcher (aiokafka drains its partitions in that order and stops at the failure)."""
     text = str(error).strip()
     cause = text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"
+    assignment = consumer._fetcher._subscriptions.subscription.assignment
     for tp, result in list(consumer._fetcher._records.items()):
         records = getattr(result, "_partition_records", None)
-        if isinstance(result, FetchResult) and records is not None:
+        state = assignment.state_value(tp) if assignment is not None else None
+        if (isinstance(result, FetchResult) and records is not None and state is not None
+                and not state.paused):
             return (f"cannot read {tp.topic}[{tp.partition}] at offset "
                     f"{records.next_fetch_offset}: {cause}")
     return f"cannot read a fetched record batch: {cause}"
@@ -99,4 +103,6 @@ class App(faust.App):
         self.fatal = why
         self.on_fatal()
         log.critical("%s; stopping the worker", why)
-        self.loop.call_later(STOP_AFTER_S, os.kill, os.getpid(), signal.SIGTERM)
+        # called from Faust's consumer thread: schedule on the app's loop the safe way
+        self.loop.call_soon_threadsafe(self.loop.call_later, STOP_AFTER_S, os.kill,
+                                       os.getpid(), signal.SIGTERM)

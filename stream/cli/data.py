@@ -50,19 +50,25 @@ def generate(
     seed: Annotated[int, typer.Option(help="same seed, same claims")] = 0,
     patterns: Annotated[str, typer.Option(help="comma-separated subset of: "
                                           + ", ".join(PATTERNS))] = ",".join(PATTERNS),
-    labels: Annotated[bool, typer.Option(help='write {"claim": ..., "fraud_pattern": ...}')]
-    = False,
+    labels: Annotated[bool, typer.Option(help='write {"claim": ..., "fraud_pattern": ..., '
+                                          '"variant": ...}')] = False,
+    oov_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of diagnoses "
+                                            "replaced by unlisted ICD-10-CM siblings")] = 0.1,
+    label_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of wrong labels "
+                                               "(with --labels)")] = 0.0,
 ) -> None:
     """Write synthetic claims as JSONL on stdout (progress on stderr for long runs)."""
     chosen = tuple(p.strip() for p in patterns.split(",") if p.strip())
     try:
-        gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=chosen, size=count)
+        gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=chosen, size=count,
+                             oov_rate=oov_rate, label_noise=label_noise)
     except ValueError as e:
         raise fail(str(e)) from None
     dumps, out, buf = json.dumps, sys.stdout, []
     with progress_bar("generating", total=count, enabled=count >= 50_000) as advance:
         for item in gen.generate(count):
-            buf.append(dumps({"claim": item.claim, "fraud_pattern": item.fraud_pattern}
+            buf.append(dumps({"claim": item.claim, "fraud_pattern": item.fraud_pattern,
+                              **({"variant": item.variant} if item.variant else {})}
                              if labels else item.claim))
             if len(buf) == 2000:
                 out.write("\n".join(buf) + "\n")

@@ -323,7 +323,7 @@ def up(
         min=16, help="bound of the embedded redis-server; past it the oldest claim records "
         "are evicted")] = 512,
     broker_max_mb: Annotated[int, typer.Option(
-        min=64, help="memory of the embedded broker (no retention) at which up rolls over to "
+        min=32, help="memory of the embedded broker (no retention) at which up rolls over to "
         "a fresh broker and workers")] = 512,
     config: Config = None,
 ) -> None:
