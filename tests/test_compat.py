@@ -21,7 +21,7 @@ from kafka.record.default_records import DefaultRecordBatch
 
 from model.generator import ClaimGenerator
 from model.score import Score
-from stream.client import ClaimPublisher
+from stream.client import ClaimPublisher, FlaggedConsumer
 from stream.procs import WorkerProcess, stop_all
 from stream.settings import CODECS, Settings
 from stream.store import redis_client
@@ -279,6 +279,14 @@ def test_compressed_worker_output_read_by_foreign_consumers(
         assert {x.claim_id: x for x in kp} == {x.claim_id: x for x in rdk}
         assert codecs == {"zstd"}, f"scored topic batches were {codecs}, not zstd"
         assert kp_read(s, s.topic_claims, len(sent), monkeypatch, w)[1] == {"snappy"}
+        # the project's own consumer (FlaggedConsumer, behind `claimscope watch`) reads zstd
+        flagged = {x.claim_id for x in rdk if x.flagged}
+        got: set[str] = set()
+        with FlaggedConsumer(s, group_id=None, start="earliest") as alerts:
+            deadline = time.monotonic() + 30
+            while got != flagged and time.monotonic() < deadline:
+                got |= {x.claim_id for x in alerts.poll(1.0)}
+        assert got == flagged, (len(got), len(flagged))
         assert w.alive(), w.last_log_line()
     finally:
         stop_all([w])
