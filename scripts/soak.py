@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from stream.up import rss_mb
+
 KINDS = (("broker", "tansu"), ("redis", "redis-server"), ("scoring", "stream.scoring"),
          ("workers", "stream worker"))
 
@@ -45,12 +47,13 @@ def sample(root: int) -> dict[str, float]:
     for p in tree(root):
         try:
             cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            rss = next(int(x.split()[1]) for x in Path(f"/proc/{p}/status").read_text()
-                       .splitlines() if x.startswith("VmRSS:"))
-        except (OSError, StopIteration):
+        except OSError:
+            continue
+        rss = rss_mb(p)
+        if rss is None:
             continue
         kind = next((k for k, needle in KINDS if needle in cmd), "up")
-        mb[kind] += rss / 1024
+        mb[kind] += rss
     mb["total"] = sum(mb.values())
     return {k: round(v, 1) for k, v in mb.items()}
 

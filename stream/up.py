@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,30 +288,22 @@ def roll_over(old: Generation, feed: Feed | None, ui, workers: int, tmp: Path, s
     return new, ui
 
 
-class progress_view:
+@contextmanager
+def progress_view(console: Console) -> Iterator[Callable[[Table, Callable[[], str]], None]]:
     """`show(table, line)`: a live table on a terminal, else `line()` every few seconds."""
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            yield lambda table, line: live.update(table)
+        return
+    due = time.monotonic() + PROGRESS_EVERY_S
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.live = Live(console=console, refresh_per_second=2, transient=False) \
-            if console.is_terminal else None
-        self.next_line = time.monotonic() + PROGRESS_EVERY_S
+    def show(table: Table, line: Callable[[], str]) -> None:
+        nonlocal due
+        if time.monotonic() >= due:
+            due = time.monotonic() + PROGRESS_EVERY_S
+            console.print(line(), highlight=False, soft_wrap=True)
 
-    def __enter__(self):
-        if self.live is not None:
-            self.live.__enter__()
-        return self.show
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(*exc)
-
-    def show(self, table: Table, line) -> None:
-        if self.live is not None:
-            self.live.update(table)
-        elif time.monotonic() >= self.next_line:
-            self.next_line = time.monotonic() + PROGRESS_EVERY_S
-            self.console.print(line(), highlight=False, soft_wrap=True)
+    yield show
 
 
 def progress_line(gen: Generation, feed: Feed | None, started: float) -> str:
