@@ -5,6 +5,8 @@
                           and `model_version` = first 16 hex digits of SHA-256(weights file)
     tokenizer.json        the token list and the drug ranges the dose buckets use
     metrics.json          validation metrics and head-specialisation snapshots
+    checks.json           what the cross-claim checks take as normal, learned from the
+                          training history (`model.checks.fit_limits`); absent: the defaults
 
 `load_checkpoint` recomputes the hash and refuses a weights file that does not match its
 `model_version`, so a tampered or half-copied checkpoint never scores claims.
@@ -21,11 +23,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.checks import CheckLimits
 from model.tokenizer import ClaimTokenizer
 from model.transformer import ClaimFormer, ClaimFormerConfig
 
-WEIGHTS, CONFIG, TOKENIZER, METRICS = ("weights.safetensors", "config.json", "tokenizer.json",
-                                       "metrics.json")
+WEIGHTS, CONFIG, TOKENIZER, METRICS, CHECKS = (
+    "weights.safetensors", "config.json", "tokenizer.json", "metrics.json", "checks.json")
 
 
 class CheckpointError(Exception):
@@ -57,6 +60,7 @@ class Checkpoint:
     path: Path | None = None
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    check_limits: CheckLimits = field(default_factory=CheckLimits)
 
 
 def default_checkpoint_path() -> Path:
@@ -82,6 +86,7 @@ def save_checkpoint(ck: Checkpoint, out: Path) -> str:
     (out / CONFIG).write_text(json.dumps(config, indent=2))
     ck.tokenizer.save(out / TOKENIZER)
     (out / METRICS).write_text(json.dumps(ck.metrics, indent=2))
+    ck.check_limits.save(out / CHECKS)
     ck.model_version, ck.path = version, out
     return version
 
@@ -102,6 +107,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     model.load_state_dict(load_file(folder / WEIGHTS))
     model.to(device).eval()
     metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
+    limits = CheckLimits.load(folder / CHECKS) if (folder / CHECKS).is_file() else CheckLimits()
     return Checkpoint(model, ClaimTokenizer.load(folder / TOKENIZER),
                       Calibration(**config["calibration"]), actual, folder, metrics,
-                      config.get("training", {}))
+                      config.get("training", {}), limits)

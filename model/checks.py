@@ -1,27 +1,46 @@
 """Cross-claim checks: what no single claim shows, only the stream of them.
 
 - **duplicate billing**: the same (member, provider, service date, procedure code) already
-  arrived under another claim_id;
-- **member velocity**: more than `velocity_limit` claims of one member with service dates
-  within `window_days` of each other.
+  arrived under another claim_id. A repeat that carries a repeat modifier (76, 77, 91) is
+  not a duplicate where history shows that code repeated the same day (twice-daily
+  therapy); a repeat modifier on a code history never repeats is no excuse.
+- **member velocity**: more of one member's claims within `window_days` of each other than
+  that kind of care explains. Claims count by kind (specialty and place of service): a
+  kind whose history has members on it several times a week (dialysis three times a week,
+  a therapy series, weekly chemotherapy or psychotherapy) counts as one visit per that many
+  claims, so a dialysis patient's week reads as one visit, not as a burst.
 
-Both are idempotent: seeing the same claim_id again (a redelivery after a crash) neither
-counts twice nor calls a claim a duplicate of itself. State lives behind `CheckState` so
-the same rules run in memory (evaluation, `claimscope score`) and in Redis (the workers,
-where it survives restarts and rebalances).
+What is normal is learned from history (`fit_limits`, run by `claimscope train` and kept
+in the checkpoint's `checks.json`), not one flat limit. Both checks are idempotent: seeing
+the same claim_id again (a redelivery after a crash) neither counts twice nor calls a
+claim a duplicate of itself. State lives behind `CheckState` so the same rules run in
+memory (evaluation, `claimscope score`) and in Redis (the workers, where it survives
+restarts and rebalances).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from model.claims import Claim
 
 DUPLICATE_PROBABILITY = 0.97  # how sure a fired check is, combined into the score
 VELOCITY_PROBABILITY = 0.90
+REPEAT_MODIFIERS = frozenset({"76", "77", "91"})  # repeat by same / other clinician, lab
+VELOCITY_FPR = 0.01  # the velocity limit: visits at most this share of clean history exceeds
+KIND_QUANTILE = 0.99  # a series kind's claims per visit: this quantile of its history
+SERIES_KIND = 0.25  # a kind is series care when this share of its claims has company
+MIN_SUPPORT = 200  # claims of a kind before its own limit is learned
+MIN_REPEATS = 5  # same-day repeats with a modifier before a code counts as repeatable
 
 
 @dataclass(frozen=True)
@@ -29,6 +48,42 @@ class CheckHit:
     name: str  # "duplicate_billing" | "member_velocity"
     probability: float
     reason: str
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    """What the checks take as normal. The defaults (a flat 3 claims a week, no repeats)
+    are for a stream without history; `fit_limits` learns the rest.
+
+    >>> CheckLimits(per_kind={"nephrology@22": 3}).visits({"nephrology@22": 4, "pharmacy@01": 1})
+    3
+    """
+
+    window_days: int = 7
+    velocity_limit: int = 3  # visits in a window that are still normal
+    per_kind: dict[str, int] = field(default_factory=dict)  # kind -> claims per visit
+    repeat_codes: frozenset[str] = frozenset()  # codes legitimately repeated the same day
+
+    def visits(self, counts: dict[str, int]) -> int:
+        """Visits' worth of a window's claims, counted per kind (`kind` below)."""
+        return sum(math.ceil(n / self.per_kind.get(k, 1)) for k, n in counts.items())
+
+    def save(self, path: Path) -> None:
+        d = asdict(self)
+        d["repeat_codes"] = sorted(self.repeat_codes)
+        path.write_text(json.dumps(d, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> CheckLimits:
+        d = json.loads(path.read_text())
+        return cls(int(d["window_days"]), int(d["velocity_limit"]),
+                   {str(k): int(v) for k, v in d["per_kind"].items()},
+                   frozenset(d["repeat_codes"]))
+
+
+def kind(c: Claim) -> str:
+    """The kind of care a claim is, for velocity: specialty and place of service."""
+    return f"{c.provider_specialty}@{c.place_of_service}"
 
 
 class CheckState(Protocol):
@@ -39,11 +94,12 @@ class CheckState(Protocol):
         ...
 
     def member_near(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int], window: int) -> list[int]:
-        """Record each (member, claim_id, day); return per claim how many of its member's
-        claims (itself included) have a day within `window` days of its own, counting
-        everything recorded except the claims that come after it in this batch (so a claim
-        sees what came before it, and a redelivered batch gets the same answers)."""
+                    days: Sequence[int], kinds: Sequence[str], window: int
+                    ) -> list[dict[str, int]]:
+        """Record each (member, claim_id, day, kind); return per claim, by kind, how many of
+        its member's claims (itself included) have a day within `window` days of its own,
+        counting everything recorded except the claims that come after it in this batch (so
+        a claim sees what came before it, and a redelivered batch gets the same answers)."""
         ...
 
 
@@ -52,21 +108,22 @@ class MemoryState:
 
     def __init__(self) -> None:
         self.lines: dict[str, str] = {}
-        self.members: dict[str, dict[str, int]] = {}
+        self.members: dict[str, dict[str, tuple[int, str]]] = {}
 
     def claim_lines(self, keys: Sequence[str], claim_ids: Sequence[str]) -> list[str | None]:
         return [self.lines.setdefault(k, c) for k, c in zip(keys, claim_ids, strict=True)]
 
     def member_near(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int], window: int) -> list[int]:
-        for m, c, d in zip(members, claim_ids, days, strict=True):
-            self.members.setdefault(m, {})[c] = d
-        near = [0] * len(members)
+                    days: Sequence[int], kinds: Sequence[str], window: int
+                    ) -> list[dict[str, int]]:
+        for m, c, d, k in zip(members, claim_ids, days, kinds, strict=True):
+            self.members.setdefault(m, {})[c] = (d, k)
+        near: list[dict[str, int]] = [{} for _ in members]
         later: dict[str, set[str]] = {}  # member -> ids of batch claims after this one
         for i in range(len(members) - 1, -1, -1):
             after = later.setdefault(members[i], set())
-            near[i] = sum(1 for cid, d in self.members[members[i]].items()
-                          if cid not in after and abs(d - days[i]) < window)
+            near[i] = dict(Counter(k for cid, (d, k) in self.members[members[i]].items()
+                                   if cid not in after and abs(d - days[i]) < window))
             after.add(claim_ids[i])
         return near
 
@@ -74,33 +131,94 @@ class MemoryState:
 @dataclass
 class CrossClaimChecks:
     state: CheckState
-    window_days: int = 7
-    velocity_limit: int = 3
+    limits: CheckLimits = field(default_factory=CheckLimits)
+
+    def line_key(self, c: Claim, code: str, modifiers: Sequence[str]) -> str:
+        """A line's identity for duplicates; a repeat modifier on a repeatable code makes
+        it a line of its own."""
+        key = f"{c.member_id}|{c.provider_id}|{c.service_date}|{code}"
+        if code in self.limits.repeat_codes:
+            mods = sorted(REPEAT_MODIFIERS.intersection(modifiers))
+            if mods:
+                key += "|" + mods[0]
+        return key
 
     def run(self, claims: Sequence[Claim]) -> list[list[CheckHit]]:
         """Hits per claim. A claim sees what came before it, its own batch included, so
         the verdicts do not depend on how claims were batched (or redelivered)."""
-        keys, owners = [], []
+        keys, codes, owners = [], [], []
         for i, c in enumerate(claims):
             for p in c.procedures:
-                keys.append(f"{c.member_id}|{c.provider_id}|{c.service_date}|{p.code}")
+                keys.append(self.line_key(c, p.code, p.modifiers))
+                codes.append(p.code)
                 owners.append(i)
         first = self.state.claim_lines(keys, [claims[i].claim_id for i in owners])
         hits: list[list[CheckHit]] = [[] for _ in claims]
-        for key, i, original in zip(keys, owners, first, strict=True):
+        for code, i, original in zip(codes, owners, first, strict=True):
             if original != claims[i].claim_id and not any(
                     h.name == "duplicate_billing" for h in hits[i]):
-                code = key.rsplit("|", 1)[1]
                 hits[i].append(CheckHit("duplicate_billing", DUPLICATE_PROBABILITY,
                                         f"duplicate billing: {code} for the same member, provider"
                                         f" and date as claim {original}"))
+        lim = self.limits
         days = [c.service_date.toordinal() for c in claims]
         near = self.state.member_near([c.member_id for c in claims],
-                                      [c.claim_id for c in claims], days, self.window_days)
-        for i, n in enumerate(near):
-            if n > self.velocity_limit:
+                                      [c.claim_id for c in claims], days,
+                                      [kind(c) for c in claims], lim.window_days)
+        for i, counts in enumerate(near):
+            visits = lim.visits(counts)
+            if visits > lim.velocity_limit:
+                n = sum(counts.values())
+                series = "" if visits == n else f", {visits} visits' worth for their kinds of care"
                 hits[i].append(CheckHit(
                     "member_velocity", VELOCITY_PROBABILITY,
-                    f"member velocity: {n} claims within {self.window_days} days of "
-                    f"{dt.date.fromordinal(days[i])} (normal is {self.velocity_limit} or fewer)"))
+                    f"member velocity: {n} claims within {lim.window_days} days of "
+                    f"{dt.date.fromordinal(days[i])}{series} (normal is {lim.velocity_limit} "
+                    f"or fewer)"))
         return hits
+
+
+def fit_limits(claims: Sequence[Claim], clean: Sequence[bool] | None = None,
+               window_days: int = 7, fpr: float = VELOCITY_FPR) -> CheckLimits:
+    """Learn what is normal from history, in stream order.
+
+    - Series kinds: a kind of care (at least MIN_SUPPORT claims) where at least
+      SERIES_KIND of the claims have another of the member's claims of that kind in their
+      window; its claims per visit are the KIND_QUANTILE of that count. (Everyday kinds
+      stay one claim a visit: two family-medicine visits in a week are two visits.)
+    - The velocity limit: visits in a window that only `fpr` of clean claims exceed.
+    - Repeatable codes: billed again on another claim the same day, member and provider,
+      with a repeat modifier, at least MIN_REPEATS times.
+
+    `clean` marks the claims known clean (labels); without it every claim counts, fraud
+    in the history included, which makes the limits laxer, never stricter.
+    """
+    ok = np.ones(len(claims), bool) if clean is None else np.asarray(clean, bool)
+    state = MemoryState()
+    per_kind: dict[str, list[int]] = {}
+    near_all: list[dict[str, int]] = []
+    repeats: Counter[str] = Counter()
+    seen: dict[str, str] = {}  # line key -> the claim that billed it first
+    for s in range(0, len(claims), 1000):
+        batch = claims[s:s + 1000]
+        near = state.member_near([c.member_id for c in batch], [c.claim_id for c in batch],
+                                 [c.service_date.toordinal() for c in batch],
+                                 [kind(c) for c in batch], window_days)
+        for c, counts, good in zip(batch, near, ok[s:s + 1000], strict=True):
+            if not good:
+                continue
+            near_all.append(counts)
+            per_kind.setdefault(kind(c), []).append(counts[kind(c)])
+            for p in c.procedures:
+                key = f"{c.member_id}|{c.provider_id}|{c.service_date}|{p.code}"
+                first = seen.setdefault(key, c.claim_id)
+                if first != c.claim_id and REPEAT_MODIFIERS.intersection(p.modifiers):
+                    repeats[p.code] += 1
+    series = {k: int(np.quantile(v, KIND_QUANTILE, method="higher"))
+              for k, v in per_kind.items()
+              if len(v) >= MIN_SUPPORT and np.mean(np.array(v) > 1) >= SERIES_KIND}
+    limits = CheckLimits(window_days, 1, {k: n for k, n in series.items() if n > 1},
+                         frozenset(c for c, n in repeats.items() if n >= MIN_REPEATS))
+    visits = [limits.visits(c) for c in near_all] or [CheckLimits.velocity_limit]
+    return CheckLimits(window_days, int(np.quantile(visits, 1 - fpr, method="higher")),
+                       limits.per_kind, limits.repeat_codes)

@@ -17,6 +17,9 @@ Protocol (docs/model.md says why each choice):
   interval (`bootstrap` resamples of the test claims), and per pattern (each against the
   clean claims; both mismatch variants too). `single_claim` repeats them without the
   cross-claim patterns and without the checks.
+- **Cross-claim checks**: each check's recall on its pattern and false-positive rate on
+  clean claims, overall and for members in frequent legitimate care, with the limits the
+  checkpoint learned from history (`checks`) and with the flat defaults (`checks_flat`).
 - **Artefact probe** (`model.probe`) on the same claims.
 - **Invariance**: the share of decisions that change when each claim's diagnoses and lines
   are shuffled; the false-positive rate on clean claims whose listed diagnoses are swapped
@@ -49,7 +52,7 @@ from model.baselines import (
     gradient_boosting_scores,
     isolation_forest_scores,
 )
-from model.checks import CrossClaimChecks, MemoryState
+from model.checks import CheckLimits, CrossClaimChecks, MemoryState
 from model.claims import Claim
 from model.generator import (
     CLEAN,
@@ -67,6 +70,8 @@ from model.vocabulary import default_vocabulary
 
 METHODS = ("claimformer", "pair_gbdt", "flat_gbdt", "isolation_forest", "rule_oracle")
 MISMATCH_PATTERNS = ("diagnosis_treatment_mismatch", "specialty_mismatch")
+CHECK_PATTERNS = {"duplicate_billing": "duplicate_billing",
+                  "member_velocity": "high_velocity_member"}  # check -> the pattern it finds
 KS = (1, 3, 5)
 ERASER_CLAIMS = 2000  # flagged claims the explanation figures are measured on
 ABLATION_CLAIMS = 10_000  # claims of the test set each head ablation is measured on
@@ -84,6 +89,7 @@ class Stream:
     claims: list[Claim]
     patterns: np.ndarray  # (N,) str
     variants: np.ndarray  # (N,) str, "" unless a mismatch claim
+    series: np.ndarray  # (N,) bool: the member is in frequent care (generator.SERIES)
 
     @property
     def labels(self) -> np.ndarray:
@@ -97,12 +103,13 @@ class Stream:
 
 def make_stream(count: int, seed: int, fraud_rate: float, patterns: Sequence[str] = PATTERNS,
                 ) -> Stream:
-    items = list(ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=tuple(patterns),
-                                size=count).generate(count))
+    gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=tuple(patterns), size=count)
+    items = list(gen.generate(count))
     wire = [x.claim for x in items]
     return Stream(wire, [Claim.model_validate(c) for c in wire],
                   np.array([x.fraud_pattern for x in items]),
-                  np.array([x.variant or "" for x in items]))
+                  np.array([x.variant or "" for x in items]),
+                  np.array([c["member_id"] in gen.plans for c in wire]))
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -188,14 +195,37 @@ def model_scores(scorer: Scorer, values: np.ndarray, fields: np.ndarray
     return combined, raw.surprise
 
 
-def check_keep(claims: Sequence[Claim]) -> np.ndarray:
-    """Per claim, prod(1 - p) of the cross-claim checks that fired over the stream in order."""
-    checks = CrossClaimChecks(MemoryState())
+def cross_claim(claims: Sequence[Claim], limits: CheckLimits
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per claim, prod(1 - p) of the cross-claim checks that fired over the stream in order,
+    and per check the claims it fired on."""
+    checks = CrossClaimChecks(MemoryState(), limits)
     keep = np.ones(len(claims))
+    fired = {name: np.zeros(len(claims), bool) for name in CHECK_PATTERNS}
     for s in range(0, len(claims), 1000):
         for i, hits in enumerate(checks.run(claims[s:s + 1000]), s):
             keep[i] = math.prod(1 - h.probability for h in hits)
-    return keep
+            for h in hits:
+                fired[h.name][i] = True
+    return keep, fired
+
+
+def check_report(test: Stream, fired: dict[str, np.ndarray], limits: CheckLimits) -> dict:
+    """Each check's recall on its pattern and false-positive rate on clean claims: all of
+    them, and those of members in frequent care (dialysis, therapy, chemotherapy,
+    psychotherapy), the care a flat limit calls fraud."""
+    clean = test.patterns == CLEAN
+    out: dict = {"limits": {"window_days": limits.window_days,
+                            "velocity_limit": limits.velocity_limit,
+                            "per_kind": limits.per_kind,
+                            "repeat_codes": sorted(limits.repeat_codes)}}
+    for name, pattern in CHECK_PATTERNS.items():
+        hit = fired[name]
+        out[name] = {"recall": round(float(hit[test.patterns == pattern].mean()), 4),
+                     "clean_fpr": round(float(hit[clean].mean()), 5),
+                     "frequent_care_fpr": round(float(hit[clean & test.series].mean()), 5),
+                     "frequent_care_claims": int((clean & test.series).sum())}
+    return out
 
 
 def to_unit(s: np.ndarray) -> np.ndarray:
@@ -401,7 +431,7 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
     keys, y = test.keys(), test.labels
     lap("generate")
     log("checks and the model")
-    keep = check_keep(test.claims)
+    keep, fired = cross_claim(test.claims, scorer.ck.check_limits)
     values, fields = encode(scorer, test.claims)
     model, surprise = model_scores(scorer, values, fields)
     lap("model")
@@ -425,6 +455,9 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
                                              .mean()), 4),
                     "recall": round(float(((1 - (1 - model) * keep) >= scorer.threshold)[y == 1]
                                           .mean()), 4)},
+        "checks": check_report(test, fired, scorer.ck.check_limits),
+        "checks_flat": check_report(test, cross_claim(test.claims, CheckLimits())[1],
+                                    CheckLimits()),
         "artefact_probe": artefact_probe(test.wire, test.patterns, seed),
         "artefact_probe_all_clean": artefact_probe(test.wire, test.patterns, seed,
                                                    eligible=False),

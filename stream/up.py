@@ -47,6 +47,7 @@ from stream.settings import Settings
 PROGRESS_EVERY_S = 5.0  # plain progress lines when stdout is not a terminal
 ROLL_CHECK_S = 5.0  # how often the embedded broker's memory is read
 DRAIN_TIMEOUT_S = 120.0  # the most a rolled-over generation may take to finish its claims
+SIM_YEAR_S = 900.0  # feed seconds per simulated year of service dates (members scale with rate)
 
 
 class Feed(threading.Thread):
@@ -64,11 +65,15 @@ class Feed(threading.Thread):
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        from model.generator import ClaimGenerator
+        from model.generator import CLAIMS_PER_MEMBER_YEAR, ClaimGenerator
         from stream.client import ClaimPublisher
 
         try:
-            gen = iter(ClaimGenerator(seed=int(time.time()), fraud_rate=self.fraud_rate))
+            # members at realistic care rates whatever the feed rate: the service-date clock
+            # runs a year per SIM_YEAR_S of feed, so a faster feed has more members
+            members = max(500, int(self.rate * SIM_YEAR_S / CLAIMS_PER_MEMBER_YEAR))
+            gen = iter(ClaimGenerator(seed=int(time.time()), fraud_rate=self.fraud_rate,
+                                      members=members))
             target = self.settings
             pub = ClaimPublisher(target)
             try:

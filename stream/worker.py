@@ -57,7 +57,6 @@ def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported h
     import torch
 
     from model.checkpoint import CheckpointError
-    from model.checks import CrossClaimChecks
     from model.scorer import Scorer
     from stream.checkstate import RedisCheckState
     from stream.store import redis_client
@@ -66,7 +65,7 @@ def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported h
     state = RedisCheckState(redis_client(settings), settings.key_prefix, settings.check_ttl_s)
     try:
         return Scorer.load(settings.checkpoint, device=settings.device,
-                           threshold=settings.threshold, checks=CrossClaimChecks(state))
+                           threshold=settings.threshold, check_state=state)
     except (CheckpointError, ValueError, OSError, RuntimeError) as e:
         # RuntimeError: weights that do not fit this code's model (an older checkpoint)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

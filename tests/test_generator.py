@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
 from model.claims import parse_claim
@@ -73,8 +74,9 @@ def test_duplicates_repeat_an_earlier_claims_member_provider_date_and_procedure(
                 for p in c["procedures"]]
         if item.fraud_pattern == "duplicate_billing":
             assert any(k in seen for k in keys), c["claim_id"]
-        elif item.fraud_pattern == CLEAN:
-            assert not any(k in seen and seen[k] != c["claim_id"] for k in keys)
+        elif item.fraud_pattern == CLEAN:  # only a second session of the day, with 76
+            assert not any(k in seen and seen[k] != c["claim_id"] and "76" not in p["modifiers"]
+                           for k, p in zip(keys, c["procedures"], strict=True))
         for k in keys:
             seen.setdefault(k, c["claim_id"])
 
@@ -176,3 +178,31 @@ def test_label_noise_flips_that_share_of_labels_and_no_claim():
     assert [i.claim for i in plain] == [i.claim for i in noisy]
     flipped = sum(a.fraud_pattern != b.fraud_pattern for a, b in zip(plain, noisy, strict=True))
     assert 120 < flipped < 280
+
+
+def test_members_get_care_at_the_same_rate_however_long_the_stream():
+    from model.generator import CLAIMS_PER_MEMBER_YEAR
+
+    for members, n in ((600, 3_000), (600, 12_000)):
+        gen = ClaimGenerator(seed=8, fraud_rate=0.0, members=members)
+        days = [dt.date.fromisoformat(x.claim["service_date"]) for x in gen.generate(n)]
+        years = (max(days) - min(days)).days / 365
+        rate = n / members / years
+        assert 0.7 * CLAIMS_PER_MEMBER_YEAR < rate < 1.3 * CLAIMS_PER_MEMBER_YEAR, rate
+
+
+def test_frequent_care_members_get_their_series_sessions():
+    gen = ClaimGenerator(seed=8, fraud_rate=0.0, members=3_000)
+    items = [x.claim for x in gen.generate(15_000)]
+    dialysis = {m for m, p in gen.plans.items() if p.series.name == "dialysis"}
+    assert dialysis
+    sessions = [c for c in items if c["member_id"] in dialysis and any(
+        x["code"] == "90935" for x in c["procedures"])]
+    weeks = {}
+    for c in sessions:
+        week = dt.date.fromisoformat(c["service_date"]).isocalendar()[:2]
+        weeks.setdefault((c["member_id"], week), 0)
+        weeks[c["member_id"], week] += 1
+    assert np.median(list(weeks.values())) == 3  # three times a week
+    assert all("N18.6" in c["diagnoses"] or any(d.startswith("N18") for d in c["diagnoses"])
+               for c in sessions)

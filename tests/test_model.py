@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from model.checks import CrossClaimChecks, MemoryState
+from model.checks import CheckLimits, CrossClaimChecks, MemoryState, fit_limits
 from model.claims import Claim
-from model.generator import ClaimGenerator
+from model.generator import CLEAN, ClaimGenerator
 from model.scorer import Scorer, fixed_shape
 from model.tokenizer import FIELD_ID, MAX_TOKENS, ClaimTokenizer
 from model.training import TrainConfig, snapshot_steps, train
@@ -168,13 +169,87 @@ def test_duplicate_check_fires_once_and_redelivery_is_not_a_duplicate():
 
 def test_velocity_check_counts_distinct_claims_in_the_window():
     c = claims(1)[0]
-    checks = CrossClaimChecks(MemoryState(), window_days=7, velocity_limit=3)
+    checks = CrossClaimChecks(MemoryState(), CheckLimits(window_days=7, velocity_limit=3))
     batch = [c.model_copy(update={"claim_id": f"V{i}", "provider_id": f"P{i}"})
              for i in range(5)]
     hits = checks.run(batch)
     assert [bool(h) for h in hits] == [False, False, False, True, True]
     assert checks.run(batch[:1]) != [[]]  # a redelivery sees the same 5 claims, not 6
     assert "5 claims within 7 days" in checks.run(batch[:1])[0][0].reason
+
+
+def visits_of(c: Claim, specialty: str, n: int, every_days: int) -> list[Claim]:
+    """`n` claims of c's member with `specialty` at place 11, `every_days` apart, each from
+    its own provider (so none is a duplicate of another)."""
+    return [c.model_copy(update={
+        "claim_id": f"{specialty}-{i}", "provider_id": f"P-{specialty}-{i}",
+        "provider_specialty": specialty, "place_of_service": "11",
+        "service_date": c.service_date + dt.timedelta(days=every_days * i)}) for i in range(n)]
+
+
+def test_series_care_counts_one_visit_per_learned_number_of_its_claims():
+    c = claims(1)[0]
+    week = visits_of(c, "nephrology", 3, 2) + visits_of(c, "family_medicine", 1, 0)
+    learned = CrossClaimChecks(MemoryState(), CheckLimits(per_kind={"nephrology@11": 3}))
+    flat = CrossClaimChecks(MemoryState())
+    assert [h for h in learned.run(week) if h] == []  # dialysis x3 + a visit: two visits
+    assert [bool(h) for h in flat.run(week)] == [False, False, False, True]
+    burst = visits_of(c, "family_medicine", 4, 1)  # four everyday visits stay four
+    later = [x.model_copy(update={"claim_id": "b" + x.claim_id, "member_id": "M-other"})
+             for x in burst]
+    hits = learned.run(later)
+    assert [bool(h) for h in hits] == [False, False, False, True]
+    assert "4 claims within 7 days" in hits[3][0].reason
+
+
+def test_a_repeat_modifier_excuses_a_same_day_repeat_only_on_a_repeatable_code():
+    c = next(x for x in claims(50) if x.procedures)
+    code = c.procedures[0].code
+    line = c.procedures[0].model_copy(update={"modifiers": ["76"]})
+    again = [c.model_copy(update={"claim_id": f"R{i}", "procedures": [line]}) for i in range(2)]
+    repeatable = CrossClaimChecks(MemoryState(), CheckLimits(repeat_codes=frozenset({code})))
+    assert [[h.name for h in hits] for hits in repeatable.run([c, *again])] == [
+        [], [], ["duplicate_billing"]]  # a second session passes; a third 76 does not
+    never = CrossClaimChecks(MemoryState())
+    assert [[h.name for h in hits] for hits in never.run([c, again[0]])] == [
+        [], ["duplicate_billing"]]
+
+
+def test_limits_learned_from_history_spare_frequent_care_and_still_catch_bursts():
+    def stream(seed):
+        gen = ClaimGenerator(seed=seed, fraud_rate=0.05, size=20_000)
+        items = list(gen.generate(20_000))
+        return ([Claim.model_validate(x.claim) for x in items],
+                np.array([x.fraud_pattern for x in items]),
+                np.array([x.claim["member_id"] in gen.plans for x in items]))
+
+    history, patterns, _ = stream(3)
+    limits = fit_limits(history, patterns == CLEAN)
+    assert {"nephrology@11", "physical_therapy@11"} <= set(limits.per_kind)  # dialysis, PT
+    assert "family_medicine@11" not in limits.per_kind
+    assert "97110" in limits.repeat_codes  # the odd second therapy session of a day
+    test, patterns, series = stream(4)
+
+    def fired(lim):
+        checks, out = CrossClaimChecks(MemoryState(), lim), []
+        for s in range(0, len(test), 1000):
+            out += [bool(h) for h in checks.run(test[s:s + 1000])]
+        return np.array(out)
+
+    learned, flat = fired(limits), fired(CheckLimits())
+    frequent = (patterns == CLEAN) & series
+    assert frequent.sum() > 500
+    assert learned[frequent].mean() < flat[frequent].mean() / 4
+    assert learned[patterns == CLEAN].mean() < 0.01
+    assert learned[patterns == "high_velocity_member"].mean() > 0.9
+    assert learned[patterns == "duplicate_billing"].mean() > 0.95
+
+
+def test_checkpoint_keeps_the_learned_limits(tiny_checkpoint):
+    ck = load_checkpoint(tiny_checkpoint)
+    assert (tiny_checkpoint / "checks.json").is_file()
+    assert ck.check_limits == CheckLimits.load(tiny_checkpoint / "checks.json")
+    assert ck.check_limits.velocity_limit >= 1
 
 
 def test_snapshots_are_log_spaced():

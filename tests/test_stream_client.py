@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from model.checks import CrossClaimChecks, MemoryState
+from model.checks import CrossClaimChecks, MemoryState, kind
 from model.claims import parse_claim
 from model.generator import ClaimGenerator
 from model.score import Components, Explanation, Score
@@ -113,3 +113,9 @@ def test_redis_check_state_matches_memory_and_survives_a_restart(namespace: Sett
     assert redis_b.run(second) == got_b  # redelivery: same answers, nothing new
     key = next(r.scan_iter(match=f"{namespace.key_prefix}check:line:*"))
     assert 0 < r.ttl(key) <= 60
+    # the per-kind counts themselves, not only the verdicts they lead to
+    args = ([c.member_id for c in claims], [c.claim_id for c in claims],
+            [c.service_date.toordinal() for c in claims], [kind(c) for c in claims], 7)
+    fresh = RedisCheckState(r, namespace.key_prefix + "kinds:", ttl_s=60)
+    assert fresh.member_near(*args) == MemoryState().member_near(*args)
+    assert any(len(counts) > 1 for counts in fresh.member_near(*args))

@@ -131,6 +131,12 @@ def eval_table(r: dict) -> str:
     lines.append(f"permutation: {inv['permutation_flag_rate_change']:.4f} of decisions change; "
                  f"FPR in vocabulary {inv['in_vocab_fpr']:.4f}, with unlisted siblings "
                  f"{inv['oov_sibling_fpr']:.4f}")
+    for name, c in r["checks"].items():
+        if name != "limits":
+            flat = r["checks_flat"][name]
+            lines.append(f"{name}: recall {c['recall']}, clean FPR {c['clean_fpr']}, frequent-care"
+                         f" FPR {c['frequent_care_fpr']} (flat limits: {flat['recall']}, "
+                         f"{flat['clean_fpr']}, {flat['frequent_care_fpr']})")
     lines.append(f"explanations: comprehensiveness k3 {x['comprehensiveness'].get('k3')} "
                  f"(random {x['random_comprehensiveness'].get('k3')}), sufficiency k3 "
                  f"{x['sufficiency'].get('k3')} (random {x['random_sufficiency'].get('k3')}), "
@@ -165,7 +171,14 @@ def eval_markdown(r: dict) -> str:
             f"| clean FPR, listed diagnoses | {inv['in_vocab_fpr']:.4f} |",
             f"| clean FPR, same claims with unlisted siblings | {inv['oov_sibling_fpr']:.4f} "
             f"({inv['oov_claims']:,} claims) |",
-            "", "| explanations (ERASER) | k=1 | k=3 | k=5 |", "|---|---|---|---|"]
+            "", "| check | limits | recall | clean FPR | frequent-care FPR |",
+            "|---|---|---|---|---|"]
+    for name in r["checks"]:
+        if name != "limits":
+            for label, c in (("learned", r["checks"][name]), ("flat", r["checks_flat"][name])):
+                out.append(f"| {name} | {label} | {c['recall']} | {c['clean_fpr']} | "
+                           f"{c['frequent_care_fpr']} ({c['frequent_care_claims']:,} claims) |")
+    out += ["", "| explanations (ERASER) | k=1 | k=3 | k=5 |", "|---|---|---|---|"]
     for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency",
                  "random_sufficiency"):
         out.append(f"| {name.replace('_', ' ')} | " + " | ".join(
@@ -190,9 +203,9 @@ def score(
     device: Device = "auto",
 ) -> None:
     """Score claims: one Score JSON per line on stdout; invalid claims reported on stderr."""
-    from model.checks import CrossClaimChecks, MemoryState
+    from model.checks import MemoryState
 
-    scorer = _load_scorer(checkpoint, device, checks=CrossClaimChecks(MemoryState()))
+    scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
     bad = 0
     batch: list = []
     with open_input(path) as f:
