@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -41,6 +42,9 @@ class Calibration:
 
     fraud probability = sigmoid(fraud_a * fraud_logit + fraud_c)
     combined          = sigmoid(a * fraud_logit + b * anomaly_logit + c)
+
+    The anomaly channel flags on its own: `anomaly_cuts[i]` is the anomaly logit that a
+    share `anomaly_fprs[i]` of clean held-out claims reach (empty: no anomaly channel).
     """
 
     fraud_a: float = 1.0
@@ -49,6 +53,25 @@ class Calibration:
     b: float = 0.0
     c: float = 0.0
     threshold: float = 0.5
+    anomaly_fprs: tuple[float, ...] = ()
+    anomaly_cuts: tuple[float, ...] = ()
+
+    def anomaly_cut(self, fpr: float) -> float | None:
+        """The anomaly logit to flag at for a false-positive budget `fpr` on clean claims,
+        interpolated in log(fpr) between the calibrated budgets; None without any.
+
+        >>> Calibration(anomaly_fprs=(0.001, 0.01), anomaly_cuts=(3.0, 1.0)).anomaly_cut(0.01)
+        1.0
+        """
+        if not self.anomaly_fprs:
+            return None
+        lo, hi = min(self.anomaly_fprs), max(self.anomaly_fprs)
+        if not lo <= fpr <= hi:
+            raise ValueError(f"anomaly false-positive budget {fpr} is outside what the "
+                             f"checkpoint calibrated ({lo} to {hi})")
+        order = np.argsort(self.anomaly_fprs)
+        return float(np.interp(np.log(fpr), np.log(np.asarray(self.anomaly_fprs)[order]),
+                               np.asarray(self.anomaly_cuts)[order]))
 
 
 @dataclass
@@ -109,5 +132,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
     limits = CheckLimits.load(folder / CHECKS) if (folder / CHECKS).is_file() else CheckLimits()
     return Checkpoint(model, ClaimTokenizer.load(folder / TOKENIZER),
-                      Calibration(**config["calibration"]), actual, folder, metrics,
+                      Calibration(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in config["calibration"].items()}),
+                      actual, folder, metrics,
                       config.get("training", {}), limits)

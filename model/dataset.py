@@ -40,15 +40,21 @@ class ClaimSet:
                 torch.from_numpy(f[:, :width]).to(device))
 
 
+def claim_set(tokenizer: ClaimTokenizer, claims: list[Claim], patterns: list[str]) -> ClaimSet:
+    """Tokenise `claims`, each with its pattern (CLEAN for a clean one)."""
+    values = np.zeros((len(claims), MAX_TOKENS), dtype=np.int64)
+    fields = np.zeros((len(claims), MAX_TOKENS), dtype=np.int64)
+    if claims:
+        enc = tokenizer.encode(claims)
+        values[:, : enc.values.shape[1]] = enc.values
+        fields[:, : enc.fields.shape[1]] = enc.fields
+    return ClaimSet(claims, np.array(patterns, dtype=object).astype(str), values, fields)
+
+
 def make_claim_set(tokenizer: ClaimTokenizer, count: int, seed: int, fraud_rate: float,
                    patterns: tuple[str, ...] = PATTERNS) -> ClaimSet:
     """Generate `count` labelled claims, validate them through the contract, tokenise."""
     gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=patterns, size=count)
     items = list(gen.generate(count))
-    claims = [Claim.model_validate(x.claim) for x in items]
-    enc = tokenizer.encode(claims)
-    values = np.zeros((count, MAX_TOKENS), dtype=np.int64)
-    fields = np.zeros((count, MAX_TOKENS), dtype=np.int64)
-    values[:, : enc.values.shape[1]] = enc.values
-    fields[:, : enc.fields.shape[1]] = enc.fields
-    return ClaimSet(claims, np.array([x.fraud_pattern for x in items]), values, fields)
+    return claim_set(tokenizer, [Claim.model_validate(x.claim) for x in items],
+                     [x.fraud_pattern for x in items])

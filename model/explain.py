@@ -122,11 +122,16 @@ REASONS = {
 }
 
 
+NOTHING_UNUSUAL = "nothing unusual: no channel fired"
+
+
 def reason(tokens: list[Token], surprise_idx: int, partner_idx: int, vocab: Vocabulary,
-           flagged: bool, p_odd: float) -> str:
-    """One line: the most surprising token, read with the token it attends to most."""
+           flagged: bool) -> str:
+    """One line: the most surprising token, read with the token it attends to most; for a
+    claim nothing flagged, only that (naming its least expected token would read as an
+    accusation the score does not make)."""
     t = tokens[surprise_idx]
     if not flagged:
-        return f"nothing stands out; least expected: {t.label} ({p_odd:.0%} odd)"
+        return NOTHING_UNUSUAL
     return REASONS.get(t.field, "{t} is unusual").format(
         t=describe(t, vocab), p=describe(tokens[partner_idx], vocab))

@@ -2,8 +2,11 @@
 `claims.flagged`, Redis `cs:claim:{claim_id}`).
 
 Direction: `score` is in [0, 1] and higher means more suspicious; a claim is `flagged`
-when `score >= threshold`. The explanation says which token pairs the model attended to,
-which fields mattered, which tokens surprised the anomaly head, and one human reason.
+when `score >= threshold`, or when the anomaly channel fires on its own (its anomaly
+logit above the cut for the configured false-positive budget on clean claims, e.g. 0.5%).
+`flagged_by` names every channel that fired (`CHANNELS`). The explanation says which token
+pairs the model attended to, which fields mattered, which tokens surprised the anomaly
+head, and one human reason.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import datetime as dt
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+ANOMALY_FPR = 0.005  # the anomaly channel's default false-positive budget on clean claims
+ANOMALY_FPRS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)  # budgets a checkpoint calibrates
+CHANNELS = ("fraud_model", "anomaly", "duplicate_billing", "member_velocity")
 
 
 class ScoreModel(BaseModel):
@@ -76,6 +83,10 @@ class Score(ScoreModel):
     score: float = Field(ge=0, le=1)
     flagged: bool
     threshold: float
+    flagged_by: list[str] = Field(
+        default_factory=list, description="channels that fired: fraud_model (the combined "
+        "score alone at or above threshold), anomaly (the self-supervised channel past its "
+        "false-positive budget), duplicate_billing, member_velocity")
     components: Components
     explanation: Explanation
     model_version: str

@@ -32,7 +32,14 @@ from model import explain
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.checks import CheckHit, CheckState, CrossClaimChecks
 from model.claims import Claim
-from model.score import Components, Explanation, Score, SurprisingToken, TokenPair
+from model.score import (
+    ANOMALY_FPR,
+    Components,
+    Explanation,
+    Score,
+    SurprisingToken,
+    TokenPair,
+)
 from model.tokenizer import FIELD_ID, FIELDS, LINE_OFFSET, Encoded
 from model.vocabulary import default_vocabulary
 
@@ -109,11 +116,15 @@ class Raw:
 class Scorer:
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int | None = None,
                  threshold: float | None = None, check_state: CheckState | None = None,
-                 explain: str = "flagged", precision: str = "auto") -> None:
+                 explain: str = "flagged", precision: str = "auto",
+                 anomaly_fpr: float = ANOMALY_FPR) -> None:
         """`explain`: "flagged" decodes attention pairs for flagged claims only (every claim
         still gets its reason, field importance and surprising tokens); "all" for all.
         `batch_size`: forward-pass rows; default 128 on CPU (length-sorted rows pad less in
         small batches: 106 µs/claim at 128 vs 179 at 512 on one core here), 512 on CUDA.
+        `anomaly_fpr`: the anomaly channel's false-positive budget on clean claims; the
+        channel flags a claim on its own past the checkpoint's cut for it (a checkpoint
+        calibrated without cuts has no anomaly channel).
         `check_state`: where the cross-claim checks remember claims (none: no checks); the
         checks take what is normal from the checkpoint (`checks.json`).
         `precision`: "auto" runs the forward pass in bf16 on GPUs and on CPUs with native
@@ -128,6 +139,8 @@ class Scorer:
         self.tokenizer = checkpoint.tokenizer
         self.cal = checkpoint.calibration
         self.threshold = self.cal.threshold if threshold is None else threshold
+        self.anomaly_fpr = anomaly_fpr
+        self.anomaly_cut = self.cal.anomaly_cut(anomaly_fpr)
         self.batch_size = batch_size or (512 if self.device.type == "cuda" else 128)
         self.checks = (CrossClaimChecks(check_state, checkpoint.check_limits)
                        if check_state is not None else None)
@@ -163,6 +176,12 @@ class Scorer:
                 att.append([layer[:B, :, :T, :T] for layer in a])
         attentions = [torch.cat(layer) for layer in zip(*att, strict=True)] if att else []
         return Raw(np.concatenate(fl), np.concatenate(sp), attentions)
+
+    def anomalous(self, anomaly_logit: np.ndarray) -> np.ndarray:
+        """Where the anomaly channel fires on its own (never without calibrated cuts)."""
+        if self.anomaly_cut is None:
+            return np.zeros(len(anomaly_logit), bool)
+        return anomaly_logit >= self.anomaly_cut
 
     def combine(self, raw: Raw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fraud probability, anomaly in [0, 1], combined score) per claim."""
@@ -201,7 +220,8 @@ class Scorer:
         fields = explain.field_importance(explain.rollout(raw.attentions), enc.fields)
         keep = np.array([math.prod(1.0 - h.probability for h in hs) for hs in hits])
         score = 1.0 - (1.0 - combined) * keep  # the score rule: model, then checks
-        want = np.flatnonzero((score >= self.threshold) | self.explain_all)
+        odd = self.anomalous(raw.anomaly_logit)
+        want = np.flatnonzero((score >= self.threshold) | odd | self.explain_all)
         pairs: list[list] = [[] for _ in range(B)]
         if len(want):
             rows = torch.as_tensor(want, device=self.device)
@@ -221,20 +241,21 @@ class Scorer:
         partner = np.where(back > 0, order[:, 0] - back, reads.argmax(axis=1)).tolist()
         # numpy scalars are slow in a per-claim loop: take everything out as Python lists
         fraud_l, anomaly_l = fraud.round(6).tolist(), anomaly.round(6).tolist()
-        combined_l, score_l = combined.tolist(), score.tolist()
+        combined_l, score_l, odd_l = combined.tolist(), score.tolist(), odd.tolist()
         order_l, nats_l = order.tolist(), nats.astype(np.float64).round(4).tolist()
         out = []
         for b, claim in enumerate(claims):
             toks = enc.tokens[b]
             p = score_l[b]
-            flagged = p >= self.threshold
+            flagged_by = (["fraud_model"] if combined_l[b] >= self.threshold else []) + (
+                ["anomaly"] if odd_l[b] else []) + [h.name for h in hits[b]]
+            flagged = p >= self.threshold or odd_l[b]
             surprising = [SurprisingToken.build(token=toks[i].label, field=toks[i].field,
                                                 surprise=n)
                           for i, n in zip(order_l[b], nats_l[b], strict=True) if i < len(toks)]
-            line = explain.reason(toks, order_l[b][0], partner[b], self.vocab, flagged,
-                                  anomaly_l[b])
+            line = explain.reason(toks, order_l[b][0], partner[b], self.vocab, flagged)
             if hits[b]:  # checks first; the model's own reason only if it flags by itself
-                model_flags = combined_l[b] >= self.threshold
+                model_flags = combined_l[b] >= self.threshold or odd_l[b]
                 line = "; ".join([h.reason for h in hits[b]] + ([line] if model_flags else []))
             seen: set[frozenset[int]] = set()
             top_pairs = []
@@ -253,7 +274,7 @@ class Scorer:
             out.append(Score.build(
                 claim_id=claim.claim_id, member_id=claim.member_id,
                 provider_id=claim.provider_id, score=round(p, 6), flagged=flagged,
-                threshold=self.threshold,
+                threshold=self.threshold, flagged_by=flagged_by,
                 components=Components.build(fraud_probability=fraud_l[b],
                                             anomaly=anomaly_l[b]),
                 explanation=Explanation.build(

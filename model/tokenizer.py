@@ -39,6 +39,7 @@ import bisect
 import functools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -48,6 +49,7 @@ import numpy as np
 from model.claims import Claim
 from model.vocabulary import Vocabulary
 
+REFERENCE_MIN_LINES = 20  # lines of a code before a history's own price reference counts
 MAX_TOKENS = 48
 MAX_DIAGNOSES = 8
 CHARGE_STEP = math.log(1.2)  # 20% per bucket
@@ -210,6 +212,47 @@ class ClaimTokenizer:
         d = json.loads(path.read_text())
         return cls(d["tokens"], {k: tuple(v) for k, v in d["doses"].items()}, d["prices"],
                    d["groups"])
+
+    def with_references(self, claims: Sequence[Claim], min_lines: int = REFERENCE_MIN_LINES
+                        ) -> ClaimTokenizer:
+        """A copy whose price and dose references come from a history of `claims` for
+        every code and drug it bills at least `min_lines` times: the 95th percentile of
+        the unit price (the top of what is typical, as the vocabulary's ranges give it)
+        and the 5th to 95th percentile of the daily dose. The rest keep the tables'."""
+        units: dict[str, list[float]] = {}
+        daily: dict[str, list[float]] = {}
+        for c in claims:
+            for p in c.procedures:
+                units.setdefault(f"proc:{p.code}", []).append(float(p.charge) / p.units)
+            for m in c.medications:
+                units.setdefault(f"drug:{m.name}", []).append(float(m.charge) / m.quantity)
+                daily.setdefault(m.name, []).append(m.strength_mg * m.quantity / m.days_supply)
+        prices = dict(self.prices)
+        prices |= {k: round(float(np.quantile(v, 0.95)), 2) for k, v in units.items()
+                   if len(v) >= min_lines and np.quantile(v, 0.95) > 0}
+        doses = dict(self.doses)
+        doses |= {k: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)), 1.0)
+                  for k, v in daily.items() if len(v) >= min_lines}
+        return ClaimTokenizer(self.tokens, doses, prices, self.groups)
+
+    def coverage(self, claims: Sequence[Claim]) -> dict[str, dict[str, int]]:
+        """How the vocabulary reads a history's codes: per field, the distinct values, how
+        many have a token of their own, how many diagnoses read through their ICD-10-CM
+        category only, and how many are unknown (their field's OOV token)."""
+        seen: dict[str, set[str]] = {"diagnosis": set(), "procedure": set(), "drug": set()}
+        for c in claims:
+            seen["diagnosis"].update(c.diagnoses)
+            seen["procedure"].update(p.code for p in c.procedures)
+            seen["drug"].update(m.name for m in c.medications)
+        out = {}
+        for f, values in seen.items():
+            own = {v for v in values if v in self.ids[f]}
+            row = {"distinct": len(values), "own": len(own)}
+            if f == "diagnosis":
+                row["category"] = sum(1 for v in values - own if v[:3] in self.ids[f])
+            row["unknown"] = len(values) - row["own"] - row.get("category", 0)
+            out[f] = row
+        return out
 
     # -- encoding -----------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from model.claims import Claim
 from model.dataset import ClaimSet, make_claim_set
 from model.generator import CLEAN, SINGLE_CLAIM_PATTERNS, ClaimGenerator
 from model.progress import progress_bar
+from model.score import ANOMALY_FPR, ANOMALY_FPRS
 from model.specialisation import head_snapshot
 from model.tokenizer import FIELDS, LINE_OFFSET, PREFIX, ClaimTokenizer
 from model.transformer import PRESETS, ClaimFormer, ClaimFormerConfig, replaced_token_loss
@@ -96,6 +97,7 @@ class Replacer:
 def length_batches(data: ClaimSet, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Endless batches of claims of similar token length (little padding), in random order."""
     lengths = (data.values != 0).sum(axis=1)
+    batch = min(batch, len(data))
     while True:
         order = np.argsort(lengths + rng.uniform(0, 4, len(lengths)))
         chunks = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
@@ -125,10 +127,43 @@ def predict(model: ClaimFormer, data: ClaimSet, batch: int = 512) -> tuple[np.nd
     return np.concatenate(fl), np.concatenate(an)
 
 
-def calibrate(model: ClaimFormer, data: ClaimSet) -> tuple[Calibration, dict]:
-    """Fit the score rule on held-out claims; threshold = best F1 of the combined score."""
-    fraud, anomaly = predict(model, data)
+def rtd_loss(model: ClaimFormer, data: ClaimSet, replacer: Replacer, cfg: TrainConfig,
+             batch: int = 512) -> float:
+    """The surprise head's replaced-token loss on `data`, with fixed replacements."""
+    model.eval()
+    dev = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed + 99)
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(data), batch):
+            v, f = data.batch(np.arange(s, min(s + batch, len(data))))
+            swapped, replaced = replacer(v, f, cfg.replace_rate, gen)
+            _, surprise, _ = model(swapped.to(dev), f.to(dev))
+            total += float(replaced_token_loss(surprise, replaced.to(dev), f.to(dev) == 0)) * len(v)
+    return round(total / max(1, len(data)), 5)
+
+
+def anomaly_budgets(clean: np.ndarray) -> dict[str, tuple[float, ...]]:
+    """The anomaly channel's cuts: the anomaly logit each budget of ANOMALY_FPRS leaves
+    above it among clean held-out claims (`Calibration.anomaly_cut`)."""
+    return {"anomaly_fprs": ANOMALY_FPRS,
+            "anomaly_cuts": tuple(round(float(np.quantile(clean, 1 - f)), 4)
+                                  for f in ANOMALY_FPRS)}
+
+
+def calibrate(model: ClaimFormer, data: ClaimSet, clean: ClaimSet | None = None
+              ) -> tuple[Calibration, dict]:
+    """Fit the score rule on held-out claims; threshold = best F1 of the combined score.
+    The anomaly cuts come from `clean` (held-out claims not known to be fraud; default:
+    the clean claims of `data`). Without both classes in `data` there is no fraud model
+    to calibrate: the threshold is 1, so only the anomaly channel and the checks flag."""
+    fraud, anomaly = predict(model, data) if len(data) else (np.zeros(0), np.zeros(0))
     y = data.labels
+    budgets = anomaly_budgets(predict(model, clean)[1] if clean is not None else anomaly[y == 0])
+    if len(y) == 0 or y.min() == y.max():
+        cut = float(np.interp(np.log(ANOMALY_FPR), np.log(ANOMALY_FPRS), budgets["anomaly_cuts"]))
+        return Calibration(fraud_a=0.0, fraud_c=-20.0, a=0.0, b=1.0, c=-cut, threshold=1.0,
+                           **budgets), {"auroc": float("nan"), "pr_auc": float("nan")}
     one = LogisticRegression(C=100.0).fit(fraud[:, None], y)
     both = LogisticRegression(C=100.0).fit(np.stack([fraud, anomaly], axis=1), y)
     combined = both.predict_proba(np.stack([fraud, anomaly], axis=1))[:, 1]
@@ -137,7 +172,8 @@ def calibrate(model: ClaimFormer, data: ClaimSet) -> tuple[Calibration, dict]:
     best = int(np.nanargmax(f1[:-1]))
     cal = Calibration(fraud_a=float(one.coef_[0, 0]), fraud_c=float(one.intercept_[0]),
                       a=float(both.coef_[0, 0]), b=float(both.coef_[0, 1]),
-                      c=float(both.intercept_[0]), threshold=round(float(thr[best]), 4))
+                      c=float(both.intercept_[0]), threshold=round(float(thr[best]), 4),
+                      **budgets)
     return cal, {"calibration_f1": float(f1[best]), **metrics_of(y, combined)}
 
 
@@ -150,18 +186,44 @@ def history_limits(count: int, seed: int) -> CheckLimits:
                       [x.fraud_pattern == CLEAN for x in items])
 
 
-def train(cfg: TrainConfig, log=print) -> Checkpoint:
-    """Train, validate, calibrate; returns an in-memory checkpoint (see `save_checkpoint`)."""
+@dataclass
+class TrainingData:
+    """What one training run learns from and is measured on."""
+
+    labelled: ClaimSet  # the fraud head's claims (may be empty: no supervised head)
+    unlabelled: ClaimSet  # the surprise head's claims (labels never read)
+    val: ClaimSet  # held out, labelled: model selection (RTD loss without both classes)
+    cal: ClaimSet  # held out, labelled: calibration and the metrics reported
+    clean: ClaimSet | None  # held out, not known fraud: the anomaly cuts (None: cal's clean)
+    limits: CheckLimits  # what the cross-claim checks take as normal
+    tokenizer: ClaimTokenizer  # what the sets were encoded with
+    source: dict  # what the checkpoint records about where the claims came from
+
+
+def generated_data(cfg: TrainConfig, tok: ClaimTokenizer, log=print) -> TrainingData:
+    """The demo model's data: the generator at the config's seeds (seed .. seed + 3)."""
+    patterns = tuple(p for p in SINGLE_CLAIM_PATTERNS if p != cfg.holdout_pattern)
+    log(f"generating {cfg.train_count:,} labelled + {cfg.train_count:,} unlabelled claims")
+    limits = history_limits(cfg.train_count, cfg.seed + 1)
+    return TrainingData(
+        make_claim_set(tok, cfg.train_count, cfg.seed, cfg.fraud_rate, patterns),
+        make_claim_set(tok, cfg.train_count, cfg.seed + 1, 0.05, patterns),
+        make_claim_set(tok, cfg.val_count, cfg.seed + 2, 0.05, patterns),
+        make_claim_set(tok, cfg.val_count, cfg.seed + 3, 0.05, patterns), None, limits, tok,
+        {"source": "generator", "patterns": list(patterns)})
+
+
+def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Checkpoint:
+    """Train, validate, calibrate; returns an in-memory checkpoint (see `save_checkpoint`).
+    Without `data`, on generated claims (`generated_data`)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     started = time.monotonic()
-    tok = ClaimTokenizer.from_vocabulary(default_vocabulary())
-    patterns = tuple(p for p in SINGLE_CLAIM_PATTERNS if p != cfg.holdout_pattern)
-    log(f"generating {cfg.train_count:,} labelled + {cfg.train_count:,} unlabelled claims")
-    train_set = make_claim_set(tok, cfg.train_count, cfg.seed, cfg.fraud_rate, patterns)
-    unlabelled = make_claim_set(tok, cfg.train_count, cfg.seed + 1, 0.05, patterns)
-    val = make_claim_set(tok, cfg.val_count, cfg.seed + 2, 0.05, patterns)
-    cal_set = make_claim_set(tok, cfg.val_count, cfg.seed + 3, 0.05, patterns)
+    data = data or generated_data(cfg, ClaimTokenizer.from_vocabulary(default_vocabulary()), log)
+    tok = data.tokenizer
+    train_set, unlabelled, val, cal_set = data.labelled, data.unlabelled, data.val, data.cal
+    supervised = len(train_set) > 0
+    selects_by_labels = len(val) > 0 and 0 < val.labels.sum() < len(val)
     mcfg = ClaimFormerConfig(vocab_size=len(tok.tokens), n_fields=len(FIELDS),
                              line_offsets=tuple(LINE_OFFSET.get(f, 0) for f in FIELDS),
                              **{**PRESETS[cfg.preset], **(cfg.model_overrides or {})})
@@ -177,25 +239,32 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
     replacer = Replacer(tok)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    labelled_batches = length_batches(train_set, cfg.batch_size, rng)
+    labelled_batches = length_batches(train_set, cfg.batch_size, rng) if supervised else None
     unlabelled_batches = length_batches(unlabelled, cfg.batch_size, rng)
-    probe = val.subset(np.arange(len(val)) < 1000)  # small fixed set for head snapshots
+    # small fixed set for head snapshots
+    probe = (val if len(val) else unlabelled).subset(np.arange(len(val) or len(unlabelled)) < 1000)
+    held = val if selects_by_labels else unlabelled.subset(np.arange(len(unlabelled)) < 2000)
     snaps, snap_at = [], set(snapshot_steps(cfg.steps))
     history: list[dict] = []
-    best = {"pr_auc": -1.0, "step": 0, "state": None}
+    best = {"pr_auc": -math.inf, "step": 0, "state": None}  # pr_auc: the selection figure
     bad_evals = 0
     with progress_bar("training", total=cfg.steps) as advance:
         for step in range(cfg.steps + 1):
             if step in snap_at:
                 snaps.append(head_snapshot(model, probe, step))
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                fl, _ = predict(model, val)
-                m = {"step": step, **metrics_of(val.labels, fl),
-                     "elapsed_s": round(time.monotonic() - started, 1)}
+                if selects_by_labels:
+                    m = {"step": step, **metrics_of(val.labels, predict(model, val)[0])}
+                    log(f"step {step}: val auroc {m['auroc']:.4f} pr_auc {m['pr_auc']:.4f}")
+                    quality = m["pr_auc"]
+                else:  # no labels to select by: the surprise head's loss on held claims
+                    m = {"step": step, "rtd_loss": rtd_loss(model, held, replacer, cfg)}
+                    log(f"step {step}: held-out replaced-token loss {m['rtd_loss']:.4f}")
+                    quality = -m["rtd_loss"]
+                m["elapsed_s"] = round(time.monotonic() - started, 1)
                 history.append(m)
-                log(f"step {step}: val auroc {m['auroc']:.4f} pr_auc {m['pr_auc']:.4f}")
-                if m["pr_auc"] > best["pr_auc"]:
-                    best = {"pr_auc": m["pr_auc"], "step": step,
+                if quality > best["pr_auc"]:
+                    best = {"pr_auc": quality, "step": step,
                             "state": {k: v.clone() for k, v in model.state_dict().items()}}
                     bad_evals = 0
                 elif step > 0:
@@ -206,11 +275,13 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
             if step == cfg.steps:
                 break
             model.train()
-            idx = next(labelled_batches)
-            v, f = train_set.batch(idx, dev)
-            y = torch.from_numpy(train_set.labels[idx]).to(dev)
-            fraud, _, _ = model(v, f)
-            loss_fraud = F.binary_cross_entropy_with_logits(fraud, y)
+            loss_fraud = torch.zeros((), device=dev)
+            if labelled_batches is not None:
+                idx = next(labelled_batches)
+                v, f = train_set.batch(idx, dev)
+                y = torch.from_numpy(train_set.labels[idx]).to(dev)
+                fraud, _, _ = model(v, f)
+                loss_fraud = F.binary_cross_entropy_with_logits(fraud, y)
             uv, uf = unlabelled.batch(next(unlabelled_batches))
             swapped, replaced = replacer(uv, uf, cfg.replace_rate, gen)
             uf, replaced = uf.to(dev), replaced.to(dev)
@@ -224,16 +295,15 @@ def train(cfg: TrainConfig, log=print) -> Checkpoint:
             advance(1)
     model.load_state_dict(best["state"])
     model.cpu().eval()
-    cal, cal_metrics = calibrate(model, cal_set)
+    cal, cal_metrics = calibrate(model, cal_set, data.clean)
     log(f"calibrated: threshold {cal.threshold}, held-out auroc {cal_metrics['auroc']:.4f} "
         f"pr_auc {cal_metrics['pr_auc']:.4f}")
     metrics = {"best_step": best["step"], "validation": history, "calibration": cal_metrics,
                "snapshots": snaps, "train_seconds": round(time.monotonic() - started, 1),
-               "n_params": model.n_params()}
-    limits = history_limits(cfg.train_count, cfg.seed + 1)
+               "n_params": model.n_params(), "data": data.source}
+    limits = data.limits
     log(f"cross-claim checks: velocity limit {limits.velocity_limit} visits in "
         f"{limits.window_days} days; {len(limits.per_kind)} series kinds of care; "
         f"{len(limits.repeat_codes)} repeatable codes")
     return Checkpoint(model, tok, cal, model_version="", metrics=metrics,
-                      training={**asdict(cfg), "patterns": list(patterns)},
-                      check_limits=limits)
+                      training={**asdict(cfg), **data.source}, check_limits=limits)

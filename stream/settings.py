@@ -37,6 +37,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from model.score import ANOMALY_FPR, ANOMALY_FPRS
+
 ENV_PREFIX = "CLAIMSCOPE_"
 # Kafka's compression codecs; every ClaimScope consumer reads all of them.
 Codec = Literal["none", "gzip", "snappy", "lz4", "zstd"]
@@ -127,6 +129,10 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (CUDA when present)")
     threshold: float | None = Field(None, ge=0, le=1, description=(
         "flag at score >= threshold; unset = the checkpoint's calibrated threshold"))
+    anomaly_fpr: float = Field(ANOMALY_FPR, ge=min(ANOMALY_FPRS), le=max(ANOMALY_FPRS),
+                               description=(
+        "the anomaly channel's false-positive budget on clean claims: it flags a claim on "
+        "its own past the checkpoint's cut for this budget"))
     scoring_processes: int = Field(0, ge=0, le=64, description=(
         "scoring processes per worker, each scoring its share of a batch (split by member) "
         "on its own core; 0 = one per core, at most 4"))

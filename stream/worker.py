@@ -65,7 +65,8 @@ def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported h
     state = RedisCheckState(redis_client(settings), settings.key_prefix, settings.check_ttl_s)
     try:
         return Scorer.load(settings.checkpoint, device=settings.device,
-                           threshold=settings.threshold, check_state=state)
+                           threshold=settings.threshold, check_state=state,
+                           anomaly_fpr=settings.anomaly_fpr)
     except (CheckpointError, ValueError, OSError, RuntimeError) as e:
         # RuntimeError: weights that do not fit this code's model (an older checkpoint)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -13,7 +13,9 @@ import torch
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState, fit_limits
 from model.claims import Claim
+from model.explain import NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
+from model.score import ANOMALY_FPRS, CHANNELS
 from model.scorer import Scorer, fixed_shape
 from model.tokenizer import FIELD_ID, MAX_TOKENS, ClaimTokenizer
 from model.training import TrainConfig, snapshot_steps, train
@@ -140,12 +142,44 @@ def test_scorer_scores_explains_and_keeps_order(tiny_checkpoint):
     assert [s.claim_id for s in scores] == [c.claim_id for c in batch]
     for s in scores:
         assert 0 <= s.score <= 1
-        assert s.flagged == (s.score >= s.threshold)
+        assert s.flagged == (s.score >= s.threshold or "anomaly" in s.flagged_by)
+        assert set(s.flagged_by) <= set(CHANNELS)
+        assert ("fraud_model" in s.flagged_by) <= s.flagged
         assert s.explanation.reason
+        if not s.flagged:
+            assert s.explanation.reason == NOTHING_UNUSUAL
         assert abs(sum(s.explanation.field_importance.values()) - 1) < 0.01
         assert len(s.explanation.surprising_tokens) == 3
         assert s.model_version == scorer.model_version
     assert any(s.explanation.top_pairs for s in scores)
+
+
+def test_the_anomaly_channel_flags_on_its_own_within_its_budget(tiny_checkpoint):
+    batch = claims(400, seed=21, fraud_rate=0.0)
+    ck = load_checkpoint(tiny_checkpoint)
+    assert len(ck.calibration.anomaly_cuts) == len(ANOMALY_FPRS)
+    assert list(ck.calibration.anomaly_cuts) == sorted(ck.calibration.anomaly_cuts, reverse=True)
+    by_budget = {}
+    for fpr in (0.001, 0.1):
+        scorer = Scorer(load_checkpoint(tiny_checkpoint), device="cpu", threshold=1.0,
+                        anomaly_fpr=fpr)  # the fraud model flags nothing at threshold 1
+        scores = scorer.score(batch)
+        by_budget[fpr] = {s.claim_id for s in scores if s.flagged}
+        assert all(s.flagged_by == ["anomaly"] for s in scores if s.flagged)
+        assert all(s.explanation.reason != NOTHING_UNUSUAL for s in scores if s.flagged)
+    assert by_budget[0.001] <= by_budget[0.1]
+    assert 0 < len(by_budget[0.1]) < 0.3 * len(batch)  # clean claims: about the budget
+    with pytest.raises(ValueError, match="outside what the checkpoint calibrated"):
+        Scorer(load_checkpoint(tiny_checkpoint), device="cpu", anomaly_fpr=0.5)
+
+
+def test_checks_that_fire_are_named_in_flagged_by(tiny_checkpoint):
+    c = next(x for x in claims(20) if x.procedures)
+    twin = c.model_copy(update={"claim_id": c.claim_id + "-dup"})
+    scorer = Scorer.load(str(tiny_checkpoint), device="cpu", check_state=MemoryState())
+    first, second = scorer.score([c, twin])
+    assert "duplicate_billing" not in first.flagged_by
+    assert "duplicate_billing" in second.flagged_by and second.flagged
 
 
 def test_scores_do_not_depend_on_batch_composition(tiny_checkpoint):

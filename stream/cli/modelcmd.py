@@ -33,6 +33,9 @@ def _load_scorer(checkpoint: str, device: str, **kwargs):
         raise fail(str(e)) from None
 
 
+BAD_LINES_SHOWN = 20  # bad lines printed; all go to the checkpoint's bad_lines.txt
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="checkpoint directory to write")] = Path(
@@ -45,8 +48,16 @@ def train(
     seed: Annotated[int, typer.Option(help="fixes data, init and batches")] = 1234,
     holdout_pattern: Annotated[str | None, typer.Option(help="leave this fraud pattern out")]
     = None,
+    claims: Annotated[Path | None, typer.Option(
+        help="train on your own claims: contract JSONL in arrival order (default: the "
+        "generator)")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help='labels for some of --claims: JSONL of {"claim_id", "fraud": true|false, '
+        '"pattern": optional}')] = None,
 ) -> None:
-    """Train a ClaimFormer on generated claims and write a checkpoint directory."""
+    """Train a ClaimFormer and write a checkpoint directory: on generated claims, or on
+    yours (--claims, --labels: self-supervised on every claim, supervised on the labelled
+    ones, measured on a held-out slice of them)."""
     from model.checkpoint import save_checkpoint
     from model.training import TrainConfig
     from model.training import train as run_training
@@ -56,11 +67,42 @@ def train(
         raise fail(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     if holdout_pattern is not None and holdout_pattern not in PATTERNS:
         raise fail(f"unknown pattern {holdout_pattern!r}; known: {', '.join(PATTERNS)}")
+    if labels is not None and claims is None:
+        raise fail("--labels needs --claims (the claims they label)")
     cfg = TrainConfig(preset=preset, steps=steps, train_count=train_count, seed=seed,
                       holdout_pattern=holdout_pattern)
-    ck = run_training(cfg, log=_log)
+    data, bad = (_history(claims, labels) if claims is not None else (None, []))
+    ck = run_training(cfg, log=_log, data=data)
     version = save_checkpoint(ck, out)
+    if bad:
+        (out / "bad_lines.txt").write_text("\n".join(bad) + "\n")
     err.print(f"wrote {out} (model_version {version})", highlight=False)
+
+
+def _history(claims: Path, labels: Path | None):  # -> (model.training.TrainingData, errors)
+    """Read a user's history, print its bad lines and coverage; fail if nothing is usable."""
+    from model.history import HistoryError, coverage_lines, history_data, read_history
+    from model.tokenizer import ClaimTokenizer
+    from model.vocabulary import default_vocabulary
+
+    try:
+        h = read_history(claims, labels)
+        data = history_data(h, ClaimTokenizer.from_vocabulary(default_vocabulary()))
+    except HistoryError as e:
+        raise fail(str(e)) from None
+    for line in h.errors[:BAD_LINES_SHOWN]:
+        err.print(f"skipped {line}", highlight=False, markup=False)
+    if len(h.errors) > BAD_LINES_SHOWN:
+        err.print(f"... and {len(h.errors) - BAD_LINES_SHOWN:,} more bad lines (all of them in "
+                  f"the checkpoint's bad_lines.txt)", highlight=False)
+    s = data.source
+    err.print(f"history: {s['claims']:,} claims, {s['labelled']:,} labelled "
+              f"({s['labelled_fraud']:,} fraud), {len(h.errors):,} bad lines skipped; held out "
+              f"{len(data.val):,} labelled for validation, {len(data.cal):,} for calibration",
+              highlight=False)
+    for line in coverage_lines(s["coverage"]):
+        err.print(f"coverage: {line}", highlight=False)
+    return data, h.errors
 
 
 @app.command(name="eval")
@@ -137,6 +179,9 @@ def eval_table(r: dict) -> str:
             lines.append(f"{name}: recall {c['recall']}, clean FPR {c['clean_fpr']}, frequent-care"
                          f" FPR {c['frequent_care_fpr']} (flat limits: {flat['recall']}, "
                          f"{flat['clean_fpr']}, {flat['frequent_care_fpr']})")
+    a = r["anomaly_channel"]
+    lines.append(f"anomaly channel at a {a['fpr_budget']} budget: clean FPR {a['clean_fpr']}, "
+                 f"recall {a['recall']}, {a['fraud_only_it_flags']} fraud claims only it flags")
     lines.append(f"explanations: comprehensiveness k3 {x['comprehensiveness'].get('k3')} "
                  f"(random {x['random_comprehensiveness'].get('k3')}), sufficiency k3 "
                  f"{x['sufficiency'].get('k3')} (random {x['random_sufficiency'].get('k3')}), "
@@ -178,6 +223,11 @@ def eval_markdown(r: dict) -> str:
             for label, c in (("learned", r["checks"][name]), ("flat", r["checks_flat"][name])):
                 out.append(f"| {name} | {label} | {c['recall']} | {c['clean_fpr']} | "
                            f"{c['frequent_care_fpr']} ({c['frequent_care_claims']:,} claims) |")
+    a = r["anomaly_channel"]
+    out += ["", f"Anomaly channel on its own at a {a['fpr_budget']} false-positive budget "
+            f"(cut {a['cut']}): clean FPR {a['clean_fpr']}, recall {a['recall']}, "
+            f"{a['fraud_only_it_flags']} fraud claims that only it flags; recall per pattern: "
+            + ", ".join(f"{p} {v}" for p, v in a["per_pattern"].items()) + "."]
     out += ["", "| explanations (ERASER) | k=1 | k=3 | k=5 |", "|---|---|---|---|"]
     for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency",
                  "random_sufficiency"):
