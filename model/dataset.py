@@ -31,6 +31,12 @@ class ClaimSet:
         return ClaimSet([self.claims[i] for i in idx], self.patterns[idx], self.values[idx],
                         self.fields[idx])
 
+    def concat(self, other: ClaimSet) -> ClaimSet:
+        return ClaimSet(self.claims + other.claims,
+                        np.concatenate([self.patterns, other.patterns]),
+                        np.concatenate([self.values, other.values]),
+                        np.concatenate([self.fields, other.fields]))
+
     def batch(self, idx: np.ndarray, device: torch.device | str = "cpu"
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows `idx` as (values, fields) tensors trimmed to their longest claim."""

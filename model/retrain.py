@@ -18,21 +18,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from model.checkpoint import Checkpoint
 from model.claims import Claim
-from model.dataset import ClaimSet, make_claim_set
+from model.dataset import ClaimSet, claim_set, make_claim_set
 from model.generator import CLEAN, SINGLE_CLAIM_PATTERNS
 from model.scorer import Scorer
-from model.tokenizer import MAX_TOKENS
 from model.training import (
     Replacer,
     calibrate,
     length_batches,
     metrics_of,
     predict,
-    replaced_token_loss,
+    train_step,
 )
 
 
@@ -49,13 +47,7 @@ class RetrainConfig:
 
 
 def feedback_set(ck: Checkpoint, claims: list[Claim], labels: list[bool]) -> ClaimSet:
-    enc = ck.tokenizer.encode(claims)
-    values = np.zeros((len(claims), MAX_TOKENS), dtype=np.int64)
-    fields = np.zeros_like(values)
-    values[:, : enc.values.shape[1]] = enc.values
-    fields[:, : enc.fields.shape[1]] = enc.fields
-    patterns = np.array(["feedback" if y else CLEAN for y in labels])
-    return ClaimSet(list(claims), patterns, values, fields)
+    return claim_set(ck.tokenizer, list(claims), ["feedback" if y else CLEAN for y in labels])
 
 
 def measure(ck: Checkpoint, feedback: ClaimSet, fresh: ClaimSet) -> dict:
@@ -96,22 +88,11 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
     n_fb = max(1, round(cfg.batch_size * cfg.feedback_share))
     mixed_batches = length_batches(mixed, cfg.batch_size - n_fb, rng)
     unlabelled_batches = length_batches(unlabelled, cfg.batch_size, rng)
+    both = fb.concat(mixed)  # feedback rows first, then the generated ones
     for _ in range(cfg.steps):
-        rows_fb, rows_gen = rng.integers(0, len(fb), n_fb), next(mixed_batches)
-        v = np.concatenate([fb.values[rows_fb], mixed.values[rows_gen]])
-        f = np.concatenate([fb.fields[rows_fb], mixed.fields[rows_gen]])
-        width = int((v != 0).sum(axis=1).max())
-        y = torch.from_numpy(np.concatenate([fb.labels[rows_fb], mixed.labels[rows_gen]]))
-        fraud, _, _ = model(torch.from_numpy(v[:, :width]), torch.from_numpy(f[:, :width]))
-        uv, uf = unlabelled.batch(next(unlabelled_batches))
-        swapped, replaced = replacer(uv, uf, cfg.replace_rate, gen)
-        _, surprise, _ = model(swapped, uf)
-        loss = (F.binary_cross_entropy_with_logits(fraud, y)
-                + replaced_token_loss(surprise, replaced, uf == 0))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        rows = np.concatenate([rng.integers(0, len(fb), n_fb), len(fb) + next(mixed_batches)])
+        train_step(model, opt, (*both.batch(rows), torch.from_numpy(both.labels[rows])),
+                   unlabelled.batch(next(unlabelled_batches)), replacer, cfg.replace_rate, gen)
     model.eval()
     cal, cal_metrics = calibrate(model, cal_set)
     new = Checkpoint(model, tok, cal, model_version="",

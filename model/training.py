@@ -127,6 +127,32 @@ def predict(model: ClaimFormer, data: ClaimSet, batch: int = 512) -> tuple[np.nd
     return np.concatenate(fl), np.concatenate(an)
 
 
+def train_step(model: ClaimFormer, opt: torch.optim.Optimizer,
+               labelled: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+               unlabelled: tuple[torch.Tensor, torch.Tensor], replacer: Replacer, rate: float,
+               gen: torch.Generator) -> None:
+    """One optimiser step on both heads: the fraud head's cross-entropy on a labelled
+    batch (values, fields, labels; none: self-supervised only) plus the surprise head's
+    replaced-token loss on an unlabelled batch (values, fields) with `rate` of its tokens
+    swapped. Shared by training and retraining (`model.retrain`)."""
+    dev = next(model.parameters()).device
+    model.train()
+    loss = torch.zeros((), device=dev)
+    if labelled is not None:
+        v, f, y = labelled
+        fraud, _, _ = model(v.to(dev), f.to(dev))
+        loss = F.binary_cross_entropy_with_logits(fraud, y.to(dev))
+    uv, uf = unlabelled
+    swapped, replaced = replacer(uv, uf, rate, gen)
+    uf = uf.to(dev)
+    _, surprise, _ = model(swapped.to(dev), uf)
+    loss = loss + replaced_token_loss(surprise, replaced.to(dev), uf == 0)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def rtd_loss(model: ClaimFormer, data: ClaimSet, replacer: Replacer, cfg: TrainConfig,
              batch: int = 512) -> float:
     """The surprise head's replaced-token loss on `data`, with fixed replacements."""
@@ -274,23 +300,12 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
                         break
             if step == cfg.steps:
                 break
-            model.train()
-            loss_fraud = torch.zeros((), device=dev)
+            labelled = None
             if labelled_batches is not None:
                 idx = next(labelled_batches)
-                v, f = train_set.batch(idx, dev)
-                y = torch.from_numpy(train_set.labels[idx]).to(dev)
-                fraud, _, _ = model(v, f)
-                loss_fraud = F.binary_cross_entropy_with_logits(fraud, y)
-            uv, uf = unlabelled.batch(next(unlabelled_batches))
-            swapped, replaced = replacer(uv, uf, cfg.replace_rate, gen)
-            uf, replaced = uf.to(dev), replaced.to(dev)
-            _, surprise, _ = model(swapped.to(dev), uf)
-            loss_rtd = replaced_token_loss(surprise, replaced, uf == 0)
-            opt.zero_grad(set_to_none=True)
-            (loss_fraud + loss_rtd).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+                labelled = (*train_set.batch(idx), torch.from_numpy(train_set.labels[idx]))
+            train_step(model, opt, labelled, unlabelled.batch(next(unlabelled_batches)),
+                       replacer, cfg.replace_rate, gen)
             sched.step()
             advance(1)
     model.load_state_dict(best["state"])
