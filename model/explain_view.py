@@ -18,6 +18,8 @@ def render(scorer: Scorer, claim: Claim, console: Console) -> None:
                   f"(threshold {s.threshold:.3f}) {verdict}")
     console.print(f"  fraud head {s.components.fraud_probability:.3f}, "
                   f"anomaly {s.components.anomaly:.3f}, model {s.model_version}")
+    if s.flagged_by:
+        console.print(f"  flagged by: {', '.join(s.flagged_by)}")
     console.print(f"  reason: {s.explanation.reason}", markup=False)
 
     pairs = Table(title="strongest attention pairs", title_justify="left")

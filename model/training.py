@@ -235,8 +235,19 @@ def generated_data(cfg: TrainConfig, tok: ClaimTokenizer, log=print) -> Training
         make_claim_set(tok, cfg.train_count, cfg.seed, cfg.fraud_rate, patterns),
         make_claim_set(tok, cfg.train_count, cfg.seed + 1, 0.05, patterns),
         make_claim_set(tok, cfg.val_count, cfg.seed + 2, 0.05, patterns),
-        make_claim_set(tok, cfg.val_count, cfg.seed + 3, 0.05, patterns), None, limits, tok,
+        make_claim_set(tok, cfg.val_count, cfg.seed + 3, 0.05, patterns),
+        anomaly_history(tok, 5 * cfg.val_count, cfg.seed + 3), limits, tok,
         {"source": "generator", "patterns": list(patterns)})
+
+
+def anomaly_history(tok: ClaimTokenizer, count: int, seed: int) -> ClaimSet:
+    """The clean claims of a generated stream with every pattern in it, as a worker sees:
+    the anomaly channel's cuts come from these. (Measured: cuts from the 8,000-claim
+    calibration set alone, single-claim patterns only, gave twice the budgeted false
+    positives on the 100,000-claim yardstick; the far tail of the anomaly logit grows with
+    the stream.)"""
+    data = make_claim_set(tok, count, seed, 0.05)
+    return data.subset(data.labels == 0)
 
 
 def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Checkpoint:
