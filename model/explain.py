@@ -125,6 +125,26 @@ REASONS = {
 NOTHING_UNUSUAL = "nothing unusual: no channel fired"
 
 
+def medical_cause(tokens: list[Token], t: Token, vocab: Vocabulary) -> str | None:
+    """The cause in an investigator's words where the vocabulary can state it for the token
+    the model found most surprising: a drug or procedure no diagnosis on the claim calls
+    for, or a daily dose above the drug's maximum. None otherwise (the model's own reading
+    then stands)."""
+    dx = [x.parts[0] for x in tokens if x.field == "diagnosis" and x.parts]
+    if t.field == "drug" and t.parts and t.parts[0] in vocab.drugs:
+        if t.parts[0] not in vocab.justified_drugs(dx):
+            return f"{t.label}: no diagnosis on the claim is treated with it"
+    elif t.field == "procedure" and t.parts and t.parts[0] in vocab.procedures:
+        if t.parts[0] not in vocab.justified_procedures(dx):
+            return f"procedure {describe(t, vocab)}: no diagnosis on the claim calls for it"
+    elif t.field == "dose" and t.parts and (d := vocab.drugs.get(t.parts[0])) is not None:
+        top = d.strength_max_mg * d.doses_per_day
+        if t.parts[1] > top:
+            return (f"{d.name}: {t.parts[1]:,.0f} mg a day, above its {top:,.0f} mg a day "
+                    f"maximum")
+    return None
+
+
 def reason(tokens: list[Token], surprise_idx: int, partner_idx: int, vocab: Vocabulary,
            flagged: bool) -> str:
     """One line: the most surprising token, read with the token it attends to most; for a
@@ -133,5 +153,7 @@ def reason(tokens: list[Token], surprise_idx: int, partner_idx: int, vocab: Voca
     t = tokens[surprise_idx]
     if not flagged:
         return NOTHING_UNUSUAL
+    if (cause := medical_cause(tokens, t, vocab)) is not None:
+        return cause
     return REASONS.get(t.field, "{t} is unusual").format(
         t=describe(t, vocab), p=describe(tokens[partner_idx], vocab))

@@ -339,3 +339,27 @@ def test_built_scores_dump_exactly_like_validated_ones(tiny_checkpoint):
         assert validated.model_dump() == s.model_dump()
         assert validated.model_dump_json() == s.model_dump_json()
         assert validated == s
+
+
+def test_reasons_name_the_medical_cause_of_the_token_that_decided(tok):
+    from model import explain
+
+    v = default_vocabulary()
+    gen = ClaimGenerator(seed=12, fraud_rate=1.0, size=400,
+                         patterns=("diagnosis_treatment_mismatch", "dose_out_of_range"))
+    seen = set()
+    for item in gen.generate(200):
+        c = Claim.model_validate(item.claim)
+        toks, _ = tok.tokens_of(c)
+        dx = [t.parts[0] for t in toks if t.field == "diagnosis"]
+        for i, t in enumerate(toks):
+            line = explain.reason(toks, i, 0, v, flagged=True)
+            if t.field == "drug" and t.parts[0] not in v.justified_drugs(dx):
+                assert line.endswith("no diagnosis on the claim is treated with it"), line
+                seen.add("drug")
+            if t.field == "dose" and t.parts[1] > (
+                    v.drugs[t.parts[0]].strength_max_mg * v.drugs[t.parts[0]].doses_per_day):
+                assert "mg a day, above its" in line, line
+                seen.add("dose")
+            assert explain.reason(toks, i, 0, v, flagged=False) == NOTHING_UNUSUAL
+    assert seen == {"drug", "dose"}

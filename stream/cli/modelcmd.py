@@ -97,7 +97,8 @@ def _history(claims: Path, labels: Path | None):  # -> (model.training.TrainingD
                   f"the checkpoint's bad_lines.txt)", highlight=False)
     s = data.source
     err.print(f"history: {s['claims']:,} claims, {s['labelled']:,} labelled "
-              f"({s['labelled_fraud']:,} fraud), {len(h.errors):,} bad lines skipped; held out "
+              f"({s['labelled_fraud']:,} fraud), {len(h.errors):,} bad line"
+              f"{'' if len(h.errors) == 1 else 's'} skipped; held out "
               f"{len(data.val):,} labelled for validation, {len(data.cal):,} for calibration",
               highlight=False)
     for line in coverage_lines(s["coverage"]):
