@@ -7,6 +7,8 @@
     metrics.json          validation metrics and head-specialisation snapshots
     checks.json           what the cross-claim checks take as normal, learned from the
                           training history (`model.checks.fit_limits`); absent: the defaults
+    model_card.md         for people: version, model, data, coverage, held-out metrics,
+                          calibration and limits (`model_card`); written, never read
 
 `load_checkpoint` recomputes the hash and refuses a weights file that does not match its
 `model_version`, so a tampered or half-copied checkpoint never scores claims.
@@ -28,8 +30,9 @@ from model.checks import CheckLimits
 from model.tokenizer import ClaimTokenizer
 from model.transformer import ClaimFormer, ClaimFormerConfig
 
-WEIGHTS, CONFIG, TOKENIZER, METRICS, CHECKS = (
-    "weights.safetensors", "config.json", "tokenizer.json", "metrics.json", "checks.json")
+WEIGHTS, CONFIG, TOKENIZER, METRICS, CHECKS, CARD = (
+    "weights.safetensors", "config.json", "tokenizer.json", "metrics.json", "checks.json",
+    "model_card.md")
 
 
 class CheckpointError(Exception):
@@ -111,7 +114,46 @@ def save_checkpoint(ck: Checkpoint, out: Path) -> str:
     (out / METRICS).write_text(json.dumps(ck.metrics, indent=2))
     ck.check_limits.save(out / CHECKS)
     ck.model_version, ck.path = version, out
+    (out / CARD).write_text(model_card(ck))
     return version
+
+
+def model_card(ck: Checkpoint) -> str:
+    """A checkpoint described for the people who deploy or audit it (Mitchell et al.
+    2019, in short): what it is, what it learned from, how it did on held-out claims,
+    how it flags, and what it does not do."""
+    t, m, c, cfg = ck.training, ck.metrics, ck.calibration, ck.model.cfg
+    held = m.get("calibration", {})
+    data = t.get("source", "generator")
+    lines = [f"# ClaimFormer {ck.model_version}", "",
+             f"- Model: {cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, "
+             f"{ck.model.n_params():,} parameters; a supervised fraud head and a "
+             "self-supervised surprise head (replaced-token detection).",
+             f"- Trained: {t.get('steps')} steps (best at step {m.get('best_step')}), "
+             f"{m.get('train_seconds')} s on {t.get('device', 'cpu')}."]
+    if data == "history":
+        lines += [f"- Data: an insurer's history of {t.get('claims'):,} claims, "
+                  f"{t.get('labelled'):,} labelled ({t.get('labelled_fraud'):,} fraud), "
+                  f"{t.get('bad_lines'):,} bad lines skipped."]
+        lines += [f"- Coverage, {f}: {v['distinct']:,} distinct, {v['own']:,} with a token of "
+                  f"their own, {v.get('category', 0):,} read through their ICD-10-CM category, "
+                  f"{v['unknown']:,} unknown" for f, v in t.get("coverage", {}).items()]
+    else:
+        lines += [f"- Data: the synthetic generator (seed {t.get('seed')}, "
+                  f"{t.get('train_count'):,} labelled claims at {t.get('fraud_rate')} fraud and "
+                  f"as many unlabelled); patterns: {', '.join(t.get('patterns', []))}."]
+    lines += [f"- Held-out calibration slice: AUROC {held.get('auroc', float('nan')):.4f}, "
+              f"PR-AUC {held.get('pr_auc', float('nan')):.4f} (the yardstick, `claimscope "
+              "eval`, measures more and against baselines).",
+              f"- Flags: score >= {c.threshold}; or the anomaly channel past its cut for the "
+              f"configured budget ({len(c.anomaly_cuts)} budgets calibrated, "
+              f"{min(c.anomaly_fprs, default=0)} to {max(c.anomaly_fprs, default=0)}); or a "
+              f"cross-claim check (velocity limit {ck.check_limits.velocity_limit} visits in "
+              f"{ck.check_limits.window_days} days, {len(ck.check_limits.per_kind)} series "
+              "kinds of care).",
+              "- Not for: deciding a claim without a person. A score is a reason to look, "
+              "and an explanation names the token the model found most surprising, not proof."]
+    return "\n".join(lines) + "\n"
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

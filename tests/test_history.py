@@ -103,6 +103,9 @@ def test_train_cli_on_own_claims_writes_a_checkpoint_and_its_bad_lines(files, tm
     assert ck.training["source"] == "history"
     assert len((out / "bad_lines.txt").read_text().splitlines()) == 4
     assert np.isfinite(ck.calibration.threshold)
+    card = (out / "model_card.md").read_text()
+    assert "an insurer's history of 2,000 claims, 1,000 labelled" in card
+    assert "Coverage, diagnosis:" in card
 
 
 def test_train_cli_refuses_labels_without_claims_and_files_that_are_not_claims(tmp_path):

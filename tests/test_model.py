@@ -284,6 +284,8 @@ def test_checkpoint_keeps_the_learned_limits(tiny_checkpoint):
     assert (tiny_checkpoint / "checks.json").is_file()
     assert ck.check_limits == CheckLimits.load(tiny_checkpoint / "checks.json")
     assert ck.check_limits.velocity_limit >= 1
+    card = (tiny_checkpoint / "model_card.md").read_text()
+    assert card.startswith(f"# ClaimFormer {ck.model_version}") and "synthetic generator" in card
 
 
 def test_snapshots_are_log_spaced():
