@@ -115,27 +115,28 @@ def history_data(h: History, vocabulary_tokenizer: ClaimTokenizer) -> TrainingDa
     """The training run's data from an insurer's history (module docstring). Price and
     dose references are learned from the training slice's claims not known to be fraud
     (`ClaimTokenizer.with_references`)."""
-    def pick(want, labelled_only: bool) -> tuple[list[Claim], list[str]]:
-        chosen = [c for c in h.claims if want(bucket(c.claim_id))
-                  and (not labelled_only or c.claim_id in h.labels)]
+    known = [h.labels.get(c.claim_id) for c in h.claims]  # None: unlabelled
+    slices = [min(bucket(c.claim_id), 2) for c in h.claims]  # 0 val, 1 cal, 2 train
+    not_fraud = [lab in (None, CLEAN) for lab in known]
+
+    def pick(where: int, labelled_only: bool = False, clean_only: bool = False
+             ) -> tuple[list[Claim], list[str]]:
+        chosen = [c for c, s, lab, ok in zip(h.claims, slices, known, not_fraud, strict=True)
+                  if s == where and (lab is not None or not labelled_only)
+                  and (ok or not clean_only)]
         return chosen, [h.labels.get(c.claim_id, CLEAN) for c in chosen]
 
-    train_ok, val_ok, cal_ok = (lambda b: b >= 2), (lambda b: b == 0), (lambda b: b == 1)
-    known = [h.labels.get(c.claim_id) for c in h.claims]
-    held_clean = [c for c, lab in zip(h.claims, known, strict=True)
-                  if cal_ok(bucket(c.claim_id)) and lab in (None, CLEAN)]
-    if not held_clean:
+    held_clean = pick(1, clean_only=True)
+    if not held_clean[0]:
         raise HistoryError(f"too few claims to hold a calibration slice out ({len(h.claims)} "
                            f"claims; about {HOLDOUT_BUCKETS} or more are needed)")
-    limits = fit_limits(h.claims, [lab in (None, CLEAN) for lab in known])
-    tok = vocabulary_tokenizer.with_references(
-        [c for c, lab in zip(h.claims, known, strict=True)
-         if train_ok(bucket(c.claim_id)) and lab in (None, CLEAN)])
+    limits = fit_limits(h.claims, not_fraud)
+    tok = vocabulary_tokenizer.with_references(pick(2, clean_only=True)[0])
     counts = Counter(lab for lab in known if lab is not None)
     return TrainingData(
-        claim_set(tok, *pick(train_ok, True)), claim_set(tok, *pick(train_ok, False)),
-        claim_set(tok, *pick(val_ok, True)), claim_set(tok, *pick(cal_ok, True)),
-        claim_set(tok, held_clean, [CLEAN] * len(held_clean)), limits, tok,
+        claim_set(tok, *pick(2, labelled_only=True)), claim_set(tok, *pick(2)),
+        claim_set(tok, *pick(0, labelled_only=True)), claim_set(tok, *pick(1, labelled_only=True)),
+        claim_set(tok, *held_clean), limits, tok,
         {"source": "history", "claims": len(h.claims), "labelled": sum(counts.values()),
          "labelled_fraud": sum(n for p, n in counts.items() if p != CLEAN),
          "patterns": sorted(p for p in counts if p != CLEAN), "bad_lines": len(h.errors),

@@ -26,6 +26,7 @@ from model.generator import CLEAN, SINGLE_CLAIM_PATTERNS
 from model.scorer import Scorer
 from model.training import (
     Replacer,
+    anomaly_history,
     calibrate,
     length_batches,
     metrics_of,
@@ -94,7 +95,8 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
         train_step(model, opt, (*both.batch(rows), torch.from_numpy(both.labels[rows])),
                    unlabelled.batch(next(unlabelled_batches)), replacer, cfg.replace_rate, gen)
     model.eval()
-    cal, cal_metrics = calibrate(model, cal_set)
+    cal, cal_metrics = calibrate(model, cal_set,
+                                 anomaly_history(tok, 5 * cfg.eval_count, cfg.seed + 3))
     new = Checkpoint(model, tok, cal, model_version="",
                      metrics={**ck.metrics, "calibration": cal_metrics},
                      training={**ck.training, "retrained_from": ck.model_version,

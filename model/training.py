@@ -177,17 +177,17 @@ def anomaly_budgets(clean: np.ndarray) -> dict[str, tuple[float, ...]]:
                                   for f in ANOMALY_FPRS)}
 
 
-def calibrate(model: ClaimFormer, data: ClaimSet, clean: ClaimSet | None = None
+def calibrate(model: ClaimFormer, data: ClaimSet, clean: ClaimSet
               ) -> tuple[Calibration, dict]:
     """Fit the score rule on held-out claims; threshold = best F1 of the combined score.
-    The anomaly cuts come from `clean` (held-out claims not known to be fraud; default:
-    the clean claims of `data`). Without both classes in `data` there is no fraud model
+    The anomaly cuts come from `clean` (held-out claims not known to be fraud,
+    `anomaly_history` for generated data). Without both classes in `data` there is no fraud model
     to calibrate: the threshold is 1, so only the anomaly channel and the checks flag."""
     fraud, anomaly = predict(model, data) if len(data) else (np.zeros(0), np.zeros(0))
     y = data.labels
-    budgets = anomaly_budgets(predict(model, clean)[1] if clean is not None else anomaly[y == 0])
+    budgets = anomaly_budgets(predict(model, clean)[1])
     if len(y) == 0 or y.min() == y.max():
-        cut = float(np.interp(np.log(ANOMALY_FPR), np.log(ANOMALY_FPRS), budgets["anomaly_cuts"]))
+        cut = Calibration(**budgets).anomaly_cut(ANOMALY_FPR)
         return Calibration(fraud_a=0.0, fraud_c=-20.0, a=0.0, b=1.0, c=-cut, threshold=1.0,
                            **budgets), {"auroc": float("nan"), "pr_auc": float("nan")}
     one = LogisticRegression(C=100.0).fit(fraud[:, None], y)
@@ -220,7 +220,7 @@ class TrainingData:
     unlabelled: ClaimSet  # the surprise head's claims (labels never read)
     val: ClaimSet  # held out, labelled: model selection (RTD loss without both classes)
     cal: ClaimSet  # held out, labelled: calibration and the metrics reported
-    clean: ClaimSet | None  # held out, not known fraud: the anomaly cuts (None: cal's clean)
+    clean: ClaimSet  # held out, not known fraud: the anomaly cuts
     limits: CheckLimits  # what the cross-claim checks take as normal
     tokenizer: ClaimTokenizer  # what the sets were encoded with
     source: dict  # what the checkpoint records about where the claims came from
@@ -278,12 +278,12 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
     rng = np.random.default_rng(cfg.seed)
     labelled_batches = length_batches(train_set, cfg.batch_size, rng) if supervised else None
     unlabelled_batches = length_batches(unlabelled, cfg.batch_size, rng)
-    # small fixed set for head snapshots
-    probe = (val if len(val) else unlabelled).subset(np.arange(len(val) or len(unlabelled)) < 1000)
+    shown = val if len(val) else unlabelled
+    probe = shown.subset(np.arange(len(shown)) < 1000)  # small fixed set for head snapshots
     held = val if selects_by_labels else unlabelled.subset(np.arange(len(unlabelled)) < 2000)
     snaps, snap_at = [], set(snapshot_steps(cfg.steps))
     history: list[dict] = []
-    best = {"pr_auc": -math.inf, "step": 0, "state": None}  # pr_auc: the selection figure
+    best = {"quality": -math.inf, "step": 0, "state": None}
     bad_evals = 0
     with progress_bar("training", total=cfg.steps) as advance:
         for step in range(cfg.steps + 1):
@@ -300,14 +300,14 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
                     quality = -m["rtd_loss"]
                 m["elapsed_s"] = round(time.monotonic() - started, 1)
                 history.append(m)
-                if quality > best["pr_auc"]:
-                    best = {"pr_auc": quality, "step": step,
+                if quality > best["quality"]:
+                    best = {"quality": quality, "step": step,
                             "state": {k: v.clone() for k, v in model.state_dict().items()}}
                     bad_evals = 0
                 elif step > 0:
                     bad_evals += 1
                     if bad_evals >= cfg.patience:
-                        log(f"early stop at step {step}: best pr_auc at step {best['step']}")
+                        log(f"early stop at step {step}: best at step {best['step']}")
                         break
             if step == cfg.steps:
                 break
