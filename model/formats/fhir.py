@@ -1,0 +1,434 @@
+"""FHIR R4 Claim / ExplanationOfBenefit <-> the claim contract.
+
+Every resource is validated with `fhir.resources` before it is mapped. Its R4 models are
+what this project uses; the release that installs is 8.x, whose R4-family models live in
+`fhir.resources.R4B` (FHIR 4.3, which kept Claim and ExplanationOfBenefit as in 4.0.1
+apart from additions we do not read), so R4 resources validate against R4B here.
+
+Input is one resource, a Bundle of them, or NDJSON (one resource a line, the bulk-data
+convention). Each Claim or ExplanationOfBenefit is one record: a Bundle is never validated
+as a whole, so one broken entry costs only itself. docs/formats.md has the mapping table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.claim import Claim as FhirClaim
+from fhir.resources.R4B.explanationofbenefit import ExplanationOfBenefit
+from pydantic import ValidationError
+
+from model.claims import PROCEDURE_PATTERN, Claim
+from model.formats.common import (
+    UNKNOWN_STRENGTH_MG,
+    ConversionError,
+    Unmappable,
+    age_on,
+    birth_date_for,
+    dotted_icd10,
+    drug_from_text,
+    drug_text,
+    finish,
+    money,
+    specialty_of,
+    strength_in,
+    taxonomy_of,
+    usual_days_supply,
+)
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+PROCEDURE_SYSTEMS = frozenset({
+    CPT, HCPCS, "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "urn:oid:2.16.840.1.113883.6.12", "urn:oid:2.16.840.1.113883.6.285",  # CPT, HCPCS OIDs
+    "https://bluebutton.cms.gov/resources/codesystem/hcpcs",  # CMS Blue Button: CPT + HCPCS
+})
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NDC = "http://hl7.org/fhir/sid/ndc"
+# ClaimScope's own slots, for what FHIR has no element for. `.example` is reserved: these
+# name ClaimScope's definitions, they resolve nowhere.
+BASE = "https://claimscope.example/fhir"
+DRUG = f"{BASE}/CodeSystem/drug"  # code = vocabulary name, display = "name 500 MG"
+DAYS_SUPPLY = f"{BASE}/StructureDefinition/days-supply"  # on Claim.item, valueInteger
+MEMBER = f"{BASE}/sid/member-id"
+PROVIDER = f"{BASE}/sid/provider-id"
+DRUG_SYSTEMS = {DRUG: "", RXNORM: "rxnorm", NDC: "ndc"}  # system -> unknown-name prefix
+NUCC = "http://nucc.org/provider-taxonomy"
+POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
+INFO = "http://terminology.hl7.org/CodeSystem/claiminformationcategory"
+NPI = "http://hl7.org/fhir/sid/us-npi"
+MODELS = {"Claim": FhirClaim, "ExplanationOfBenefit": ExplanationOfBenefit}
+PEOPLE = ("Patient", "Practitioner", "PractitionerRole", "Organization")
+
+
+# -- reading ------------------------------------------------------------------------------
+
+def read(text: str) -> list[Claim | ConversionError]:
+    """Every Claim / ExplanationOfBenefit in one FHIR JSON document or NDJSON text.
+
+    Never raises for bad input: each record that is not a claim becomes a
+    ConversionError (its 1-based position, a FHIRPath, the reason). A single document's
+    records are numbered by Bundle entry; NDJSON's by line.
+    """
+    try:
+        return list(_document(json.loads(text), 1, ""))
+    except ValueError:
+        pass
+    lines = text.splitlines()
+    if len(lines) <= 1:
+        return [ConversionError(1, "(input)", "not JSON: one FHIR resource, a Bundle or "
+                                "NDJSON (one resource a line) was expected")]
+    out: list[Claim | ConversionError] = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as e:
+            out.append(ConversionError(lineno, "(line)", f"not JSON: {e.msg}"))
+            continue
+        out.extend(_document(doc, lineno, "", by_line=True))
+    return out
+
+
+def _document(doc: Any, index: int, prefix: str, by_line: bool = False
+              ) -> Iterator[Claim | ConversionError]:
+    if not isinstance(doc, dict):
+        yield ConversionError(index, "(resource)", "not a JSON object")
+        return
+    kind = doc.get("resourceType")
+    if kind != "Bundle":
+        yield _record(doc, index, {}, prefix)
+        return
+    entries = doc.get("entry")
+    try:  # the envelope alone: entries are validated one by one below
+        Bundle.model_validate({k: v for k, v in doc.items() if k != "entry"})
+    except ValidationError as e:
+        yield _validation_error(e, index, "Bundle", None)
+        return
+    if not isinstance(entries, list):
+        entries = []
+    resources = [(k, e.get("resource"), e.get("fullUrl")) for k, e in enumerate(entries)
+                 if isinstance(e, dict)]
+    known = _bundle_index(resources)
+    found = 0
+    for k, res, _ in resources:
+        kind = res.get("resourceType") if isinstance(res, dict) else None
+        if kind in PEOPLE:
+            continue  # what claims refer to, not records of their own
+        found += 1
+        yield _record(res, index if by_line else k + 1, known, f"Bundle.entry[{k}].resource")
+    if not found:
+        yield ConversionError(index, "Bundle.entry", "the Bundle holds no Claim or "
+                              "ExplanationOfBenefit")
+
+
+def _bundle_index(resources: list) -> dict[str, dict]:
+    """Bundle resources by fullUrl and by `Type/id`, the two ways claims refer to them."""
+    known: dict[str, dict] = {}
+    for _, res, full_url in resources:
+        if isinstance(res, dict) and res.get("resourceType") in PEOPLE:
+            if isinstance(full_url, str):
+                known[full_url] = res
+            if isinstance(res.get("id"), str):
+                known[f"{res['resourceType']}/{res['id']}"] = res
+    return known
+
+
+def _record(res: Any, index: int, known: dict[str, dict], prefix: str
+            ) -> Claim | ConversionError:
+    if not isinstance(res, dict):
+        return ConversionError(index, prefix or "(resource)", "not a JSON object")
+    kind = res.get("resourceType")
+    rid = res.get("id") if isinstance(res.get("id"), str) else None
+    model = MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return ConversionError(index, f"{prefix}.resourceType" if prefix else "resourceType",
+                               f"{kind!r}: expected Claim, ExplanationOfBenefit or a Bundle "
+                               "of them", rid)
+    try:
+        parsed = model.model_validate(res)
+    except ValidationError as e:
+        return _validation_error(e, index, prefix or kind, rid)
+    try:
+        fields, paths = _fields(parsed, kind, known)
+    except Unmappable as e:
+        path = e.path if not prefix else prefix + e.path.removeprefix(kind)
+        return ConversionError(index, path, e.message, rid)
+    except (ValueError, TypeError, AttributeError, ArithmeticError) as e:
+        # a shape FHIR allows that the mapping did not foresee: this record only
+        return ConversionError(index, prefix or kind, f"cannot map: {e}", rid)
+    if prefix:
+        paths = {k: prefix + v.removeprefix(kind) for k, v in paths.items()}
+    return finish(index, rid, fields, paths)
+
+
+def _validation_error(e: ValidationError, index: int, root: str, rid: str | None
+                      ) -> ConversionError:
+    err = e.errors(include_url=False)[0]
+    path = root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    msg = " ".join(str(err["msg"]).split())
+    return ConversionError(index, path, f"invalid FHIR R4: {msg}{more}", rid)
+
+
+def _resolve(ref: Any, res: Any, known: dict[str, dict], path: str, kinds: tuple[str, ...]):
+    """The resource a Reference points at: contained (`#id`) or in the Bundle."""
+    target = getattr(ref, "reference", None)
+    if not target:
+        raise Unmappable(path, "no reference (ClaimScope needs the resource itself)")
+    if target.startswith("#"):
+        for c in res.contained or []:
+            if c.id == target[1:] and c.get_resource_type() in kinds:
+                return c
+    else:
+        raw = known.get(target) or next(
+            (v for k, v in known.items() if target.endswith("/" + k)), None)
+        if raw is not None and raw.get("resourceType") in kinds:
+            try:
+                return get_fhir_model_class(raw["resourceType"]).model_validate(raw)
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise Unmappable(path, f"{target} is invalid FHIR R4: {loc}: {err['msg']}"
+                                 ) from None
+    raise Unmappable(path, f"reference {target!r} is neither contained nor in the Bundle")
+
+
+def _codes(concept: Any, systems) -> list[tuple[str, str, str | None]]:
+    """(system, code, display) of a CodeableConcept's codings in the given systems."""
+    return [(c.system, c.code, c.display) for c in (getattr(concept, "coding", None) or [])
+            if c.system in systems and c.code]
+
+
+def _fields(r: Any, kind: str, known: dict[str, dict]) -> tuple[dict, dict[str, str]]:
+    """The contract's fields of a validated Claim / ExplanationOfBenefit, with their paths."""
+    if not r.id:
+        raise Unmappable(f"{kind}.id", "missing (the claim id)")
+    paths = {"": kind, "claim_id": f"{kind}.id", "submitted_at": f"{kind}.created",
+             "total_charge": f"{kind}.total", "diagnoses": f"{kind}.diagnosis",
+             "provider_specialty": f"{kind}.provider", "provider_id": f"{kind}.provider",
+             "member_id": f"{kind}.patient", "member_age": f"{kind}.patient",
+             "member_sex": f"{kind}.patient", "service_date": f"{kind}.item",
+             "place_of_service": f"{kind}.item", "description": f"{kind}.supportingInfo"}
+    patient = _resolve(r.patient, r, known, f"{kind}.patient", ("Patient",))
+    provider = _resolve(r.provider, r, known, f"{kind}.provider", PEOPLE[1:])
+    procedures, medications, dates, places = [], [], [], []
+    for i, item in enumerate(r.item or []):
+        at = f"{kind}.item[{i}]"
+        if item.servicedDate or item.servicedPeriod:
+            dates.append(item.servicedDate or item.servicedPeriod.start)
+        pos = [c for _, c, _ in _codes(item.locationCodeableConcept, {POS})] or [
+            c.code for c in (getattr(item.locationCodeableConcept, "coding", None) or [])
+            if c.code and len(c.code) == 2 and c.code.isdigit()]
+        places += pos[:1]
+        line, kind_of = _line(item, at)
+        (procedures if kind_of == "procedure" else medications).append(line)
+        paths[f"{kind_of}s.{len(procedures if kind_of == 'procedure' else medications) - 1}"] = at
+    if not dates and r.billablePeriod and r.billablePeriod.start:
+        dates.append(r.billablePeriod.start)
+    if not dates:
+        raise Unmappable(f"{kind}.item.servicedDate", "no service date on any item (nor a "
+                         "billablePeriod.start)")
+    if not all(isinstance(d, dt.date) for d in dates):
+        raise Unmappable(f"{kind}.item.servicedDate", "a partial date (a full date needed)")
+    day = min(d.date() if isinstance(d, dt.datetime) else d for d in dates)
+    if not places:
+        if _is_pharmacy(r):
+            places = ["01"]
+        else:
+            raise Unmappable(f"{kind}.item.locationCodeableConcept",
+                             "no CMS place-of-service code on any item")
+    birth = patient.birthDate
+    if not isinstance(birth, dt.date):
+        raise Unmappable(f"{kind}.patient", "the Patient has no full birthDate (member_age)")
+    created = r.created
+    if not isinstance(created, dt.date):
+        raise Unmappable(f"{kind}.created", "a partial date (a full date needed)")
+    if not isinstance(created, dt.datetime):
+        created = dt.datetime.combine(created, dt.time())
+    fields = {
+        "claim_id": r.id,
+        "member_id": _identifier(patient, MEMBER, "MB"),
+        "provider_id": _identifier(provider, PROVIDER, None),
+        "provider_specialty": _specialty(provider, r, kind),
+        "member_age": age_on(birth, day),
+        "member_sex": {"female": "F", "male": "M"}.get(patient.gender or "", "U"),
+        "service_date": day,
+        # a created without a time zone is read as UTC (docs/formats.md)
+        "submitted_at": created if created.tzinfo else created.replace(tzinfo=dt.UTC),
+        "place_of_service": places[0],
+        "diagnoses": _diagnoses(r, kind),
+        "procedures": procedures,
+        "medications": medications,
+        "total_charge": _total(r, kind, procedures, medications),
+    }
+    notes = [s.valueString for s in r.supportingInfo or []
+             if s.valueString and _codes(s.category, {INFO})]
+    if notes:
+        fields["description"] = "\n".join(notes)
+    return fields, paths
+
+
+def _is_pharmacy(r: Any) -> bool:
+    return any(c == "pharmacy" for _, c, _ in _codes(r.type, {CLAIM_TYPE}))
+
+
+def _identifier(res: Any, ours: str, type_code: str | None) -> str:
+    """Our own identifier system first, then an NPI or a typed one, then any, then the id."""
+    ids = [i for i in (getattr(res, "identifier", None) or []) if i.value]
+    for test in (lambda i: i.system == ours, lambda i: i.system == NPI,
+                 lambda i: type_code is not None and any(
+                     c.code == type_code for c in (getattr(i.type, "coding", None) or []))):
+        hit = next((i.value for i in ids if test(i)), None)
+        if hit:
+            return hit
+    return ids[0].value if ids else (res.id or "")
+
+
+def _specialty(provider: Any, r: Any, kind: str) -> str:
+    """NUCC taxonomy of the provider (Practitioner.qualification, PractitionerRole.specialty),
+    else of the claim's care team (CARIN Blue Button puts it there)."""
+    kinds = [q.code for q in (getattr(provider, "qualification", None) or [])]
+    kinds += list(getattr(provider, "specialty", None) or [])
+    kinds += [t.qualification for t in (r.careTeam or []) if t.qualification]
+    for concept in kinds:
+        for _, code, _ in _codes(concept, {NUCC}):
+            return specialty_of(code, f"{kind}.provider")
+    raise Unmappable(f"{kind}.provider", "no NUCC provider-taxonomy code on the provider or "
+                     "the care team (provider_specialty)")
+
+
+def _diagnoses(r: Any, kind: str) -> list[str]:
+    out = []
+    for i, d in enumerate(r.diagnosis or []):
+        codes = _codes(d.diagnosisCodeableConcept, {ICD10CM})
+        if not codes:
+            raise Unmappable(f"{kind}.diagnosis[{i}].diagnosisCodeableConcept",
+                             "no ICD-10-CM coding")
+        out.append(dotted_icd10(codes[0][1]))
+    return out
+
+
+def _line(item: Any, at: str) -> tuple[dict, str]:
+    """One item as a procedure line or a fill, by the code system of its productOrService."""
+    concept = item.productOrService
+    qty = item.quantity.value if item.quantity and item.quantity.value is not None else None
+    charge = money(item.net.value) if item.net and item.net.value is not None else None
+    if charge is None and item.unitPrice and item.unitPrice.value is not None:
+        charge = money(item.unitPrice.value) * (qty if qty is not None else Decimal(1))
+        charge *= item.factor if item.factor is not None else 1
+    if charge is None:
+        raise Unmappable(f"{at}.net", "no net (line total) nor unitPrice")
+    procs = _codes(concept, PROCEDURE_SYSTEMS)
+    if procs:
+        units = qty if qty is not None else Decimal(1)
+        if units != int(units):
+            raise Unmappable(f"{at}.quantity", f"{units} units: a procedure bills whole units")
+        mods = [c.code for m in item.modifier or [] for c in (m.coding or [])[:1] if c.code]
+        return {"code": procs[0][1].strip().upper(), "units": int(units),
+                "charge": charge.quantize(Decimal("0.01")), "modifiers": mods}, "procedure"
+    drugs = _codes(concept, DRUG_SYSTEMS)
+    if drugs:
+        system, code, display = drugs[0]
+        text = display or getattr(concept, "text", None) or ""
+        if system == DRUG:  # ours: the code is the name, the display "name 500 MG"
+            name = code
+            strength = strength_in(text, len(code) if text.startswith(code) else 0)
+        else:
+            name, strength = drug_from_text(text) or (f"{DRUG_SYSTEMS[system]}:{code}",
+                                                      strength_in(text))
+        days = next((e.valueInteger for e in item.extension or []
+                     if e.url == DAYS_SUPPLY and e.valueInteger is not None), None)
+        return {"name": name, "strength_mg": strength or UNKNOWN_STRENGTH_MG,
+                "quantity": float(qty) if qty is not None else 1.0,
+                "days_supply": days if days is not None else usual_days_supply(name),
+                "charge": charge.quantize(Decimal("0.01"))}, "medication"
+    codes = [c.code for c in (getattr(concept, "coding", None) or []) if c.code]
+    if any(re.fullmatch(PROCEDURE_PATTERN, c) for c in codes):
+        raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding (a CPT-like code "
+                         "without the CPT or HCPCS system)")
+    raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding")
+
+
+def _total(r: Any, kind: str, procedures: list, medications: list) -> Decimal:
+    if kind == "Claim":
+        if r.total is not None and r.total.value is not None:
+            return money(r.total.value)
+    else:
+        for t in r.total or []:
+            if any(c.code == "submitted" for c in (t.category.coding or [])):
+                return money(t.amount.value)
+    return sum((x["charge"] for x in procedures + medications), Decimal(0))
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def write(claim: Claim) -> dict:
+    """One contract claim as a FHIR R4 Claim resource (a JSON-ready dict), its Patient and
+    Practitioner contained. `read` gives back the same claim; docs/formats.md says where
+    each field goes."""
+    birth = birth_date_for(claim.member_age, claim.service_date, claim.member_id)
+    pos = {"coding": [{"system": POS, "code": claim.place_of_service}]}
+    n_dx = min(4, len(claim.diagnoses))
+    common = {"servicedDate": claim.service_date.isoformat(), "locationCodeableConcept": pos,
+              "diagnosisSequence": list(range(1, n_dx + 1))}
+    items: list[dict] = []
+    for p in claim.procedures:
+        system = CPT if p.code[0].isdigit() else HCPCS
+        items.append({
+            "sequence": len(items) + 1, **common,
+            "productOrService": {"coding": [{"system": system, "code": p.code}]},
+            **({"modifier": [{"coding": [{"system": system, "code": m}]}
+                             for m in p.modifiers]} if p.modifiers else {}),
+            "quantity": {"value": p.units},
+            "net": {"value": float(p.charge), "currency": "USD"}})
+    for m in claim.medications:
+        items.append({
+            "sequence": len(items) + 1, **common,
+            "extension": [{"url": DAYS_SUPPLY, "valueInteger": m.days_supply}],
+            "productOrService": {"coding": [{"system": DRUG, "code": m.name,
+                                             "display": drug_text(m.name, m.strength_mg)}]},
+            "quantity": {"value": m.quantity},
+            "net": {"value": float(m.charge), "currency": "USD"}})
+    out = {
+        "resourceType": "Claim", "id": claim.claim_id, "status": "active",
+        "type": {"coding": [{"system": CLAIM_TYPE, "code": "pharmacy" if
+                             claim.provider_specialty == "pharmacy" else "professional"}]},
+        "use": "claim",
+        "contained": [
+            {"resourceType": "Patient", "id": "patient",
+             "identifier": [{"type": {"coding": [{
+                 "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]},
+                 "system": MEMBER, "value": claim.member_id}],
+             "gender": {"F": "female", "M": "male"}.get(claim.member_sex, "unknown"),
+             "birthDate": birth.isoformat()},
+            {"resourceType": "Practitioner", "id": "provider",
+             "identifier": [{"system": PROVIDER, "value": claim.provider_id}],
+             "qualification": [{"code": {"coding": [{
+                 "system": NUCC, "code": taxonomy_of(claim.provider_specialty)}]}}]}],
+        "patient": {"reference": "#patient"},
+        "created": claim.submitted_at.isoformat(),
+        "provider": {"reference": "#provider"},
+        "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority",
+                                 "code": "normal"}]},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "unknown"}}],
+        "diagnosis": [{"sequence": k + 1, "diagnosisCodeableConcept": {
+            "coding": [{"system": ICD10CM, "code": code}]}} for k, code in
+            enumerate(claim.diagnoses)],
+        "item": items,
+        "total": {"value": float(claim.total_charge), "currency": "USD"},
+    }
+    if claim.description is not None:
+        out["supportingInfo"] = [{"sequence": 1, "category": {"coding": [
+            {"system": INFO, "code": "info"}]}, "valueString": claim.description}]
+    return out

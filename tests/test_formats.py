@@ -1,0 +1,272 @@
+"""FHIR R4 and X12 837P adapters (model.formats) and the CLI over them.
+
+Round trips on generated claims must give back the very same claim; real samples from
+the specifications' examples (tests/data/formats/SOURCES.md) are converted and, where
+they can be, scored; hostile inputs become one error per record, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B.claim import Claim as FhirClaim
+from typer.testing import CliRunner
+
+from model.claims import Claim
+from model.formats import ConversionError, claim_json, convert, to_fhir, to_x12
+from model.generator import ClaimGenerator
+from stream.cli import app
+
+DATA = Path(__file__).parent / "data" / "formats"
+runner = CliRunner()
+GENERATED = [Claim.model_validate(lc.claim)
+             for lc in ClaimGenerator(seed=61, fraud_rate=0.3).generate(400)]
+
+
+def claims_of(results: list) -> list[Claim]:
+    assert all(isinstance(r, Claim) for r in results), [str(r) for r in results][:3]
+    return results
+
+
+def errors_of(results: list) -> list[str]:
+    return [str(r) for r in results if isinstance(r, ConversionError)]
+
+
+def odd(claim: Claim) -> Claim:
+    """A claim with what the generator never writes: a description, sex U, a fractional
+    quantity, a tiny strength, an unknown drug, a micro-second-free odd time zone."""
+    med = {"name": "unlisted-drug", "strength_mg": 0.0125, "quantity": 0.5, "days_supply": 7,
+           "charge": "3.10"}
+    data = json.loads(claim_json(claim)) | {
+        "member_sex": "U", "description": "Follow-up; patient reports dizziness",
+        "submitted_at": "2026-01-20T23:30:00-05:00",
+        "medications": [*json.loads(claim_json(claim))["medications"], med]}
+    data["total_charge"] = round(data["total_charge"] + 3.10, 2)
+    return Claim.model_validate(data)
+
+
+# -- round trips ----------------------------------------------------------------------------
+
+def test_fhir_round_trip_gives_back_every_generated_claim():
+    ndjson = "".join(json.dumps(to_fhir(c)) + "\n" for c in GENERATED)
+    assert claims_of(convert("fhir", ndjson)) == GENERATED
+
+
+def test_x12_round_trip_gives_back_every_generated_claim():
+    assert claims_of(convert("x12", to_x12(GENERATED))) == GENERATED
+
+
+def test_round_trips_keep_what_the_generator_never_writes():
+    claims = [odd(c) for c in GENERATED[:20]]
+    assert claims_of(convert("fhir", json.dumps(to_fhir(claims[0])))) == claims[:1]
+    assert claims_of(convert("x12", to_x12(claims))) == claims
+
+
+def test_written_fhir_is_valid_r4_and_written_x12_has_its_envelope():
+    for c in GENERATED[:50]:
+        FhirClaim.model_validate(to_fhir(c))  # raises if not valid
+    text = to_x12(GENERATED[:3])
+    assert text.startswith("ISA*") and text.rstrip().endswith("~")
+    assert re.search(r"GE\*3\*1~", text) and re.search(r"IEA\*1\*000000001~", text)
+
+
+def test_writers_refuse_what_the_format_cannot_carry():
+    claim = GENERATED[0]
+    with pytest.raises(ValueError, match="38"):
+        to_x12([claim.model_copy(update={"claim_id": "C" * 40})])
+    with pytest.raises(ValueError, match="NUCC"):
+        to_fhir(claim.model_copy(update={"provider_specialty": "astrology"}))
+
+
+# -- FHIR input shapes and drug codes ------------------------------------------------------
+
+def hand() -> dict:
+    return json.loads((DATA / "hand-claim.json").read_text())
+
+
+def test_hand_written_claim_with_contained_patient_and_rxnorm_drug():
+    (c,) = claims_of(convert("fhir", json.dumps(hand())))
+    assert (c.claim_id, c.member_id, c.provider_id) == ("hand-1", "pat", "doc")
+    assert (c.provider_specialty, c.member_sex, c.member_age) == ("family_medicine", "F", 64)
+    assert c.place_of_service == "11" and c.diagnoses == ["E11.9", "I10"]
+    assert [(p.code, p.units, str(p.charge)) for p in c.procedures] == [("99213", 1, "125.00")]
+    (m,) = c.medications
+    assert (m.name, m.strength_mg, m.quantity, m.days_supply) == ("metformin", 500.0, 60.0, 30)
+
+
+def test_unknown_rxnorm_and_ndc_codes_keep_their_code_as_the_name():
+    doc = hand()
+    doc["item"][1]["productOrService"]["coding"][0]["display"] = "Oral Tablet"
+    (c,) = claims_of(convert("fhir", json.dumps(doc)))
+    assert c.medications[0].name == "rxnorm:861007"
+    doc["item"][1]["productOrService"] = {"coding": [{
+        "system": "http://hl7.org/fhir/sid/ndc", "code": "00093-1048-01",
+        "display": "Metformin HCl 850 mg tablet"}]}
+    (c,) = claims_of(convert("fhir", json.dumps(doc)))
+    assert (c.medications[0].name, c.medications[0].strength_mg) == ("metformin", 850.0)
+
+
+def test_explanation_of_benefit_in_a_bundle_with_its_patient_by_full_url():
+    claim = GENERATED[1]
+    res = to_fhir(claim)
+    patient, practitioner = res.pop("contained")
+    eob = {**res, "resourceType": "ExplanationOfBenefit", "outcome": "complete",
+           "insurance": [{"focal": True, "coverage": {"display": "unknown"}}],
+           "insurer": {"display": "Plan A"}, "patient": {"reference": "urn:uuid:p1"},
+           "provider": {"reference": "Practitioner/provider"},
+           "total": [{"category": {"coding": [{"code": "submitted"}]},
+                      "amount": res["total"]}]}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:p1", "resource": patient}, {"resource": practitioner},
+        {"resource": eob}]}
+    assert claims_of(convert("fhir", json.dumps(bundle))) == [claim]
+
+
+def test_unmappable_field_names_the_record_and_the_path():
+    doc = hand()
+    doc["item"][1]["productOrService"] = {"coding": [{"system": "http://snomed.info/sct",
+                                                      "code": "409073007"}]}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": to_fhir(GENERATED[0])}, {"resource": to_fhir(GENERATED[1])},
+        {"resource": doc}]}
+    results = convert("fhir", json.dumps(bundle))
+    assert results[:2] == GENERATED[:2]  # the broken one sinks no other
+    assert errors_of(results) == [
+        "claim 3 (hand-1): Bundle.entry[2].resource.item[1].productOrService: no CPT/HCPCS "
+        "coding"]
+
+
+# -- real samples ---------------------------------------------------------------------------
+
+def test_real_samples_convert_to_claims_or_to_errors_with_their_paths():
+    expect = {
+        "bfd-eobReadCarrier.json": "claim 1 (carrier-9991831999): ExplanationOfBenefit.meta."
+                                   "lastUpdated: invalid FHIR R4",
+        "demo.example1.837": "claim 1 (26463774): 2000A.PRV03: NUCC taxonomy '203BF0100Y'",
+        "demo.drug.example10.1.837": "claim 1 (CLMNO12345): 2300.HI01-1: qualifier BK is "
+                                     "ICD-9-CM",
+        "two-claims-single-provider.837i": "claim 1 (756048Q): ST 987654.ST01: ClaimScope "
+                                           "reads 837P",
+    }
+    for name, start in expect.items():
+        fmt = "fhir" if name.endswith(".json") else "x12"
+        err = errors_of(convert(fmt, (DATA / name).read_bytes()))[0]
+        assert err.startswith(start), (name, err)
+    (c,) = claims_of(convert("x12", (DATA / "demo.example1.icd10.837").read_bytes()))
+    assert (c.claim_id, c.member_id, c.member_sex, c.member_age) == \
+        ("26463774", "JS00111223333", "M", 33)
+    assert [p.code for p in c.procedures] == ["99213", "87070", "99214", "86663"]
+    assert str(c.total_charge) == "100.00" and c.diagnoses == ["J02.0", "Z11.59"]
+
+
+def test_convertible_samples_score(tmp_path):
+    for name, fmt in (("demo.example1.icd10.837", "x12"), ("hand-claim.json", "fhir")):
+        out = runner.invoke(app, ["score", "--format", fmt, "--device", "cpu",
+                                  str(DATA / name)])
+        assert out.exit_code == 0, out.output
+        (score,) = [json.loads(x) for x in out.stdout.splitlines()]
+        assert 0.0 <= score["score"] <= 1.0 and score["explanation"]
+
+
+# -- hostile input --------------------------------------------------------------------------
+
+def one_error(fmt: str, data: str | bytes) -> str:
+    results = convert(fmt, data)
+    assert not any(isinstance(r, Claim) for r in results)
+    (err,) = errors_of(results)
+    return err
+
+
+def test_hostile_fhir_inputs_become_errors_with_paths():
+    assert "resourceType: 'Patient': expected Claim" in one_error(
+        "fhir", '{"resourceType": "Patient", "id": "not-a-claim"}')
+    assert "invalid FHIR R4: Field required" in one_error(
+        "fhir", '{"resourceType": "Claim", "id": "x"}')
+    missing = hand()
+    missing["contained"] = missing["contained"][1:]
+    assert "Claim.patient: reference '#pat' is neither contained nor in the Bundle" in \
+        one_error("fhir", json.dumps(missing))
+    assert "not JSON" in one_error("fhir", '{"resourceType": "Claim",')
+    assert "not a JSON object" in one_error("fhir", "[1, 2]")
+    assert "not UTF-8" in one_error("fhir", b'{"id": "\xff"}')
+
+
+def test_a_bundle_of_ten_thousand_entries_is_one_error_per_bad_entry():
+    junk = [{"resource": {"resourceType": "Claim", "id": f"c{k}"}} for k in range(9_999)]
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": to_fhir(GENERATED[0])}, *junk]}
+    results = convert("fhir", json.dumps(bundle))
+    assert results[0] == GENERATED[0] and len(results) == 10_000
+    assert errors_of(results)[9_998].startswith("claim 10000 (c9998): Bundle.entry[9999]")
+
+
+def multi_claim_interchange() -> str:
+    """The TR3 example with a second claim in the same transaction set, whose SV1 is broken."""
+    text = (DATA / "demo.example1.icd10.837").read_text()
+    start, end = text.index("CLM*"), text.index("SE*")
+    second = text[start:end].replace("CLM*26463774", "CLM*SECOND").replace(
+        "SV1*HC:87070*15.00", "SV1*HC:87070*abc", 1)
+    count = int(re.search(r"SE\*(\d+)", text).group(1)) + second.count("~")
+    return text[:end] + second + re.sub(r"SE\*\d+", f"SE*{count}", text[end:], count=1)
+
+
+def test_a_broken_claim_in_an_837_costs_only_itself():
+    results = convert("x12", multi_claim_interchange())
+    assert isinstance(results[0], Claim) and results[0].claim_id == "26463774"
+    assert errors_of(results) == [
+        "claim 2 (SECOND): 2300.2400[2].SV1.line_item_charge_amount: invalid 837P: Input "
+        "should be a valid decimal"]
+
+
+def test_hostile_x12_inputs_become_errors_with_paths():
+    good = to_x12(GENERATED[:3])
+    assert "ISA" in one_error("x12", "hello")
+    assert "unusable delimiters" in one_error("x12", good.replace("*", "A"))
+    mixed = good[:106] + good[106:].replace("*", "|")  # ISA says *, the segments use |
+    assert errors_of(convert("x12", mixed))
+    assert "truncated" in one_error("x12", good[: len(good) // 2])
+    assert "IEA01: says '2'" in one_error("x12", good.replace("IEA*1*", "IEA*2*"))
+    assert "GE01: says '9'" in one_error("x12", good.replace("GE*3*", "GE*9*"))
+    wrong_se = re.sub(r"SE\*(\d+)\*0002", "SE*99*0002", good)
+    results = convert("x12", wrong_se)
+    assert [isinstance(r, Claim) for r in results] == [True, False, True]
+    assert errors_of(results) == ["claim 2 (C61-00000002): ST 0002.SE01: says '99', the "
+                                  "transaction set has 26 segments"]
+    cut = good.replace("DMG*D8*", "DMG*", 1)  # a truncated segment in claim 1
+    assert errors_of(convert("x12", cut))[0].startswith("claim 1 (C61-00000001): ")
+
+
+def test_a_ten_megabyte_interchange_converts_claim_by_claim():
+    many = GENERATED * 30  # 12,000 transaction sets
+    text = to_x12(many)
+    assert len(text) > 10_000_000
+    assert claims_of(convert("x12", text)) == many
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+def test_convert_writes_contract_jsonl_and_errors_on_stderr(tmp_path):
+    path = tmp_path / "claims.ndjson"
+    path.write_text(json.dumps(to_fhir(GENERATED[0])) + "\n" +
+                    '{"resourceType": "Patient", "id": "p"}\n')
+    out = runner.invoke(app, ["convert", "--from", "fhir", str(path)])
+    assert out.exit_code == 1
+    assert [Claim.model_validate_json(x) for x in out.stdout.splitlines()] == GENERATED[:1]
+    assert out.stderr.strip() == ("claim 2 (p): resourceType: 'Patient': expected Claim, "
+                                  "ExplanationOfBenefit or a Bundle of them")
+    ok = runner.invoke(app, ["convert", "--from", "x12", "-"], input=to_x12(GENERATED[:5]))
+    assert ok.exit_code == 0 and len(ok.stdout.splitlines()) == 5
+
+
+def test_validate_and_generate_take_a_format(tmp_path):
+    for fmt in ("fhir", "x12"):
+        gen = runner.invoke(app, ["generate", "--count", "20", "--seed", "3", "--format", fmt])
+        assert gen.exit_code == 0
+        val = runner.invoke(app, ["validate", "--format", fmt, "-"], input=gen.stdout)
+        assert val.exit_code == 0 and "20 claims: 20 valid, 0 invalid" in val.stdout
+    bad = runner.invoke(app, ["validate", "--format", "x12", "-"], input="ISA nonsense")
+    assert bad.exit_code == 1 and bad.stdout.startswith("input: ISA")
+    assert runner.invoke(app, ["convert", "--from", "hl7v2", "-"], input="").exit_code == 2
