@@ -34,6 +34,16 @@ def open_input(path: str):
         raise fail(f"cannot read {path}: {e.strerror}") from None
 
 
+def read_input(path: str) -> bytes:
+    """A whole file (or stdin) as bytes, for inputs converted at once (FHIR, X12)."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise fail(f"cannot read {path}: {e.strerror}") from None
+
+
 def claim_id_of(line: str) -> str:
     """` (claim_id X)` when a bad line still names its claim, for error messages."""
     try:

@@ -9,10 +9,26 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from model.claims import claim_json_schema, describe_errors, parse_claim
+from model.claims import Claim, claim_json_schema, describe_errors, parse_claim
+from model.formats import FORMATS, ConversionError, claim_json, convert, to_fhir, to_x12
 from model.generator import PATTERNS, ClaimGenerator
 from model.progress import progress_bar
-from stream.cli.common import app, claim_id_of, fail, open_input
+from stream.cli.common import app, claim_id_of, err, fail, open_input, read_input
+
+InputFormat = Annotated[str, typer.Option(
+    "--format", help="claim (contract JSONL), fhir (a FHIR R4 resource, Bundle or NDJSON) "
+    "or x12 (one 837P interchange)")]
+
+
+def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
+    if fmt not in allowed:
+        raise fail(f"--format {fmt!r}: one of {', '.join(allowed)}")
+    return fmt
+
+
+def converted(fmt: str, path: str) -> list[Claim | ConversionError]:
+    """The claims of a FHIR or X12 file (or stdin), converted to the contract."""
+    return convert(check_format(fmt, ("fhir", "x12")), read_input(path))
 
 
 @app.command()
@@ -21,13 +37,40 @@ def schema() -> None:
     print(json.dumps(claim_json_schema(), indent=2))
 
 
+@app.command(name="convert")
+def convert_command(
+    path: Annotated[str, typer.Argument(help="FHIR or X12 file, or - for stdin")],
+    from_: Annotated[str, typer.Option("--from", help="fhir or x12")],
+) -> None:
+    """Convert FHIR R4 Claims/ExplanationOfBenefits or an X12 837P interchange to contract
+    JSONL on stdout; each record that fails goes to stderr with its index and path.
+
+    Exits 1 when any record failed (the others are still written), 0 otherwise.
+    """
+    bad = 0
+    for item in converted(from_, path):
+        if isinstance(item, ConversionError):
+            bad += 1
+            err.print(str(item), highlight=False, markup=False, soft_wrap=True)
+        else:
+            sys.stdout.write(claim_json(item) + "\n")
+    raise typer.Exit(1 if bad else 0)
+
+
 @app.command()
-def validate(path: Annotated[str, typer.Argument(help="JSONL file of claims, or - for stdin")]
-             ) -> None:
+def validate(path: Annotated[str, typer.Argument(help="claims file, or - for stdin")],
+             fmt: InputFormat = "claim") -> None:
     """Check claims against the contract: one line per invalid claim, then a summary.
 
     Exits 1 when any claim is invalid, 0 otherwise.
     """
+    if check_format(fmt) != "claim":
+        items = converted(fmt, path)
+        bad = [i for i in items if isinstance(i, ConversionError)]
+        for e in bad:
+            print(str(e))
+        print(f"{len(items)} claims: {len(items) - len(bad)} valid, {len(bad)} invalid")
+        raise typer.Exit(1 if bad else 0)
     total = bad = 0
     with open_input(path) as f:
         for lineno, line in enumerate(f, 1):
@@ -56,14 +99,26 @@ def generate(
                                             "replaced by unlisted ICD-10-CM siblings")] = 0.1,
     label_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of wrong labels "
                                                "(with --labels)")] = 0.0,
+    fmt: Annotated[str, typer.Option("--format", help="claim (contract JSONL), fhir (NDJSON, "
+                                     "one FHIR R4 Claim a line) or x12 (one 837P "
+                                     "interchange)")] = "claim",
 ) -> None:
-    """Write synthetic claims as JSONL on stdout (progress on stderr for long runs)."""
+    """Write synthetic claims on stdout (progress on stderr for long runs)."""
     chosen = tuple(p.strip() for p in patterns.split(",") if p.strip())
     try:
         gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=chosen, size=count,
                              oov_rate=oov_rate, label_noise=label_noise)
     except ValueError as e:
         raise fail(str(e)) from None
+    if check_format(fmt) != "claim":
+        if labels:
+            raise fail("--labels writes contract JSONL only (labels have no FHIR/X12 slot)")
+        claims = [Claim.model_validate(item.claim) for item in gen.generate(count)]
+        if fmt == "fhir":
+            sys.stdout.write("".join(json.dumps(to_fhir(c)) + "\n" for c in claims))
+        else:
+            sys.stdout.write(to_x12(claims))
+        return
     dumps, out, buf = json.dumps, sys.stdout, []
     with progress_bar("generating", total=count, enabled=count >= 50_000) as advance:
         for item in gen.generate(count):

@@ -14,6 +14,7 @@ from rich.console import Console
 from model.claims import describe_errors, parse_claim
 from model.generator import CROSS_CLAIM_PATTERNS, PATTERNS
 from stream.cli.common import app, claim_id_of, err, fail, open_input
+from stream.cli.data import InputFormat, check_format, converted
 
 Checkpoint = Annotated[str, typer.Option("--checkpoint", help='checkpoint dir, or "default"')]
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present)")]
@@ -249,14 +250,25 @@ def eval_markdown(r: dict) -> str:
 
 @app.command()
 def score(
-    path: Annotated[str, typer.Argument(help="JSONL claims, or - for stdin")] = "-",
+    path: Annotated[str, typer.Argument(help="claims file, or - for stdin")] = "-",
     checkpoint: Checkpoint = "default",
     device: Device = "auto",
+    fmt: InputFormat = "claim",
 ) -> None:
     """Score claims: one Score JSON per line on stdout; invalid claims reported on stderr."""
     from model.checks import MemoryState
+    from model.formats import ConversionError
 
+    check_format(fmt)
     scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
+    if fmt != "claim":  # converted at once, scored in order like contract JSONL
+        items = converted(fmt, path)
+        for e in (i for i in items if isinstance(i, ConversionError)):
+            err.print(str(e), highlight=False, markup=False, soft_wrap=True)
+        claims = [i for i in items if not isinstance(i, ConversionError)]
+        for k in range(0, len(claims), 1024):
+            _write_scores(scorer, claims[k:k + 1024])
+        raise typer.Exit(1 if len(claims) < len(items) else 0)
     bad = 0
     batch: list = []
     with open_input(path) as f:

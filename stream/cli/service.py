@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream.cli.common import app, claim_id_of, err, fail, open_input
+from stream.cli.data import InputFormat, check_format, converted
 from stream.settings import Codec, Settings, SettingsError, load_settings
 
 Config = Annotated[Path | None, typer.Option(
@@ -131,21 +132,25 @@ def config(config: Config = None, as_json: AsJson = False) -> None:
 # -- data in and out --------------------------------------------------------------------
 @app.command()
 def publish(
-    path: Annotated[str, typer.Argument(help="JSONL file of claims, or - for stdin")],
+    path: Annotated[str, typer.Argument(help="claims file, or - for stdin")],
     compression: Annotated[Codec | None, typer.Option(
         help="codec of the record batches: none, gzip, snappy, lz4 or zstd (default: "
         "CLAIMSCOPE_OUTPUT_COMPRESSION, else none)", show_default=False)] = None,
     config: Config = None,
+    fmt: InputFormat = "claim",
 ) -> None:
     """Validate claims and publish the valid ones (key = member_id).
 
-    Each invalid line is reported on stdout; exits 1 if any line was invalid, after still
-    publishing the valid ones.
+    Each invalid line (or FHIR/X12 record) is reported on stdout; exits 1 if any was
+    invalid, after still publishing the valid ones. FHIR and X12 input is converted here
+    and published as contract JSON on the claims topic.
     """
+    from model.claims import Claim
     from model.progress import progress_bar
     from stream.client import ClaimPublisher, encode_claim
     from stream.services import check_broker, create_topics
 
+    check_format(fmt)  # before any connection
     settings = settings_from(config)
     total = _count_lines(path)
     sent = bad = 0
@@ -153,6 +158,20 @@ def publish(
         check_broker(settings)
         create_topics(settings, [settings.topic_claims])
         publisher = ClaimPublisher(settings, compression=compression)
+    if check_format(fmt) != "claim":
+        with one_line_errors():
+            for item in converted(fmt, path):
+                if isinstance(item, Claim):
+                    raw, member = encode_claim(item)
+                    publisher.producer.send(publisher.topic, key=member.encode(), value=raw)
+                    sent += 1
+                else:
+                    bad += 1
+                    print(str(item), flush=False)
+            publisher.close()
+        err.print(f"published {sent} claims to {settings.topic_claims}"
+                  + (f"; {bad} invalid records not sent" if bad else ""), highlight=False)
+        raise typer.Exit(1 if bad else 0)
     with one_line_errors(), open_input(path) as f, progress_bar(
             "publishing", total=total or 1, enabled=total >= 10_000) as advance:
         for lineno, line in enumerate(f, 1):
