@@ -190,6 +190,12 @@ def test_hostile_fhir_inputs_become_errors_with_paths():
     assert "Claim.patient: reference '#pat' is neither contained nor in the Bundle" in \
         one_error("fhir", json.dumps(missing))
     assert "not JSON" in one_error("fhir", '{"resourceType": "Claim",')
+    assert one_error("fhir", '{\n "resourceType": "Claim",\n "id": \n}') == (
+        "input: not JSON at line 4 column 1: one FHIR resource, a Bundle or NDJSON (one "
+        "resource a line) was expected")
+    wrong_total = hand() | {"total": {"value": 999, "currency": "USD"}}
+    assert one_error("fhir", json.dumps(wrong_total)) == (
+        "claim 1 (hand-1): Claim.total: total_charge 999.00 != sum of line charges 137.00")
     assert "not a JSON object" in one_error("fhir", "[1, 2]")
     assert "not UTF-8" in one_error("fhir", b'{"id": "\xff"}')
 
@@ -240,10 +246,22 @@ def test_hostile_x12_inputs_become_errors_with_paths():
 
 
 def test_a_ten_megabyte_interchange_converts_claim_by_claim():
-    many = GENERATED * 30  # 12,000 transaction sets
-    text = to_x12(many)
-    assert len(text) > 10_000_000
-    assert claims_of(convert("x12", text)) == many
+    text = to_x12(GENERATED)
+    head, rest = text.split("ST*837*", 1)
+    sets, tail = rest.rsplit("GE*", 1)
+    n = len(GENERATED)
+    big = head + ("ST*837*" + sets) * 30 + "GE*" + tail.replace(f"{n}*", f"{30 * n}*", 1)
+    assert len(big) > 10_000_000
+    assert claims_of(convert("x12", big)) == GENERATED * 30
+
+
+def test_a_ten_megabyte_segment_is_an_error_of_its_claim_only():
+    text = to_x12(GENERATED[:2])
+    huge = text.replace("CLM*C61-00000001*", "CLM*" + "X" * 10_000_000 + "*", 1)
+    results = convert("x12", huge)
+    assert isinstance(results[1], Claim)
+    assert errors_of(results)[0].startswith("claim 1 (XXXX")
+    assert len(errors_of(results)[0]) < 1_000  # the error does not echo the input
 
 
 # -- CLI --------------------------------------------------------------------------------------
@@ -270,3 +288,21 @@ def test_validate_and_generate_take_a_format(tmp_path):
     bad = runner.invoke(app, ["validate", "--format", "x12", "-"], input="ISA nonsense")
     assert bad.exit_code == 1 and bad.stdout.startswith("input: ISA")
     assert runner.invoke(app, ["convert", "--from", "hl7v2", "-"], input="").exit_code == 2
+
+
+@pytest.mark.integration
+def test_publish_sends_converted_claims_as_contract_json(cli, namespace) -> None:
+    from kafka import KafkaConsumer
+
+    text = to_x12(GENERATED[:20])
+    r = cli(["publish", "--format", "x12", "-"], namespace, input=text)
+    assert r.returncode == 0, r.stderr
+    assert "published 20 claims" in r.stderr
+    c = KafkaConsumer(namespace.topic_claims, bootstrap_servers=namespace.bootstrap_servers,
+                      group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    got = [Claim.model_validate_json(m.value) for m in c]
+    c.close()
+    assert sorted(got, key=str) == sorted(GENERATED[:20], key=str)
+    bad = cli(["publish", "--format", "fhir", "-"], namespace,
+              input='{"resourceType": "Patient", "id": "p"}')
+    assert bad.returncode == 1 and bad.stdout.startswith("claim 1 (p): resourceType")

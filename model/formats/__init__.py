@@ -40,13 +40,13 @@ def convert(fmt: str, data: bytes | str) -> list[Claim | ConversionError]:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
     if len(data) > MAX_INPUT_BYTES:
-        return [ConversionError(0, "(input)", f"{len(data):,} bytes: more than the "
+        return [ConversionError(0, "", f"{len(data):,} bytes: more than the "
                                 f"{MAX_INPUT_BYTES:,} one input may hold")]
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            return [ConversionError(0, "(input)", f"not UTF-8 (byte {e.start})")]
+            return [ConversionError(0, "", f"not UTF-8 (byte {e.start})")]
     else:
         text = data
     if fmt == "fhir":
@@ -63,7 +63,7 @@ def _contract_lines(text: str) -> list[Claim | ConversionError]:
             try:
                 out.append(parse_claim(line))
             except ValidationError as e:
-                out.append(ConversionError(lineno, "(line)", "; ".join(describe_errors(e))))
+                out.append(ConversionError(lineno, "", "; ".join(describe_errors(e))))
     return out
 
 

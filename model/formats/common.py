@@ -77,8 +77,9 @@ class ConversionError:
     `index` is the record's 1-based position in its input (the k-th resource of a Bundle
     or NDJSON file, the k-th CLM of an interchange); `path` is a FHIRPath
     (`Claim.item[1].productOrService`, 0-based like FHIRPath) or an X12 location
-    (`2400[2].SV1-01`, loops 1-based like the TR3's LX numbers). Index 0 stands for the
-    input as a whole (an X12 envelope that does not hold). A stream worker can put
+    (`2400[2].SV1-01`, loops 1-based like the TR3's LX numbers), empty where the record
+    has no inner place to name (a line that is not JSON). Index 0 stands for the input as
+    a whole (not JSON, not UTF-8, an X12 envelope that does not hold). A stream worker can put
     `str(error)` or the fields themselves on a dead letter.
     """
 
@@ -87,10 +88,18 @@ class ConversionError:
     message: str
     record_id: str | None = None  # the claim's id when the record names one
 
+    def __post_init__(self) -> None:
+        # hostile input must not come back whole in its own error (a 10 MB CLM01)
+        if self.record_id is not None and len(self.record_id) > 64:
+            object.__setattr__(self, "record_id", self.record_id[:64] + "…")
+        if len(self.message) > 500:
+            object.__setattr__(self, "message", self.message[:500] + "…")
+
     def __str__(self) -> str:
         named = f" ({self.record_id})" if self.record_id else ""
         where = f"claim {self.index}{named}" if self.index else "input"
-        return f"{where}: {self.path}: {self.message}"
+        return f"{where}: {self.path}: {self.message}" if self.path else \
+            f"{where}: {self.message}"
 
 
 class Unmappable(Exception):
@@ -114,9 +123,12 @@ def finish(index: int, record_id: str | None, fields: dict, paths: dict[str, str
         err = e.errors(include_url=False)[0]
         loc = [str(p) for p in err["loc"]]
         where = paths.get(".".join(loc[:2])) or (paths.get(loc[0]) if loc else None)
+        if not loc:  # a whole-claim rule: name the field it is about
+            where = next((paths[f] for f in ("total_charge", "service_date") if f in err["msg"]
+                          and f in paths), None)
         path = where or paths.get("", "claim")
-        detail = ".".join(loc) or "claim"
-        return ConversionError(index, path, f"{detail}: {err['msg'].removeprefix('Value error, ')}",
+        msg = err["msg"].removeprefix("Value error, ")
+        return ConversionError(index, path, f"{'.'.join(loc)}: {msg}" if loc else msg,
                                record_id)
 
 

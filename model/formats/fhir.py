@@ -81,12 +81,17 @@ def read(text: str) -> list[Claim | ConversionError]:
     """
     try:
         return list(_document(json.loads(text), 1, ""))
-    except ValueError:
-        pass
+    except ValueError as e:
+        whole = e
     lines = text.splitlines()
-    if len(lines) <= 1:
-        return [ConversionError(1, "(input)", "not JSON: one FHIR resource, a Bundle or "
-                                "NDJSON (one resource a line) was expected")]
+    first = next((x for x in lines if x.strip()), "")
+    try:
+        json.loads(first)
+    except ValueError:  # not NDJSON either: one broken document, one error
+        where = f" at line {whole.lineno} column {whole.colno}" if isinstance(
+            whole, json.JSONDecodeError) else ""
+        return [ConversionError(0, "", f"not JSON{where}: one FHIR resource, a Bundle "
+                                "or NDJSON (one resource a line) was expected")]
     out: list[Claim | ConversionError] = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -94,7 +99,7 @@ def read(text: str) -> list[Claim | ConversionError]:
         try:
             doc = json.loads(line)
         except ValueError as e:
-            out.append(ConversionError(lineno, "(line)", f"not JSON: {e.msg}"))
+            out.append(ConversionError(lineno, "", f"not JSON: {e.msg}"))
             continue
         out.extend(_document(doc, lineno, "", by_line=True))
     return out
@@ -103,7 +108,7 @@ def read(text: str) -> list[Claim | ConversionError]:
 def _document(doc: Any, index: int, prefix: str, by_line: bool = False
               ) -> Iterator[Claim | ConversionError]:
     if not isinstance(doc, dict):
-        yield ConversionError(index, "(resource)", "not a JSON object")
+        yield ConversionError(index, "", "not a JSON object")
         return
     kind = doc.get("resourceType")
     if kind != "Bundle":
@@ -147,7 +152,7 @@ def _bundle_index(resources: list) -> dict[str, dict]:
 def _record(res: Any, index: int, known: dict[str, dict], prefix: str
             ) -> Claim | ConversionError:
     if not isinstance(res, dict):
-        return ConversionError(index, prefix or "(resource)", "not a JSON object")
+        return ConversionError(index, prefix, "not a JSON object")
     kind = res.get("resourceType")
     rid = res.get("id") if isinstance(res.get("id"), str) else None
     model = MODELS.get(kind) if isinstance(kind, str) else None
@@ -181,7 +186,8 @@ def _validation_error(e: ValidationError, index: int, root: str, rid: str | None
     return ConversionError(index, path, f"invalid FHIR R4: {msg}{more}", rid)
 
 
-def _resolve(ref: Any, res: Any, known: dict[str, dict], path: str, kinds: tuple[str, ...]):
+def _resolve(ref: Any, res: Any, known: dict[str, dict], path: str, kinds: tuple[str, ...]
+             ) -> Any:
     """The resource a Reference points at: contained (`#id`) or in the Bundle."""
     target = getattr(ref, "reference", None)
     if not target:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zlib
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -279,7 +280,8 @@ def _validation_error(e: ValidationError, index: int, cid: str | None) -> Conver
     return ConversionError(index, ".".join(parts) or "ST", f"invalid 837P: {msg}", cid)
 
 
-def _claims(model: Any, delimiters: X12Delimiters, before: int, st_ref: str):
+def _claims(model: Any, delimiters: X12Delimiters, before: int, st_ref: str
+            ) -> Iterator[Claim | ConversionError]:
     """Map each CLM of a validated 837P to the contract, in the order the file has them."""
     bht = model.header.bht_segment
     k = before
