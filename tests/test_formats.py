@@ -279,6 +279,24 @@ def test_convert_writes_contract_jsonl_and_errors_on_stderr(tmp_path):
     assert ok.exit_code == 0 and len(ok.stdout.splitlines()) == 5
 
 
+def test_hostile_inputs_are_one_cli_line_per_record_and_exit_1():
+    good = to_x12(GENERATED[:3])
+    cases = [
+        ("fhir", '{"resourceType": "Patient", "id": "x"}', 1),
+        ("fhir", '{"resourceType": "Claim", "id": "x"}', 1),
+        ("fhir", json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Claim", "id": f"c{k}"}} for k in range(50)]}), 50),
+        ("x12", good.replace("*", "|", 200), 1),
+        ("x12", good[:-40], 1),
+        ("x12", good.replace("GE*3*", "GE*4*"), 1),
+        ("x12", re.sub(r"SE\*\d+\*0001", "SE*2*0001", good), 1),
+    ]
+    for fmt, text, lines in cases:
+        out = runner.invoke(app, ["convert", "--from", fmt, "-"], input=text)
+        assert out.exit_code == 1, (fmt, text[:80], out.output)
+        assert len(out.stderr.splitlines()) == lines, (fmt, out.stderr)
+
+
 def test_validate_and_generate_take_a_format(tmp_path):
     for fmt in ("fhir", "x12"):
         gen = runner.invoke(app, ["generate", "--count", "20", "--seed", "3", "--format", fmt])
