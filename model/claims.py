@@ -17,6 +17,7 @@ message). `stream` re-exports it; `model` reads it. Decisions written down once:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -136,6 +137,25 @@ def claim_json_schema() -> dict:
         "service_date <= submitted_at; at least one procedure or medication."
     )
     return schema
+
+
+def claim_json(claim: Claim) -> str:
+    """Contract JSON of a claim: charges and strengths as JSON numbers, dates ISO.
+
+    >>> from model.generator import ClaimGenerator
+    >>> claim = Claim(**next(iter(ClaimGenerator(seed=1).generate(1))).claim)
+    >>> parse_claim(claim_json(claim)) == claim
+    True
+    """
+    return json.dumps(claim.model_dump(exclude_none=True), default=_plain)
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, dt.date | dt.datetime):
+        return v.isoformat()
+    raise TypeError(f"cannot encode {type(v).__name__}")
 
 
 def describe_errors(err: ValidationError) -> list[str]:

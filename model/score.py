@@ -12,7 +12,6 @@ head, and one human reason.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,23 +21,13 @@ CHANNELS = ("fraud_model", "anomaly", "duplicate_billing", "member_velocity")
 
 
 class ScoreModel(BaseModel):
+    """The Score's parts. The scorer builds them with `model_construct` (no validation: it
+    computed every value itself): 6 µs a claim cheaper than validating, ~2% of scoring;
+    writing pydantic's private state directly saved another 6 µs and is not worth it
+    (docs/operations.md). tests/test_model.py checks a constructed Score dumps exactly like
+    a validated one."""
+
     model_config = ConfigDict(extra="forbid")
-
-    @classmethod
-    def build(cls, **values: object) -> Self:
-        """Construct without validation from values the scorer computed itself.
-
-        Every field must be given. pydantic's `model_construct` walks all fields looking for
-        defaults (~14 us per object, nine objects per Score: a third of scoring time);
-        this sets the instance state directly. tests/test_model.py checks that a built
-        Score dumps exactly like a validated one.
-        """
-        obj = cls.__new__(cls)
-        object.__setattr__(obj, "__dict__", values)
-        object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-        object.__setattr__(obj, "__pydantic_extra__", None)
-        object.__setattr__(obj, "__pydantic_private__", None)
-        return obj
 
 
 class TokenPair(ScoreModel):

@@ -1,7 +1,12 @@
 """Scorer: claims in, explained Scores out, in batches, on CPU or GPU.
 
-    >>> scorer = Scorer.load("default")                       # doctest: +SKIP
-    >>> [s.flagged for s in scorer.score(claims)]              # doctest: +SKIP
+    >>> from model.claims import Claim
+    >>> from model.generator import ClaimGenerator
+    >>> claims = [Claim(**c.claim) for c in ClaimGenerator(seed=1).generate(3)]
+    >>> scorer = Scorer.load("default")
+    >>> scores = scorer.score(claims)
+    >>> [(s.claim_id == c.claim_id, 0 <= s.score <= 1) for s, c in zip(scores, claims)]
+    [(True, True), (True, True), (True, True)]
 
 Direction: `Score.score` in [0, 1], higher = more suspicious; flagged at
 `score >= threshold` (the checkpoint's, unless overridden).
@@ -250,7 +255,7 @@ class Scorer:
             flagged_by = (["fraud_model"] if combined_l[b] >= self.threshold else []) + (
                 ["anomaly"] if odd_l[b] else []) + [h.name for h in hits[b]]
             flagged = p >= self.threshold or odd_l[b]
-            surprising = [SurprisingToken.build(token=toks[i].label, field=toks[i].field,
+            surprising = [SurprisingToken.model_construct(token=toks[i].label, field=toks[i].field,
                                                 surprise=n)
                           for i, n in zip(order_l[b], nats_l[b], strict=True) if i < len(toks)]
             line = explain.reason(toks, order_l[b][0], partner[b], self.vocab, flagged)
@@ -264,20 +269,20 @@ class Scorer:
                 if key in seen:
                     continue
                 seen.add(key)
-                top_pairs.append(TokenPair.build(
+                top_pairs.append(TokenPair.model_construct(
                     query=explain.describe(toks[q], self.vocab),
                     key=explain.describe(toks[k], self.vocab),
                     layer=layer, head=head, weight=round(w, 4)))
                 if len(top_pairs) == explain.N_PAIRS:
                     break
             # build(), not validation: every value is computed above from numbers we own
-            out.append(Score.build(
+            out.append(Score.model_construct(
                 claim_id=claim.claim_id, member_id=claim.member_id,
                 provider_id=claim.provider_id, score=round(p, 6), flagged=flagged,
                 threshold=self.threshold, flagged_by=flagged_by,
-                components=Components.build(fraud_probability=fraud_l[b],
+                components=Components.model_construct(fraud_probability=fraud_l[b],
                                             anomaly=anomaly_l[b]),
-                explanation=Explanation.build(
+                explanation=Explanation.model_construct(
                     reason=line, top_pairs=top_pairs, field_importance=fields[b],
                     surprising_tokens=surprising, checks=[h.name for h in hits[b]]),
                 model_version=self.model_version, scored_at=scored_at, latency_ms=None))

@@ -35,8 +35,8 @@ from model.claims import Claim
 from model.dataset import ClaimSet, make_claim_set
 from model.generator import CLEAN, SINGLE_CLAIM_PATTERNS, ClaimGenerator
 from model.progress import progress_bar
+from model.quality.specialisation import head_snapshot
 from model.score import ANOMALY_FPR, ANOMALY_FPRS
-from model.specialisation import head_snapshot
 from model.tokenizer import FIELDS, LINE_OFFSET, PREFIX, ClaimTokenizer
 from model.transformer import PRESETS, ClaimFormer, ClaimFormerConfig, replaced_token_loss
 from model.vocabulary import default_vocabulary

@@ -18,8 +18,8 @@ import torch
 
 from model.claims import Claim
 from model.generator import ClaimGenerator
+from model.quality.sweep import sweep
 from model.scorer import Scorer
-from model.sweep import sweep
 from model.training import TrainConfig, train
 
 out = os.environ.get("OUT", ".")

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from stream.up import rss_mb
+from stream.dev.up import rss_mb
 
 KINDS = (("broker", "tansu"), ("redis", "redis-server"), ("scoring", "stream.scoring"),
          ("workers", "stream worker"))

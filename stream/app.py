@@ -92,9 +92,10 @@ def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str
 
 
 def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.App:
-    """The scoring worker: one topic, one agent."""
+    """The scoring worker: one agent on the input topics (`claims`, and `claims.fhir` and
+    `claims.x12` when `input_formats` turns them on)."""
     app = faust_app(settings, web_port, pipeline.stats)
-    claims = app.topic(settings.topic_claims, key_type=bytes, value_type=bytes,
+    claims = app.topic(*settings.input_topics, key_type=bytes, value_type=bytes,
                        partitions=settings.partitions)
 
     @app.agent(claims)

@@ -11,6 +11,9 @@
         print(score.claim_id, score.explanation.reason)
     ScoreStore.from_settings(settings).get("C-1")    # Score or None
 
+    async with AsyncClaimPublisher(settings) as pub: # the same on asyncio (aiokafka)
+        await pub.publish(claims)                    # returns once the broker has them
+
 The topic contract is the interface: a plain Kafka client that publishes one JSON claim per
 message to `claims`, keyed by member_id, gets exactly the same treatment. The publishers
 only add validation up front, so a bad claim is reported to its producer instead of
@@ -20,18 +23,18 @@ turning up later as a dead letter.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
+from kafka import KafkaConsumer, KafkaProducer
 from pydantic import ValidationError
 
-from model.claims import Claim, describe_errors, parse_claim
+from model.claims import Claim, claim_json, describe_errors, parse_claim
 from model.score import Score
 from stream.settings import CODECS, Settings, load_settings
+from stream.sinks import KafkaSink
 from stream.store import ScoreStore
 
 __all__ = ["AsyncClaimPublisher", "ClaimPublisher", "FlaggedConsumer", "PublishResult",
@@ -55,8 +58,7 @@ def encode_claim(claim: ClaimLike) -> tuple[bytes, str]:
     with json.dumps; Claim objects with numbers as JSON numbers and dates as ISO strings.
     """
     if isinstance(claim, Claim):
-        return json.dumps(claim.model_dump(exclude_none=True), default=_json_value).encode(), \
-            claim.member_id
+        return claim_json(claim).encode(), claim.member_id
     raw = json.dumps(claim).encode() if isinstance(claim, dict) else (
         claim.encode("utf-8", errors="surrogateescape") if isinstance(claim, str) else claim)
     try:
@@ -64,14 +66,6 @@ def encode_claim(claim: ClaimLike) -> tuple[bytes, str]:
     except ValidationError as e:
         raise ValueError("; ".join(describe_errors(e))) from None
     return raw, parsed.member_id
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, dt.date | dt.datetime):
-        return v.isoformat()
-    raise TypeError(f"cannot encode {type(v).__name__}")
 
 
 def _encode_all(claims: Iterable[ClaimLike], result: PublishResult
@@ -95,7 +89,6 @@ class ClaimPublisher:
 
     def __init__(self, settings: Settings | None = None, *, topic: str | None = None,
                  compression: str | None = None, **producer_options: Any) -> None:
-        from kafka import KafkaProducer
 
         self.settings = settings or load_settings()
         if compression is not None:
@@ -120,11 +113,6 @@ class ClaimPublisher:
             result.sent += 1
         return result
 
-    def publish_one(self, claim: ClaimLike) -> None:
-        """Validate and queue one claim; ValueError (with the reasons) if it is invalid."""
-        raw, member = encode_claim(claim)
-        self.producer.send(self.topic, key=member.encode(), value=raw)
-
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout)
 
@@ -148,7 +136,6 @@ class AsyncClaimPublisher:
     """
 
     def __init__(self, settings: Settings | None = None, *, topic: str | None = None) -> None:
-        from stream.sinks import KafkaSink
 
         self.settings = settings or load_settings()
         self.topic = topic or self.settings.topic_claims
@@ -194,7 +181,6 @@ class FlaggedConsumer:
     def __init__(self, settings: Settings | None = None, *, group_id: str | None =
                  "claimscope-flagged", all_scores: bool = False, start: str = "latest",
                  **consumer_options: Any) -> None:
-        from kafka import KafkaConsumer
 
         self.settings = settings or load_settings()
         topic = self.settings.topic_scored if all_scores else self.settings.topic_flagged

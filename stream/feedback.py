@@ -20,8 +20,10 @@ import datetime as dt
 import threading
 from typing import Any, Literal
 
+from kafka import KafkaProducer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stream.preflight import create_topics
 from stream.settings import Settings
 from stream.store import ScoreStore
 
@@ -88,9 +90,7 @@ class FeedbackSink:
     def producer(self):
         with self._lock:
             if self._producer is None:
-                from kafka import KafkaProducer
 
-                from stream.services import create_topics
 
                 with contextlib.suppress(Exception):  # an existing topic, or auto-create
                     create_topics(self.settings, [self.topic], partitions=1)

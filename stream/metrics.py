@@ -17,14 +17,24 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 WINDOW = 5_000  # latencies behind the p50/p99 that `/stats` and `claimscope up` show
 KEEP = 200_000  # latencies kept for `/stats?since=K` (a bench run's worth)
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+# text format 0.0.4, what `generate_latest` writes; aiohttp adds the charset itself
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.rpartition(";")[0]
 COUNTERS = ("received", "scored", "flagged", "deadletters", "batches", "retries")
 HELP = {
     "received": "messages taken from the claims topic",
@@ -37,30 +47,30 @@ HELP = {
 
 
 class Histogram:
-    """Cumulative-bucket histogram in milliseconds (Prometheus `le` semantics)."""
+    """Bucket counts of many values at once (numpy, one call per batch); exported through
+    prometheus_client as a histogram in seconds (`le` semantics: value <= bound)."""
 
-    def __init__(self, bounds: tuple[float, ...] = BUCKETS_MS) -> None:
+    def __init__(self, bounds: tuple[float, ...] = BUCKETS_MS, scale: float = 1e-3) -> None:
         self.bounds = np.asarray(bounds, dtype=float)
+        self.scale = scale  # exported unit per observed unit (ms -> s)
         self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last = +Inf
         self.sum = 0.0
 
-    def observe_many(self, values_ms: np.ndarray) -> None:
-        if values_ms.size:
-            idx = np.searchsorted(self.bounds, values_ms, side="left")
+    def observe_many(self, values: np.ndarray) -> None:
+        if values.size:
+            idx = np.searchsorted(self.bounds, values, side="left")
             self.counts += np.bincount(idx, minlength=len(self.counts))
-            self.sum += float(values_ms.sum())
+            self.sum += float(values.sum())
 
-    def prometheus(self, name: str, help_: str) -> list[str]:
-        out = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+    def family(self, name: str, help_: str) -> HistogramMetricFamily:
         cum = np.cumsum(self.counts)
-        for b, c in zip(self.bounds, cum[:-1], strict=True):
-            out.append(f'{name}_bucket{{le="{b / 1000:g}"}} {int(c)}')
-        out += [f'{name}_bucket{{le="+Inf"}} {int(cum[-1])}', f"{name}_sum {self.sum / 1000:.6f}",
-                f"{name}_count {int(cum[-1])}"]
-        return out
+        buckets = [(f"{b * self.scale:g}", int(c)) for b, c in zip(self.bounds, cum[:-1],
+                                                                  strict=True)]
+        return HistogramMetricFamily(name, help_, buckets=[*buckets, ("+Inf", int(cum[-1]))],
+                                     sum_value=self.sum * self.scale)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: it is registered as a Prometheus collector
 class WorkerStats:
     """Counters and latency samples of one worker process (one event loop: no locks)."""
 
@@ -70,7 +80,7 @@ class WorkerStats:
     e2e: Histogram = field(default_factory=Histogram)
     inference: Histogram = field(default_factory=Histogram)
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(
-        (1, 10, 50, 100, 250, 500, 1000, 5000)))
+        (1, 10, 50, 100, 250, 500, 1000, 5000), scale=1.0))
     samples: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
     n_samples: int = 0  # samples ever recorded; samples[-1] is number n_samples - 1
     last_done_at: float = 0.0  # wall clock of the last finished batch
@@ -79,6 +89,10 @@ class WorkerStats:
     lag: dict[str, int] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> next offset
     info: dict[str, Any] = field(default_factory=dict)  # device, model_version, threshold
+
+    def __post_init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def add(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -118,32 +132,30 @@ class WorkerStats:
                               for i in range(start, self.n_samples)]
         return out
 
-    def prometheus(self) -> str:
-        lines: list[str] = []
+    def collect(self) -> Iterator[Metric]:
+        """The Prometheus view of these counters, read when `/metrics` is scraped (the
+        prometheus_client custom-collector way: one source of truth, the library's text)."""
         for name in COUNTERS:
-            metric = f"claimscope_{name}_total"
-            lines += [f"# HELP {metric} {HELP[name]}", f"# TYPE {metric} counter",
-                      f"{metric} {self.counts[name]}"]
-        lines += self.e2e.prometheus("claimscope_e2e_latency_seconds",
-                                     "Kafka message timestamp to Score stored, per claim")
-        lines += self.inference.prometheus("claimscope_inference_seconds",
-                                           "scoring time of one batch (checks + model)")
-        lines += ["# HELP claimscope_batch_size messages per batch",
-                  "# TYPE claimscope_batch_size histogram"]
-        cum = np.cumsum(self.batch_sizes.counts)
-        for b, c in zip(self.batch_sizes.bounds, cum[:-1], strict=True):
-            lines.append(f'claimscope_batch_size_bucket{{le="{b:g}"}} {int(c)}')
-        lines += [f'claimscope_batch_size_bucket{{le="+Inf"}} {int(cum[-1])}',
-                  f"claimscope_batch_size_sum {self.batch_sizes.sum:g}",
-                  f"claimscope_batch_size_count {int(cum[-1])}"]
-        lines += ["# HELP claimscope_consumer_lag messages behind the end of each assigned "
-                  "partition", "# TYPE claimscope_consumer_lag gauge"]
-        for tp, lag in sorted(self.lag.items()):
+            yield CounterMetricFamily(f"claimscope_{name}", HELP[name], value=self.counts[name])
+        yield self.e2e.family("claimscope_e2e_latency_seconds",
+                              "Kafka message timestamp to Score stored, per claim")
+        yield self.inference.family("claimscope_inference_seconds",
+                                    "scoring time of one batch (checks + model)")
+        yield self.batch_sizes.family("claimscope_batch_size", "messages per batch")
+        lag = GaugeMetricFamily("claimscope_consumer_lag",
+                                "messages behind the end of each assigned partition",
+                                labels=["topic", "partition"])
+        for tp, n in sorted(self.lag.items()):
             topic, _, part = tp.rpartition(":")
-            lines.append(f'claimscope_consumer_lag{{topic="{topic}",partition="{part}"}} {lag}')
-        lines += ["# HELP claimscope_ready 1 once the worker holds a partition assignment",
-                  "# TYPE claimscope_ready gauge", f"claimscope_ready {int(self.ready)}"]
-        return "\n".join(lines) + "\n"
+            lag.add_metric([topic, part], n)
+        yield lag
+        yield GaugeMetricFamily("claimscope_ready",
+                                "1 once the worker holds a partition assignment",
+                                value=int(self.ready))
+
+    def prometheus(self) -> bytes:
+        """`/metrics`: the Prometheus text exposition format."""
+        return generate_latest(self.registry)
 
 
 def add_views(app: Any, stats: WorkerStats) -> None:
@@ -160,7 +172,7 @@ def add_views(app: Any, stats: WorkerStats) -> None:
 
     @app.page("/metrics")
     async def metrics(self: Any, request: Any) -> Any:
-        return self.text(stats.prometheus(), content_type="text/plain; version=0.0.4")
+        return self.text(stats.prometheus().decode(), content_type=CONTENT_TYPE)
 
     @app.page("/stats")
     async def stats_view(self: Any, request: Any) -> Any:

@@ -1,8 +1,9 @@
 """One batch of claims through the worker: score -> sinks. The agent's whole body.
 
     size check            null or oversize -> dead letters at once (never sent on)
-    score (processes)     parse + validate + checks + model + Score JSON, in
-                          `stream.scoring`'s processes, one core each; invalid -> dead letters
+    score (processes)     parse (or convert FHIR / X12) + validate + checks + model + Score
+                          JSON, in `stream.scoring`'s processes, one core each; every
+                          invalid message or record -> a dead letter with its reason
     -- wait for the previous batch to be stored and acked (while it was, this one scored) --
     send                  claims.scored (all), claims.flagged, claims.deadletter: whole
                           record batches per partition, futures not awaited yet
@@ -18,8 +19,8 @@ At-least-once: the offsets of a batch are acked (and later committed) only after
 Score is on `claims.scored` and in Redis. A crash in between redelivers the batch: Redis
 writes are idempotent (same keys, same sorted-set members) and the topics get the Scores a
 second time, which consumers dedupe by claim_id. Transient Redis and Kafka errors are
-retried with backoff for as long as they last; a dead scoring process is restarted; the
-batch is never acked half done.
+retried with one backoff policy (`Pipeline._retry`, tenacity's) for as long as they last;
+dead scoring processes are restarted; the batch is never acked half done.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
 from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from stream.deadletter import Incoming, dead_letter, dead_letter_key
 from stream.metrics import WorkerStats
@@ -44,7 +46,7 @@ from stream.store import Row, ScoreStore, record_bytes
 
 log = logging.getLogger("claimscope.pipeline")
 T = TypeVar("T")
-BACKOFF_MAX_S = 5.0
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.2, 5.0
 CRASHES_BEFORE_SPLIT = 2  # a batch that kills the scorer twice is scored claim by claim
 
 
@@ -59,8 +61,8 @@ class Pipeline:
         self.scoring_turn = asyncio.Lock()  # one batch in the scoring processes at a time
 
     async def start(self) -> None:
-        # Threads for the blocking calls, off the event loop: one batch's scoring pipes
-        # and the previous batch's Redis write.
+        # Threads for the blocking calls, off the event loop: the previous batch's Redis
+        # write, and a restart of the scoring processes.
         self.executor = ThreadPoolExecutor(2, thread_name_prefix="claimscope-io")
         await self.sink.start([self.s.topic_scored, self.s.topic_flagged,
                                self.s.topic_deadletter])
@@ -92,11 +94,14 @@ class Pipeline:
         async with self.scoring_turn:
             results = await self._score(todo) if todo else []
         ok: list[tuple[Incoming, Result]] = []
-        for m, r in zip(todo, results, strict=True):
-            if r.kind == OK:
-                ok.append((m, r))
-            else:
-                dead.append((m, r.reason))
+        for m, rs in zip(todo, results, strict=True):
+            if not rs:
+                dead.append((m, "no claim in the message"))
+            for r in rs:
+                if r.kind == OK:
+                    ok.append((m, r))
+                else:
+                    dead.append((m, r.reason))
         t_scored = time.perf_counter()
         keyed = [(r.member_id.encode(), r.score_json) for _, r in ok]
         outputs = [(self.s.topic_scored, keyed),
@@ -107,7 +112,7 @@ class Pipeline:
                                                             raw_max=self.s.deadletter_raw_bytes))
                        for m, why in dead])]
         rows = [Row(r.claim_id, r.member_id, r.provider_id, r.flagged, r.scored_at,
-                    record_bytes(r.score_json, m.value)) for m, r in ok]
+                    record_bytes(r.score_json, r.claim_json or m.value)) for m, r in ok]
         if after is not None:
             await after
         await self._sink(outputs, lambda: self.store.put_rows(rows))
@@ -124,86 +129,78 @@ class Pipeline:
                   (t_scored - t_start) * 1000, (time.perf_counter() - t_scored) * 1000)
 
     # -- steps --------------------------------------------------------------------------
-    async def _score(self, todo: list[Incoming]) -> list[Result]:
-        """A Result per message. Redis away: wait and retry. Scorer died: restart it and
-        retry; a batch that kills it twice is scored one claim at a time, and a claim that
-        kills it alone becomes a dead letter."""
+    async def _score(self, todo: list[Incoming]) -> list[list[Result]]:
+        """The Results of each message. Redis away: wait and retry. Scorer died: restart it
+        and retry; a batch that kills it twice is scored one message at a time, and a
+        message that kills it alone becomes a dead letter."""
         crashes = 0
         while True:
             try:
-                results = await self._retry("scoring", self._score_once, todo)
-                return results
+                return await self._retry("scoring", redis.RedisError, self._score_once, todo)
             except ScoringError as e:
                 crashes += 1
                 self.stats.add("retries")
                 log.error("%s; restarting the scoring process", e)
                 await self._restart()
                 if crashes >= CRASHES_BEFORE_SPLIT and len(todo) > 1:
-                    return [r for m in todo for r in await self._score_alone(m)]
+                    return [rs for m in todo for rs in await self._score_alone(m)]
 
-    async def _score_alone(self, m: Incoming) -> list[Result]:
+    async def _score_alone(self, m: Incoming) -> list[list[Result]]:
         try:
-            return await self._retry("scoring", self._score_once, [m])
+            return await self._retry("scoring", redis.RedisError, self._score_once, [m])
         except ScoringError:
             await self._restart()
-            return [Result(FAILED, reason="scoring failed: the scoring process died on it")]
+            return [[Result(FAILED, reason="scoring failed: the scoring process died on it")]]
 
-    def _score_once(self, todo: list[Incoming]) -> list[Result]:
-        results = self.scoring.score([m.value or b"" for m in todo],
-                                     [m.timestamp_ms for m in todo], [m.key for m in todo])
-        if results is None:
-            raise redis.ConnectionError("the scorer's cross-claim checks cannot reach Redis")
-        return results
+    async def _score_once(self, todo: list[Incoming]) -> list[list[Result]]:
+        formats = self.s.input_topics
+        return await self.scoring.score([m.value or b"" for m in todo],
+                                        [m.timestamp_ms for m in todo], [m.key for m in todo],
+                                        [formats.get(m.topic, "claim") for m in todo])
 
     async def _restart(self) -> None:
-        """Restart the scoring child; keep trying (with backoff) while it cannot start."""
-        loop = asyncio.get_running_loop()
-        delay = 0.5
-        while True:
-            try:
-                await loop.run_in_executor(self.executor, self._restart_sync)
-                return
-            except ScoringError as e:
-                log.error("scoring process does not start (%s); retrying in %.1f s", e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        """Restart the scoring processes; keep trying while they cannot start."""
+        def restart() -> None:
+            self.scoring.stop()
+            self.scoring.start()
 
-    def _restart_sync(self) -> None:
-        self.scoring.stop()
-        self.scoring.start()
+        await self._retry("restarting the scoring processes", ScoringError,
+                          self._in_thread, restart)
 
     async def _sink(self, outputs: list[tuple[str, list[tuple[bytes | None, bytes]]]],
                     write_redis: Callable[[], None]) -> None:
-        """Send to every topic and write Redis concurrently; retry until both are done."""
-        delay = 0.2
-        redis_done = False
-        while True:
-            try:
-                futures = [f for topic, items in outputs
-                           for f in await self.sink.send(topic, items)]
-                if not redis_done:
-                    await self._retry("Redis write", write_redis)
-                    redis_done = True
-                await asyncio.gather(*futures)
-                return
-            except KafkaError as e:  # broker unreachable or send timed out: resend all
-                self.stats.add("retries")
-                log.warning("sending to Kafka failed (%s); resending the batch in %.1f s", e,
-                            delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        """Send to every topic and write Redis while the sends fly; a Kafka error (broker
+        away, a send timed out) resends them all. Redis is written once."""
+        stored = False
 
-    async def _retry(self, what: str, fn: Callable[..., T], *args: object) -> T:
-        """Run `fn` in the executor; on a Redis error back off (0.2 s doubling to 5 s) and
-        run it again, for as long as Redis is away. Other errors propagate."""
-        loop = asyncio.get_running_loop()
-        delay = 0.2
-        while True:
-            try:
-                return await loop.run_in_executor(self.executor, fn, *args)
-            except redis.RedisError as e:
-                self.stats.add("retries")
-                log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(e).__name__, e,
-                            delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        async def send_and_store() -> None:
+            nonlocal stored
+            futures = [f for topic, items in outputs
+                       for f in await self.sink.send(topic, items)]
+            if not stored:
+                await self._retry("Redis write", redis.RedisError, self._in_thread,
+                                  write_redis)
+                stored = True
+            await asyncio.gather(*futures)
+
+        await self._retry("sending to Kafka", KafkaError, send_and_store)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _retry(self, what: str, errors: type[BaseException] | tuple,
+                     fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """The one retry policy: on `errors`, back off (0.2 s doubling to 5 s) and run `fn`
+        again, for as long as the cause lasts (Redis or the broker away: nothing is acked
+        meanwhile, so nothing is lost). Other errors propagate."""
+        def count_and_say(state: RetryCallState) -> None:
+            self.stats.add("retries")
+            e = state.outcome.exception() if state.outcome else None
+            log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(e).__name__, e,
+                        state.upcoming_sleep)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(errors), reraise=True, before_sleep=count_and_say,
+            wait=wait_exponential(multiplier=BACKOFF_FIRST_S, min=BACKOFF_FIRST_S,
+                                  max=BACKOFF_MAX_S))
+        return await retrying(fn, *args)

@@ -1,61 +1,60 @@
-"""Scoring in child processes: parse, checks, model, explanations and Score JSON run beside
+"""Scoring in a process pool: parse, checks, model, explanations and Score JSON run beside
 the worker's event loop instead of sharing its GIL.
 
 Why processes: in one process the Faust intake, the Kafka sends and the scorer's Python
 (tokens, explanations, pydantic) take turns on one GIL, and a 2-core worker topped out at
-~1,150 claims/s with the scoring thread the critical path. A `ScoringPool` runs one child
-per core and splits each batch among them by member.
+~1,150 claims/s with the scoring thread the critical path. docs/operations.md ("Where the
+scoring runs") has the three layouts measured against each other; this one won.
 
-Protocol on the child's stdin/stdout (little-endian, no pickle; claims travel as the raw
-bytes the producer sent):
+The pool is the standard library's `ProcessPoolExecutor` with a spawn context (forking a
+process that runs Faust's event loop and its threads is unsafe) and an initializer that
+loads the scorer once per process. Shares of a batch and their Results cross between our
+own processes the executor's way (pickle, local pipes); nothing here is on the wire.
 
-    ready   child -> "ready <device> <model_version> <threshold>\\n" once, after loading
-    request u32 frame length, u32 n, then n x (i64 kafka timestamp ms or -1, u32 length,
-            bytes)
-    reply   u32 frame length, u8 batch status (0 ok, 1 Redis unavailable: retry the batch),
-            u32 n, then n x (u8 kind, u32 length, bytes):
-              kind 0  header "claim_id\\x1fmember_id\\x1fprovider_id\\x1fflagged\\x1fscored_at"
-                      + "\\n" + the Score JSON
-              kind 1  not a valid claim: the reason (UTF-8)
-              kind 2  valid, but the model failed on it: the reason
+A batch is split by message key (the member_id, by the topic contract) and each share is
+one task. Splitting by member keeps the cross-claim checks exact: all of a member's claims
+in a batch, and so its duplicate lines and velocity window, are checked by one process in
+their order, and batches enter the pool one at a time (`stream.pipeline`), so no two
+processes race on one member's state. (A message without a key goes by its bytes' hash:
+still scored, but a member's unkeyed claims may then be checked in another order.)
 
-IDs cannot contain \\x1f or \\n (the contract's charset), so the header needs no escaping.
-Each side reads a whole frame with one call and parses it in memory, and the pipes are
-widened to 1 MiB where Linux allows: with per-item reads and 64 KiB pipes a child sat
-blocked on its reply while the worker's GIL-sharing reader thread caught up.
+Failures reach the caller as what they are: a Redis error in a process arrives as that
+`redis.RedisError` (retry the batch: the checks are idempotent per claim_id), and a process
+that dies breaks the pool, which arrives as `ScoringError` (restart the pool, retry).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import gc
-import logging
+import multiprocessing
 import os
 import signal
-import struct
-import subprocess
-import sys
-import threading
 import zlib
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
+import redis
+from pydantic import ValidationError
+
+from model.claims import Claim, parse_claim
+from stream.checkstate import RedisCheckState
+from stream.deadletter import reason
 from stream.settings import Settings
+from stream.store import redis_client
 
-HEAD = struct.Struct("<I")
-PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
-ITEM_IN = struct.Struct("<qI")
-ITEM_OUT = struct.Struct("<BI")
+if TYPE_CHECKING:
+    from model.scorer import Scorer
+
 OK, INVALID, FAILED = 0, 1, 2
-RETRY = 1
-log = logging.getLogger("claimscope.scoring")
+START_TIMEOUT_S = 120.0  # loading the model in every process at once, on a slow machine
 
 
 class ScoringError(RuntimeError):
-    """The scoring process could not start or died; one line a person can act on."""
+    """The scoring processes could not start or one died; one line a person can act on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,303 +67,216 @@ class Result:
     flagged: bool = False
     scored_at: float = 0.0  # epoch seconds
     score_json: bytes = b""
+    claim_json: bytes = b""  # the claim as contract JSON, when the message was not one
 
 
-def read_frame(f: BinaryIO) -> bytes:
-    """One length-prefixed frame."""
-    (n,) = HEAD.unpack(read_exact(f, HEAD.size))
-    return read_exact(f, n)
+def cpus() -> int:
+    """Cores this process may run on: its affinity mask (a container's cpuset), not a CPU
+    quota, which no count here can see: size containers with explicit settings."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
-def frame(parts: list[bytes]) -> bytes:
-    body = b"".join(parts)
-    return HEAD.pack(len(body)) + body
+def scoring_processes(settings: Settings) -> int:
+    """One scoring process per core (at most 4): parse, checks, tokens and explanations are
+    Python, so processes, not torch threads, are what spread a batch over the cores."""
+    return settings.scoring_processes or min(4, cpus())
 
 
-def widen(pipe: BinaryIO) -> None:
-    """Ask for a PIPE_BYTES pipe buffer (Linux only; elsewhere the default stays)."""
-    with contextlib.suppress(AttributeError, OSError):
-        import fcntl
-
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+def torch_threads(settings: Settings) -> int:
+    """Intra-op threads per scoring process: the cores shared among the processes."""
+    return settings.torch_threads or max(1, cpus() // scoring_processes(settings))
 
 
-def read_exact(f: BinaryIO, n: int) -> bytes:
-    data = f.read(n)
-    if data is None or len(data) != n:
-        raise EOFError("scoring process closed its pipe")
-    return data
+def load_scorer(settings: Settings) -> Scorer:
+    """The model on the configured device, its cross-claim checks kept in Redis."""
+    # Imported here, in the scoring processes only: torch adds ~200 MB and ~1 s to a
+    # process, and the worker's event loop never runs the model.
+    import torch
 
+    from model.checkpoint import CheckpointError
+    from model.scorer import Scorer
 
-class ScoringProcess:
-    """The parent's handle: start the child, score batches, restart it if it dies.
-
-    `score` blocks on pipes (call it from an executor thread; the GIL is free meanwhile).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.proc: subprocess.Popen | None = None
-        self.info: dict[str, str] = {}
-        self.last_words: deque[str] = deque(maxlen=20)  # the child's latest stderr lines
-        self._stderr: threading.Thread | None = None
-        self._started = False
-
-    def start(self, timeout: float = 120.0) -> None:
-        """Start the child and wait for its ready line; ScoringError with its last words."""
-        from stream.procs import settings_env
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
-        env.update(settings_env(self.settings))
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream.scoring"], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        widen(self.proc.stdin)
-        widen(self.proc.stdout)
-        # Drain stderr all the time: a pipe nobody reads fills up (64 KiB) and the child
-        # blocks on its next warning, e.g. after an hour of "Redis unavailable" lines.
-        self.last_words.clear()
-        self._started = False  # lines before "ready" only go to last_words (the error line)
-        self._stderr = threading.Thread(target=self._drain, args=(self.proc.stderr,),
-                                        name="claimscope-scoring-stderr", daemon=True)
-        self._stderr.start()
-        line = self.proc.stdout.readline().decode("utf-8", "replace").split()
-        if not line or line[0] != "ready":
-            self.proc.wait()
-            self._stderr.join(5)
-            self.stop()
-            raise ScoringError(self.last_words[-1] if self.last_words
-                               else "the scoring process exited")
-        self.info = {"device": line[1], "model_version": line[2], "threshold": line[3]}
-        self._started = True
-
-    def _drain(self, pipe: BinaryIO) -> None:
-        """Log each line the child writes to stderr (it ends when the child exits)."""
-        with contextlib.suppress(OSError, ValueError):
-            for raw in pipe:
-                text = raw.decode("utf-8", "replace").rstrip()
-                if text:
-                    self.last_words.append(text)
-                    if self._started:
-                        log.warning("scoring process: %s", text)
-
-    def send(self, values: Sequence[bytes], timestamps: Sequence[int | None]) -> None:
-        """Hand the child a batch; `receive` gets the answer. Raises ScoringError if the
-        child died (the caller restarts it and retries)."""
-        if self.proc is None or self.proc.poll() is not None:
-            raise ScoringError("the scoring process is not running")
-        out = [HEAD.pack(len(values))]
-        for v, ts in zip(values, timestamps, strict=True):
-            out += [ITEM_IN.pack(ts if ts is not None else -1, len(v)), v]
-        try:
-            self.proc.stdin.write(frame(out))
-            self.proc.stdin.flush()
-        except (OSError, ValueError) as e:
-            raise ScoringError(f"scoring process failed: {e}") from None
-
-    def receive(self) -> list[Result] | None:
-        """One Result per value sent, in order; None when Redis is away (retry later)."""
-        try:
-            reply = read_frame(self.proc.stdout)
-            status = reply[0]
-            (n,) = HEAD.unpack_from(reply, 1)
-            pos = 1 + HEAD.size
-            results = []
-            for _ in range(n):
-                kind, length = ITEM_OUT.unpack_from(reply, pos)
-                pos += ITEM_OUT.size
-                results.append(_result(kind, reply[pos:pos + length]))
-                pos += length
-        except (OSError, EOFError, ValueError, AttributeError, struct.error) as e:
-            raise ScoringError(f"scoring process failed: {e}") from None
-        return None if status == RETRY else results
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()  # EOF: the child exits by itself
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._stderr is not None:
-            self._stderr.join(5)  # EOF once the child is gone
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            pipe.close()
-        self.proc = None
+    torch.set_num_threads(torch_threads(settings))
+    state = RedisCheckState(redis_client(settings), settings.key_prefix, settings.check_ttl_s)
+    try:
+        return Scorer.load(settings.checkpoint, device=settings.device,
+                           threshold=settings.threshold, check_state=state,
+                           anomaly_fpr=settings.anomaly_fpr)
+    except (CheckpointError, ValueError, OSError, RuntimeError) as e:
+        # RuntimeError: weights that do not fit this code's model (an older checkpoint)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ScoringError(f"cannot load checkpoint {settings.checkpoint!r}: {first}") from None
 
 
 class ScoringPool:
-    """Several scoring processes working on one batch at once, one core each.
-
-    A batch is split by message key (the member_id, by the topic contract), each share is
-    scored by its own process in parallel, and the Results are put back in message order.
-    Splitting by member keeps the cross-claim checks exact: all of a member's claims, and so
-    its duplicate lines and velocity window, go to the same process in their order, so no two
-    processes race on one member's state. (A message without a key goes by its bytes'
-    hash: still scored, but a member's unkeyed claims may then be checked in another order.)
-
-    `score` blocks on pipes (call it from an executor thread; the GIL is free meanwhile).
-    """
+    """`processes` scoring processes working on one batch at once, one core each."""
 
     def __init__(self, settings: Settings, processes: int) -> None:
-        self.procs = [ScoringProcess(settings) for _ in range(processes)]
-
-    @property
-    def info(self) -> dict[str, str]:
-        return {**self.procs[0].info, "scoring_processes": str(len(self.procs))}
+        self.settings, self.processes = settings, processes
+        self.executor: ProcessPoolExecutor | None = None
+        self.info: dict[str, str] = {}
 
     def start(self) -> None:
-        """Start every process at once (each loads the model: seconds); ScoringError if one
-        cannot start, with the others stopped again."""
-        with ThreadPoolExecutor(len(self.procs)) as ex:
-            errors = [f.exception() for f in [ex.submit(p.start) for p in self.procs]]
-        failed = [e for e in errors if e is not None]
+        """Start every process and wait until each has loaded the model (seconds); a
+        ScoringError with the reason if they cannot, with the pool stopped again."""
+        self.executor = ProcessPoolExecutor(
+            self.processes, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_load, initargs=(self.settings,))
+        # Each of the first `processes` submissions starts a process of its own.
+        ready = [self.executor.submit(_ready) for _ in range(self.processes)]
+        try:
+            answers = [f.result(START_TIMEOUT_S) for f in ready]
+        except (BrokenProcessPool, TimeoutError) as e:
+            self.stop()
+            raise ScoringError(f"the scoring processes did not start: {e or type(e).__name__}"
+                               ) from None
+        failed = [a for a in answers if isinstance(a, str)]
         if failed:
             self.stop()
-            raise failed[0]
+            raise ScoringError(failed[0])
+        self.info = {**answers[0], "scoring_processes": str(self.processes)}
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.stop()
+        """Stop the processes after the task they are on (they ignore SIGINT)."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
 
-    def score(self, values: Sequence[bytes], timestamps: Sequence[int | None],
-              keys: Sequence[bytes | None]) -> list[Result] | None:
-        """One Result per value, in order; None when Redis is away (retry the batch: the
-        checks are idempotent per claim_id, so a share scored twice counts once).
-
-        Raises ScoringError if a process died (the caller restarts the pool and retries).
-        """
-        shares = split_by_key(keys, values, len(self.procs))
-        busy = [(p, idx) for p, idx in zip(self.procs, shares, strict=True) if idx]
-        for p, idx in busy:  # each child reads its whole request before it starts
-            p.send([values[i] for i in idx], [timestamps[i] for i in idx])
-        results: list[Result] = [None] * len(values)  # type: ignore[list-item]
-        retry = False
-        for p, idx in busy:
-            share = p.receive()
-            if share is None:
-                retry = True
-                continue
+    async def score(self, values: Sequence[bytes], timestamps: Sequence[int | None],
+                    keys: Sequence[bytes | None], formats: Sequence[str]
+                    ) -> list[list[Result]]:
+        """The Results of each message, in order: one for a contract claim, one per claim
+        inside a FHIR Bundle or an X12 interchange. Raises the `redis.RedisError` a process
+        met, or ScoringError if a process died (the pool is broken then: restart it)."""
+        if self.executor is None:
+            raise ScoringError("the scoring processes are not running")
+        loop = asyncio.get_running_loop()
+        shares = [idx for idx in split_by_key(keys, values, self.processes) if idx]
+        try:
+            answers = await asyncio.gather(*(
+                loop.run_in_executor(self.executor, score_share,
+                                     [(timestamps[i], values[i], formats[i]) for i in idx])
+                for idx in shares))
+        except BrokenProcessPool as e:
+            raise ScoringError(f"a scoring process died: {e}") from None
+        results: list[list[Result]] = [[] for _ in values]
+        for idx, share in zip(shares, answers, strict=True):
             for i, r in zip(idx, share, strict=True):
                 results[i] = r
-        return None if retry else results
+        return results
 
 
 def split_by_key(keys: Sequence[bytes | None], values: Sequence[bytes], n: int
                  ) -> list[list[int]]:
     """Message positions for each of n processes, in message order: by the key's CRC-32
-    (the value's for a message without a key), so one key always lands in one share."""
+    (the value's for a message without a key), so one key always lands in one share.
+
+    >>> split_by_key([b"m1", b"m2", b"m1", None], [b"a", b"b", b"c", b"d"], 1)
+    [[0, 1, 2, 3]]
+    >>> shares = split_by_key([b"m1", b"m2", b"m1"], [b"a", b"b", b"c"], 2)
+    >>> [0, 2] in shares or [[0, 1, 2]] == [s for s in shares if s]
+    True
+    """
     shares: list[list[int]] = [[] for _ in range(n)]
     for i, (k, v) in enumerate(zip(keys, values, strict=True)):
         shares[zlib.crc32(k if k is not None else v) % n].append(i)
     return shares
 
 
-def _result(kind: int, body: bytes) -> Result:
-    if kind != OK:
-        return Result(kind, reason=body.decode("utf-8", "replace"))
-    head, _, score = body.partition(b"\n")
-    cid, member, provider, flagged, at = head.decode().split("\x1f")
-    return Result(OK, claim_id=cid, member_id=member, provider_id=provider,
-                  flagged=flagged == "1", scored_at=float(at), score_json=score)
+# -- in each scoring process -------------------------------------------------------------
+_scorer: Scorer | None = None
+_failed: str | None = None  # why the model did not load, for the pool's start to report
 
 
-# -- the child ---------------------------------------------------------------------------
-def main() -> None:
-    """Child: load the scorer, then answer requests until stdin closes."""
-    import redis
-
-    # The worker owns this process and stops it by closing its stdin. A Ctrl-C or SIGTERM
-    # sent to the whole process group (a terminal, systemd) must not kill it under the
-    # batch the worker finishes before it exits.
+def _load(settings: Settings) -> None:
+    """Initializer: load the scorer once. A load error is kept and reported by `_ready`,
+    as one line, instead of breaking the pool with a traceback."""
+    global _scorer, _failed
+    # The worker owns this process and stops it through the pool. A terminal's Ctrl-C
+    # reaches the whole process group and must not kill it under the batch the worker
+    # finishes before it exits. SIGTERM keeps its default: the pool itself terminates its
+    # processes with it when one of them died (a process that ignored it would block the
+    # restart forever). Under systemd, use KillMode=mixed (docs/operations.md).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    from stream.worker import load_scorer
-
-    settings = Settings()
     try:
-        scorer = load_scorer(settings)
-    except Exception as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(2)
+        _scorer = load_scorer(settings)
+    except ScoringError as e:
+        _failed = str(e)
+        return
     # The model, vocabulary and modules live as long as the process: freezing them keeps the
     # cyclic GC from rescanning them every few batches (measured here: ~25% of scoring time).
     gc.freeze()
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    stdout.write(f"ready {scorer.device} {scorer.model_version} {scorer.threshold}\n".encode())
-    stdout.flush()
-    while True:
-        try:
-            request = read_frame(stdin)
-        except EOFError:
-            return
-        (n,) = HEAD.unpack_from(request)
-        pos, items = HEAD.size, []
-        for _ in range(n):
-            ts, length = ITEM_IN.unpack_from(request, pos)
-            pos += ITEM_IN.size
-            items.append((ts if ts >= 0 else None, request[pos:pos + length]))
-            pos += length
-        try:
-            replies = score_batch(scorer, items)
-            status = 0
-        except redis.RedisError as e:
-            print(f"checks: Redis unavailable ({e}); the worker retries", file=sys.stderr)
-            replies, status = [], RETRY
-        out = [bytes([status]), HEAD.pack(len(replies))]
-        for kind, body in replies:
-            out += [ITEM_OUT.pack(kind, len(body)), body]
-        stdout.write(frame(out))
-        stdout.flush()
 
 
-def score_batch(scorer, items: list[tuple[int | None, bytes]]) -> list[tuple[int, bytes]]:
-    """(kind, body) per item: parse, score the valid ones together, serialise."""
-    from pydantic import ValidationError
+def _ready() -> dict[str, str] | str:
+    """What the loaded scorer is (device, model version, threshold), or why it is not."""
+    if _scorer is None:
+        return _failed or "the scorer did not load"
+    return {"device": str(_scorer.device), "model_version": _scorer.model_version,
+            "threshold": str(_scorer.threshold)}
 
-    from model.claims import parse_claim
-    from stream.deadletter import reason
 
-    replies: list[tuple[int, bytes]] = [(INVALID, b"")] * len(items)
-    valid = []
-    for i, (ts, raw) in enumerate(items):
-        try:
-            valid.append((i, ts, parse_claim(raw)))
-        except ValidationError as e:
-            replies[i] = (INVALID, reason(raw, e).encode())
-        except (ValueError, RecursionError) as e:
-            replies[i] = (INVALID, f"claim: {type(e).__name__}: {e}".encode())
+def score_share(items: list[tuple[int | None, bytes, str]]) -> list[list[Result]]:
+    """The Results of each (Kafka timestamp ms, raw message, format): parse or convert,
+    score the valid claims together, serialise. A Redis error propagates (the whole share
+    is retried)."""
+    scorer = _scorer
+    if scorer is None:
+        raise ScoringError(_failed or "the scorer did not load")
+    results: list[list[Result]] = []
+    valid: list[tuple[int, int, int | None, Claim, bytes]] = []  # message, record, ts, ...
+    for i, (ts, raw, fmt) in enumerate(items):
+        records = [parse(raw)] if fmt == "claim" else converted(fmt, raw)
+        results.append([Result(INVALID)] * len(records))
+        for j, rec in enumerate(records):
+            if isinstance(rec, str):
+                results[i][j] = Result(INVALID, reason=rec)
+            else:
+                claim, kept = rec
+                valid.append((i, j, ts, claim, kept))
     try:
-        scores = scorer.score([c for _, _, c in valid])
-        pairs = list(zip(valid, scores, strict=True))
-    except Exception as e:
-        import redis
-
-        if isinstance(e, redis.RedisError):
-            raise
+        pairs = list(zip(valid, scorer.score([v[3] for v in valid]), strict=True))
+    except redis.RedisError:
+        raise
+    except Exception:
         pairs = []  # one bad claim must not sink the batch: score one by one
         for item in valid:
             try:
-                pairs.append((item, scorer.score([item[2]])[0]))
+                pairs.append((item, scorer.score([item[3]])[0]))
             except redis.RedisError:
                 raise
             except Exception as one:
-                replies[item[0]] = (FAILED, f"scoring failed: {type(one).__name__}: {one}"
-                                    .encode())
-    for (i, ts, _), s in pairs:
+                results[item[0]][item[1]] = Result(
+                    FAILED, reason=f"scoring failed: {type(one).__name__}: {one}")
+    for (i, j, ts, _, kept), s in pairs:
         at = s.scored_at.timestamp()
         if ts is not None:
             s.latency_ms = round(at * 1000 - ts, 3)
-        head = "\x1f".join((s.claim_id, s.member_id, s.provider_id, "1" if s.flagged else "0",
-                            repr(at)))
-        replies[i] = (OK, head.encode() + b"\n" + s.model_dump_json().encode())
-    return replies
+        results[i][j] = Result(OK, claim_id=s.claim_id, member_id=s.member_id,
+                               provider_id=s.provider_id, flagged=s.flagged, scored_at=at,
+                               score_json=s.model_dump_json().encode(), claim_json=kept)
+    return results
 
 
-if __name__ == "__main__":
-    main()
+def parse(raw: bytes) -> tuple[Claim, bytes] | str:
+    """A contract claim and b"" (the message itself is stored), or why it is not one."""
+    try:
+        return parse_claim(raw), b""
+    except ValidationError as e:
+        return reason(raw, e)
+    except (ValueError, RecursionError) as e:
+        return f"claim: {type(e).__name__}: {e}"
+
+
+def converted(fmt: str, raw: bytes) -> list[tuple[Claim, bytes] | str]:
+    """Each claim of a FHIR or X12 message with its contract JSON (stored beside its Score
+    in place of the message), or the error that names its record and path."""
+    # fhir.resources and x12sdk: imported by the scoring processes of workers that read
+    # those topics only (~0.4 s and tens of MB a process)
+    from model.formats import claim_json, convert
+
+    return [(r, claim_json(r).encode()) if isinstance(r, Claim) else str(r)
+            for r in convert(fmt, raw)]

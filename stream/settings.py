@@ -21,17 +21,20 @@ or logging settings never shows a secret.
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import tomllib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -40,6 +43,7 @@ from pydantic_settings import (
 from model.score import ANOMALY_FPR, ANOMALY_FPRS
 
 ENV_PREFIX = "CLAIMSCOPE_"
+InputFormat = Literal["claim", "fhir", "x12"]  # model.formats.FORMATS
 # Kafka's compression codecs; every ClaimScope consumer reads all of them.
 Codec = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 CODECS: tuple[str, ...] = Codec.__args__
@@ -85,6 +89,14 @@ class Settings(BaseSettings):
     topic_flagged: str = Field("claims.flagged", description="Scores with flagged = true")
     topic_deadletter: str = Field("claims.deadletter", description=(
         "every message that is not a valid claim, with the reason and source offset"))
+    input_formats: Annotated[tuple[InputFormat, ...], NoDecode] = Field(("claim",), description=(
+        "comma list of the input topics a worker reads: claim (topic_claims), fhir "
+        "(topic_fhir: one FHIR R4 Claim, ExplanationOfBenefit or Bundle per message), x12 "
+        "(topic_x12: one X12 837P interchange per message), e.g. claim,fhir,x12"))
+    topic_fhir: str = Field("claims.fhir", description=(
+        "FHIR input topic, read when input_formats has fhir"))
+    topic_x12: str = Field("claims.x12", description=(
+        "X12 837P input topic, read when input_formats has x12"))
     partitions: int = Field(4, ge=1, le=1024, description=(
         "partitions per topic when ClaimScope creates them; the most workers that can share "
         "the load"))
@@ -166,6 +178,16 @@ class Settings(BaseSettings):
         "investigator labels from the console (JSON, contract in docs/console.md)"))
 
     # -- validation ---------------------------------------------------------------------
+    @field_validator("input_formats", mode="before")
+    @classmethod
+    def _formats(cls, value: object) -> object:
+        """A comma list from the environment or a file; a list or tuple as it is."""
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not value:
+            raise ValueError("name at least one input format (claim, fhir, x12)")
+        return tuple(dict.fromkeys(value))  # each once, in the order given
+
     @field_validator("broker")
     @classmethod
     def _broker_url(cls, url: str) -> str:
@@ -209,9 +231,17 @@ class Settings(BaseSettings):
         return parse_broker_url(self.broker)
 
     @property
+    def input_topics(self) -> dict[str, str]:
+        """Topic -> the format its messages are in, for each input format turned on."""
+        by_format = {"claim": self.topic_claims, "fhir": self.topic_fhir, "x12": self.topic_x12}
+        return {by_format[f]: f for f in self.input_formats}
+
+    @property
     def topics(self) -> dict[str, str]:
-        return {"claims": self.topic_claims, "scored": self.topic_scored,
-                "flagged": self.topic_flagged, "deadletter": self.topic_deadletter}
+        """Every topic a worker reads or writes (the input topics of `input_formats`)."""
+        inputs = {"claims" if f == "claim" else f: t for t, f in self.input_topics.items()}
+        return {**inputs, "scored": self.topic_scored, "flagged": self.topic_flagged,
+                "deadletter": self.topic_deadletter}
 
     def display(self) -> dict[str, Any]:
         """Every field as JSON-ready values, secrets masked: what `claimscope config` prints."""
@@ -242,7 +272,6 @@ class Settings(BaseSettings):
             return {}
         kw: dict[str, Any] = {"security_protocol": self.security_protocol}
         if "SSL" in self.security_protocol:
-            import ssl
 
             kw["ssl_context"] = ssl.create_default_context(
                 cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
@@ -302,8 +331,6 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     `config` (else `$CLAIMSCOPE_CONFIG`) names a TOML or JSON file; `overrides` are the CLI's
     own options and win over everything (None values are dropped).
     """
-    import os
-
     path = config or os.environ.get(ENV_PREFIX + "CONFIG") or None
     file = Path(path) if path else None
     if file is not None:

@@ -1,4 +1,4 @@
-"""ScoreStore: Scores in Redis, in the key layout other teams read (DESIGN.md).
+"""ScoreStore: Scores in Redis, in the key layout other teams read (docs/reliability.md).
 
     {prefix}claim:{claim_id}      the Score as JSON (+ "claim": the claim as received), TTL
     {prefix}recent, {prefix}flagged    sorted sets of claim ids by scored_at, trimmed
@@ -12,8 +12,10 @@ its keys in ARGV, not KEYS: fine on one Redis (primary/replica, Sentinel), not o
 Cluster.
 Reads return `Score` objects; `record()` also returns the claim for consoles.
 
-    >>> store = ScoreStore.from_settings(load_settings())       # doctest: +SKIP
-    >>> [s.claim_id for s in store.flagged(5)]                  # doctest: +SKIP
+    >>> from stream.dev.services import Services
+    >>> with Services.start(broker=False) as svc:
+    ...     ScoreStore.from_settings(svc.settings).flagged(5)
+    []
 """
 
 from __future__ import annotations
@@ -110,7 +112,9 @@ class ScoreStore:
     # -- writes -------------------------------------------------------------------------
     def put_many(self, scores: Sequence[Score], payloads: Sequence[bytes] | None = None,
                  claims: Sequence[bytes | None] | None = None) -> None:
-        """Write Scores and their indexes in one round trip (one server-side script).
+        """Write Scores and their indexes in one round trip (one server-side script): for
+        Scores computed outside a worker (a batch re-score, a test fixture), in the layout
+        the worker writes.
 
         `payloads` are the Scores already serialised; `claims` the raw claim JSON stored
         beside each Score. Raises redis.RedisError when Redis cannot be reached; writing
@@ -132,9 +136,6 @@ class ScoreStore:
             joined(r.member_id for r in rows), joined(r.provider_id for r in rows),
             "".join("1" if r.flagged else "0" for r in rows),
             ",".join(str(len(r.record)) for r in rows), b"".join(r.record for r in rows)])
-
-    def put(self, score: Score, claim: bytes | None = None) -> None:
-        self.put_many([score], claims=[claim])
 
     # -- reads --------------------------------------------------------------------------
     def record(self, claim_id: str) -> dict | None:

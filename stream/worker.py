@@ -1,5 +1,5 @@
-"""Start one worker process: check the services, create topics, start the scoring process,
-run Faust.
+"""Start one worker process: check the services, create topics, start the scoring processes,
+run Faust. The composition root: the one module that puts the worker's parts together.
 
 Everything that can fail for a reason a person can fix (a wrong URL, an unreachable broker
 or Redis, a missing or tampered checkpoint) fails here, before Faust starts, as a
@@ -14,8 +14,12 @@ import sys
 import time
 from typing import NoReturn
 
+import faust
+
+from stream.app import create_app
 from stream.metrics import WorkerStats
-from stream.services import (
+from stream.pipeline import Pipeline
+from stream.preflight import (
     ServiceError,
     check_broker,
     check_redis,
@@ -23,7 +27,10 @@ from stream.services import (
     create_topics,
     free_port,
 )
+from stream.scoring import ScoringError, ScoringPool, scoring_processes
 from stream.settings import Settings
+from stream.sinks import KafkaSink
+from stream.store import ScoreStore
 
 EXIT_UNREADABLE = 3  # exit code of a worker that stopped on a record batch it cannot read
 
@@ -32,54 +39,8 @@ class WorkerError(RuntimeError):
     """The worker cannot start; one line a person can act on."""
 
 
-def cpus() -> int:
-    """Cores this process may run on: its affinity mask (a container's cpuset), not a CPU
-    quota, which no count here can see: size containers with explicit settings."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def scoring_processes(settings: Settings) -> int:
-    """One scoring process per core (at most 4): parse, checks, tokens and explanations are
-    Python, so processes, not torch threads, are what spread a batch over the cores."""
-    return settings.scoring_processes or min(4, cpus())
-
-
-def torch_threads(settings: Settings) -> int:
-    """Intra-op threads per scoring process: the cores shared among the processes."""
-    return settings.torch_threads or max(1, cpus() // scoring_processes(settings))
-
-
-def load_scorer(settings: Settings):  # -> model.scorer.Scorer (torch imported here)
-    """The model on the configured device, its cross-claim checks kept in Redis."""
-    import torch
-
-    from model.checkpoint import CheckpointError
-    from model.scorer import Scorer
-    from stream.checkstate import RedisCheckState
-    from stream.store import redis_client
-
-    torch.set_num_threads(torch_threads(settings))
-    state = RedisCheckState(redis_client(settings), settings.key_prefix, settings.check_ttl_s)
-    try:
-        return Scorer.load(settings.checkpoint, device=settings.device,
-                           threshold=settings.threshold, check_state=state,
-                           anomaly_fpr=settings.anomaly_fpr)
-    except (CheckpointError, ValueError, OSError, RuntimeError) as e:
-        # RuntimeError: weights that do not fit this code's model (an older checkpoint)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WorkerError(f"cannot load checkpoint {settings.checkpoint!r}: {first}") from None
-
-
-def load_pipeline(settings: Settings, stats: WorkerStats):  # -> stream.pipeline.Pipeline
-    """The scoring pipeline: scoring child processes, Kafka sinks, the Redis store."""
-    from stream.pipeline import Pipeline
-    from stream.scoring import ScoringError, ScoringPool
-    from stream.sinks import KafkaSink
-    from stream.store import ScoreStore
-
+def load_pipeline(settings: Settings, stats: WorkerStats) -> Pipeline:
+    """The scoring pipeline: scoring processes, Kafka sinks, the Redis store."""
     scoring = ScoringPool(settings, scoring_processes(settings))
     try:
         scoring.start()
@@ -90,37 +51,29 @@ def load_pipeline(settings: Settings, stats: WorkerStats):  # -> stream.pipeline
                     stats)
 
 
-def prepare(settings: Settings, noop: bool = False) -> tuple[object, int]:
+def prepare(settings: Settings) -> tuple[faust.App, int]:
     """Check services, create topics, build the Faust app; return (app, web port)."""
     try:
         check_broker(settings)
-        if not noop:
-            check_redis(settings)
-            check_redis_writable(settings)
-        create_topics(settings, [settings.topic_claims + ".noop"] if noop else None)
-        if noop:
-            create_topics(settings, [settings.topic_claims])
+        check_redis(settings)
+        check_redis_writable(settings)
+        create_topics(settings)
     except ServiceError as e:
         raise WorkerError(str(e)) from None
     port = settings.web_port or free_port(settings.web_host)
-    stats = WorkerStats(kind="noop" if noop else "pipeline")
-    if noop:
-        from stream.noop import create_noop_app
-
-        return create_noop_app(settings, port, stats), port
-    from stream.app import create_app
-
-    return create_app(settings, port, load_pipeline(settings, stats)), port
+    return create_app(settings, port, load_pipeline(settings, WorkerStats())), port
 
 
-def run_worker(settings: Settings, noop: bool = False) -> NoReturn:
-    """Run a worker in this process until SIGTERM/SIGINT (Faust handles both)."""
-    import faust
+def run_worker(settings: Settings) -> NoReturn:
+    """Run a scoring worker in this process until SIGTERM/SIGINT (Faust handles both)."""
+    run_app(settings, *prepare(settings))
 
-    app, port = prepare(settings, noop)
+
+def run_app(settings: Settings, app: faust.App, port: int) -> NoReturn:
+    """Run a prepared Faust app as this process's worker until it stops."""
     print(f"claimscope worker pid {os.getpid()}: web port {port} "
           f"(http://{settings.web_host}:{port}/metrics), group {settings.app_id}, "
-          f"topic {settings.topic_claims}, broker {settings.broker}", flush=True)
+          f"topics {', '.join(settings.input_topics)}, broker {settings.broker}", flush=True)
     quiet_repeats()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False)

@@ -23,13 +23,14 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from stream.procs import WorkerProcess, stop_all
-from stream.services import create_topics, start_redis, start_tansu
+from stream.dev.procs import WorkerProcess, stop_all
+from stream.dev.services import start_redis, start_tansu
+from stream.preflight import create_topics
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +219,7 @@ def cli():
     The child gets exactly `settings` (as CLAIMSCOPE_* variables) plus `env`; none of the
     caller's own CLAIMSCOPE_* variables leak in.
     """
-    from stream.procs import settings_env
+    from stream.dev.procs import settings_env
 
     def run(args: list[str], settings: Settings | None = None, timeout: float = 120,
             input: str | None = None, **env: str) -> subprocess.CompletedProcess:
@@ -230,3 +231,21 @@ def cli():
                               capture_output=True, timeout=timeout, input=input, cwd=ROOT)
 
     return run
+
+
+@pytest.fixture
+def prom() -> Callable[[str], dict[str, float]]:
+    """Parse a `/metrics` text with prometheus_client's own parser: value by
+    `name` or `name{label="v",...}` (labels sorted), as a scraper would read it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def parse(text: str) -> dict[str, float]:
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+    return parse
+

@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from kafka import KafkaConsumer
 
 from model.generator import ClaimGenerator
 from model.score import Components, Explanation, Score
-from stream.services import free_port
+from stream.preflight import free_port
 from stream.settings import Settings
 from stream.store import ScoreStore
 
@@ -69,7 +70,7 @@ def test_query_reads_what_the_store_holds(cli, namespace: Settings) -> None:
                                           field_importance={"dose": 1.0},
                                           surprising_tokens=[]),
                   model_version="v1", scored_at=dt.datetime.now(dt.UTC))
-    store.put(score)
+    store.put_many([score])
     r = cli(["query", "claim", "Q-1", "--json"], namespace)
     assert r.returncode == 0 and Score.model_validate_json(r.stdout) == score
     for args in (["flagged", "5"], ["recent"], ["member", "M-1"], ["provider", "P-1"]):
@@ -130,7 +131,7 @@ def in_terminal(args: list[str], settings: Settings | None = None
                 ) -> Iterator[subprocess.Popen]:
     """`python -m stream ARGS` as a terminal runs it: leader of its own process group, so
     `ctrl_c` can signal the whole group. Killed, group and all, if still there at the end."""
-    from stream.procs import settings_env
+    from stream.dev.procs import settings_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
     env.update(settings_env(settings) if settings is not None else {})
@@ -172,19 +173,17 @@ def test_ctrl_c_stops_up_in_order_and_leaves_nothing() -> None:
 
 def test_ctrl_c_on_a_worker_reaches_only_the_worker(namespace: Settings) -> None:
     """Ctrl-C in the worker's terminal also signals its scoring processes (same process
-    group); they ignore it and go when the worker closes their stdin, after its last batch,
-    instead of dying under it with a KeyboardInterrupt traceback each."""
+    group); they ignore it and go when the worker shuts its pool down, after its last
+    batch, instead of dying under it with a KeyboardInterrupt traceback each."""
     with in_terminal(["worker"], namespace) as proc:
         time.sleep(10)  # checks done, scoring processes loaded
-        scorers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-                   .read_text().split()]
+        scorers = psutil.Process(proc.pid).children()
         out, err = ctrl_c(proc)
     assert scorers, out[-2000:] + err[-2000:]
     assert proc.returncode == 0, out[-2000:] + err[-2000:]
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err[-3000:]
-    for pid in scorers:  # gone with the worker, not left behind
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    _, alive = psutil.wait_procs(scorers, timeout=5)  # gone with the worker, not left behind
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
 
 
 def test_bench_json_has_the_promised_shape(cli, namespace: Settings) -> None:

@@ -22,7 +22,7 @@ from kafka.record.default_records import DefaultRecordBatch
 from model.generator import ClaimGenerator
 from model.score import Score
 from stream.client import ClaimPublisher, FlaggedConsumer
-from stream.procs import WorkerProcess, stop_all
+from stream.dev.procs import WorkerProcess, stop_all
 from stream.settings import CODECS, Settings
 from stream.store import redis_client
 

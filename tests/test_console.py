@@ -237,8 +237,8 @@ def test_feedback_on_unknown_claim_is_404(client: TestClient) -> None:
 # -- the command ----------------------------------------------------------------------------
 def test_console_command_serves_with_token(console_settings: Settings,
                                            ids: dict[str, str]) -> None:
-    from stream.procs import settings_env
-    from stream.services import free_port
+    from stream.dev.procs import settings_env
+    from stream.preflight import free_port
 
     port = free_port()
     env = {k: v for k, v in __import__("os").environ.items()

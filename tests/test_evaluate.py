@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from model.evaluate import EvalError, auroc, evaluate, recall_at_fpr, shuffled, with_siblings
 from model.generator import ClaimGenerator
+from model.quality.evaluate import (
+    EvalError,
+    auroc,
+    evaluate,
+    recall_at_fpr,
+    shuffled,
+    with_siblings,
+)
 from model.scorer import Scorer
 from model.vocabulary import default_vocabulary
 

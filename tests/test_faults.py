@@ -32,21 +32,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 
 from model.generator import ClaimGenerator
-from stream.procs import WorkerProcess, settings_env, stop_all
-from stream.services import (
-    Process,
-    create_topics,
-    free_port,
-    redis_binary,
-    start_tansu,
-    wait_listening,
-)
+from stream.dev.procs import WorkerProcess, settings_env, stop_all
+from stream.dev.services import Process, redis_binary, start_tansu, wait_listening
+from stream.preflight import create_topics, free_port
 from stream.settings import Settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -117,11 +112,18 @@ def committed(s: Settings) -> dict[int, int]:
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of `pid` (the scoring process of a worker), from /proc."""
+    """The scoring processes of worker `pid`: its children that the process pool spawned
+    (not multiprocessing's resource tracker), whichever of its threads started them."""
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
         return []
+    out = []
+    for c in kids:
+        with contextlib.suppress(psutil.Error):
+            if any("spawn_main" in part for part in c.cmdline()):
+                out.append(c.pid)
+    return out
 
 
 def reap(pids: list[int]) -> None:

@@ -291,15 +291,8 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.5)
 
 
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 def test_hostile_corpus_dead_letters_every_bad_message_and_scores_every_valid_one(
-        namespace: Settings, worker, capsys: pytest.CaptureFixture) -> None:
+        namespace: Settings, worker, capsys: pytest.CaptureFixture, prom) -> None:
     import urllib.request
 
     s, limit = namespace, namespace.max_message_bytes
@@ -373,10 +366,11 @@ def test_hostile_corpus_dead_letters_every_bad_message_and_scores_every_valid_on
 
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    assert metric(text, "claimscope_received_total") == len(stream)
-    assert metric(text, "claimscope_deadletters_total") == len(want_dead)
-    assert metric(text, "claimscope_scored_total") == sum(want_ids.values())
-    assert metric(text, "claimscope_flagged_total") == sum(x["flagged"] for x in scored)
+    m = prom(text)
+    assert m["claimscope_received_total"] == len(stream)
+    assert m["claimscope_deadletters_total"] == len(want_dead)
+    assert m["claimscope_scored_total"] == sum(want_ids.values())
+    assert m["claimscope_flagged_total"] == sum(x["flagged"] for x in scored)
 
     kinds = Counter(kind for kind, _, _ in corpus)
     with capsys.disabled():

@@ -293,7 +293,7 @@ def test_snapshots_are_log_spaced():
 
 
 def test_report_writes_json_and_heat_maps(tiny_checkpoint, tmp_path):
-    from model.report import write_report
+    from model.quality.report import write_report
 
     files = write_report(str(tiny_checkpoint), tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.generator import SINGLE_CLAIM_PATTERNS, ClaimGenerator
-from model.probe import MAX_AUROC, artefact_probe
+from model.quality.probe import MAX_AUROC, artefact_probe
 
 ITEMS = list(ClaimGenerator(seed=21, fraud_rate=0.5, size=30_000).generate(30_000))
 CLAIMS = [i.claim for i in ITEMS]

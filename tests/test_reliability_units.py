@@ -37,10 +37,12 @@ def test_repeats_lets_a_template_through_once_per_period_with_a_count() -> None:
     assert later.getMessage() == "Unable connect to node with id 7 (50 similar suppressed)"
 
 
-def test_prometheus_lag_lists_only_what_the_worker_reports() -> None:
+def test_prometheus_lag_lists_only_what_the_worker_reports(prom) -> None:
     stats = WorkerStats()
     stats.lag = {"claims:0": 3, "claims:2": 0}
-    text = stats.prometheus()
-    assert 'claimscope_consumer_lag{topic="claims",partition="0"} 3' in text
-    assert 'claimscope_consumer_lag{topic="claims",partition="2"} 0' in text
-    assert 'partition="1"' not in text
+    m = prom(stats.prometheus().decode())
+    assert m['claimscope_consumer_lag{partition="0",topic="claims"}'] == 3
+    assert m['claimscope_consumer_lag{partition="2",topic="claims"}'] == 0
+    assert [k for k in m if k.startswith("claimscope_consumer_lag")] == [
+        'claimscope_consumer_lag{partition="0",topic="claims"}',
+        'claimscope_consumer_lag{partition="2",topic="claims"}']

@@ -16,7 +16,13 @@ from model.claims import parse_claim
 from model.generator import ClaimGenerator
 from model.score import Components, Explanation, Score
 from stream.checkstate import RedisCheckState
-from stream.client import AsyncClaimPublisher, ClaimPublisher, FlaggedConsumer, ScoreStore
+from stream.client import (
+    AsyncClaimPublisher,
+    ClaimPublisher,
+    FlaggedConsumer,
+    ScoreStore,
+    encode_claim,
+)
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -35,7 +41,7 @@ def test_publish_consume_query_round_trip(namespace: Settings, worker) -> None:
         assert result.sent == 60 and [i for i, _ in result.invalid] == [60]
         assert "member_age" in result.invalid[0][1]
         with pytest.raises(ValueError, match="member_age"):
-            pub.publish_one(broken)
+            encode_claim(broken)
 
     async def publish_rest() -> int:
         async with AsyncClaimPublisher(s) as apub:

@@ -16,13 +16,11 @@ Mapping tables, library choices and limits: docs/formats.md.
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import ValidationError
 
-from model.claims import Claim, describe_errors, parse_claim
+from model.claims import Claim, claim_json, describe_errors, parse_claim
 from model.formats import fhir, x12
 from model.formats.common import ConversionError
 
@@ -79,19 +77,6 @@ def to_x12(claims: list[Claim]) -> str:
 
     Raises ValueError for a claim X12 cannot carry (see `model.formats.x12.write`)."""
     return x12.write(claims)
-
-
-def claim_json(claim: Claim) -> str:
-    """Contract JSON of a claim: charges and strengths as JSON numbers, dates ISO."""
-    return json.dumps(claim.model_dump(mode="python", exclude_none=True), default=_plain)
-
-
-def _plain(v: object) -> object:
-    if isinstance(v, Decimal):
-        return float(v)
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    raise TypeError(f"cannot encode {type(v).__name__}")
 
 
 __all__ = ["FORMATS", "ConversionError", "claim_json", "convert", "to_fhir", "to_x12"]

@@ -129,10 +129,10 @@ def evaluate(
 ) -> None:
     """Measure a checkpoint on the yardstick: every method on the same fresh claims, with
     95% intervals, artefact probe, invariance, explanations (ERASER) and head ablation."""
-    from model.evaluate import EvalError
-    from model.evaluate import evaluate as run_eval
-    from model.evaluate import novelty as run_novelty
     from model.generator import SINGLE_CLAIM_PATTERNS
+    from model.quality.evaluate import EvalError
+    from model.quality.evaluate import evaluate as run_eval
+    from model.quality.evaluate import novelty as run_novelty
 
     held: list[str] = []
     if novelty is not None:
@@ -319,7 +319,7 @@ def report(
 ) -> None:
     """Write training curves and per-head attention heat maps (JSON + PNG)."""
     from model.checkpoint import CheckpointError
-    from model.report import write_report
+    from model.quality.report import write_report
 
     try:
         files = write_report(checkpoint, out)
@@ -338,8 +338,8 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Train 1/2, 2/4, 4/8 and 6/8 (layers/heads) the same way; compare accuracy and speed."""
+    from model.quality.sweep import sweep as run_sweep
     from model.scorer import resolve_device
-    from model.sweep import sweep as run_sweep
 
     try:
         dev = str(resolve_device(device))

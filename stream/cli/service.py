@@ -1,7 +1,7 @@
 """Service commands: broker, worker, config, publish, watch, query, up, bench.
 
-Each is a few lines over the library (`stream.services`, `stream.worker`, `stream.client`,
-`stream.up`, `stream.bench`). Settings come from `CLAIMSCOPE_*` variables and `--config`;
+Each is a few lines over the library (`stream.dev.services`, `stream.worker`, `stream.client`,
+`stream.dev.up`, `stream.dev.bench`). Settings come from `CLAIMSCOPE_*` variables and `--config`;
 a wrong URL or an unreachable broker/Redis ends any command with one line on stderr and
 exit code 2, never a traceback.
 """
@@ -36,7 +36,7 @@ def one_line_errors() -> Iterator[None]:
     from aiokafka.errors import KafkaError as AioKafkaError
     from kafka.errors import KafkaError
 
-    from stream.services import ServiceError
+    from stream.preflight import ServiceError
     from stream.worker import WorkerError
 
     try:
@@ -74,7 +74,8 @@ def broker(
     Creates the ClaimScope topics with the configured partition count. Topics live in
     memory: they are gone when the broker stops. Ctrl-C or SIGTERM stops it.
     """
-    from stream.services import create_topics, start_tansu
+    from stream.dev.services import start_tansu
+    from stream.preflight import create_topics
 
     settings = settings_from(config)
     stop_on_sigterm()
@@ -108,11 +109,12 @@ def worker(
 
     Start several (same settings) to share the partitions; each reports its web port.
     """
+    from stream.dev.noop import run_noop_worker
     from stream.worker import run_worker
 
     settings = settings_from(config, web_port=web_port)
     with one_line_errors():
-        run_worker(settings, noop=noop)
+        (run_noop_worker if noop else run_worker)(settings)
 
 
 @app.command()
@@ -148,7 +150,7 @@ def publish(
     from model.claims import Claim
     from model.progress import progress_bar
     from stream.client import ClaimPublisher, encode_claim
-    from stream.services import check_broker, create_topics
+    from stream.preflight import check_broker, create_topics
 
     check_format(fmt)  # before any connection
     settings = settings_from(config)
@@ -217,7 +219,7 @@ def watch(
 ) -> None:
     """Follow flagged Scores (or all with --all) as they are produced, until Ctrl-C."""
     from stream.client import FlaggedConsumer
-    from stream.services import check_broker
+    from stream.preflight import check_broker
 
     settings = settings_from(config)
     stop_on_sigterm()
@@ -248,7 +250,7 @@ app.add_typer(query_app, name="query")
 
 
 def _store(config: Path | None):
-    from stream.services import check_redis
+    from stream.preflight import check_redis
     from stream.store import ScoreStore
 
     settings = settings_from(config)
@@ -349,7 +351,7 @@ def up(
     """Broker + Redis (embedded, unless configured), W workers and a synthetic feed, with a
     live table (a progress line every 5 s when not on a terminal); Ctrl-C or SIGTERM stops
     everything it started. The embedded services are bounded so it can run for a day."""
-    from stream.up import run_up
+    from stream.dev.up import run_up
 
     settings = settings_from(config)
     stop_on_sigterm()
@@ -376,7 +378,7 @@ def bench(
     Uses its own topics, consumer groups and Redis key prefix (removed afterwards), so it
     can run beside live workers; starts a broker and Redis unless they are configured.
     """
-    from stream.bench import run_bench
+    from stream.dev.bench import run_bench
 
     settings = settings_from(config)
     stop_on_sigterm()
@@ -402,3 +404,7 @@ def _bench_table(r: dict) -> None:
                   f"{a['p50_ms']:.0f}", f"{a['p95_ms']:.0f}", f"{a['p99_ms']:.0f}")
     Console().print(table)
     print(f"pipeline / no-op = {r['ratio']:.2f}")
+    cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_per_claim_us"].items())
+    print(f"CPU per claim (µs): {cpu}")
+    conv = ", ".join(f"{k} {v:.0f}" for k, v in r["conversion_cpu_per_claim_us"].items())
+    print(f"converting to contract claims, CPU per claim (µs): {conv}")

@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from kafka.errors import KafkaError
 from pydantic import BaseModel
 
 from model.score import Score
@@ -193,8 +194,6 @@ def create_app(settings: Settings, store: ScoreStore | None = None) -> FastAPI:
                          503: {"description": "Redis or the broker is unavailable"}})
     def api_feedback(claim_id: str, body: FeedbackIn) -> Feedback:
         """Label a scored claim; stored in Redis and published to `claims.feedback`."""
-        from kafka.errors import KafkaError
-
         rec = record_or_404(claim_id)
         try:
             return sink.put(claim_id, body, rec)

@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 
+from model.claims import Claim
 from stream.settings import Settings
 
 
@@ -27,6 +28,7 @@ class Attention:
     def scorer(self):
         with self._lock:
             if self._scorer is None:
+                # torch (~1 s, ~200 MB) only once someone opens a heat map
                 from model.scorer import Scorer
 
                 self._scorer = Scorer.load(self.settings.checkpoint, device="cpu",
@@ -40,8 +42,6 @@ class Attention:
         weights are rounded to 3 decimals (rows sum to 1). Raises pydantic's
         ValidationError when the stored claim no longer validates.
         """
-        from model.claims import Claim
-
         scorer = self.scorer()
         c = Claim.model_validate(claim)
         enc = scorer.tokenizer.encode([c])

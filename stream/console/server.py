@@ -10,6 +10,10 @@ from __future__ import annotations
 import threading
 import time
 
+import uvicorn
+
+from stream.console.app import create_app
+from stream.preflight import free_port
 from stream.settings import Settings
 
 LOOPBACK = "127.0.0.1"
@@ -19,7 +23,6 @@ class ConsoleServer:
     """`ConsoleServer(settings, port=0).start()`: serving in a thread until `stop()`."""
 
     def __init__(self, settings: Settings, host: str = LOOPBACK, port: int = 0) -> None:
-        from stream.services import free_port
 
         self.settings = settings
         self.guarded = settings.console_token is not None
@@ -42,9 +45,7 @@ class ConsoleServer:
                 f"127.0.0.1 only, open to anyone on this machine)")
 
     def _make(self):
-        import uvicorn
 
-        from stream.console.app import create_app
 
         config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.port,
                                 log_level="warning", access_log=False,

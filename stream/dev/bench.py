@@ -2,7 +2,7 @@
 
 Three runs, each with its own topics (the pipeline and the no-op never share an input):
 
-1. **no-op**: W pass-through workers (`stream.noop`); publish `count` claims as fast as the
+1. **no-op**: W pass-through workers (`stream.dev.noop`); publish `count` claims as fast as the
    broker takes them; throughput = count / (first publish -> last batch forwarded).
 2. **pipeline**: W scoring workers; the same, to the last Score written to Redis.
 3. **at rate**: the same pipeline workers, claims offered at `rate`/s for `rate_seconds`;
@@ -19,6 +19,7 @@ from `claimscope worker`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -29,12 +30,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
+from model.claims import parse_claim
+from model.formats import convert, to_fhir, to_x12
+from model.generator import ClaimGenerator
+from stream.dev.procs import WorkerProcess, stop_all
+from stream.dev.services import Services
 from stream.metrics import percentiles
-from stream.procs import WorkerProcess, stop_all
-from stream.services import Services, create_topics
+from stream.preflight import admin_client, create_topics
 from stream.settings import Settings
 from stream.sinks import KafkaSink
+from stream.store import redis_client
+
+CONVERSION_CLAIMS = 1_000  # claims converted from each input format for its cost
 
 
 class BenchError(RuntimeError):
@@ -58,8 +67,6 @@ def bench_settings(settings: Settings, run: str, kind: str) -> Settings:
 
 def make_claims(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
     """(key, value) for n generated claims (5% fraud), claim ids unique within the run."""
-    from model.generator import ClaimGenerator
-
     gen = ClaimGenerator(seed=seed, fraud_rate=0.05, size=max(n, 20_000))
     return [(item.claim["member_id"].encode(), json.dumps(item.claim).encode())
             for item in gen.generate(n)]
@@ -87,16 +94,18 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         create_topics(pipe_s)
         say(f"no-op: {workers} worker(s), {count} claims")
         noop_workers = start_workers(noop_s, workers, True, tmp, pool)
-        noop = throughput(noop_s, noop_workers, claims[:count])
+        noop = throughput(noop_s, noop_workers, claims[:count], svc)
         stop_all(noop_workers)
         say(f"no-op: {noop['claims_per_s']:.0f} claims/s; pipeline: {workers} worker(s)")
         pipe_workers = start_workers(pipe_s, workers, False, tmp, pool)
-        pipe = throughput(pipe_s, pipe_workers, claims[count:2 * count])
+        pipe = throughput(pipe_s, pipe_workers, claims[count:2 * count], svc)
         say(f"pipeline: {pipe['claims_per_s']:.0f} claims/s; latency at {rate:.0f}/s for "
             f"{rate_seconds:.0f} s")
         at_rate = offered(pipe_s, pipe_workers, claims[2 * count:], rate)
         info = pipe_workers[0].stats() or {}
         stop_all(pool)
+        say("conversion: FHIR and X12 to contract claims")
+        conversion = conversion_cost(claims[:CONVERSION_CLAIMS])
     finally:
         stop_all(pool)
         cleanup(pipe_s, [noop_s, pipe_s])
@@ -104,6 +113,8 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
     return {
         "pipeline": pipe, "noop": noop,
         "ratio": round(pipe["claims_per_s"] / noop["claims_per_s"], 3),
+        "cpu_per_claim_us": pipe["cpu_per_claim_us"],
+        "conversion_cpu_per_claim_us": conversion,
         "at_rate": at_rate, "workers": workers, "device": info.get("device", "?"),
         "count": count, "model_version": info.get("model_version"),
         "max_batch": settings.max_batch, "max_wait_s": settings.max_wait,
@@ -112,6 +123,23 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
     }
+
+
+def conversion_cost(claims: list[tuple[bytes, bytes]]) -> dict[str, float]:
+    """CPU µs per claim to read FHIR NDJSON and an X12 837P interchange into contract claims
+    (`model.formats.convert`, in this process): what a scoring process adds for a claim that
+    comes on `claims.fhir` or `claims.x12` instead of `claims`."""
+    parsed = [parse_claim(v) for _, v in claims]
+    inputs = {"fhir": "\n".join(json.dumps(to_fhir(c)) for c in parsed), "x12": to_x12(parsed)}
+    out = {}
+    for fmt, data in inputs.items():
+        t = time.process_time()
+        got = convert(fmt, data)
+        spent = time.process_time() - t
+        if got != parsed:
+            raise BenchError(f"{fmt}: {len(got)} records read back, not the {len(parsed)} claims")
+        out[fmt] = round(spent / len(parsed) * 1e6, 1)
+    return out
 
 
 def start_workers(settings: Settings, n: int, noop: bool, tmp: Path,
@@ -177,19 +205,56 @@ def samples(ws: list[WorkerProcess], before: list[dict]) -> np.ndarray:
     return np.asarray(vals, dtype=float)
 
 
-def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]]
-               ) -> dict[str, Any]:
+def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]],
+               svc: Services) -> dict[str, Any]:
+    meter = CpuMeter(ws, svc)
     before = totals(ws)
     t0 = time.time()
     asyncio.run(publish(settings, claims))
     published = time.time()
     after = wait_done(ws, len(claims), before, timeout=max(120.0, len(claims) / 100))
     end = max(s["last_done_at"] for s in after)
+    cpu = meter.per_claim_us(len(claims))
     lat = percentiles(samples(ws, before))
     return {"claims_per_s": round(len(claims) / (end - t0), 1),
             "publish_per_s": round(len(claims) / (published - t0), 1),
             "seconds": round(end - t0, 3), "p50_ms": lat["p50"], "p95_ms": lat["p95"],
-            "p99_ms": lat["p99"]}
+            "p99_ms": lat["p99"], "cpu_per_claim_us": cpu}
+
+
+class CpuMeter:
+    """CPU time (user + system) each kind of process spends per claim between its creation
+    and `per_claim_us`: the workers' event loops ("worker"), their scoring processes
+    ("scoring"), and the embedded redis-server and broker when this run started them.
+
+    Wall-clock throughput differs ~2x between machines of one kind; CPU per claim does not
+    depend on what else the machine runs, so it compares across machines and runs.
+    """
+
+    def __init__(self, ws: list[WorkerProcess], svc: Services) -> None:
+        workers = [psutil.Process(w.pid) for w in ws if w.pid is not None]
+        kinds = {"worker": workers,
+                 "scoring": [c for w in workers for c in w.children(recursive=True)],
+                 **{p.name: [psutil.Process(p.proc.pid)] for p in svc.started}}
+        self.kinds = {k: procs for k, procs in kinds.items() if procs}
+        self.start = self.read()
+
+    def read(self) -> dict[str, float]:
+        out = {}
+        for kind, procs in self.kinds.items():
+            total = 0.0
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                except psutil.NoSuchProcess:  # a scoring process that was restarted
+                    continue
+                total += t.user + t.system
+            out[kind] = total
+        return out
+
+    def per_claim_us(self, claims: int) -> dict[str, float]:
+        now = self.read()
+        return {k: round((now[k] - self.start[k]) / claims * 1e6, 1) for k in self.kinds}
 
 
 def offered(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]],
@@ -234,10 +299,7 @@ async def publish(settings: Settings, claims: list[tuple[bytes, bytes]],
 
 def cleanup(settings: Settings, runs: list[Settings]) -> None:
     """Remove the run's Redis keys and (where the broker allows) its topics."""
-    import contextlib
 
-    from stream.services import admin_client
-    from stream.store import redis_client
 
     with contextlib.suppress(Exception):
         r = redis_client(settings, timeout=5)

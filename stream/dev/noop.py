@@ -16,8 +16,21 @@ import numpy as np
 
 from stream.app import faust_app, finish, incoming
 from stream.metrics import WorkerStats
+from stream.preflight import ServiceError, check_broker, create_topics, free_port
 from stream.settings import Settings
 from stream.sinks import KafkaSink
+from stream.worker import WorkerError, run_app
+
+
+def run_noop_worker(settings: Settings) -> None:
+    """`claimscope worker --noop`: the pass-through worker, run like a scoring one."""
+    try:
+        check_broker(settings)
+        create_topics(settings, [settings.topic_claims, settings.topic_claims + ".noop"])
+    except ServiceError as e:
+        raise WorkerError(str(e)) from None
+    port = settings.web_port or free_port(settings.web_host)
+    run_app(settings, create_noop_app(settings, port, WorkerStats(kind="noop")), port)
 
 
 def create_noop_app(settings: Settings, web_port: int, stats: WorkerStats) -> faust.App:

@@ -39,9 +39,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from stream.bench import configured
-from stream.procs import WorkerProcess, stop_all
-from stream.services import Process, Services, create_topics, start_tansu
+from model.generator import CLAIMS_PER_MEMBER_YEAR, ClaimGenerator
+from stream.client import ClaimPublisher
+from stream.console.server import ConsoleServer
+from stream.dev.bench import configured
+from stream.dev.procs import WorkerProcess, stop_all
+from stream.dev.services import Process, Services, start_tansu
+from stream.preflight import create_topics
 from stream.settings import Settings
 
 PROGRESS_EVERY_S = 5.0  # plain progress lines when stdout is not a terminal
@@ -65,8 +69,6 @@ class Feed(threading.Thread):
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        from model.generator import CLAIMS_PER_MEMBER_YEAR, ClaimGenerator
-        from stream.client import ClaimPublisher
 
         try:
             # members at realistic care rates whatever the feed rate: the service-date clock
@@ -198,7 +200,6 @@ def run_up(settings: Settings, *, workers: int = 1, rate: float = 200.0,
         say(bounds_line(s, svc, embedded_broker, redis_maxmemory_mb, broker_max_mb))
         for w in gen.workers:
             say(f"{w.name}: pid {w.pid}, web port {w.port} (/metrics, /stats)")
-        from stream.console.server import ConsoleServer
         ui = ConsoleServer(gen.settings).start()
         say(ui.banner())
         if rate > 0:
@@ -263,8 +264,6 @@ def roll_over(old: Generation, feed: Feed | None, ui, workers: int, tmp: Path, s
               ) -> tuple[Generation, object]:
     """Start the next generation, move the feed and the console to it, let the old one finish
     what its broker holds, then stop it."""
-    from stream.console.server import ConsoleServer
-
     new = start_generation(old.settings, workers, tmp, old.number + 1, True)
     try:
         for w in new.workers:

@@ -10,7 +10,7 @@ Protocol (docs/model.md says why each choice):
   the baselines learn from claims generated exactly as the checkpoint's were (its training
   seed, count, fraud mix and patterns; its unlabelled stream for what needs no labels):
   `claimformer`; `pair_gbdt` (co-occurrence support learned from the unlabelled stream,
-  `model.baselines.PairSupport`); `flat_gbdt` (one-hot codes and ratios); `isolation_forest`
+  `model.quality.baselines.PairSupport`); `flat_gbdt` (one-hot codes and ratios); `isolation_forest`
   (unlabelled); `rule_oracle` (the vocabulary's own rules, `model.rules`: the ceiling, not a
   competitor).
 - **Metrics**: AUROC, PR-AUC, recall at 1% false positives, each with a 95% bootstrap
@@ -20,7 +20,7 @@ Protocol (docs/model.md says why each choice):
 - **Cross-claim checks**: each check's recall on its pattern and false-positive rate on
   clean claims, overall and for members in frequent legitimate care, with the limits the
   checkpoint learned from history (`checks`) and with the flat defaults (`checks_flat`).
-- **Artefact probe** (`model.probe`) on the same claims.
+- **Artefact probe** (`model.quality.probe`) on the same claims.
 - **Invariance**: the share of decisions that change when each claim's diagnoses and lines
   are shuffled; the false-positive rate on clean claims whose listed diagnoses are swapped
   for unlisted ICD-10-CM siblings, next to the same claims' rate as they were.
@@ -37,6 +37,7 @@ Protocol (docs/model.md says why each choice):
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -46,12 +47,6 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score
 
-from model.baselines import (
-    FlatEncoder,
-    PairSupport,
-    gradient_boosting_scores,
-    isolation_forest_scores,
-)
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState
 from model.claims import Claim
 from model.generator import (
@@ -62,10 +57,17 @@ from model.generator import (
     ClaimGenerator,
     unlisted_siblings,
 )
-from model.probe import artefact_probe
+from model.quality.baselines import (
+    FlatEncoder,
+    PairSupport,
+    gradient_boosting_scores,
+    isolation_forest_scores,
+)
+from model.quality.probe import artefact_probe
 from model.rules import rule_oracle_scores
 from model.scorer import Scorer
 from model.tokenizer import FIELD_ID, MAX_TOKENS
+from model.training import TrainConfig, train
 from model.vocabulary import default_vocabulary
 
 METHODS = ("claimformer", "pair_gbdt", "flat_gbdt", "isolation_forest", "rule_oracle")
@@ -498,8 +500,6 @@ def novelty(patterns: Sequence[str], count: int, seed: int, steps: int,
     The anomaly score never saw a label and the fraud head never saw this pattern: this is
     the "fraud it was never shown" figure. Cost: one training run per pattern.
     """
-    from model.training import TrainConfig, train
-
     out = {}
     for p in patterns:
         started = time.monotonic()
@@ -523,8 +523,6 @@ def throughput(scorer: Scorer, claims: list, batch: int = 256, n: int = 8192) ->
     """`Scorer.score` claims/s as a service calls it: `batch` claims a call, explanations
     for flagged claims, no cross-claim checks (those are a Redis round trip in the worker),
     after a warm-up, with the long-lived objects frozen out of the garbage collector."""
-    import gc
-
     import torch
 
     checks, scorer.checks = scorer.checks, None

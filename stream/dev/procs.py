@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from stream.services import free_port, terminate
+from stream.dev.services import terminate
+from stream.preflight import free_port
 from stream.settings import ENV_PREFIX, Settings
 
 
@@ -35,6 +36,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        elif isinstance(value, tuple):  # a comma list (input_formats)
+            value = ",".join(value)
         env[ENV_PREFIX + name.upper()] = str(value)
     return env
 

@@ -1,0 +1,91 @@
+"""FHIR and X12 on their own topics, read by the same worker as contract JSON: the same claim
+gets the same Score whichever way it came, and what cannot be converted is a dead letter
+that names its record and path. Real Tansu, real redis-server, a worker subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from model.claims import Claim
+from model.formats import to_fhir, to_x12
+from model.generator import ClaimGenerator
+from stream.dev.procs import WorkerProcess, stop_all
+from stream.preflight import create_topics
+from stream.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def read_all(s: Settings, topic: str, want: int, timeout: float = 90) -> list[bytes]:
+    c = KafkaConsumer(topic, bootstrap_servers=s.bootstrap_servers,
+                      auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < want and time.monotonic() < deadline:
+            out += [m.value for m in c]
+    finally:
+        c.close()
+    return out
+
+
+def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
+        namespace: Settings, tmp_path: Path) -> None:
+    ns = namespace.topic_claims.removesuffix(".claims")
+    s = namespace.model_copy(update={"topic_fhir": f"{ns}.fhir", "topic_x12": f"{ns}.x12",
+                                     "input_formats": ("claim", "fhir", "x12")})
+    create_topics(s)
+    items = list(ClaimGenerator(seed=81, fraud_rate=0.2).generate(400))
+    by_member: dict[str, list] = defaultdict(list)
+    for it in items:
+        by_member[it.claim["member_id"]].append(it.claim)
+    # one claim per member: no other claim of its member arrives between its three copies,
+    # so the cross-claim checks see the same history each time
+    claims = [Claim(**cs[0]) for cs in by_member.values() if len(cs) == 1][:40]
+    assert len(claims) >= 30
+    w = WorkerProcess(s, log=tmp_path / "worker.log").start()
+    try:
+        w.wait_ready(90)
+        p = KafkaProducer(bootstrap_servers=s.bootstrap_servers)
+        for it in items:
+            if Claim(**it.claim) in claims:
+                p.send(s.topic_claims, key=it.claim["member_id"].encode(),
+                       value=json.dumps(it.claim).encode())
+        for c in claims:
+            p.send(s.topic_fhir, value=json.dumps(to_fhir(c)).encode())
+        p.send(s.topic_x12, value=to_x12(claims).encode())
+        p.send(s.topic_fhir, value=b'{"resourceType": "Patient", "id": "not-a-claim"}')
+        broken = to_fhir(claims[0])
+        broken["item"][0]["productOrService"] = {"text": "a visit"}
+        p.send(s.topic_fhir, value=json.dumps(broken).encode())
+        p.send(s.topic_x12, value=to_x12(claims[:2]).encode()[:-40])  # truncated envelope
+        p.flush()
+        p.close()
+        scored = [json.loads(v) for v in read_all(s, s.topic_scored, 3 * len(claims))]
+        dead = [json.loads(v) for v in read_all(s, s.topic_deadletter, 3)]
+        assert w.alive(), w.last_log_line()
+    finally:
+        stop_all([w])
+    scores: dict[str, list[float]] = defaultdict(list)
+    for x in scored:
+        scores[x["claim_id"]].append(x["score"])
+    assert set(scores) == {c.claim_id for c in claims}
+    errors = [d["error"] for d in dead]
+    assert all(len(v) == 3 for v in scores.values()), (
+        {k: len(v) for k, v in scores.items()}, errors)
+    assert all(max(v) - min(v) < 1e-6 for v in scores.values()), scores
+    assert len(dead) == 3, errors
+    assert any("Patient" in e and "not-a-claim" in e for e in errors), errors
+    assert any("item[0].productOrService" in e for e in errors), errors
+    assert any(d["topic"] == s.topic_x12 for d in dead), errors
+    r = redis.Redis.from_url(s.redis_url)
+    stored = json.loads(r.get(f"{s.key_prefix}claim:{claims[0].claim_id}"))
+    assert Claim(**stored["claim"]) == claims[0]  # the contract claim, whatever came in

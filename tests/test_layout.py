@@ -1,0 +1,76 @@
+"""The code's layout, read from its imports: dependencies point one way, and the worker runs
+without the local harness (`stream/dev/`) or the model's measurement code (`model/quality/`).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("model", "stream")
+
+
+def project_modules() -> dict[str, Path]:
+    mods = {}
+    for pkg in PACKAGES:
+        for f in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(f.relative_to(ROOT).with_suffix("").parts)
+            mods[name.removesuffix(".__init__")] = f
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at any depth of its code, functions too)."""
+    mods = project_modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for n in names:
+                while n and n not in mods:
+                    n = n.rpartition(".")[0]
+                if n and n != m and not m.startswith(n + "."):  # a package's own parent
+                    graph[m].add(n)
+    return graph
+
+
+def test_no_import_cycle_among_project_modules() -> None:
+    graph = import_graph()
+    assert len(graph) > 40, "the walk found too few modules to mean anything"
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as e:
+        raise AssertionError(f"import cycle: {' -> '.join(e.args[1])}") from None
+    assert set(order) == set(graph)
+
+
+def test_the_runtime_imports_neither_the_harness_nor_the_quality_code() -> None:
+    """Static: no module outside stream/dev, model/quality and the CLI imports them."""
+    graph = import_graph()
+    offline = ("stream.dev", "model.quality")
+    wrong = {m: sorted(d for d in deps if d.startswith(offline)) for m, deps in graph.items()
+             if not m.startswith((*offline, "stream.cli", "model.training"))}
+    assert not {m: d for m, d in wrong.items() if d}, wrong
+
+
+def test_starting_a_worker_loads_only_the_runtime() -> None:
+    """Dynamic: what importing the worker and its scoring module actually loads."""
+    code = ("import json, sys, stream.worker, stream.scoring; print(json.dumps(sorted("
+            "m for m in sys.modules if m.startswith(('stream', 'model')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    loaded = json.loads(out)
+    assert "stream.pipeline" in loaded and "stream.scoring" in loaded
+    assert not [m for m in loaded if m.startswith(("stream.dev", "model.quality", "stream.cli"))]
+    # the event loop's process never loads torch: only the scoring processes run the model
+    assert "model.scorer" not in loaded and "model.transformer" not in loaded
