@@ -30,6 +30,8 @@ import gc
 import multiprocessing
 import os
 import signal
+import threading
+import time
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -124,7 +126,7 @@ class ScoringPool:
         ScoringError with the reason if they cannot, with the pool stopped again."""
         self.executor = ProcessPoolExecutor(
             self.processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load, initargs=(self.settings,))
+            initializer=_load, initargs=(self.settings, os.getpid()))
         # Each of the first `processes` submissions starts a process of its own.
         ready = [self.executor.submit(_ready) for _ in range(self.processes)]
         try:
@@ -191,10 +193,12 @@ _scorer: Scorer | None = None
 _failed: str | None = None  # why the model did not load, for the pool's start to report
 
 
-def _load(settings: Settings) -> None:
+def _load(settings: Settings, worker_pid: int) -> None:
     """Initializer: load the scorer once. A load error is kept and reported by `_ready`,
     as one line, instead of breaking the pool with a traceback."""
     global _scorer, _failed
+    threading.Thread(target=_exit_with, args=(worker_pid,), daemon=True,
+                     name="claimscope-orphan-watch").start()
     # The worker owns this process and stops it through the pool. A terminal's Ctrl-C
     # reaches the whole process group and must not kill it under the batch the worker
     # finishes before it exits. SIGTERM keeps its default: the pool itself terminates its
@@ -209,6 +213,14 @@ def _load(settings: Settings) -> None:
     # The model, vocabulary and modules live as long as the process: freezing them keeps the
     # cyclic GC from rescanning them every few batches (measured here: ~25% of scoring time).
     gc.freeze()
+
+
+def _exit_with(worker_pid: int, every_s: float = 1.0) -> None:
+    """Exit once the worker is gone. A pool process holds both ends of its task pipe, so a
+    worker killed with SIGKILL would otherwise leave it waiting for work forever."""
+    while os.getppid() == worker_pid:
+        time.sleep(every_s)
+    os._exit(0)
 
 
 def _ready() -> dict[str, str] | str:

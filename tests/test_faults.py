@@ -348,6 +348,22 @@ def start_persistent_redis(port: int, data: Path, log: Path) -> Process:
     return Process("redis", proc, port)
 
 
+def test_kill_9_of_a_worker_leaves_no_scoring_process_behind(namespace: Settings,
+                                                             tmp_path: Path) -> None:
+    """A pool process holds both ends of its task pipe, so nothing tells it that a
+    SIGKILLed worker is gone: it watches its parent and exits within a few seconds."""
+    w = WorkerProcess(namespace, log=tmp_path / "worker.log").start()
+    try:
+        w.wait_ready(90)
+        scorers = [psutil.Process(pid) for pid in children(w.pid)]
+        assert scorers, "the worker has no scoring process"
+        os.kill(w.pid, signal.SIGKILL)
+        _, alive = psutil.wait_procs(scorers, timeout=10)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        stop_all([w])
+
+
 def test_redis_down_10s_workers_back_off_and_lose_nothing(namespace: Settings, tmp_path: Path,
                                                           report: Callable) -> None:
     port = free_port()

@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import psutil
@@ -94,11 +95,11 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         create_topics(pipe_s)
         say(f"no-op: {workers} worker(s), {count} claims")
         noop_workers = start_workers(noop_s, workers, True, tmp, pool)
-        noop = throughput(noop_s, noop_workers, claims[:count], svc)
+        noop = throughput(noop_s, noop_workers, claims[:count])
         stop_all(noop_workers)
         say(f"no-op: {noop['claims_per_s']:.0f} claims/s; pipeline: {workers} worker(s)")
         pipe_workers = start_workers(pipe_s, workers, False, tmp, pool)
-        pipe = throughput(pipe_s, pipe_workers, claims[count:2 * count], svc)
+        pipe = throughput(pipe_s, pipe_workers, claims[count:2 * count])
         say(f"pipeline: {pipe['claims_per_s']:.0f} claims/s; latency at {rate:.0f}/s for "
             f"{rate_seconds:.0f} s")
         at_rate = offered(pipe_s, pipe_workers, claims[2 * count:], rate)
@@ -140,6 +141,15 @@ def conversion_cost(claims: list[tuple[bytes, bytes]]) -> dict[str, float]:
             raise BenchError(f"{fmt}: {len(got)} records read back, not the {len(parsed)} claims")
         out[fmt] = round(spent / len(parsed) * 1e6, 1)
     return out
+
+
+def local_listeners(addresses: list[tuple[str | None, int]]) -> list[psutil.Process]:
+    """The processes of this machine listening on any of `addresses` (loopback hosts only:
+    a remote Redis or broker is not this machine's CPU)."""
+    ports = {port for host, port in addresses if host in ("127.0.0.1", "localhost", "::1")}
+    pids = {c.pid for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports and c.pid}
+    return [psutil.Process(pid) for pid in sorted(pids)]
 
 
 def start_workers(settings: Settings, n: int, noop: bool, tmp: Path,
@@ -205,9 +215,9 @@ def samples(ws: list[WorkerProcess], before: list[dict]) -> np.ndarray:
     return np.asarray(vals, dtype=float)
 
 
-def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]],
-               svc: Services) -> dict[str, Any]:
-    meter = CpuMeter(ws, svc)
+def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]]
+               ) -> dict[str, Any]:
+    meter = CpuMeter(ws, settings)
     before = totals(ws)
     t0 = time.time()
     asyncio.run(publish(settings, claims))
@@ -225,17 +235,21 @@ def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[b
 class CpuMeter:
     """CPU time (user + system) each kind of process spends per claim between its creation
     and `per_claim_us`: the workers' event loops ("worker"), their scoring processes
-    ("scoring"), and the embedded redis-server and broker when this run started them.
+    ("scoring"), and redis-server ("redis") and the broker ("broker") when they run on this
+    machine (started by this run, or found listening on the configured local port).
 
     Wall-clock throughput differs ~2x between machines of one kind; CPU per claim does not
     depend on what else the machine runs, so it compares across machines and runs.
     """
 
-    def __init__(self, ws: list[WorkerProcess], svc: Services) -> None:
+    def __init__(self, ws: list[WorkerProcess], settings: Settings) -> None:
         workers = [psutil.Process(w.pid) for w in ws if w.pid is not None]
+        redis_at = urlsplit(settings.redis_url)
         kinds = {"worker": workers,
                  "scoring": [c for w in workers for c in w.children(recursive=True)],
-                 **{p.name: [psutil.Process(p.proc.pid)] for p in svc.started}}
+                 "redis": local_listeners([(redis_at.hostname, redis_at.port or 6379)]),
+                 "broker": local_listeners([(h.rpartition(":")[0], int(h.rpartition(":")[2]))
+                                            for h in settings.bootstrap_servers])}
         self.kinds = {k: procs for k, procs in kinds.items() if procs}
         self.start = self.read()
 
