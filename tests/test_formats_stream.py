@@ -22,6 +22,7 @@ from stream.preflight import create_topics
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
+HAND_CLAIM = Path(__file__).parent / "data" / "formats" / "hand-claim.json"
 
 
 def read_all(s: Settings, topic: str, want: int, timeout: float = 90) -> list[bytes]:
@@ -67,16 +68,20 @@ def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
         broken["item"][0]["productOrService"] = {"text": "a visit"}
         p.send(s.topic_fhir, value=json.dumps(broken).encode())
         p.send(s.topic_x12, value=to_x12(claims[:2]).encode()[:-40])  # truncated envelope
+        p.send(s.topic_fhir, value=HAND_CLAIM.read_bytes())  # written by hand, not generated
         p.flush()
         p.close()
-        scored = [json.loads(v) for v in read_all(s, s.topic_scored, 3 * len(claims))]
+        scored = [json.loads(v) for v in read_all(s, s.topic_scored, 3 * len(claims) + 1)]
         dead = [json.loads(v) for v in read_all(s, s.topic_deadletter, 3)]
         assert w.alive(), w.last_log_line()
     finally:
         stop_all([w])
+    hand = [x for x in scored if x["claim_id"] == "hand-1"]
+    assert len(hand) == 1 and 0 <= hand[0]["score"] <= 1, hand
     scores: dict[str, list[float]] = defaultdict(list)
     for x in scored:
-        scores[x["claim_id"]].append(x["score"])
+        if x["claim_id"] != "hand-1":
+            scores[x["claim_id"]].append(x["score"])
     assert set(scores) == {c.claim_id for c in claims}
     errors = [d["error"] for d in dead]
     assert all(len(v) == 3 for v in scores.values()), (
