@@ -3,8 +3,8 @@
 It builds the image (on a base made from Debian packages where none can be pulled), runs
 the compose stack on the embedded broker with 3 workers and the console, publishes 5,000
 claims, SIGKILLs a worker mid-stream, and checks every claim in Redis and on
-`claims.scored` (docs/operations.md, "The container check"). About 4.5 minutes here with
-the images cached, 7 on a fresh machine, so it runs only when asked for:
+`claims.scored` (docs/operations.md, "The container check"). About 3 minutes here with
+the images built, 4.5 building them, so it runs only when asked for:
 
     .venv/bin/pytest -m container
 
