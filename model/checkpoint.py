@@ -136,7 +136,8 @@ def model_card(ck: Checkpoint) -> str:
                   f"{t.get('labelled'):,} labelled ({t.get('labelled_fraud'):,} fraud), "
                   f"{t.get('bad_lines'):,} bad lines skipped."]
         lines += [f"- Coverage, {f}: {v['distinct']:,} distinct, {v['own']:,} with a token of "
-                  f"their own, {v.get('category', 0):,} read through their ICD-10-CM category, "
+                  f"their own, {v.get('hierarchy', v.get('category', 0)):,} read through their "
+                  "code system's hierarchy only, "
                   f"{v['unknown']:,} unknown" for f, v in t.get("coverage", {}).items()]
     else:
         lines += [f"- Data: the synthetic generator (seed {t.get('seed')}, "
@@ -169,7 +170,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
             f"{folder / WEIGHTS} hashes to {actual} but config.json says model_version "
             f"{config.get('model_version')}: refusing a modified or corrupt checkpoint")
     model = ClaimFormer(ClaimFormerConfig(**config["model"]))
-    model.load_state_dict(load_file(folder / WEIGHTS))
+    state = load_file(folder / WEIGHTS)
+    if state["group_of"].dim() == 1:  # from before ancestors: one group per token
+        state["group_of"] = state["group_of"][:, None]
+    model.load_state_dict(state)
     model.to(device).eval()
     metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
     limits = CheckLimits.load(folder / CHECKS) if (folder / CHECKS).is_file() else CheckLimits()

@@ -143,12 +143,15 @@ def history_data(h: History, vocabulary_tokenizer: ClaimTokenizer) -> TrainingDa
          "coverage": tok.coverage(h.claims)})
 
 
+HIERARCHY = {"diagnosis": "ICD-10-CM ancestors", "procedure": "CPT/HCPCS range",
+             "drug": "class"}
+
+
 def coverage_lines(coverage: dict) -> list[str]:
     """The coverage report, one line per field, for the CLI."""
     out = []
     for f, c in coverage.items():
-        via = (f", {c['category']:,} read through their ICD-10-CM category"
-               if "category" in c else "")
-        out.append(f"{f}: {c['distinct']:,} distinct, {c['own']:,} with a token of their own"
-                   f"{via}, {c['unknown']:,} unknown to the vocabulary")
+        out.append(f"{f}: {c['distinct']:,} distinct, {c['own']:,} with a token of their own, "
+                   f"{c['hierarchy']:,} read through their {HIERARCHY[f]} only, "
+                   f"{c['unknown']:,} unknown to the vocabulary")
     return out

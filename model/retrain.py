@@ -33,6 +33,7 @@ from model.training import (
     predict,
     train_step,
 )
+from model.vocabulary import default_vocabulary
 
 
 @dataclass
@@ -85,7 +86,7 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    replacer = Replacer(tok)
+    replacer = Replacer(tok, default_vocabulary(), unlabelled)
     n_fb = max(1, round(cfg.batch_size * cfg.feedback_share))
     mixed_batches = length_batches(mixed, cfg.batch_size - n_fb, rng)
     unlabelled_batches = length_batches(unlabelled, cfg.batch_size, rng)

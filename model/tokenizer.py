@@ -6,9 +6,11 @@ small group per service line:
     [CLS] age sex specialty place total | dx dx ... | proc units charge | drug dose days price
 
 Every token has a *value* (`dx:E11.9`, `charge:r3`) and a *field type* (`diagnosis`,
-`proc_charge`); the model embeds value + field type + position, plus the value's *group*
-(ICD-10-CM category `E11`, procedure category `lab`, drug class) so that rare codes borrow
-strength from their relatives. Numeric facts are bucketed on log scales in 20% steps:
+`proc_charge`); the model embeds value + field type + position, plus the value's
+*ancestors* in its code system (`model.codes`): a diagnosis's ICD-10-CM subcategory,
+category, block and chapter; a procedure's category, CPT/HCPCS range and section; a drug's
+class. Rare codes borrow strength from their relatives, and an unseen code reads as its
+family. Numeric facts are bucketed on log scales in 20% steps:
 a line's unit charge (and a drug's unit price) *relative to the top of that code's
 typical range* in the reference table (`r0` = at the top, `r6` = 3x above it; a code
 without a reference price gets an absolute bucket `b31` = ~$287 instead); the claim total
@@ -20,12 +22,16 @@ Order carries no meaning in a claim's diagnoses and lines, so the tokenizer read
 canonical order (diagnoses by code, lines by code, units and charge; fills by drug, strength
 and quantity): a claim and any shuffle of it are the same tokens, truncation included.
 
-Unseen values never crash: a diagnosis code the token list lacks reads as its ICD-10-CM
-category's token (`dx:E11` for an unlisted E11.x code, with the category's group), learned
-from the unlisted siblings in the training stream; a code of an unknown category, or any
-other unseen value, reads as its field's OOV token (`dx:[OOV]`), so an unknown drug still
-reads as "some drug" with its dose unknown. The reference ranges and
-groups travel with the checkpoint (tokenizer.json), not read from the package.
+Unseen values never crash, and an unseen code never collapses into one shared token: a
+diagnosis code the token list lacks reads as its nearest ICD-10-CM ancestor's token
+(`dx:E11.6` for an unlisted E11.649, `dx:E11` for an unlisted E11.x where no listed code
+shares the subcategory; every ICD-10-CM category has one), with that ancestor's own
+ancestors; a procedure code the list lacks reads as its CPT/HCPCS range's token
+(`proc:[cardiovascular system]`). Only what has no place in its code system (a code of no
+ICD-10-CM category, a drug name not in the list) reads as its field's OOV token
+(`dx:[OOV]`), so an unknown drug still reads as "some drug" with its dose unknown. The
+reference ranges and ancestors travel with the checkpoint (tokenizer.json), not read from
+the package.
 
 Maximum length `MAX_TOKENS` = 48. Truncation order: the header always stays; at most
 `MAX_DIAGNOSES` = 8 diagnoses (in canonical order); then whole service lines in canonical
@@ -47,11 +53,13 @@ from typing import NamedTuple
 import numpy as np
 
 from model.claims import Claim
+from model.codes import icd_categories, icd_levels, procedure_levels, procedure_ranges
 from model.vocabulary import Vocabulary
 
 REFERENCE_MIN_LINES = 20  # lines of a code before a history's own price reference counts
 MAX_TOKENS = 48
 MAX_DIAGNOSES = 8
+GROUP_LEVELS = 4  # ancestors a token reads through: subcategory, category, block, chapter
 CHARGE_STEP = math.log(1.2)  # 20% per bucket
 CHARGE_BUCKETS = 72  # $1 .. ~$500k
 RATIO_BUCKETS = range(-19, 21)  # 1/30 .. 40x of the reference price
@@ -147,14 +155,17 @@ class ClaimTokenizer:
     """Maps claims to value/field ids with a fixed token list (saved with each checkpoint)."""
 
     def __init__(self, tokens: list[str], doses: dict[str, tuple[float, ...]],
-                 prices: dict[str, float], groups: list[int]) -> None:
+                 prices: dict[str, float], groups: list[list[int]]) -> None:
         self.tokens = tokens
         self.index = {t: i for i, t in enumerate(tokens)}
         # drug name -> (min mg, max mg, doses a day): the daily range of the dose buckets
         # (checkpoints from before daily doses have no third value: strength buckets)
         self.doses = doses
         self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
-        self.groups = groups  # token id -> id of its group token (0 = none)
+        # token id -> ids of the group tokens of its ancestors (0 = none), nearest first:
+        # diagnoses subcategory, category, block, chapter; procedures category, range,
+        # section; drugs class
+        self.groups = groups
         self.oov = {f: self.index[f"{p}:[OOV]"] for f, p in PREFIX.items()}
         # field -> value -> id, so encoding needs no string building
         self.ids: dict[str, dict[str, int]] = {f: {} for f in PREFIX}
@@ -176,10 +187,17 @@ class ClaimTokenizer:
         tokens += [f"spec:{s}" for s in sorted(v.specialties)]
         tokens += [f"pos:{p}" for p in sorted(v.places)]
         tokens += [f"total:b{b}" for b in range(CHARGE_BUCKETS)]
-        # listed codes and their ICD-10-CM categories (what an unlisted code reads as), one
-        # contiguous block so the replaced-token task draws from both
-        tokens += [f"dx:{c}" for c in sorted(set(v.diagnoses) | {c[:3] for c in v.diagnoses})]
+        # listed codes, the subcategories above them and every ICD-10-CM category: what an
+        # unlisted code reads as (its nearest ancestor with a token)
+        dx_levels = {c: icd_levels(c) for c in v.diagnoses}
+        subs = {x.subcategory for x in dx_levels.values() if x.subcategory}
+        dx = sorted(set(v.diagnoses) | subs | set(icd_categories()))
+        dx_levels |= {c: icd_levels(c) for c in dx if c not in dx_levels}
+        tokens += [f"dx:{c}" for c in dx]
+        proc_levels = {c: procedure_levels(c) for c in v.procedures}
+        ranges = {x.range: x for x in procedure_ranges()}
         tokens += [f"proc:{c}" for c in sorted(v.procedures)]
+        tokens += [f"proc:[{r}]" for r in sorted(ranges)]  # what an unlisted code reads as
         tokens += [f"units:{_band(e, UNIT_BANDS)}" for e in UNIT_BANDS]
         tokens += [f"charge:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
                                             *(f"r{r}" for r in RATIO_BUCKETS)]]
@@ -188,13 +206,29 @@ class ClaimTokenizer:
         tokens += [f"days:{_band(e, DAY_BANDS)}" for e in DAY_BANDS]
         tokens += [f"price:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
                                            *(f"r{r}" for r in RATIO_BUCKETS)]]
-        group_of = {f"dx:{c}": f"group:dx:{c[:3]}" for c in
-                    set(v.diagnoses) | {c[:3] for c in v.diagnoses}}
-        group_of |= {f"proc:{c}": f"group:proc:{p.category}" for c, p in v.procedures.items()}
-        group_of |= {f"drug:{n}": f"group:drug:{d.drug_class}" for n, d in v.drugs.items()}
-        tokens += sorted(set(group_of.values()))
+        # each token's ancestors, nearest first, as group tokens (None: the level is absent)
+        ancestors: dict[str, tuple[str | None, ...]] = {}
+        families = {dx_levels[c].category for c in v.diagnoses}  # categories with a listed code
+        for c in dx:
+            x = dx_levels[c]
+            sub = x.subcategory or (c if c in subs else None)
+            # a category no listed code is in has no group of its own: its token is it
+            ancestors[f"dx:{c}"] = (sub and f"group:dx:{sub}", x.category in families
+                                    and f"group:dx:{x.category}", f"group:dx:{x.block}",
+                                    f"group:dx:chapter {x.chapter}")
+        for r, x in ranges.items():
+            ancestors[f"proc:[{r}]"] = (None, f"group:proc:range {r}",
+                                        f"group:proc:section {x.section}", None)
+        for c, p in v.procedures.items():
+            x = proc_levels[c]
+            ancestors[f"proc:{c}"] = (f"group:proc:{p.category}", f"group:proc:range {x.range}",
+                                      f"group:proc:section {x.section}", None)
+        for n, d in v.drugs.items():
+            ancestors[f"drug:{n}"] = (f"group:drug:{d.drug_class}", None, None, None)
+        tokens += sorted({g for a in ancestors.values() for g in a if g})
         index = {t: i for i, t in enumerate(tokens)}
-        groups = [index[group_of[t]] if t in group_of else 0 for t in tokens]
+        groups = [[index[g] if g else 0 for g in ancestors.get(t, (None,) * GROUP_LEVELS)]
+                  for t in tokens]
         doses = {d.name: (d.strength_min_mg, d.strength_max_mg, d.doses_per_day)
                  for d in v.drugs.values()}
         prices = {f"proc:{c}": p.charge_high for c, p in v.procedures.items()}
@@ -237,21 +271,22 @@ class ClaimTokenizer:
 
     def coverage(self, claims: Sequence[Claim]) -> dict[str, dict[str, int]]:
         """How the vocabulary reads a history's codes: per field, the distinct values, how
-        many have a token of their own, how many diagnoses read through their ICD-10-CM
-        category only, and how many are unknown (their field's OOV token)."""
+        many have a token of their own, how many read through their code system's
+        hierarchy only (a diagnosis as its ICD-10-CM subcategory or category, a procedure
+        as its CPT/HCPCS range), and how many are unknown (their field's OOV token)."""
         seen: dict[str, set[str]] = {"diagnosis": set(), "procedure": set(), "drug": set()}
         for c in claims:
             seen["diagnosis"].update(c.diagnoses)
             seen["procedure"].update(p.code for p in c.procedures)
             seen["drug"].update(m.name for m in c.medications)
+        read = {"diagnosis": self._diagnosis, "procedure": self._procedure,
+                "drug": lambda n: self._tok("drug", n, ())}
         out = {}
         for f, values in seen.items():
-            own = {v for v in values if v in self.ids[f]}
-            row = {"distinct": len(values), "own": len(own)}
-            if f == "diagnosis":
-                row["category"] = sum(1 for v in values - own if v[:3] in self.ids[f])
-            row["unknown"] = len(values) - row["own"] - row.get("category", 0)
-            out[f] = row
+            own = {v for v in values if self.ids[f].get(v) not in (None, self.oov[f])}
+            unknown = sum(1 for v in values - own if read[f](v).value == self.oov[f])
+            out[f] = {"distinct": len(values), "own": len(own),
+                      "hierarchy": len(values) - len(own) - unknown, "unknown": unknown}
         return out
 
     # -- encoding -----------------------------------------------------------------------
@@ -266,7 +301,7 @@ class ClaimTokenizer:
         out += [self._diagnosis(c) for c in sorted(claim.diagnoses)[:MAX_DIAGNOSES]]
         lines: list[list[Token]] = []
         for p in sorted(claim.procedures, key=lambda p: (p.code, p.units, p.charge)):
-            lines.append([named("procedure", p.code), self._units(p.units),
+            lines.append([self._procedure(p.code), self._units(p.units),
                           self._price("proc_charge", p.code, float(p.charge) / p.units)])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
@@ -298,12 +333,23 @@ class ClaimTokenizer:
         return self._tok(field, f"r{r}", (code, unit, unit / top))
 
     def _diagnosis(self, code: str) -> Token:
-        """A listed code's token, else its ICD-10-CM category's, else the OOV token."""
+        """A listed code's token, else its nearest ICD-10-CM ancestor's (subcategory such
+        as `E11.6`, then category), else the OOV token (a code of no ICD-10-CM category)."""
         t = self.named_tokens.get(("diagnosis", code))
         if t is not None:
             return t
-        return Token("diagnosis", self.ids["diagnosis"].get(code[:3], self.oov["diagnosis"]),
-                     (code,))
+        ids = self.ids["diagnosis"]
+        value = ids.get(code[:5]) if len(code) >= 5 else None
+        return Token("diagnosis", value or ids.get(code[:3], self.oov["diagnosis"]), (code,))
+
+    def _procedure(self, code: str) -> Token:
+        """A listed code's token, else its CPT/HCPCS range's, else the OOV token."""
+        t = self.named_tokens.get(("procedure", code))
+        if t is not None:
+            return t
+        levels = procedure_levels(code)
+        value = self.ids["procedure"].get(f"[{levels.range}]") if levels else None
+        return Token("procedure", value or self.oov["procedure"], (code,))
 
     def _named(self, field: str, value: str) -> Token:
         """A token whose label is its value (codes, sex, specialty, place). Known values

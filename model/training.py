@@ -39,7 +39,7 @@ from model.quality.specialisation import head_snapshot
 from model.score import ANOMALY_FPR, ANOMALY_FPRS
 from model.tokenizer import FIELDS, LINE_OFFSET, PREFIX, ClaimTokenizer
 from model.transformer import PRESETS, ClaimFormer, ClaimFormerConfig, replaced_token_loss
-from model.vocabulary import default_vocabulary
+from model.vocabulary import Vocabulary, default_vocabulary
 
 
 @dataclass
@@ -73,24 +73,72 @@ def snapshot_steps(steps: int) -> list[int]:
 
 
 class Replacer:
-    """Swaps tokens for random values of the same field (uniform over the field's values)."""
+    """Swaps tokens for random values of the same field (replaced-token detection), and
+    reads listed diagnoses through their ICD-10-CM ancestors (augmentation).
 
-    def __init__(self, tok: ClaimTokenizer) -> None:
-        lo = np.zeros(len(FIELDS), dtype=np.int64)
-        n = np.ones(len(FIELDS), dtype=np.int64)
-        for f, prefix in PREFIX.items():
-            ids = [i for i, t in enumerate(tok.tokens) if t.startswith(prefix + ":")
-                   and not t.endswith("[OOV]")]
-            assert ids == list(range(ids[0], ids[0] + len(ids))), f"{f} tokens not contiguous"
-            lo[FIELDS.index(f)], n[FIELDS.index(f)] = ids[0], len(ids)
-        self.lo, self.n = torch.from_numpy(lo), torch.from_numpy(n)
+    Replacements are uniform over a field's values, except diagnoses: a replacement is a
+    listed code, read through its ancestor at the share of ancestor tokens in the stream
+    itself. Drawn uniformly over codes and categories alike, a replaced diagnosis was a
+    category token 28% of the time against 8% in the stream, so the surprise head learned
+    that category tokens are suspicious: on clean claims whose listed diagnoses were
+    swapped for unlisted siblings, the anomaly channel fired 9x as often (5.0% vs 0.56%,
+    6,269 claims of seed 77, checkpoint f6e318a07c5f70ef)."""
+
+    def __init__(self, tok: ClaimTokenizer, vocab: Vocabulary, sample: ClaimSet,
+                 augment: float = 0.1) -> None:
+        """`sample`: claims whose share of ancestor tokens the replacements match;
+        `augment`: the share of listed diagnoses read through their ancestor in training
+        batches (`read_through`)."""
+        dx_ids = tok.ids["diagnosis"]
+        listed = {dx_ids[c] for c in vocab.diagnoses if c in dx_ids}
+        ancestor = np.zeros(len(tok.tokens), dtype=bool)
+        ancestor[[i for i in dx_ids.values() if i not in listed]] = True
+        ancestor[tok.oov["diagnosis"]] = False
+        # listed code -> its nearest ancestor's token, where the ancestor reads the same
+        # (a category of one clinical area, the same age and sex limits: what an unlisted
+        # sibling reads as, `Vocabulary.resolve_diagnosis`)
+        areas: dict[str, set[str]] = {}
+        for c, d in vocab.diagnoses.items():
+            areas.setdefault(c[:3], set()).add(d.area)
+        through = np.zeros(len(tok.tokens), dtype=np.int64)
+        for c, d in vocab.diagnoses.items():
+            stand_in = vocab.categories.get(c[:3])
+            up = dx_ids.get(c[:5]) if len(c) > 5 else None
+            up = up or (dx_ids.get(c[:3]) if c != c[:3] else None)
+            if c in dx_ids and up and stand_in and len(areas[c[:3]]) == 1 \
+                    and stand_in.who == d.who:
+                through[dx_ids[c]] = up
+        pools = [[i for i, t in enumerate(tok.tokens) if f in PREFIX
+                  and t.startswith(PREFIX[f] + ":") and not t.endswith("[OOV]")
+                  and not ancestor[i]] or [0] for f in FIELDS]
+        width = max(len(p) for p in pools)
+        self.pool = torch.tensor([p + [0] * (width - len(p)) for p in pools])
+        self.n = torch.tensor([len(p) for p in pools])
+        self.through = torch.from_numpy(through)
+        self.augment = augment
+        dx = sample.values[sample.fields == FIELDS.index("diagnosis")]
+        natural = ancestor[dx].mean() if len(dx) else 0.0
+        eligible = (through[dx[~ancestor[dx]]] > 0).mean() if (~ancestor[dx]).any() else 0.0
+        share = natural + augment * (1 - natural) * eligible  # after `read_through`
+        drawn = (through[sorted(listed)] > 0).mean() if listed else 0.0
+        self.ancestor_share = float(min(1.0, share / drawn)) if drawn else 0.0
+        self.seen = np.unique(np.concatenate([self.pool.flatten().numpy(), through]))
+
+    def read_through(self, values: torch.Tensor, p: float, gen: torch.Generator
+                     ) -> torch.Tensor:
+        """Each listed diagnosis with an ancestor of the same reading becomes that
+        ancestor's token with probability `p`: what an unlisted sibling reads as."""
+        cat = self.through[values]
+        flip = (cat > 0) & (torch.rand(values.shape, generator=gen) < p)
+        return torch.where(flip, cat, values)
 
     def __call__(self, values: torch.Tensor, fields: torch.Tensor, rate: float,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         content = (values != 0) & (fields != FIELDS.index("cls"))
         pick = (torch.rand(values.shape, generator=gen) < rate) & content
         offs = (torch.rand(values.shape, generator=gen) * self.n[fields]).long()
-        swapped = torch.where(pick, self.lo[fields] + offs, values)
+        drawn = self.read_through(self.pool[fields, offs], self.ancestor_share, gen)
+        swapped = torch.where(pick, drawn, values)
         return swapped, swapped != values
 
 
@@ -134,15 +182,19 @@ def train_step(model: ClaimFormer, opt: torch.optim.Optimizer,
     """One optimiser step on both heads: the fraud head's cross-entropy on a labelled
     batch (values, fields, labels; none: self-supervised only) plus the surprise head's
     replaced-token loss on an unlabelled batch (values, fields) with `rate` of its tokens
-    swapped. Shared by training and retraining (`model.retrain`)."""
+    swapped. In both, some listed diagnoses read through their category, as unlisted
+    siblings do (`Replacer.read_through`). Shared by training and retraining
+    (`model.retrain`)."""
     dev = next(model.parameters()).device
     model.train()
     loss = torch.zeros((), device=dev)
     if labelled is not None:
         v, f, y = labelled
+        v = replacer.read_through(v, replacer.augment, gen)
         fraud, _, _ = model(v.to(dev), f.to(dev))
         loss = F.binary_cross_entropy_with_logits(fraud, y.to(dev))
     uv, uf = unlabelled
+    uv = replacer.read_through(uv, replacer.augment, gen)
     swapped, replaced = replacer(uv, uf, rate, gen)
     uf = uf.to(dev)
     _, surprise, _ = model(swapped.to(dev), uf)
@@ -263,6 +315,7 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
     selects_by_labels = len(val) > 0 and 0 < val.labels.sum() < len(val)
     mcfg = ClaimFormerConfig(vocab_size=len(tok.tokens), n_fields=len(FIELDS),
                              line_offsets=tuple(LINE_OFFSET.get(f, 0) for f in FIELDS),
+                             group_levels=len(tok.groups[0]),
                              **{**PRESETS[cfg.preset], **(cfg.model_overrides or {})})
     model = ClaimFormer(mcfg)
     model.group_of.copy_(torch.tensor(tok.groups))
@@ -273,7 +326,7 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.1)
-    replacer = Replacer(tok)
+    replacer = Replacer(tok, default_vocabulary(), unlabelled)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     labelled_batches = length_batches(train_set, cfg.batch_size, rng) if supervised else None
@@ -321,6 +374,10 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
             advance(1)
     model.load_state_dict(best["state"])
     model.cpu().eval()
+    seen = np.unique(np.concatenate([train_set.values.ravel(), unlabelled.values.ravel(),
+                                     replacer.seen]))
+    log(f"{model.forget_unseen(torch.from_numpy(seen)):,} of {len(tok.tokens):,} tokens never "
+        "seen in training: they read as their ancestors alone")
     cal, cal_metrics = calibrate(model, cal_set, data.clean)
     log(f"calibrated: threshold {cal.threshold}, held-out auroc {cal_metrics['auroc']:.4f} "
         f"pr_auc {cal_metrics['pr_auc']:.4f}")

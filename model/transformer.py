@@ -38,6 +38,13 @@ class ClaimFormerConfig:
     # Per field id: how many positions back a service-line token's line head sits (0 = not
     # a line token). A "$150" token then also embeds its line's code: "$150 for 99213".
     line_offsets: tuple[int, ...] = ()
+    # Ancestors per token (tokenizer.GROUP_LEVELS): a diagnosis embeds its ICD-10-CM
+    # subcategory, category, block and chapter too (checkpoints from before: 1, its group)
+    group_levels: int = 1
+    # In training, the share of codes that read as their ancestors alone (their own vector
+    # dropped), so that a code never seen, whose own vector is zero (`forget_unseen`),
+    # reads as its family does
+    value_dropout: float = 0.1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,10 +105,11 @@ class ClaimFormer(nn.Module):
         self.position = nn.Embedding(cfg.max_len, cfg.d_model)
         # a line token's code, as context (padding_idx: a removed code adds nothing)
         self.line = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=0)
-        self.group = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=0)  # code's family
-        # token id -> its group's token id (0 = none); set from the tokenizer, saved with
-        # the weights
-        self.register_buffer("group_of", torch.zeros(cfg.vocab_size, dtype=torch.long))
+        self.group = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=0)  # ancestors
+        # token id -> its ancestors' group token ids (0 = none); set from the tokenizer,
+        # saved with the weights
+        self.register_buffer("group_of", torch.zeros(cfg.vocab_size, cfg.group_levels,
+                                                     dtype=torch.long))
         offsets = list(cfg.line_offsets) + [0] * (cfg.n_fields - len(cfg.line_offsets))
         self.register_buffer("line_offsets", torch.tensor(offsets), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
@@ -113,8 +121,9 @@ class ClaimFormer(nn.Module):
 
     def forward(self, values: torch.Tensor, fields: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """values, fields: (B, T) ids, 0 = padding. Embedding = value (+ its code group) +
-        field type + position (+ the line's code for the numbers of a service line).
+        """values, fields: (B, T) ids, 0 = padding. Embedding = value (+ its ancestors in
+        its code system) + field type + position (+ the line's code for the numbers of a
+        service line).
 
         Returns the fraud logit (B,), per-token surprise logits (B, T) (padding = -inf),
         and the attention weights of each layer, [(B, nh, T, T)] * n_layers.
@@ -124,8 +133,14 @@ class ClaimFormer(nn.Module):
         back = self.line_offsets[fields]  # (B, T) positions back to the line's head, 0 = none
         head = values.gather(1, (pos - back).clamp(min=0))  # (B, T) the line's code id
         line = self.line(head) * (back > 0).unsqueeze(-1)
-        group = self.group(self.group_of[values])
-        x = self.value(values) + group + self.field(fields) + self.position(pos) + line  # (B,T,C)
+        ancestors = self.group_of[values]  # (B, T, levels)
+        group = self.group(ancestors).sum(dim=2)  # (B, T, C)
+        own = self.value(values)
+        if self.training and self.cfg.value_dropout:
+            drop = (ancestors > 0).any(dim=2) & (torch.rand(values.shape, device=values.device)
+                                                < self.cfg.value_dropout)
+            own = own.masked_fill(drop.unsqueeze(-1), 0.0)
+        x = own + group + self.field(fields) + self.position(pos) + line  # (B, T, C)
         x = self.drop(x)
         attentions = []
         for block in self.blocks:
@@ -135,6 +150,22 @@ class ClaimFormer(nn.Module):
         fraud = self.fraud(x[:, 0]).squeeze(-1)  # [CLS] is always position 0
         surprise = self.surprise(x).squeeze(-1).masked_fill(pad, float("-inf"))
         return fraud, surprise, attentions
+
+    @torch.no_grad()
+    def forget_unseen(self, seen: torch.Tensor) -> int:
+        """Zero the own vectors of the tokens not in `seen` (ids training never showed),
+        and of the ancestors none of them has: an unseen code then reads as its
+        ancestors alone, as `value_dropout` trained the model to read it, not as the
+        random vector it was initialised with. Returns how many tokens were zeroed."""
+        unseen = torch.ones(self.cfg.vocab_size, dtype=torch.bool)
+        unseen[seen] = False
+        unseen[0] = False  # padding
+        used = torch.zeros_like(unseen)
+        used[self.group_of[seen].flatten()] = True
+        self.value.weight[unseen] = 0.0
+        self.line.weight[unseen] = 0.0
+        self.group.weight[~used] = 0.0
+        return int(unseen.sum())
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -68,9 +68,9 @@ def test_history_splits_by_claim_and_learns_its_own_references(files):
     changed = [k for k, v in data.tokenizer.prices.items() if base.prices.get(k) != v]
     assert changed  # prices of codes billed often enough come from the history
     cov = data.source["coverage"]
-    assert cov["diagnosis"]["category"] > 0  # unlisted siblings read through their category
-    assert cov["diagnosis"]["distinct"] == (cov["diagnosis"]["own"] + cov["diagnosis"]["category"]
-                                            + cov["diagnosis"]["unknown"])
+    for field, c in cov.items():
+        assert c["distinct"] == c["own"] + c["hierarchy"] + c["unknown"], field
+    assert cov["diagnosis"]["hierarchy"] > 0  # unlisted siblings read through their ancestors
 
 
 def test_training_on_a_history_with_and_without_labels(files):

@@ -13,12 +13,13 @@ import torch
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState, fit_limits
 from model.claims import Claim
+from model.dataset import make_claim_set
 from model.explain import NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
 from model.score import ANOMALY_FPRS, CHANNELS
 from model.scorer import Scorer, fixed_shape
 from model.tokenizer import FIELD_ID, MAX_TOKENS, ClaimTokenizer
-from model.training import TrainConfig, snapshot_steps, train
+from model.training import Replacer, TrainConfig, snapshot_steps, train
 from model.transformer import ClaimFormer
 from model.vocabulary import default_vocabulary
 
@@ -58,6 +59,58 @@ def test_unknown_codes_and_hostile_strings_go_to_oov(tok):
     assert by_field["place"] == tok.oov["place"]
     assert by_field["drug"] == tok.oov["drug"] and by_field["dose"] == tok.oov["dose"]
     assert by_field["drug_price"] != tok.oov["drug_price"]  # absolute bucket instead
+
+
+def test_unseen_codes_read_as_their_nearest_ancestor_never_one_shared_token(tok):
+    ids, oov = tok.ids["diagnosis"], tok.oov["diagnosis"]
+
+    def ancestors(token_id: int) -> list[str]:
+        return [tok.tokens[g] for g in tok.groups[token_id] if g]
+
+    assert "E11.641" not in ids and "E11.65" in ids  # a listed sibling: E11.6 has a token
+    assert tok._diagnosis("E11.641").value == ids["E11.6"]
+    assert ancestors(ids["E11.6"]) == ["group:dx:E11.6", "group:dx:E11", "group:dx:E08-E13",
+                                       "group:dx:chapter 4"]
+    assert not any(c.startswith("A00") for c in default_vocabulary().diagnoses)
+    cholera = tok._diagnosis("A00.0")  # a category no listed code is in still has a token
+    assert cholera.value == ids["A00"]
+    assert ancestors(cholera.value) == ["group:dx:A00-A09", "group:dx:chapter 1"]
+    assert len({tok._diagnosis(c).value for c in ("A00.0", "E11.641", "K35.200")}) == 3
+    assert tok._diagnosis("U99.9").value == oov  # no such ICD-10-CM category
+    proc = tok._procedure("33533")  # an unlisted CABG code: its CPT range
+    assert tok.tokens[proc.value] == "proc:[cardiovascular system]"
+    assert ancestors(proc.value) == ["group:proc:range cardiovascular system",
+                                     "group:proc:section surgery"]
+    assert tok.tokens[tok._procedure("0042T").value] == "proc:[CPT category III]"
+    assert tok._procedure("02000").value == tok.oov["procedure"]  # in no CPT range
+
+
+def test_replacements_carry_the_streams_share_of_ancestor_tokens(tok):
+    """A replaced diagnosis is an ancestor token as often as a real one is: otherwise the
+    surprise head learns that reading through a category is suspicious."""
+    sample = make_claim_set(tok, 3000, 5, 0.05)
+    replacer = Replacer(tok, default_vocabulary(), sample)
+    listed = {tok.ids["diagnosis"][c] for c in default_vocabulary().diagnoses}
+    gen = torch.Generator().manual_seed(0)
+    v, f = sample.batch(np.arange(3000))
+    v = replacer.read_through(v, replacer.augment, gen)
+    swapped, replaced = replacer(v, f, 0.3, gen)
+    dx = f == FIELD_ID["diagnosis"]
+
+    def ancestor_share(x: torch.Tensor) -> float:
+        return float(np.mean([int(i) not in listed for i in x]))
+
+    real, drawn = ancestor_share(v[dx & ~replaced]), ancestor_share(swapped[dx & replaced])
+    assert real > 0.05 and abs(drawn - real) < 0.03, (real, drawn)
+    assert not replaced[f == FIELD_ID["cls"]].any()
+
+
+def test_unseen_tokens_read_as_their_ancestors_alone(tiny_checkpoint):
+    ck = load_checkpoint(tiny_checkpoint)
+    m, tok = ck.model, ck.tokenizer
+    cholera = tok.ids["diagnosis"]["A00"]
+    assert not m.value.weight[cholera].any()  # never in training: its own vector is zero
+    assert m.value.weight[tok.ids["diagnosis"]["E11.9"]].any()
 
 
 def test_long_claims_are_truncated_whole_lines_first(tok):
