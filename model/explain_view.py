@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -12,7 +11,7 @@ from model.scorer import Scorer
 
 
 def render(scorer: Scorer, claim: Claim, console: Console) -> None:
-    s = scorer.score([claim])[0]
+    s, enc, raw = scorer.inspect(claim)
     verdict = "[red]FLAGGED[/red]" if s.flagged else "[green]not flagged[/green]"
     console.print(f"claim [bold]{claim.claim_id}[/bold]: score {s.score:.3f} "
                   f"(threshold {s.threshold:.3f}) {verdict}")
@@ -37,9 +36,7 @@ def render(scorer: Scorer, claim: Claim, console: Console) -> None:
         fields.add_row(name, f"{w:.1%}", "█" * round(w * 40))
     console.print(fields)
 
-    enc = scorer.tokenizer.encode([claim])
-    raw = scorer.raw(enc.values, enc.fields)
-    p_odd = 1 / (1 + np.exp(-raw.surprise[0]))
+    p_odd = raw.replaced_probability[0]
     tokens = Table(title="tokens (surprise = how unlikely the token is, given the others)",
                    title_justify="left")
     for col in ("#", "field", "token", "surprise"):

@@ -117,6 +117,12 @@ class Raw:
     def anomaly_logit(self) -> np.ndarray:
         return self.surprise.max(axis=1)
 
+    @property
+    def replaced_probability(self) -> np.ndarray:
+        """(B, T) the surprise head's probability that each token was replaced (0 on
+        padding and [CLS])."""
+        return sigmoid(self.surprise)
+
 
 class Scorer:
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int | None = None,
@@ -210,16 +216,25 @@ class Scorer:
         scored_at = now or dt.datetime.now(dt.UTC)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            part = self._score_batch([claims[i] for i in idx],
-                                     self.tokenizer.pack([seqs[i] for i in idx]),
+            enc = self.tokenizer.pack([seqs[i] for i in idx])
+            part = self._score_batch([claims[i] for i in idx], enc,
+                                     self.raw(enc.values, enc.fields),
                                      [hits[i] for i in idx], scored_at)
             for i, s in zip(idx, part, strict=True):
                 out[i] = s
         return out  # type: ignore[return-value]
 
-    def _score_batch(self, claims: list[Claim], enc: Encoded, hits: list[list[CheckHit]],
-                     scored_at: dt.datetime) -> list[Score]:
+    def inspect(self, claim: Claim) -> tuple[Score, Encoded, Raw]:
+        """One claim's Score with the tokens and model outputs behind it (per-token
+        surprise, every head's attention), from the same single forward pass: what the
+        CLI's `explain` and the console's heat map show."""
+        hits = self.checks.run([claim]) if self.checks else [[]]
+        enc = self.tokenizer.encode([claim])
         raw = self.raw(enc.values, enc.fields)
+        return self._score_batch([claim], enc, raw, hits, dt.datetime.now(dt.UTC))[0], enc, raw
+
+    def _score_batch(self, claims: list[Claim], enc: Encoded, raw: Raw,
+                     hits: list[list[CheckHit]], scored_at: dt.datetime) -> list[Score]:
         fraud, anomaly, combined = self.combine(raw)
         B = enc.values.shape[0]
         fields = explain.field_importance(explain.rollout(raw.attentions), enc.fields)

@@ -44,10 +44,9 @@ class Attention:
         """
         scorer = self.scorer()
         c = Claim.model_validate(claim)
-        enc = scorer.tokenizer.encode([c])
-        raw = scorer.raw(enc.values, enc.fields)
+        _, enc, raw = scorer.inspect(c)
         n = int(enc.lengths[0])
-        p_odd = 1 / (1 + np.exp(-np.clip(raw.surprise[0][:n], -60, 60)))  # -inf -> 0
+        p_odd = raw.replaced_probability[0][:n]
         tokens = [{"label": t.label, "field": t.field, "surprise": round(float(p), 3)}
                   for t, p in zip(enc.tokens[0][:n], p_odd, strict=True)]
         layers = [np.round(a[0, :, :n, :n].float().cpu().numpy(), 3).tolist()
