@@ -246,19 +246,12 @@ class ClaimGenerator:
                            if x.who.sex or x.who.min_age > 0 or x.who.max_age < 120]
         self.acute_areas = sorted(a for a, dxs in self.area_dx.items()
                                   if any(not d.chronic for d in dxs))
-        areas_of: dict[str, set[str]] = {}
-        for d in v.diagnoses.values():
-            areas_of.setdefault(d.code[:3], set()).add(d.area)
-        # unlisted siblings only where the category belongs to one area: they then read
-        # through their category unambiguously (Vocabulary.resolve_diagnosis)
-        self.one_area = frozenset(c for c, a in areas_of.items() if len(a) == 1)
         self.listed = frozenset(v.diagnoses)
 
     def _sibling(self, code: str) -> str:
         """`code`, or with probability `oov_rate` an unlisted billable code of its category,
-        where the category reads as `code` does (same area, same age and sex limits)."""
-        if (self.oov_rate and code[:3] in self.one_area
-                and self.v.categories[code[:3]].who == self.v.diagnoses[code].who
+        where it reads as `code` does (`Vocabulary.sibling_reads_alike`)."""
+        if (self.oov_rate and self.v.sibling_reads_alike(code)
                 and self.rng.random() < self.oov_rate):
             siblings = unlisted_siblings(code[:3], self.listed)
             if siblings:

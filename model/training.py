@@ -94,19 +94,13 @@ class Replacer:
         ancestor = np.zeros(len(tok.tokens), dtype=bool)
         ancestor[[i for i in dx_ids.values() if i not in listed]] = True
         ancestor[tok.oov["diagnosis"]] = False
-        # listed code -> its nearest ancestor's token, where the ancestor reads the same
-        # (a category of one clinical area, the same age and sex limits: what an unlisted
-        # sibling reads as, `Vocabulary.resolve_diagnosis`)
-        areas: dict[str, set[str]] = {}
-        for c, d in vocab.diagnoses.items():
-            areas.setdefault(c[:3], set()).add(d.area)
+        # listed code -> its nearest ancestor's token, where an unlisted sibling reads as
+        # the code does (`Vocabulary.sibling_reads_alike`)
         through = np.zeros(len(tok.tokens), dtype=np.int64)
-        for c, d in vocab.diagnoses.items():
-            stand_in = vocab.categories.get(c[:3])
+        for c in vocab.diagnoses:
             up = dx_ids.get(c[:5]) if len(c) > 5 else None
             up = up or (dx_ids.get(c[:3]) if c != c[:3] else None)
-            if c in dx_ids and up and stand_in and len(areas[c[:3]]) == 1 \
-                    and stand_in.who == d.who:
+            if c in dx_ids and up and vocab.sibling_reads_alike(c):
                 through[dx_ids[c]] = up
         pools = [[i for i, t in enumerate(tok.tokens) if f in PREFIX
                   and t.startswith(PREFIX[f] + ":") and not t.endswith("[OOV]")

@@ -115,6 +115,25 @@ class Vocabulary:
         belongs to one area."""
         return self.diagnoses.get(code) or self.categories.get(code[:3])
 
+    @functools.cached_property
+    def one_area_categories(self) -> frozenset[str]:
+        """ICD-10-CM categories whose listed codes all belong to one clinical area."""
+        areas: dict[str, set[str]] = {}
+        for d in self.diagnoses.values():
+            areas.setdefault(d.code[:3], set()).add(d.area)
+        return frozenset(c for c, a in areas.items() if len(a) == 1)
+
+    def sibling_reads_alike(self, code: str) -> bool:
+        """Whether an unlisted sibling of the listed `code` reads as `code` does, in every
+        reading: the rules' (through the category's stand-in, `resolve_diagnosis`) and the
+        model's (through the nearest ancestor with a token). Only where the category
+        belongs to one area and its stand-in has the code's age and sex limits: in a
+        category of several areas (Z13, screenings for lipids, diabetes, depression...) a
+        sibling is another area's code."""
+        d, stand_in = self.diagnoses.get(code), self.categories.get(code[:3])
+        return (d is not None and stand_in is not None and code[:3] in self.one_area_categories
+                and stand_in.who == d.who)
+
     def justified_procedures(self, diagnoses: Iterable[str]) -> frozenset[str]:
         """Procedures some diagnosis of the claim justifies (uncovered codes justify nothing)."""
         out = set(self.general_procedures)

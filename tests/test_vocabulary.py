@@ -76,3 +76,14 @@ def test_prostate_and_paediatric_vaccine_constraints():
     assert any(p.who.sex == "M" for p in V.procedures.values())
     assert any(p.category == "vaccine" and p.who.max_age <= 18 for p in V.procedures.values())
     assert any(d.who.sex == "F" and d.area == "pregnancy" for d in V.diagnoses.values())
+
+
+def test_siblings_read_alike_only_in_a_category_of_one_area():
+    """An unlisted Z13 code (screening) could be for lipids, diabetes or depression: it
+    does not read as Z13.220 does, so neither the generator nor the yardstick's sibling
+    test swaps it in. E11 is all diabetes."""
+    assert {V.diagnoses[c].area for c in V.diagnoses if c.startswith("Z13")} >= {
+        "lipids", "preventive_adult"}
+    assert not V.sibling_reads_alike("Z13.220")
+    assert V.sibling_reads_alike("E11.9")
+    assert not V.sibling_reads_alike("Q99.9")  # not listed

@@ -282,14 +282,15 @@ def shuffled(c: dict, rng: np.random.Generator) -> dict:
 
 def with_siblings(c: dict, rng: np.random.Generator) -> tuple[dict, int]:
     """The claim with each listed diagnosis swapped for an unlisted sibling where one reads
-    the same (one-area category, same limits); how many were swapped."""
+    the same (`Vocabulary.sibling_reads_alike`: one-area category, same limits, as the
+    generator's own siblings); how many were swapped. (Until checkpoint 93ae3e6b this
+    checked only that the category's stand-in shared the code's area, which let in the
+    siblings of categories of several areas, Z13 screenings above all.)"""
     v = default_vocabulary()
     listed = frozenset(v.diagnoses)
     out, swapped = [], 0
     for code in c["diagnoses"]:
-        d, stand_in = v.diagnoses.get(code), v.categories.get(code[:3])
-        siblings = unlisted_siblings(code[:3], listed) if d and stand_in and \
-            stand_in.area == d.area and stand_in.who == d.who else ()
+        siblings = unlisted_siblings(code[:3], listed) if v.sibling_reads_alike(code) else ()
         pick = siblings[rng.integers(len(siblings))] if siblings else code
         swapped += pick != code
         out.append(pick)
