@@ -11,7 +11,7 @@ message). `stream` re-exports it; `model` reads it. Decisions written down once:
   A line's `charge` is the line total (all units), not a unit price.
 - Codes are checked for *format* (ICD-10-CM, CPT/HCPCS Level II, CMS POS). Whether a code
   is one the model knows is the tokenizer's business: unknown-but-well-formed codes are
-  valid claims and go to OOV tokens.
+  valid claims and read as their nearest ancestor in their code system (model.codes).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def procedure_ranges() -> list[ProcedureLevels]:
 def procedure_levels(code: str) -> ProcedureLevels | None:
     """The section and range of a CPT or HCPCS Level II code; None for anything else
     (a code of no known shape, or a CPT number in no range)."""
-    if len(code) != 5:
+    if len(code) != 5 or not code.isascii():
         return None
     if code[0].isalpha() and code[1:].isdigit():
         section = HCPCS_SECTIONS.get(code[0].upper())

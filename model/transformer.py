@@ -44,7 +44,7 @@ class ClaimFormerConfig:
     # In training, the share of codes that read as their ancestors alone (their own vector
     # dropped), so that a code never seen, whose own vector is zero (`forget_unseen`),
     # reads as its family does
-    value_dropout: float = 0.1
+    value_dropout: float = 0.0  # training sets 0.1; checkpoints from before have none
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -111,8 +111,9 @@ class Vocabulary:
     def resolve_diagnosis(self, code: str) -> Diagnosis | None:
         """The listed diagnosis, else the one standing for its ICD-10-CM category (E11.8, not
         listed, reads as E11.9: same area, severity, demographics); None for a category the
-        vocabulary does not cover. The links are stated per clinical area, and a category
-        belongs to one area."""
+        vocabulary does not cover. The links are stated per clinical area; a category of
+        several areas (Z13) reads as its stand-in's, which is why unlisted siblings are
+        used only where they read alike (`sibling_reads_alike`)."""
         return self.diagnoses.get(code) or self.categories.get(code[:3])
 
     @functools.cached_property
