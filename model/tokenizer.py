@@ -338,9 +338,16 @@ class ClaimTokenizer:
         t = self.named_tokens.get(("diagnosis", code))
         if t is not None:
             return t
+        value = self.ids["diagnosis"].get(code) or self.diagnosis_ancestor(code)
+        return Token("diagnosis", value or self.oov["diagnosis"], (code,))
+
+    def diagnosis_ancestor(self, code: str) -> int | None:
+        """The token id of `code`'s nearest ICD-10-CM ancestor with a token (its
+        subcategory such as `E11.6`, else its category), never the code's own; None when
+        there is none."""
         ids = self.ids["diagnosis"]
-        value = ids.get(code[:5]) if len(code) >= 5 else None
-        return Token("diagnosis", value or ids.get(code[:3], self.oov["diagnosis"]), (code,))
+        sub = ids.get(code[:5]) if len(code) > 5 else None
+        return sub or (ids.get(code[:3]) if len(code) > 3 else None)
 
     def _procedure(self, code: str) -> Token:
         """A listed code's token, else its CPT/HCPCS range's, else the OOV token."""

@@ -104,8 +104,7 @@ class Replacer:
         # the code does (`Vocabulary.sibling_reads_alike`)
         through = np.zeros(len(tok.tokens), dtype=np.int64)
         for c in vocab.diagnoses:
-            up = dx_ids.get(c[:5]) if len(c) > 5 else None
-            up = up or (dx_ids.get(c[:3]) if c != c[:3] else None)
+            up = tok.diagnosis_ancestor(c)
             if c in dx_ids and up and vocab.sibling_reads_alike(c):
                 through[dx_ids[c]] = up
         pools = [[i for i, t in enumerate(tok.tokens) if f in PREFIX
