@@ -128,7 +128,10 @@ def model_card(ck: Checkpoint) -> str:
     lines = [f"# ClaimFormer {ck.model_version}", "",
              f"- Model: {cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, "
              f"{ck.model.n_params():,} parameters; a supervised fraud head and a "
-             "self-supervised surprise head (replaced-token detection).",
+             "self-supervised surprise head (replaced-token detection)"
+             + (f"; codes read against counts of what goes with what in its training "
+                f"claims ({cfg.pair_rows:,} contexts x {cfg.pair_cols:,} codes)."
+                if cfg.pair_rows else "."),
              f"- Trained: {t.get('steps')} steps (best at step {m.get('best_step')}), "
              f"{m.get('train_seconds')} s on {t.get('device', 'cpu')}."]
     if data == "history":

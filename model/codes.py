@@ -91,6 +91,19 @@ def procedure_ranges() -> list[ProcedureLevels]:
             + [ProcedureLevels(s, s) for s in CPT_SUFFIX_SECTIONS.values()])
 
 
+def range_span(code: str) -> tuple[str, int, int] | None:
+    """The codes of `code`'s range as (prefix, first, last number): ("", 33016, 37799) for
+    a CPT code, ("G", 0, 9999) for a HCPCS one; None for other shapes (CPT category II,
+    III and PLA codes) and codes in no range. The yardstick draws unlisted codes from it."""
+    if procedure_levels(code) is None or not code[1:].isdigit():
+        return None
+    if code[0].isalpha():
+        return code[0].upper(), 0, 9999
+    starts, rows = _cpt_ranges()
+    k = bisect.bisect_right(starts, int(code)) - 1
+    return "", starts[k], rows[k][0]
+
+
 def procedure_levels(code: str) -> ProcedureLevels | None:
     """The section and range of a CPT or HCPCS Level II code; None for anything else
     (a code of no known shape, or a CPT number in no range)."""

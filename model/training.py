@@ -38,7 +38,13 @@ from model.progress import progress_bar
 from model.quality.specialisation import head_snapshot
 from model.score import ANOMALY_FPR, ANOMALY_FPRS
 from model.tokenizer import FIELDS, LINE_OFFSET, PREFIX, ClaimTokenizer
-from model.transformer import PRESETS, ClaimFormer, ClaimFormerConfig, replaced_token_loss
+from model.transformer import (
+    PRESETS,
+    ClaimFormer,
+    ClaimFormerConfig,
+    Support,
+    replaced_token_loss,
+)
 from model.vocabulary import Vocabulary, default_vocabulary
 
 
@@ -76,37 +82,43 @@ class Replacer:
     """Swaps tokens for random values of the same field (replaced-token detection), and
     reads listed diagnoses through their ICD-10-CM ancestors (augmentation).
 
-    Replacements are uniform over a field's values, except diagnoses: a replacement is a
-    listed code, read through its ancestor at the share of ancestor tokens in the stream
-    itself. Drawn uniformly over codes and categories alike, a replaced diagnosis was a
-    category token 28% of the time against 8% in the stream, so the surprise head learned
-    that category tokens are suspicious: on clean claims whose listed diagnoses were
-    swapped for unlisted siblings, the anomaly channel fired 9x as often (5.0% vs 0.56%,
-    6,269 claims of seed 77, checkpoint f6e318a07c5f70ef)."""
+    Replacements are uniform over a field's values, except codes: a replacement is a
+    listed code, read through its ancestor at the share of ancestor tokens its field has in
+    the stream itself. Drawn uniformly over codes and categories alike, a replaced
+    diagnosis was a category token 28% of the time against 8% in the stream, so the
+    surprise head learned that category tokens are suspicious: on clean claims whose listed
+    diagnoses were swapped for unlisted siblings, the anomaly channel fired 9x as often
+    (5.0% vs 0.56%, 6,269 claims of seed 77, checkpoint f6e318a07c5f70ef). A procedure's
+    range token (`proc:[...]`) was drawn as a replacement and never seen in data, so an
+    unlisted CPT code in a listed code's place fired the anomaly channel on every clean
+    claim (93ae3e6b)."""
+
+    CODES = ("diagnosis", "procedure")  # the fields whose values have ancestor tokens
 
     def __init__(self, tok: ClaimTokenizer, vocab: Vocabulary, sample: ClaimSet,
                  augment: float = 0.1) -> None:
         """`sample`: claims whose share of ancestor tokens the replacements match;
-        `augment`: the share of listed diagnoses read through their ancestor in training
+        `augment`: the share of listed codes read through their ancestor in training
         batches (`read_through`)."""
-        dx_ids = tok.ids["diagnosis"]
+        dx_ids, proc_ids = tok.ids["diagnosis"], tok.ids["procedure"]
+        # tokens only an unlisted code reads as: categories and subcategories no listed
+        # diagnosis is, and CPT/HCPCS range tokens
         listed = {dx_ids[c] for c in vocab.diagnoses if c in dx_ids}
         ancestor = np.zeros(len(tok.tokens), dtype=bool)
         ancestor[[i for i in dx_ids.values() if i not in listed]] = True
-        ancestor[tok.oov["diagnosis"]] = False
-        # a procedure's range token (`proc:[...]`) stands only for codes the list lacks:
-        # drawn as a replacement, it would teach the head that an unlisted code is a
-        # replaced one (measured on 93ae3e6b before its range tokens were forgotten: an
-        # unlisted CPT code in a listed code's place fired the anomaly channel on 100% of
-        # 367 clean claims)
-        ancestor[[i for v, i in tok.ids["procedure"].items() if v.startswith("[")]] = True
-        # listed code -> its nearest ancestor's token, where an unlisted sibling reads as
-        # the code does (`Vocabulary.sibling_reads_alike`)
+        ancestor[[i for v, i in proc_ids.items() if v.startswith("[")]] = True
+        ancestor[[tok.oov[f] for f in self.CODES]] = False
+        # listed code -> the token an unlisted code of its family reads as: a diagnosis's
+        # nearest ancestor, where its siblings read as it does
+        # (`Vocabulary.sibling_reads_alike`), a procedure's CPT/HCPCS range
         through = np.zeros(len(tok.tokens), dtype=np.int64)
         for c in vocab.diagnoses:
             up = tok.diagnosis_ancestor(c)
             if c in dx_ids and up and vocab.sibling_reads_alike(c):
                 through[dx_ids[c]] = up
+        for c in vocab.procedures:
+            if c in proc_ids and (up := tok.procedure_range(c)):
+                through[proc_ids[c]] = up
         pools = [[i for i, t in enumerate(tok.tokens) if f in PREFIX
                   and t.startswith(PREFIX[f] + ":") and not t.endswith("[OOV]")
                   and not ancestor[i]] or [0] for f in FIELDS]
@@ -115,12 +127,18 @@ class Replacer:
         self.n = torch.tensor([len(p) for p in pools])
         self.through = torch.from_numpy(through)
         self.augment = augment
-        dx = sample.values[sample.fields == FIELDS.index("diagnosis")]
-        natural = ancestor[dx].mean() if len(dx) else 0.0
-        eligible = (through[dx[~ancestor[dx]]] > 0).mean() if (~ancestor[dx]).any() else 0.0
-        share = natural + augment * (1 - natural) * eligible  # after `read_through`
-        drawn = (through[sorted(listed)] > 0).mean() if listed else 0.0
-        self.ancestor_share = float(min(1.0, share / drawn)) if drawn else 0.0
+        # per field: how often a drawn code reads through, so that replaced tokens are
+        # ancestor tokens as often as the stream's are after `read_through`
+        self.replace_share = torch.zeros(len(FIELDS))
+        for f in self.CODES:
+            k = FIELDS.index(f)
+            values = sample.values[sample.fields == k]
+            natural = ancestor[values].mean() if len(values) else 0.0
+            own = values[~ancestor[values]]
+            eligible = (through[own] > 0).mean() if len(own) else 0.0
+            stream = natural + augment * (1 - natural) * eligible
+            drawn = (through[pools[k]] > 0).mean()
+            self.replace_share[k] = float(min(1.0, stream / drawn)) if drawn else 0.0
         # tokens training shows besides the data's own: read-through targets, and the
         # replacements of fields without ancestors (a charge bucket no clean claim has is
         # learned as "replaced", which is what it should read as); a code shown only as a
@@ -129,22 +147,102 @@ class Replacer:
         pool = self.pool.flatten().numpy()
         self.seen = np.unique(np.concatenate([through, pool[~family[pool]]]))
 
-    def read_through(self, values: torch.Tensor, p: float, gen: torch.Generator
+    def read_through(self, values: torch.Tensor, p: float | torch.Tensor, gen: torch.Generator
                      ) -> torch.Tensor:
-        """Each listed diagnosis with an ancestor of the same reading becomes that
-        ancestor's token with probability `p`: what an unlisted sibling reads as."""
-        cat = self.through[values]
-        flip = (cat > 0) & (torch.rand(values.shape, generator=gen) < p)
-        return torch.where(flip, cat, values)
+        """Each listed code with a family reading (`through`) becomes that ancestor's token
+        with probability `p` (a number, or one per position): what an unlisted code of its
+        family reads as."""
+        up = self.through[values]
+        flip = (up > 0) & (torch.rand(values.shape, generator=gen) < p)
+        return torch.where(flip, up, values)
 
     def __call__(self, values: torch.Tensor, fields: torch.Tensor, rate: float,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         content = (values != 0) & (fields != FIELDS.index("cls"))
         pick = (torch.rand(values.shape, generator=gen) < rate) & content
         offs = (torch.rand(values.shape, generator=gen) * self.n[fields]).long()
-        drawn = self.read_through(self.pool[fields, offs], self.ancestor_share, gen)
+        drawn = self.read_through(self.pool[fields, offs], self.replace_share[fields], gen)
         swapped = torch.where(pick, drawn, values)
         return swapped, swapped != values
+
+
+@dataclass
+class PairTable:
+    """Smoothed PMI of (context token, code token) pairs over a set of claims: what the
+    model's `Support` reads."""
+
+    row: np.ndarray  # (vocab,) token id -> context row, 0 = not context
+    kind: np.ndarray  # (vocab,) token id -> Support.DIAGNOSIS ... SEX, 0 = not context
+    col: np.ndarray  # (vocab,) token id -> code column, 0 = not a code
+    line: np.ndarray  # (vocab,) bool: a procedure or drug, which a diagnosis must justify
+    pmi: np.ndarray  # (rows, cols) float16
+
+    @property
+    def rows(self) -> int:
+        return self.pmi.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return self.pmi.shape[1]
+
+    def load_into(self, model: ClaimFormer) -> None:
+        for name in ("row", "kind", "col", "line", "pmi"):
+            getattr(model.support, name).copy_(torch.from_numpy(getattr(self, name)))
+
+
+def pair_table(tok: ClaimTokenizer, data: ClaimSet) -> PairTable:
+    """PMI of (context, code) over the claims of `data`, each pair counted once a claim,
+    as log (observed + 1) / (expected + 1) co-occurrences: a pair never seen where 50 were
+    expected reads -3.9 ("does not go with it"), one never seen where 0.01 were expected
+    (a rare code, a rare context) reads 0, as does every pair of a token `data` never
+    shows (they share row or column 1, all zeros). Not log P(code | context) / P(code)
+    smoothed towards P(code): with many claims of the context, that reads any rare code as
+    impossible.
+
+    A diagnosis counts as its ICD-10-CM category (`E11.9` as `E11`): one code of a
+    category is on few claims (E11.9 on 10 of 4,000 generated ones, metformin on none of
+    them), the category on many."""
+    from scipy import sparse
+
+    n = len(tok.tokens)
+    key = np.arange(n)  # the token whose counts a token reads
+    dx = list(tok.ids["diagnosis"].values())
+    key[dx] = [tok.groups[t][1] or t for t in dx]
+    shown = np.zeros(n, dtype=bool)
+    shown[np.unique(key[data.values])] = True
+    row, kind, col = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    line = np.zeros(n, dtype=bool)
+    line[[*tok.ids["procedure"].values(), *tok.ids["drug"].values()]] = True
+
+    def number(index: np.ndarray, ids: list[int], start: int) -> int:
+        """Rows or columns from `start`, one per shown key of `ids`; tokens whose key no
+        claim shows share 1 (no data)."""
+        keys = sorted({int(key[i]) for i in ids if shown[key[i]]})
+        at = dict(zip(keys, range(start, start + len(keys)), strict=True))
+        index[ids] = [at.get(int(key[i]), 1) for i in ids]
+        return start + len(keys)
+
+    rows = 2
+    for k, field in ((Support.DIAGNOSIS, "diagnosis"), (Support.SPECIALTY, "specialty"),
+                     (Support.AGE, "age"), (Support.SEX, "sex")):
+        ids = list(tok.ids[field].values())
+        rows = number(row, ids, rows)
+        kind[ids] = k
+    cols = number(col, [*dx, *tok.ids["procedure"].values(), *tok.ids["drug"].values()], 2)
+
+    def onehot(index: np.ndarray, width: int) -> sparse.csr_matrix:
+        pos = index[data.values]  # (N, T)
+        i, t = np.nonzero(pos > 1)
+        m = sparse.csr_matrix((np.ones(len(i)), (i, pos[i, t])), shape=(len(data), width))
+        m.data[:] = 1.0  # a pair counts once a claim
+        return m
+
+    ctx, code = onehot(row, rows), onehot(col, cols)
+    both = (ctx.T @ code).toarray()  # claims with the context and the code
+    expected = (np.asarray(ctx.sum(axis=0)).ravel()[:, None]
+                * np.asarray(code.sum(axis=0)).ravel()[None, :] / max(1, len(data)))
+    pmi = np.log((both + 1.0) / (expected + 1.0))
+    return PairTable(row, kind, col, line, pmi.astype(np.float16))
 
 
 def length_batches(data: ClaimSet, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -187,8 +285,8 @@ def train_step(model: ClaimFormer, opt: torch.optim.Optimizer,
     """One optimiser step on both heads: the fraud head's cross-entropy on a labelled
     batch (values, fields, labels; none: self-supervised only) plus the surprise head's
     replaced-token loss on an unlabelled batch (values, fields) with `rate` of its tokens
-    swapped. In both, some listed diagnoses read through their nearest ancestor, as unlisted
-    siblings do (`Replacer.read_through`). Shared by training and retraining
+    swapped. In both, some listed codes read through their family's ancestor token, as
+    unlisted codes do (`Replacer.read_through`). Shared by training and retraining
     (`model.retrain`)."""
     dev = next(model.parameters()).device
     model.train()
@@ -318,12 +416,15 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
     train_set, unlabelled, val, cal_set = data.labelled, data.unlabelled, data.val, data.cal
     supervised = len(train_set) > 0
     selects_by_labels = len(val) > 0 and 0 < val.labels.sum() < len(val)
+    pairs = pair_table(tok, unlabelled)
     mcfg = ClaimFormerConfig(vocab_size=len(tok.tokens), n_fields=len(FIELDS),
                              line_offsets=tuple(LINE_OFFSET.get(f, 0) for f in FIELDS),
                              group_levels=len(tok.groups[0]), value_dropout=0.1,
+                             pair_rows=pairs.rows, pair_cols=pairs.cols,
                              **{**PRESETS[cfg.preset], **(cfg.model_overrides or {})})
     model = ClaimFormer(mcfg)
     model.group_of.copy_(torch.tensor(tok.groups))
+    pairs.load_into(model)
     dev = torch.device(cfg.device)
     model.to(dev)
     log(f"model: {mcfg.n_layers} layers, {mcfg.n_heads} heads, d_model {mcfg.d_model}, "

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from model.claims import Claim
+from model.codes import procedure_levels
 from model.generator import ClaimGenerator
 from model.quality.evaluate import (
     EvalError,
@@ -15,6 +17,7 @@ from model.quality.evaluate import (
     recall_at_fpr,
     shuffled,
     with_siblings,
+    with_unlisted_procedures,
 )
 from model.scorer import Scorer
 from model.vocabulary import default_vocabulary
@@ -45,6 +48,27 @@ def test_shuffling_and_siblings_keep_the_claim():
     for a, b in zip(c["diagnoses"], out["diagnoses"], strict=False):
         assert a[:3] == b[:3] and (a == b or b not in v.diagnoses)
     assert n == sum(a != b for a, b in zip(c["diagnoses"], out["diagnoses"], strict=False))
+
+
+def test_unlisted_procedures_stay_in_their_range():
+    """The yardstick's unlisted-procedure test swaps each listed code for one of the same
+    CPT/HCPCS range that the list lacks, and keeps everything else of the line."""
+    rng = np.random.default_rng(2)
+    v = default_vocabulary()
+    claims = [x.claim for x in ClaimGenerator(seed=3, fraud_rate=0.0).generate(200)]
+    total = 0
+    for c in claims:
+        out, n = with_unlisted_procedures(c, rng)
+        Claim.model_validate(out)
+        for a, b in zip(c["procedures"], out["procedures"], strict=True):
+            assert {**a, "code": b["code"]} == b
+            assert a["code"] == b["code"] or (b["code"] not in v.procedures and
+                                              procedure_levels(b["code"]).range ==
+                                              procedure_levels(a["code"]).range)
+        assert n == sum(a["code"] != b["code"]
+                        for a, b in zip(c["procedures"], out["procedures"], strict=True))
+        total += n
+    assert total > 200  # most listed codes have unlisted neighbours
 
 
 def test_a_training_seed_is_refused_as_the_test_seed():

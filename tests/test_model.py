@@ -18,9 +18,15 @@ from model.explain import NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
 from model.score import ANOMALY_FPRS, CHANNELS
 from model.scorer import Scorer, fixed_shape
-from model.tokenizer import FIELD_ID, MAX_TOKENS, ClaimTokenizer
-from model.training import Replacer, TrainConfig, snapshot_steps, train
-from model.transformer import ClaimFormer
+from model.tokenizer import (
+    FIELD_ID,
+    MAX_TOKENS,
+    TYPICAL_RATIO,
+    ClaimTokenizer,
+    charge_bucket,
+)
+from model.training import Replacer, TrainConfig, pair_table, snapshot_steps, train
+from model.transformer import ClaimFormer, Support
 from model.vocabulary import default_vocabulary
 
 
@@ -85,24 +91,60 @@ def test_unseen_codes_read_as_their_nearest_ancestor_never_one_shared_token(tok)
     assert tok._procedure("02000").value == tok.oov["procedure"]  # in no CPT range
 
 
-def test_replacements_carry_the_streams_share_of_ancestor_tokens(tok):
-    """A replaced diagnosis is an ancestor token as often as a real one is: otherwise the
-    surprise head learns that reading through a category is suspicious."""
+def test_an_unlisted_procedures_charge_reads_as_typical(tok):
+    """An unlisted CPT code has no reference price, so its charge reads as the ratio most
+    listed lines have (not an absolute bucket no listed code ever shows, nor a ratio to
+    some other code's price); a code of no range still reads in dollars."""
+    c = claims(1)[0].model_dump(mode="json")
+    c["procedures"] = [{"code": "33533", "units": 1, "charge": 900.0, "modifiers": []},
+                       {"code": "02000", "units": 1, "charge": 900.0, "modifiers": []}]
+    c["medications"], c["total_charge"] = [], 1800.0
+    seq, _ = tok.tokens_of(Claim.model_validate(c))
+    charges = [tok.tokens[t.value] for t in seq if t.field == "proc_charge"]
+    assert charges == [f"charge:b{charge_bucket(900.0)}", f"charge:r{TYPICAL_RATIO}"]
+
+
+@pytest.mark.parametrize("field", ["diagnosis", "procedure"])
+def test_replacements_carry_the_streams_share_of_ancestor_tokens(tok, field):
+    """A replaced code is an ancestor token (a category, a CPT range) as often as a real
+    one is: otherwise the surprise head learns that reading through the code system is
+    suspicious, and flags every claim with a code the list lacks."""
     sample = make_claim_set(tok, 3000, 5, 0.05)
-    replacer = Replacer(tok, default_vocabulary(), sample)
-    listed = {tok.ids["diagnosis"][c] for c in default_vocabulary().diagnoses}
+    v = default_vocabulary()
+    replacer = Replacer(tok, v, sample)
+    listed = {tok.ids[field][c] for c in (v.diagnoses if field == "diagnosis" else v.procedures)}
     gen = torch.Generator().manual_seed(0)
-    v, f = sample.batch(np.arange(3000))
-    v = replacer.read_through(v, replacer.augment, gen)
-    swapped, replaced = replacer(v, f, 0.3, gen)
-    dx = f == FIELD_ID["diagnosis"]
+    values, f = sample.batch(np.arange(3000))
+    values = replacer.read_through(values, replacer.augment, gen)
+    swapped, replaced = replacer(values, f, 0.3, gen)
+    here = f == FIELD_ID[field]
 
     def ancestor_share(x: torch.Tensor) -> float:
         return float(np.mean([int(i) not in listed for i in x]))
 
-    real, drawn = ancestor_share(v[dx & ~replaced]), ancestor_share(swapped[dx & replaced])
+    real = ancestor_share(values[here & ~replaced])
+    drawn = ancestor_share(swapped[here & replaced])
     assert real > 0.05 and abs(drawn - real) < 0.03, (real, drawn)
     assert not replaced[f == FIELD_ID["cls"]].any()
+
+
+def test_support_reads_what_the_history_shows(tok):
+    """A drug the history never shows with a diagnosis, where many co-occurrences were
+    expected, reads as unjustified; a drug of the diagnosis's area reads as justified; a
+    token the history never shows reads 0 against everything (no evidence either way)."""
+    v = default_vocabulary()
+    data = make_claim_set(tok, 4000, 5, 0.0)
+    t = pair_table(tok, data)
+    i = tok.index
+    dm = t.row[i["dx:E11.9"]]
+    assert t.kind[i["dx:E11.9"]] == Support.DIAGNOSIS and t.kind[i["sex:F"]] == Support.SEX
+    assert t.pmi[dm, t.col[i["drug:metformin"]]] > 0
+    foreign = [d for d in v.drugs if d not in v.justified_drugs(["E11.9"])]
+    assert min(t.pmi[dm, t.col[i[f"drug:{d}"]]] for d in foreign) < -1
+    cholera = i["dx:A00"]  # no generated claim has it, nor any code of its category
+    assert t.row[cholera] == 1 and t.col[cholera] == 1
+    assert not t.pmi[1].any() and not t.pmi[:, 1].any()
+    assert t.line[i["drug:metformin"]] and not t.line[i["dx:E11.9"]]
 
 
 def test_unseen_tokens_read_as_their_ancestors_alone(tiny_checkpoint):
@@ -374,7 +416,8 @@ def test_shipped_checkpoint_is_small_verified_and_separates_fraud():
     from model.checkpoint import default_checkpoint_path
 
     folder = default_checkpoint_path()
-    assert sum(f.stat().st_size for f in folder.iterdir()) < 10 * 2**20
+    # 2.2 M parameters in float32, the 0.8 MB context table (`Support`), the token list
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 11 * 2**20
     scorer = Scorer.load("default", device="cpu")
     gen = ClaimGenerator(seed=77, fraud_rate=0.3, size=1500)
     items = list(gen.generate(1500))

@@ -173,8 +173,9 @@ def eval_table(r: dict) -> str:
     lines.append(f"artefact probe, highest of the single-claim patterns: {max(single):.3f} "
                  f"(at most 0.65 wanted)")
     lines.append(f"permutation: {inv['permutation_flag_rate_change']:.4f} of decisions change; "
-                 f"FPR in vocabulary {inv['in_vocab_fpr']:.4f}, with unlisted siblings "
-                 f"{inv['oov_sibling_fpr']:.4f}")
+                 f"clean FPR {inv['in_vocab_fpr']:.4f}, with unlisted siblings "
+                 f"{inv['oov_sibling_fpr']:.4f}; {inv['unlisted_procedure_listed_fpr']:.4f}, "
+                 f"with unlisted procedure codes {inv['unlisted_procedure_fpr']:.4f}")
     for name, c in r["checks"].items():
         if name != "limits":
             flat = r["checks_flat"][name]
@@ -217,7 +218,12 @@ def eval_markdown(r: dict) -> str:
             f"{inv['permutation_flag_rate_change']:.4f} ({inv['permutation_claims']:,} claims) |",
             f"| clean FPR, listed diagnoses | {inv['in_vocab_fpr']:.4f} |",
             f"| clean FPR, same claims with unlisted siblings | {inv['oov_sibling_fpr']:.4f} "
-            f"({inv['oov_claims']:,} claims) |",
+            f"({inv['oov_sibling_claims']:,} claims) |",
+            f"| clean FPR, listed procedure codes | {inv['unlisted_procedure_listed_fpr']:.4f} |",
+            f"| clean FPR, same claims with unlisted codes of their CPT/HCPCS ranges | "
+            f"{inv['unlisted_procedure_fpr']:.4f} (anomaly channel "
+            f"{inv['unlisted_procedure_anomaly_fpr']:.4f}; "
+            f"{inv['unlisted_procedure_claims']:,} claims) |",
             "", "| check | limits | recall | clean FPR | frequent-care FPR |",
             "|---|---|---|---|---|"]
     for name in r["checks"]:
