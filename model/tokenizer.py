@@ -61,6 +61,7 @@ from model.vocabulary import Vocabulary
 REFERENCE_MIN_LINES = 20  # lines of a code before a history's own price reference counts
 MAX_TOKENS = 48
 MAX_DIAGNOSES = 8
+HEADER = 6  # [CLS] age sex specialty place total: the diagnoses follow
 GROUP_LEVELS = 4  # ancestors a token reads through: subcategory, category, block, chapter
 CHARGE_STEP = math.log(1.2)  # 20% per bucket
 CHARGE_BUCKETS = 72  # $1 .. ~$500k

@@ -37,7 +37,14 @@ from model.generator import CLEAN, SINGLE_CLAIM_PATTERNS, ClaimGenerator
 from model.progress import progress_bar
 from model.quality.specialisation import head_snapshot
 from model.score import ANOMALY_FPR, ANOMALY_FPRS
-from model.tokenizer import FIELDS, LINE_OFFSET, PREFIX, ClaimTokenizer
+from model.tokenizer import (
+    FIELDS,
+    HEADER,
+    LINE_OFFSET,
+    MAX_DIAGNOSES,
+    PREFIX,
+    ClaimTokenizer,
+)
 from model.transformer import (
     PRESETS,
     ClaimFormer,
@@ -421,6 +428,7 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
                              line_offsets=tuple(LINE_OFFSET.get(f, 0) for f in FIELDS),
                              group_levels=len(tok.groups[0]), value_dropout=0.1,
                              pair_rows=pairs.rows, pair_cols=pairs.cols,
+                             context_width=HEADER + MAX_DIAGNOSES,
                              **{**PRESETS[cfg.preset], **(cfg.model_overrides or {})})
     model = ClaimFormer(mcfg)
     model.group_of.copy_(torch.tensor(tok.groups))

@@ -53,6 +53,8 @@ class ClaimFormerConfig:
     # sexes) x code columns (diagnoses, procedures, drugs); 0 = none (checkpoints from before)
     pair_rows: int = 0
     pair_cols: int = 0
+    # Positions that can hold a context token (the header and the diagnoses); 0 = any
+    context_width: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,26 +144,27 @@ class Support(nn.Module):
                                                 dtype=torch.float16))
         self.bucket = nn.Embedding(self.READINGS * (2 * self.CLIP + 1) + 1, cfg.d_model,
                                    padding_idx=0)
+        self.width = cfg.context_width
 
     def forward(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per token (B, T, READINGS): its three readings, 0 where one does not apply;
         and (B, T, READINGS) whether it applies."""
-        r, k, c = self.row[values], self.kind[values], self.col[values]
+        head = values[:, :self.width] if self.width else values  # where contexts can be
+        r, k, c = self.row[head], self.kind[head], self.col[values]
         pairs = self.pmi[r[:, None, :], c[:, :, None]].float()  # (B, code T, context T)
-        code = (c > 0)[:, :, None]
+        code = c > 0
 
-        def over(kinds: tuple[int, ...], reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
-            ctx = torch.isin(k, torch.tensor(kinds, device=k.device))[:, None, :]
+        def over(ctx: torch.Tensor, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
             fill = float("-inf") if reduce == "max" else float("inf")
-            x = pairs.masked_fill(~ctx, fill)
+            x = pairs.masked_fill(~ctx[:, None, :], fill)
             x = x.amax(dim=-1) if reduce == "max" else x.amin(dim=-1)
-            ok = code[..., 0] & ctx.any(dim=-1)
+            ok = code & ctx.any(dim=-1, keepdim=True)
             return torch.where(ok, x, 0.0), ok
 
-        justified, j_ok = over((self.DIAGNOSIS,), "max")
+        justified, j_ok = over(k == self.DIAGNOSIS, "max")
         j_ok = j_ok & self.line[values]
-        specialty, s_ok = over((self.SPECIALTY,), "max")
-        demographic, d_ok = over((self.AGE, self.SEX), "min")
+        specialty, s_ok = over(k == self.SPECIALTY, "max")
+        demographic, d_ok = over((k == self.AGE) | (k == self.SEX), "min")
         readings = torch.stack([justified * j_ok, specialty, demographic], dim=-1)
         return readings, torch.stack([j_ok, s_ok, d_ok], dim=-1)
 

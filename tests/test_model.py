@@ -20,6 +20,8 @@ from model.score import ANOMALY_FPRS, CHANNELS
 from model.scorer import Scorer, fixed_shape
 from model.tokenizer import (
     FIELD_ID,
+    HEADER,
+    MAX_DIAGNOSES,
     MAX_TOKENS,
     TYPICAL_RATIO,
     ClaimTokenizer,
@@ -145,6 +147,10 @@ def test_support_reads_what_the_history_shows(tok):
     assert t.row[cholera] == 1 and t.col[cholera] == 1
     assert not t.pmi[1].any() and not t.pmi[:, 1].any()
     assert t.line[i["drug:metformin"]] and not t.line[i["dx:E11.9"]]
+    # the model looks for context tokens in the header and the diagnoses only
+    seq, _ = tok.tokens_of(data.claims[0])
+    assert [x.field for x in seq[:HEADER]] == ["cls", "age", "sex", "specialty", "place", "total"]
+    assert all(x.field != "diagnosis" for x in seq[HEADER + MAX_DIAGNOSES:])
 
 
 def test_unseen_tokens_read_as_their_ancestors_alone(tiny_checkpoint):
