@@ -131,12 +131,13 @@ def history_data(h: History, vocabulary_tokenizer: ClaimTokenizer) -> TrainingDa
         raise HistoryError(f"too few claims to hold a calibration slice out ({len(h.claims)} "
                            f"claims; about {HOLDOUT_BUCKETS} or more are needed)")
     limits = fit_limits(h.claims, not_fraud)
-    tok = vocabulary_tokenizer.with_references(pick(2, clean_only=True)[0])
+    clean = pick(2, clean_only=True)  # references and the context table: no known fraud
+    tok = vocabulary_tokenizer.with_references(clean[0])
     counts = Counter(lab for lab in known if lab is not None)
     return TrainingData(
         claim_set(tok, *pick(2, labelled_only=True)), claim_set(tok, *pick(2)),
         claim_set(tok, *pick(0, labelled_only=True)), claim_set(tok, *pick(1, labelled_only=True)),
-        claim_set(tok, *held_clean), limits, tok,
+        claim_set(tok, *held_clean), claim_set(tok, *clean), limits, tok,
         {"source": "history", "claims": len(h.claims), "labelled": sum(counts.values()),
          "labelled_fraud": sum(n for p, n in counts.items() if p != CLEAN),
          "patterns": sorted(p for p in counts if p != CLEAN), "bad_lines": len(h.errors),

@@ -383,6 +383,7 @@ class TrainingData:
     val: ClaimSet  # held out, labelled: model selection (RTD loss without both classes)
     cal: ClaimSet  # held out, labelled: calibration and the metrics reported
     clean: ClaimSet  # held out, not known fraud: the anomaly cuts
+    counted: ClaimSet  # what the context table is counted from (`pair_table`)
     limits: CheckLimits  # what the cross-claim checks take as normal
     tokenizer: ClaimTokenizer  # what the sets were encoded with
     source: dict  # what the checkpoint records about where the claims came from
@@ -393,12 +394,12 @@ def generated_data(cfg: TrainConfig, tok: ClaimTokenizer, log=print) -> Training
     patterns = tuple(p for p in SINGLE_CLAIM_PATTERNS if p != cfg.holdout_pattern)
     log(f"generating {cfg.train_count:,} labelled + {cfg.train_count:,} unlabelled claims")
     limits = history_limits(cfg.train_count, cfg.seed + 1)
+    unlabelled = make_claim_set(tok, cfg.train_count, cfg.seed + 1, 0.05, patterns)
     return TrainingData(
-        make_claim_set(tok, cfg.train_count, cfg.seed, cfg.fraud_rate, patterns),
-        make_claim_set(tok, cfg.train_count, cfg.seed + 1, 0.05, patterns),
+        make_claim_set(tok, cfg.train_count, cfg.seed, cfg.fraud_rate, patterns), unlabelled,
         make_claim_set(tok, cfg.val_count, cfg.seed + 2, 0.05, patterns),
         make_claim_set(tok, cfg.val_count, cfg.seed + 3, 0.05, patterns),
-        anomaly_history(tok, 5 * cfg.val_count, cfg.seed + 3), limits, tok,
+        anomaly_history(tok, 5 * cfg.val_count, cfg.seed + 3), unlabelled, limits, tok,
         {"source": "generator", "patterns": list(patterns)})
 
 
@@ -423,7 +424,7 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
     train_set, unlabelled, val, cal_set = data.labelled, data.unlabelled, data.val, data.cal
     supervised = len(train_set) > 0
     selects_by_labels = len(val) > 0 and 0 < val.labels.sum() < len(val)
-    pairs = pair_table(tok, unlabelled)
+    pairs = pair_table(tok, data.counted)
     mcfg = ClaimFormerConfig(vocab_size=len(tok.tokens), n_fields=len(FIELDS),
                              line_offsets=tuple(LINE_OFFSET.get(f, 0) for f in FIELDS),
                              group_levels=len(tok.groups[0]), value_dropout=0.1,

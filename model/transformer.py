@@ -109,8 +109,8 @@ class Block(nn.Module):
 class Support(nn.Module):
     """How well a claim's context accounts for each of its codes, from counts: the
     pointwise mutual information of (context token, code token) pairs in the claims the
-    model learned from (`model.training.pair_table`: log P(code | context) / P(code),
-    smoothed), read three ways per code:
+    model learned from (`model.training.pair_table`: log (observed + 1) / (expected + 1)
+    co-occurrences), read three ways per code:
 
     - *justified*: a procedure's or drug's best PMI with any diagnosis on the claim
       (does a diagnosis call for it?);

@@ -318,10 +318,10 @@ def with_unlisted_procedures(c: dict, rng: np.random.Generator) -> tuple[dict, i
 
 def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 10_000
                ) -> dict:
-    """Decisions that move when nothing that matters does: under a shuffle of the claim's
-    diagnoses and lines; and on clean claims, the model's flags (fraud model or anomaly
-    channel) with their listed codes swapped for unlisted ones of the same family, next to
-    the same claims' flags as they were."""
+    """Decisions that move when nothing that matters does: the fraud model's under a
+    shuffle of the claim's diagnoses and lines; and on clean claims, the model's flags
+    (fraud model or anomaly channel) with their listed codes swapped for unlisted ones of
+    the same family, next to the same claims' flags as they were."""
     thr = scorer.threshold
 
     def flags(claims: Sequence[Claim]) -> tuple[np.ndarray, np.ndarray]:
