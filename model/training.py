@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
@@ -209,8 +210,6 @@ def pair_table(tok: ClaimTokenizer, data: ClaimSet) -> PairTable:
     A diagnosis counts as its ICD-10-CM category (`E11.9` as `E11`): one code of a
     category is on few claims (E11.9 on 10 of 4,000 generated ones, metformin on none of
     them), the category on many."""
-    from scipy import sparse
-
     n = len(tok.tokens)
     key = np.arange(n)  # the token whose counts a token reads
     dx = list(tok.ids["diagnosis"].values())
