@@ -135,6 +135,7 @@ def in_terminal(args: list[str], settings: Settings | None = None
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
     env.update(settings_env(settings) if settings is not None else {})
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack: see `ctrl_c`
     proc = subprocess.Popen([sys.executable, "-m", "stream", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -147,9 +148,15 @@ def in_terminal(args: list[str], settings: Settings | None = None
 
 
 def ctrl_c(proc: subprocess.Popen) -> tuple[str, str]:
-    """What Ctrl-C in a terminal does: SIGINT to the whole foreground process group."""
+    """What Ctrl-C in a terminal does: SIGINT to the whole foreground process group. A
+    process still there after 90 s fails the test with every thread's stack (faulthandler)."""
     os.killpg(proc.pid, signal.SIGINT)
-    return proc.communicate(timeout=90)
+    try:
+        return proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"still running 90 s after Ctrl-C:\n{out[-3000:]}\n{err[-8000:]}")
 
 
 def test_ctrl_c_stops_up_in_order_and_leaves_nothing() -> None:
