@@ -20,15 +20,25 @@ def render(scorer: Scorer, claim: Claim, console: Console) -> None:
     if s.flagged_by:
         console.print(f"  flagged by: {', '.join(s.flagged_by)}")
     console.print(f"  reason: {s.explanation.reason}", markup=False)
+    if s.explanation.explained:
+        top = Table(title=f"what decided ({s.explanation.explained}): the fall of its logit "
+                          "without each token", title_justify="left")
+        for col in ("token", "field", "fall"):
+            top.add_column(col)
+        for t in s.explanation.top_tokens:
+            top.add_row(t.token, t.field, f"{t.attribution:.2f}")
+        console.print(top)
 
-    pairs = Table(title="strongest attention pairs", title_justify="left")
+    pairs = Table(title="each deciding token and the token it attends to most",
+                  title_justify="left")
     for col in ("token", "attends to", "layer", "head", "weight"):
         pairs.add_column(col)
     for p in s.explanation.top_pairs:
         pairs.add_row(p.query, p.key, str(p.layer), str(p.head), f"{p.weight:.2f}")
     console.print(pairs)
 
-    fields = Table(title="field importance (attention rollout to [CLS])", title_justify="left")
+    fields = Table(title="field importance (the deciding tokens' falls, per field)",
+                   title_justify="left")
     fields.add_column("field")
     fields.add_column("share")
     fields.add_column("")

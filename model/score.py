@@ -4,9 +4,10 @@
 Direction: `score` is in [0, 1] and higher means more suspicious; a claim is `flagged`
 when `score >= threshold`, or when the anomaly channel fires on its own (its anomaly
 logit above the cut for the configured false-positive budget on clean claims, e.g. 0.5%).
-`flagged_by` names every channel that fired (`CHANNELS`). The explanation says which token
-pairs the model attended to, which fields mattered, which tokens surprised the anomaly
-head, and one human reason.
+`flagged_by` names every channel that fired (`CHANNELS`). The explanation attributes the
+deciding channel's logit to tokens (the top tokens, the fields they belong to, the token
+each attends to most) and gives one human reason; it also lists which tokens surprised
+the anomaly head.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ class TokenPair(ScoreModel):
     weight: float
 
 
+class AttributedToken(ScoreModel):
+    """A token that moved the deciding channel's logit, most first (`model.explain`)."""
+
+    token: str
+    field: str
+    attribution: float = Field(description="gradient x input of the deciding logit, in "
+                                           "logit units; positive = toward flagging")
+
+
 class SurprisingToken(ScoreModel):
     """A token the masked-token head found unlikely given the rest of the claim."""
 
@@ -49,12 +59,24 @@ class SurprisingToken(ScoreModel):
 
 
 class Explanation(ScoreModel):
+    """Why, for the channel that decided (`explained`); a claim the model does not flag
+    (and that `Scorer(explain="all")` did not ask about) has only its reason, which says
+    nothing is unusual: naming its least expected tokens would read as an accusation the
+    score does not make."""
+
     reason: str = Field(description="one line a person can read")
-    top_pairs: list[TokenPair]
+    explained: str | None = Field(
+        default=None, description="the channel the tokens, pairs and fields explain: "
+        "fraud_model (the combined score) or anomaly; None when not explained")
+    top_tokens: list[AttributedToken] = Field(default_factory=list)
+    top_pairs: list[TokenPair] = Field(
+        description="each top token and the token it attends to most, sinks aside")
     field_importance: dict[str, float] = Field(
-        description="attention rollout to [CLS], summed per field type, sums to 1"
+        description="positive attribution summed per field type, sums to 1 (empty when "
+        "not explained)"
     )
-    surprising_tokens: list[SurprisingToken]
+    surprising_tokens: list[SurprisingToken] = Field(
+        description="the anomaly head's three least expected tokens (when explained)")
     checks: list[str] = Field(
         default_factory=list, description="cross-claim checks that fired (duplicate, velocity)"
     )

@@ -39,13 +39,14 @@ from model.checks import CheckHit, CheckState, CrossClaimChecks
 from model.claims import Claim
 from model.score import (
     ANOMALY_FPR,
+    AttributedToken,
     Components,
     Explanation,
     Score,
     SurprisingToken,
     TokenPair,
 )
-from model.tokenizer import FIELD_ID, FIELDS, LINE_OFFSET, Encoded
+from model.tokenizer import FIELD_ID, Encoded, Token
 from model.vocabulary import default_vocabulary
 
 
@@ -56,9 +57,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for but CUDA is not available")
     return torch.device(device)
-
-
-LINE_BACK = np.array([LINE_OFFSET.get(f, 0) for f in FIELDS])  # field id -> offset to line head
 
 
 def cpu_has_bf16() -> bool:
@@ -72,7 +70,7 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> bool:
-    """True when the forward pass should run under bf16 autocast."""
+    """True when the encoder blocks should run in bf16 (`ClaimFormer.in_bf16`)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     if precision == "auto":
@@ -138,8 +136,9 @@ class Scorer:
         calibrated without cuts has no anomaly channel).
         `check_state`: where the cross-claim checks remember claims (none: no checks); the
         checks take what is normal from the checkpoint (`checks.json`).
-        `precision`: "auto" runs the forward pass in bf16 on GPUs and on CPUs with native
-        bf16 (scores move by ~1e-3; layer norms and softmax stay fp32), else fp32."""
+        `precision`: "auto" runs the encoder blocks in bf16 on GPUs and on CPUs with
+        native bf16 (embeddings, softmax, the final norm and the heads stay fp32; logits
+        move by up to ~0.05), else fp32."""
         if explain not in ("flagged", "all"):
             raise ValueError(f"explain must be 'flagged' or 'all', not {explain!r}")
         self.explain_all = explain == "all"
@@ -147,6 +146,8 @@ class Scorer:
         self.device = resolve_device(device)
         self.bf16 = resolve_precision(precision, self.device)
         self.model = checkpoint.model.to(self.device).eval()
+        if self.bf16:
+            self.model.in_bf16()
         self.tokenizer = checkpoint.tokenizer
         self.cal = checkpoint.calibration
         self.threshold = self.cal.threshold if threshold is None else threshold
@@ -168,7 +169,7 @@ class Scorer:
     # -- numbers ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def raw(self, values: np.ndarray, fields: np.ndarray, attention: bool = True,
+    def raw(self, values: np.ndarray, fields: np.ndarray, attention: bool = False,
             chunk: int = 2048) -> Raw:
         """Model outputs for pre-encoded claims, `chunk` rows at a time. Attention weights
         (B x layers x heads x T x T floats) are kept only when asked for."""
@@ -178,8 +179,7 @@ class Scorer:
             B, T = part_v.shape
             v, f = (torch.as_tensor(x, device=self.device) for x in fixed_shape(
                 part_v, part_f, self.tokenizer.cls_token.value))
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                fraud, surprise, a = self.model(v, f)
+            fraud, surprise, a = self.model(v, f)
             surprise[:, 0] = float("-inf")  # [CLS] is not claim content
             fl.append(fraud[:B].float().cpu().numpy())
             sp.append(surprise[:B, :T].float().cpu().numpy())
@@ -187,6 +187,27 @@ class Scorer:
                 att.append([layer[:B, :, :T, :T] for layer in a])
         attentions = [torch.cat(layer) for layer in zip(*att, strict=True)] if att else []
         return Raw(np.concatenate(fl), np.concatenate(sp), attentions)
+
+    def deciding_logit(self, raw: Raw, anomaly_only: np.ndarray) -> np.ndarray:
+        """The logit of the channel that decided: the anomaly logit where only the anomaly
+        channel fired, else the combined score's (before its sigmoid)."""
+        c = self.cal
+        return np.where(anomaly_only, raw.anomaly_logit,
+                        c.a * raw.fraud_logit + c.b * raw.anomaly_logit + c.c)
+
+    def attribute(self, values: np.ndarray, fields: np.ndarray, raw: Raw,
+                  anomaly_only: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Leave-one-out attribution of the deciding logit (`model.explain`) for claims
+        whose plain pass is `raw`: (B, k) candidate positions, largest fall first, and
+        (B, k) each one's fall (-inf for a padding position)."""
+        at = explain.candidates(raw.surprise, values, fields)
+        B, k = at.shape
+        gone = self.raw(*explain.without(values, fields, at), chunk=self.batch_size)
+        fall = (self.deciding_logit(raw, anomaly_only)[:, None]
+                - self.deciding_logit(gone, np.repeat(anomaly_only, k)).reshape(B, k))
+        fall = np.where(np.take_along_axis(raw.surprise, at, 1) > -np.inf, fall, -np.inf)
+        order = np.argsort(-fall, axis=1)
+        return np.take_along_axis(at, order, 1), np.take_along_axis(fall, order, 1)
 
     def anomalous(self, anomaly_logit: np.ndarray) -> np.ndarray:
         """Where the anomaly channel fires on its own (never without calibrated cuts)."""
@@ -208,97 +229,159 @@ class Scorer:
 
         Claims are batched by token length (`batch_size` at a time) so short claims are
         not padded to the longest one: about twice the throughput of arrival-order batches.
+        The claims to explain are then explained together, whichever batch they came in.
         """
         hits = self.checks.run(claims) if self.checks else [[] for _ in claims]
         seqs = [self.tokenizer.tokens_of(c) for c in claims]
         order = sorted(range(len(claims)), key=lambda i: len(seqs[i][0]))
-        out: list[Score | None] = [None] * len(claims)
-        scored_at = now or dt.datetime.now(dt.UTC)
+        width = max((len(t) for t, _ in seqs), default=1)
+        raw = Raw(np.zeros(len(claims)), np.full((len(claims), width), -np.inf), [])
+        weights: dict[int, list[torch.Tensor]] = {}  # the attention of the claims to explain
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             enc = self.tokenizer.pack([seqs[i] for i in idx])
-            part = self._score_batch([claims[i] for i in idx], enc,
-                                     self.raw(enc.values, enc.fields),
-                                     [hits[i] for i in idx], scored_at)
-            for i, s in zip(idx, part, strict=True):
-                out[i] = s
-        return out  # type: ignore[return-value]
+            part = self.raw(enc.values, enc.fields, attention=True)
+            raw.fraud_logit[idx] = part.fraud_logit
+            raw.surprise[idx, :part.surprise.shape[1]] = part.surprise
+            for r in np.flatnonzero(self.explains(part)).tolist():
+                n = len(seqs[idx[r]][0])
+                weights[idx[r]] = [a[r, :, :n, :n] for a in part.attentions]
+        return self._scores(claims, seqs, raw, weights, hits, now or dt.datetime.now(dt.UTC))
 
     def inspect(self, claim: Claim) -> tuple[Score, Encoded, Raw]:
         """One claim's Score with the tokens and model outputs behind it (per-token
-        surprise, every head's attention), from the same single forward pass: what the
-        CLI's `explain` and the console's heat map show."""
+        surprise, every head's attention): what the CLI's `explain` and the console's heat
+        map show."""
         hits = self.checks.run([claim]) if self.checks else [[]]
         enc = self.tokenizer.encode([claim])
-        raw = self.raw(enc.values, enc.fields)
-        return self._score_batch([claim], enc, raw, hits, dt.datetime.now(dt.UTC))[0], enc, raw
+        raw = self.raw(enc.values, enc.fields, attention=True)
+        seqs = list(zip(enc.tokens, enc.truncated.tolist(), strict=True))
+        weights = {0: [a[0] for a in raw.attentions]}
+        return (self._scores([claim], seqs, raw, weights, hits, dt.datetime.now(dt.UTC))[0],
+                enc, raw)
 
-    def _score_batch(self, claims: list[Claim], enc: Encoded, raw: Raw,
-                     hits: list[list[CheckHit]], scored_at: dt.datetime) -> list[Score]:
+    def explains(self, raw: Raw) -> np.ndarray:
+        """Which claims get an explanation: those the model flags (all with explain="all")."""
+        _, _, combined = self.combine(raw)
+        return (combined >= self.threshold) | self.anomalous(raw.anomaly_logit) | self.explain_all
+
+    def _scores(self, claims: Sequence[Claim], seqs: list[tuple[list[Token], bool]], raw: Raw,
+                weights: dict[int, list[torch.Tensor]], hits: list[list[CheckHit]],
+                scored_at: dt.datetime) -> list[Score]:
+        """The Scores of claims whose tokens are `seqs` and whose plain pass is `raw`;
+        `weights`: per claim to explain, its attention in each layer (nh, n, n)."""
         fraud, anomaly, combined = self.combine(raw)
-        B = enc.values.shape[0]
-        fields = explain.field_importance(explain.rollout(raw.attentions), enc.fields)
         keep = np.array([math.prod(1.0 - h.probability for h in hs) for hs in hits])
         score = 1.0 - (1.0 - combined) * keep  # the score rule: model, then checks
         odd = self.anomalous(raw.anomaly_logit)
-        want = np.flatnonzero((score >= self.threshold) | odd | self.explain_all)
-        pairs: list[list] = [[] for _ in range(B)]
-        if len(want):
-            rows = torch.as_tensor(want, device=self.device)
-            for b, found in zip(want, explain.top_pairs([a[rows] for a in raw.attentions],
-                                                        enc.fields[want]), strict=True):
-                pairs[b] = found
+        model_flags = (combined >= self.threshold) | odd
+        explained = self._explanations(seqs, raw, weights, combined >= self.threshold, odd)
         order = np.argsort(-raw.surprise, axis=1)[:, : explain.N_SURPRISING]  # (B, 3)
         nats = np.logaddexp(0, np.take_along_axis(raw.surprise, order, 1))  # -log p(belongs)
-        # whom the most surprising token reads most in the last layer, itself and [CLS] aside
-        reads = raw.attentions[-1].float().mean(dim=1)[
-            torch.arange(B, device=self.device),
-            torch.as_tensor(order[:, 0], device=self.device)].cpu().numpy()  # (B, T)
-        # ... among the fields it should be read against: "drug X is unusual with E11.9"
-        top_field = enc.fields[np.arange(B), order[:, 0]]
-        reads *= explain.PARTNER[top_field[:, None], enc.fields]
-        back = LINE_BACK[top_field]  # a unit count or a price is read with its own line's code
-        partner = np.where(back > 0, order[:, 0] - back, reads.argmax(axis=1)).tolist()
         # numpy scalars are slow in a per-claim loop: take everything out as Python lists
         fraud_l, anomaly_l = fraud.round(6).tolist(), anomaly.round(6).tolist()
         combined_l, score_l, odd_l = combined.tolist(), score.tolist(), odd.tolist()
+        model_l = model_flags.tolist()
         order_l, nats_l = order.tolist(), nats.astype(np.float64).round(4).tolist()
         out = []
         for b, claim in enumerate(claims):
-            toks = enc.tokens[b]
+            toks = seqs[b][0]
             p = score_l[b]
             flagged_by = (["fraud_model"] if combined_l[b] >= self.threshold else []) + (
                 ["anomaly"] if odd_l[b] else []) + [h.name for h in hits[b]]
-            flagged = p >= self.threshold or odd_l[b]
-            surprising = [SurprisingToken.model_construct(token=toks[i].label, field=toks[i].field,
+            why = explained.get(b)
+            surprising = [] if why is None else [  # a claim not explained names nothing
+                SurprisingToken.model_construct(token=toks[i].label, field=toks[i].field,
                                                 surprise=n)
-                          for i, n in zip(order_l[b], nats_l[b], strict=True) if i < len(toks)]
-            line = explain.reason(toks, order_l[b][0], partner[b], self.vocab, flagged)
+                for i, n in zip(order_l[b], nats_l[b], strict=True) if i < len(toks)]
+            line = why.reason if why is not None and model_l[b] else explain.NOTHING_UNUSUAL
             if hits[b]:  # checks first; the model's own reason only if it flags by itself
-                model_flags = combined_l[b] >= self.threshold or odd_l[b]
-                line = "; ".join([h.reason for h in hits[b]] + ([line] if model_flags else []))
-            seen: set[frozenset[int]] = set()
-            top_pairs = []
-            for layer, head, q, k, w in pairs[b]:
-                key = frozenset((toks[q].value, toks[k].value))
-                if key in seen:
-                    continue
-                seen.add(key)
-                top_pairs.append(TokenPair.model_construct(
-                    query=explain.describe(toks[q], self.vocab),
-                    key=explain.describe(toks[k], self.vocab),
-                    layer=layer, head=head, weight=round(w, 4)))
-                if len(top_pairs) == explain.N_PAIRS:
-                    break
+                line = "; ".join([h.reason for h in hits[b]] + ([line] if model_l[b] else []))
             # build(), not validation: every value is computed above from numbers we own
             out.append(Score.model_construct(
                 claim_id=claim.claim_id, member_id=claim.member_id,
-                provider_id=claim.provider_id, score=round(p, 6), flagged=flagged,
-                threshold=self.threshold, flagged_by=flagged_by,
+                provider_id=claim.provider_id, score=round(p, 6),
+                flagged=p >= self.threshold or odd_l[b], threshold=self.threshold,
+                flagged_by=flagged_by,
                 components=Components.model_construct(fraud_probability=fraud_l[b],
                                             anomaly=anomaly_l[b]),
                 explanation=Explanation.model_construct(
-                    reason=line, top_pairs=top_pairs, field_importance=fields[b],
+                    reason=line, explained=why.channel if why else None,
+                    top_tokens=why.tokens if why else [], top_pairs=why.pairs if why else [],
+                    field_importance=why.fields if why else {},
                     surprising_tokens=surprising, checks=[h.name for h in hits[b]]),
                 model_version=self.model_version, scored_at=scored_at, latency_ms=None))
         return out
+
+    def _explanations(self, seqs: list[tuple[list[Token], bool]], raw: Raw,
+                      weights: dict[int, list[torch.Tensor]], fraud_fired: np.ndarray,
+                      odd: np.ndarray, chunk: int = 256) -> dict[int, Why]:
+        """Per claim the model flags (every claim with explain="all"): its attribution
+        read out as top tokens, pairs, field shares and a reason (`model.explain`),
+        `chunk` claims at a time."""
+        want = np.flatnonzero(self.explains(raw))
+        want = want[np.argsort([len(seqs[i][0]) for i in want], kind="stable")]  # less padding
+        out: dict[int, Why] = {}
+        for s in range(0, len(want), chunk):
+            rows = want[s:s + chunk]
+            enc = self.tokenizer.pack([seqs[i] for i in rows])
+            mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :enc.values.shape[1]], [])
+            only = odd[rows] & ~fraud_fired[rows]
+            T = enc.values.shape[1]
+            attentions = [torch.zeros(len(rows), *weights[rows[0]][0].shape[:1], T, T,
+                                      device=self.device) for _ in weights[rows[0]]]
+            for j, i in enumerate(rows.tolist()):
+                for layer, a in zip(attentions, weights[i], strict=True):
+                    layer[j, :, :a.shape[1], :a.shape[1]] = a
+            mine.attentions = attentions
+            out.update(zip(rows.tolist(), self._explain(enc, mine, only), strict=True))
+        return out
+
+    def _explain(self, enc: Encoded, raw: Raw, only: np.ndarray) -> list[Why]:
+        """The explanations of the claims in `enc` (plain pass `raw`, with attention);
+        `only`: those the anomaly channel alone flagged."""
+        values, fields = enc.values, enc.fields
+        at, fall = self.attribute(values, fields, raw, only)
+        top = at[:, : explain.N_TOP]
+        layer, head, key, weight, found = explain.partners(raw.attentions, fields, top)
+        fall = fall.astype(np.float64).round(4)
+        named = (fall > 0) & (fall > explain.MINOR * fall[:, :1])  # ranked: a prefix per row
+        per_token = np.zeros(values.shape)
+        np.put_along_axis(per_token, at, np.where(named, fall, 0.0), axis=1)
+        shares = explain.field_importance(per_token, fields)
+        top_l, fall_l = top.tolist(), fall[:, : explain.N_TOP].tolist()
+        named_l = named.tolist()
+        layer_l, head_l, key_l = layer.tolist(), head.tolist(), key.tolist()
+        weight_l, found_l = weight.astype(np.float64).round(4).tolist(), found.tolist()
+        out = []
+        for j, toks in enumerate(enc.tokens):
+            tokens, pairs, seen = [], [], set()
+            for n, (i, a) in enumerate(zip(top_l[j], fall_l[j], strict=True)):
+                if not named_l[j][n]:
+                    break  # the rest barely moved the score, or not up
+                tokens.append(AttributedToken.model_construct(
+                    token=toks[i].label, field=toks[i].field, attribution=a))
+                k = key_l[j][n]
+                pair = frozenset((toks[i].value, toks[k].value))
+                if found_l[j][n] and k < len(toks) and pair not in seen:
+                    seen.add(pair)
+                    pairs.append(TokenPair.model_construct(
+                        query=explain.describe(toks[i], self.vocab),
+                        key=explain.describe(toks[k], self.vocab),
+                        layer=layer_l[j][n], head=head_l[j][n], weight=weight_l[j][n]))
+            line = (explain.reason(toks, top_l[j][0], key_l[j][0], self.vocab, flagged=True)
+                    if tokens else explain.AS_A_WHOLE)
+            out.append(Why("anomaly" if only[j] else "fraud_model", tokens, pairs, shares[j],
+                           line))
+        return out
+
+
+@dataclass
+class Why:
+    """One claim's explanation of its deciding channel, before it becomes a Score's."""
+
+    channel: str
+    tokens: list[AttributedToken]
+    pairs: list[TokenPair]
+    fields: dict[str, float]
+    reason: str

@@ -212,7 +212,11 @@ def _load(settings: Settings, worker_pid: int) -> None:
         return
     # The model, vocabulary and modules live as long as the process: freezing them keeps the
     # cyclic GC from rescanning them every few batches (measured here: ~25% of scoring time).
+    # A batch then makes tens of thousands of short-lived objects (tokens, Scores) and no
+    # cycles worth collecting early: collecting every 50,000 allocations rather than every
+    # 700 cut scoring CPU by another ~10% (370 vs 403 us a claim, shares of 500, here).
     gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _exit_with(worker_pid: int, every_s: float = 1.0) -> None:

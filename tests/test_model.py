@@ -14,7 +14,7 @@ from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState, fit_limits
 from model.claims import Claim
 from model.dataset import make_claim_set
-from model.explain import NOTHING_UNUSUAL
+from model.explain import AS_A_WHOLE, NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
 from model.score import ANOMALY_FPRS, CHANNELS
 from model.scorer import Scorer, fixed_shape
@@ -203,7 +203,7 @@ def test_fixed_shapes_pad_rows_and_tokens_without_changing_outputs(tiny_checkpoi
     assert v.shape[0] == 8 and v.shape[1] % 4 == 0 and v.shape[1] >= enc.values.shape[1]
     cls = scorer.tokenizer.cls_token.value
     assert (v[5:, 0] == cls).all() and (f[5:, 0] == FIELD_ID["cls"]).all()
-    raw = scorer.raw(enc.values, enc.fields)  # padded inside, cut back to (5, T)
+    raw = scorer.raw(enc.values, enc.fields, attention=True)  # padded inside, cut to (5, T)
     with torch.inference_mode():
         fraud, surprise, atts = scorer.model(torch.from_numpy(enc.values),
                                              torch.from_numpy(enc.fields))
@@ -246,13 +246,57 @@ def test_scorer_scores_explains_and_keeps_order(tiny_checkpoint):
         assert s.flagged == (s.score >= s.threshold or "anomaly" in s.flagged_by)
         assert set(s.flagged_by) <= set(CHANNELS)
         assert ("fraud_model" in s.flagged_by) <= s.flagged
-        assert s.explanation.reason
-        if not s.flagged:
-            assert s.explanation.reason == NOTHING_UNUSUAL
-        assert abs(sum(s.explanation.field_importance.values()) - 1) < 0.01
-        assert len(s.explanation.surprising_tokens) == 3
+        x = s.explanation
+        assert x.reason and len(x.surprising_tokens) == (3 if x.explained else 0)
+        model_fired = bool({"fraud_model", "anomaly"} & set(s.flagged_by))
+        if not s.flagged:  # says nothing is unusual and names nothing that would say otherwise
+            assert x.reason == NOTHING_UNUSUAL
+        if model_fired:  # explained: the channel that decided, its tokens, their fields
+            assert x.explained == ("fraud_model" if "fraud_model" in s.flagged_by
+                                   else "anomaly")
+            if x.top_tokens:
+                assert abs(sum(x.field_importance.values()) - 1) < 0.01
+                falls = [t.attribution for t in x.top_tokens]
+                assert falls == sorted(falls, reverse=True) and falls[-1] > 0
+                assert {t.field for t in x.top_tokens} <= set(x.field_importance)
+            else:  # no one token lowers the score: nothing is named, and the reason says so
+                assert (x.reason, x.top_pairs, x.field_importance) == (AS_A_WHOLE, [], {})
+        else:
+            assert (x.explained, x.top_tokens, x.top_pairs, x.field_importance) == (
+                None, [], [], {})
         assert s.model_version == scorer.model_version
     assert any(s.explanation.top_pairs for s in scores)
+    # explain="all": every claim explained, the unflagged ones' reason unchanged
+    every = Scorer.load(str(tiny_checkpoint), device="cpu", batch_size=64, explain="all")
+    for s, t in zip(every.score(batch), scores, strict=True):
+        assert s.score == t.score and s.explanation.explained is not None
+        assert s.explanation.reason == t.explanation.reason
+
+
+def test_top_tokens_are_the_ones_whose_removal_lowers_the_deciding_score():
+    """Leave-one-out, checked from outside: taking the first top token out of the claim
+    lowers the combined logit by the attribution the Score gives it."""
+    from model import explain
+
+    scorer = Scorer.load("default", device="cpu", precision="fp32")
+    gen = ClaimGenerator(seed=31, fraud_rate=1.0, size=300,
+                         patterns=("diagnosis_treatment_mismatch", "price_inflation"))
+    batch = [Claim.model_validate(i.claim) for i in gen.generate(40)]
+    checked = 0
+    for c, s in zip(batch, scorer.score(batch), strict=True):
+        if s.explanation.explained != "fraud_model":
+            continue
+        checked += 1
+        enc = scorer.tokenizer.encode([c])
+        raw = scorer.raw(enc.values, enc.fields)
+        labels = [t.label for t in enc.tokens[0]]
+        at = labels.index(s.explanation.top_tokens[0].token)
+        gone = scorer.raw(*explain.without(enc.values, enc.fields, np.array([[at]])))
+        no = np.zeros(1, bool)
+        fall = scorer.deciding_logit(raw, no) - scorer.deciding_logit(gone, no)
+        assert fall[0] == pytest.approx(s.explanation.top_tokens[0].attribution, abs=1e-3)
+        assert fall[0] > 0
+    assert checked >= 20  # the shipped model flags most of these by itself
 
 
 def test_the_anomaly_channel_flags_on_its_own_within_its_budget(tiny_checkpoint):

@@ -24,7 +24,8 @@ Protocol (docs/model.md says why each choice):
 - **Invariance**: the share of decisions that change when each claim's diagnoses and lines
   are shuffled; the false-positive rate on clean claims whose listed diagnoses are swapped
   for unlisted ICD-10-CM siblings, next to the same claims' rate as they were.
-- **Explanations** (ERASER, DeYoung et al. 2020), on claims the model flags by itself:
+- **Explanations** (ERASER, DeYoung et al. 2020), on claims the model flags by itself,
+  for the tokens the Score names (the deciding channel's attribution, `model.explain`):
   comprehensiveness (score drop when the explanation's top-k tokens are resampled) and
   sufficiency (score drop when every other token is) at k = 1, 3, 5, against random tokens.
   A token is removed by resampling an in-range value of its field (drawn from the clean
@@ -47,6 +48,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score
 
+from model import explain
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState
 from model.claims import Claim
 from model.codes import range_span
@@ -388,14 +390,28 @@ def resample(values: np.ndarray, fields: np.ndarray, mask: np.ndarray,
 
 def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.ndarray,
                  base: np.ndarray, surprise: np.ndarray, rng: np.random.Generator) -> dict:
-    """ERASER comprehensiveness/sufficiency and the top-3 hit rate (module docstring)."""
+    """ERASER comprehensiveness/sufficiency and the top-3 hit rate (module docstring), for
+    the tokens the Score names: those with the largest attribution of the deciding
+    channel's logit (`Scorer.attribute`)."""
     content = (values != 0) & (fields != FIELD_ID["cls"])
-    ranked = np.where(content, surprise, -np.inf)
-    order = np.argsort(-ranked, axis=1)  # the explanation's ranking of tokens
     pools = field_pools(values[test.patterns == CLEAN], fields[test.patterns == CLEAN])
-    own = np.flatnonzero((base >= scorer.threshold) & np.isin(test.patterns,
-                                                              SINGLE_CLAIM_PATTERNS))
+    fired = base >= scorer.threshold
+    odd = scorer.anomalous(surprise.max(axis=1))
+    own = np.flatnonzero((fired | odd) & np.isin(test.patterns, SINGLE_CLAIM_PATTERNS))
     own = rng.choice(own, min(ERASER_CLAIMS, len(own)), replace=False) if len(own) else own
+    mism = np.flatnonzero(np.isin(test.patterns, MISMATCH_PATTERNS))
+    rows = np.union1d(own, mism)
+    order = np.zeros((len(values), max(KS)), dtype=int)  # ranked, on `rows`
+    if len(rows):
+        v, f = values[rows], fields[rows]
+        raw = scorer.raw(v, f)
+        at, _ = scorer.attribute(v, f, raw, odd[rows] & ~fired[rows])
+        # past the candidates, the explanation has no ranking: the anomaly head's order
+        rest = explain.candidates(raw.surprise, v, f, max(KS) + at.shape[1])
+        rest = [[t for t in r if t not in a][: max(KS) - len(a)] for r, a in
+                zip(rest.tolist(), at.tolist(), strict=True)]
+        order[rows] = np.concatenate([at, np.array(rest, dtype=int).reshape(len(rows), -1)],
+                                     axis=1)
     out: dict = {"claims": len(own)}
     for name in ("comprehensiveness", "sufficiency", "random_comprehensiveness",
                  "random_sufficiency"):
@@ -415,7 +431,6 @@ def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.nd
                 out[prefix + "comprehensiveness"][f"k{k}"] = round(float((s0 - without).mean()),
                                                                    4)
                 out[prefix + "sufficiency"][f"k{k}"] = round(float((s0 - only).mean()), 4)
-    mism = np.flatnonzero(np.isin(test.patterns, MISMATCH_PATTERNS))
     hits, chance = [], []
     for i in mism:
         bad = injected_values(scorer, test, i)
@@ -428,7 +443,8 @@ def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.nd
     out["top3_hit"] = round(float(np.mean(hits)), 4) if hits else None
     out["top3_chance"] = round(float(np.mean(chance)), 4) if chance else None
     out["top3_claims"] = len(hits)
-    out["ranking"] = "surprise (the replaced-token head), as the shipped explanation ranks"
+    out["ranking"] = ("leave-one-out fall of the deciding channel's logit, as the Score's "
+                      "top_tokens")
     return out
 
 

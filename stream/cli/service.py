@@ -286,7 +286,13 @@ def query_claim(claim_id: Annotated[str, typer.Argument(help="claim id")],
         print(score.model_dump_json(indent=2))
         return
     _show([score], False, f"claim {claim_id}")
-    table = Table("layer/head", "attended pair", "weight", title="top attention pairs",
+    x = score.explanation
+    if x.explained:
+        Console(highlight=False).print(
+            f"decided by {x.explained}: " + (", ".join(
+                f"{t.token} (fall {t.attribution:.2f})" for t in x.top_tokens) or "no one token"))
+    table = Table("layer/head", "attended pair", "weight",
+                  title="each deciding token and the token it attends to most",
                   title_justify="left")
     for p in score.explanation.top_pairs:
         table.add_row(f"{p.layer}/{p.head}", f"{p.query}  <->  {p.key}", f"{p.weight:.3f}")
