@@ -8,6 +8,7 @@ do not already.
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import subprocess
@@ -55,8 +56,9 @@ def load_claims(settings: Settings, checkpoint: str, count: int = 150) -> dict[s
     flagged = [s.claim_id for s in scores if s.flagged]
     assert flagged, "no flagged claim among the generated ones"
     clean = next(s.claim_id for s in scores if not s.flagged)
+    explained = next(s.claim_id for s in scores if s.explanation.explained)
     return {"flagged": flagged[-1], "clean": clean, "hostile": "HOSTILE-1",
-            "n_flagged": str(len(flagged))}
+            "n_flagged": str(len(flagged)), "explained": explained}
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +180,13 @@ def test_pages_render(client: TestClient, ids: dict[str, str]) -> None:
         assert r.status_code == 200, path
     assert "<svg" in client.get(f"/members/{rec['member_id']}", headers=AUTH).text
     assert client.get("/claims/nope", headers=AUTH).status_code == 404
+    # the explanation the Score carries: what decided, or that nothing is unusual
+    x = client.get(f"/api/claims/{ids['explained']}", headers=AUTH).json()["explanation"]
+    page = client.get(f"/claims/{ids['explained']}", headers=AUTH).text
+    table = page.split('id="top-tokens"')[1].split("</table>")[0]
+    assert x["top_tokens"] and all(html.escape(t["token"]) in table for t in x["top_tokens"])
+    clean = client.get(f"/claims/{ids['clean']}", headers=AUTH).text
+    assert "Nothing the model flags: not explained." in clean
 
 
 def test_hostile_description_is_escaped(client: TestClient, ids: dict[str, str]) -> None:
