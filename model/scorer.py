@@ -47,6 +47,7 @@ from model.score import (
     TokenPair,
 )
 from model.tokenizer import FIELD_ID, Encoded, Token
+from model.transformer import read_claims
 from model.vocabulary import default_vocabulary
 
 
@@ -179,8 +180,7 @@ class Scorer:
             B, T = part_v.shape
             v, f = (torch.as_tensor(x, device=self.device) for x in fixed_shape(
                 part_v, part_f, self.tokenizer.cls_token.value))
-            fraud, surprise, a = self.model(v, f)
-            surprise[:, 0] = float("-inf")  # [CLS] is not claim content
+            fraud, surprise, a = read_claims(self.model, v, f)
             fl.append(fraud[:B].float().cpu().numpy())
             sp.append(surprise[:B, :T].float().cpu().numpy())
             if attention:

@@ -51,6 +51,7 @@ from model.transformer import (
     ClaimFormer,
     ClaimFormerConfig,
     Support,
+    read_claims,
     replaced_token_loss,
 )
 from model.vocabulary import Vocabulary, default_vocabulary
@@ -277,8 +278,7 @@ def predict(model: ClaimFormer, data: ClaimSet, batch: int = 512) -> tuple[np.nd
     fl, an = [], []
     for s in range(0, len(data), batch):
         v, f = data.batch(np.arange(s, min(s + batch, len(data))), dev)
-        fraud, surprise, _ = model(v, f)
-        surprise[:, 0] = float("-inf")
+        fraud, surprise, _ = read_claims(model, v, f)
         fl.append(fraud.float().cpu().numpy())
         an.append(surprise.max(dim=1).values.float().cpu().numpy())
     return np.concatenate(fl), np.concatenate(an)

@@ -314,6 +314,16 @@ class ClaimFormer(nn.Module):
             attn.ablated = None
 
 
+def read_claims(model: ClaimFormer, values: torch.Tensor, fields: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """What scoring reads from a forward pass (training's model selection and calibration,
+    `Scorer.raw`): the fraud logits (B,), the surprise logits (B, T) with [CLS] at -inf as
+    padding is, since it is not claim content, and the attentions."""
+    fraud, surprise, attentions = model(values, fields)
+    surprise[:, 0] = float("-inf")
+    return fraud, surprise, attentions
+
+
 def replaced_token_loss(surprise: torch.Tensor, replaced: torch.Tensor, pad: torch.Tensor
                         ) -> torch.Tensor:
     """BCE of the surprise head against which tokens were swapped, over real tokens."""
