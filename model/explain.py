@@ -37,7 +37,6 @@ import torch
 from model.tokenizer import FIELD_ID, FIELDS, LINE_OFFSET, Token
 from model.vocabulary import Vocabulary
 
-N_PAIRS = 3
 N_TOP = 3  # top tokens, as many as the yardstick's k = 3
 N_CANDIDATES = 3  # tokens taken out one at a time per explained claim
 MINOR = 0.1  # a token whose fall is under this share of the top token's is not named
