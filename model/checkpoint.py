@@ -156,7 +156,7 @@ def model_card(ck: Checkpoint) -> str:
               f"{ck.check_limits.window_days} days, {len(ck.check_limits.per_kind)} series "
               "kinds of care).",
               "- Not for: deciding a claim without a person. A score is a reason to look, "
-              "and an explanation names the token the model found most surprising, not proof."]
+              "and an explanation names the tokens without which the score falls most, not proof."]
     return "\n".join(lines) + "\n"
 
 

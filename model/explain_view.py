@@ -21,7 +21,8 @@ def render(scorer: Scorer, claim: Claim, console: Console) -> None:
         console.print(f"  flagged by: {', '.join(s.flagged_by)}")
     console.print(f"  reason: {s.explanation.reason}", markup=False)
     if s.explanation.explained:
-        top = Table(title=f"what decided ({s.explanation.explained}): the fall of its logit "
+        what = "what decided" if s.flagged else "not flagged; what raises the score most"
+        top = Table(title=f"{what} ({s.explanation.explained}): the fall of its logit "
                           "without each token", title_justify="left")
         for col in ("token", "field", "fall"):
             top.add_column(col)

@@ -46,12 +46,12 @@ class AttributedToken(ScoreModel):
 
     token: str
     field: str
-    attribution: float = Field(description="gradient x input of the deciding logit, in "
-                                           "logit units; positive = toward flagging")
+    attribution: float = Field(description="how far the deciding channel's logit falls "
+                                           "without the token (leave-one-out), in logit units")
 
 
 class SurprisingToken(ScoreModel):
-    """A token the masked-token head found unlikely given the rest of the claim."""
+    """A token the replaced-token head found unlikely given the rest of the claim."""
 
     token: str
     field: str

@@ -72,7 +72,7 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> bool:
-    """True when the encoder blocks should run in bf16 (`ClaimFormer.in_bf16`)."""
+    """True when the encoder blocks should run in bf16 (`ClaimFormer.blocks_in`)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     if precision == "auto":
@@ -147,9 +147,8 @@ class Scorer:
         self.ck = checkpoint
         self.device = resolve_device(device)
         self.bf16 = resolve_precision(precision, self.device)
-        self.model = checkpoint.model.to(self.device).eval()
-        if self.bf16:
-            self.model.in_bf16()
+        self.model = checkpoint.model.to(self.device).eval().blocks_in(
+            torch.bfloat16 if self.bf16 else torch.float32)
         self.tokenizer = checkpoint.tokenizer
         self.cal = checkpoint.calibration
         self.threshold = self.cal.threshold if threshold is None else threshold
@@ -189,12 +188,15 @@ class Scorer:
         attentions = [torch.cat(layer) for layer in zip(*att, strict=True)] if att else []
         return Raw(np.concatenate(fl), np.concatenate(sp), attentions)
 
+    def combined_logit(self, raw: Raw) -> np.ndarray:
+        """The Platt-stacked logit of the fraud and anomaly logits (module docstring)."""
+        c = self.cal
+        return c.a * raw.fraud_logit + c.b * raw.anomaly_logit + c.c
+
     def deciding_logit(self, raw: Raw, anomaly_only: np.ndarray) -> np.ndarray:
         """The logit of the channel that decided: the anomaly logit where only the anomaly
         channel fired, else the combined score's (before its sigmoid)."""
-        c = self.cal
-        return np.where(anomaly_only, raw.anomaly_logit,
-                        c.a * raw.fraud_logit + c.b * raw.anomaly_logit + c.c)
+        return np.where(anomaly_only, raw.anomaly_logit, self.combined_logit(raw))
 
     def attribute(self, values: np.ndarray, fields: np.ndarray, raw: Raw,
                   anomaly_only: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +222,7 @@ class Scorer:
         """(fraud probability, anomaly in [0, 1], combined score) per claim."""
         c = self.cal
         fraud = sigmoid(c.fraud_a * raw.fraud_logit + c.fraud_c)
-        combined = sigmoid(c.a * raw.fraud_logit + c.b * raw.anomaly_logit + c.c)
+        combined = sigmoid(self.combined_logit(raw))
         return fraud, sigmoid(raw.anomaly_logit), combined
 
     # -- Scores -------------------------------------------------------------------------
@@ -236,7 +238,9 @@ class Scorer:
         seqs = [self.tokenizer.tokens_of(c) for c in claims]
         order = sorted(range(len(claims)), key=lambda i: len(seqs[i][0]))
         width = max((len(t) for t, _ in seqs), default=1)
-        raw = Raw(np.zeros(len(claims)), np.full((len(claims), width), -np.inf), [])
+        # float32 as the batches' outputs are, so that the flags below are theirs exactly
+        raw = Raw(np.zeros(len(claims), np.float32),
+                  np.full((len(claims), width), -np.inf, np.float32), [])
         weights: dict[int, list[torch.Tensor]] = {}  # the attention of the claims to explain
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -246,7 +250,7 @@ class Scorer:
             raw.surprise[idx, :part.surprise.shape[1]] = part.surprise
             for r in np.flatnonzero(self.explains(part)).tolist():
                 n = len(seqs[idx[r]][0])
-                weights[idx[r]] = [a[r, :, :n, :n] for a in part.attentions]
+                weights[idx[r]] = [a[r, :, :n, :n].clone() for a in part.attentions]
         return self._scores(claims, seqs, raw, weights, hits, now or dt.datetime.now(dt.UTC))
 
     def inspect(self, claim: Claim) -> tuple[Score, Encoded, Raw]:
@@ -257,7 +261,7 @@ class Scorer:
         enc = self.tokenizer.encode([claim])
         raw = self.raw(enc.values, enc.fields, attention=True)
         seqs = list(zip(enc.tokens, enc.truncated.tolist(), strict=True))
-        weights = {0: [a[0] for a in raw.attentions]}
+        weights = {0: [a[0] for a in raw.attentions]} if self.explains(raw)[0] else {}
         return (self._scores([claim], seqs, raw, weights, hits, dt.datetime.now(dt.UTC))[0],
                 enc, raw)
 
@@ -270,25 +274,26 @@ class Scorer:
                 weights: dict[int, list[torch.Tensor]], hits: list[list[CheckHit]],
                 scored_at: dt.datetime) -> list[Score]:
         """The Scores of claims whose tokens are `seqs` and whose plain pass is `raw`;
-        `weights`: per claim to explain, its attention in each layer (nh, n, n)."""
+        `weights`: per claim to explain (`explains`), its attention in each layer
+        (nh, n, n)."""
         fraud, anomaly, combined = self.combine(raw)
         keep = np.array([math.prod(1.0 - h.probability for h in hs) for hs in hits])
         score = 1.0 - (1.0 - combined) * keep  # the score rule: model, then checks
-        odd = self.anomalous(raw.anomaly_logit)
-        model_flags = (combined >= self.threshold) | odd
-        explained = self._explanations(seqs, raw, weights, combined >= self.threshold, odd)
+        fired, odd = combined >= self.threshold, self.anomalous(raw.anomaly_logit)
+        model_flags = fired | odd
+        explained = self._explanations(seqs, raw, weights, odd & ~fired)
         order = np.argsort(-raw.surprise, axis=1)[:, : explain.N_SURPRISING]  # (B, 3)
         nats = np.logaddexp(0, np.take_along_axis(raw.surprise, order, 1))  # -log p(belongs)
         # numpy scalars are slow in a per-claim loop: take everything out as Python lists
         fraud_l, anomaly_l = fraud.round(6).tolist(), anomaly.round(6).tolist()
-        combined_l, score_l, odd_l = combined.tolist(), score.tolist(), odd.tolist()
+        fired_l, score_l, odd_l = fired.tolist(), score.tolist(), odd.tolist()
         model_l = model_flags.tolist()
         order_l, nats_l = order.tolist(), nats.astype(np.float64).round(4).tolist()
         out = []
         for b, claim in enumerate(claims):
             toks = seqs[b][0]
             p = score_l[b]
-            flagged_by = (["fraud_model"] if combined_l[b] >= self.threshold else []) + (
+            flagged_by = (["fraud_model"] if fired_l[b] else []) + (
                 ["anomaly"] if odd_l[b] else []) + [h.name for h in hits[b]]
             why = explained.get(b)
             surprising = [] if why is None else [  # a claim not explained names nothing
@@ -315,19 +320,18 @@ class Scorer:
         return out
 
     def _explanations(self, seqs: list[tuple[list[Token], bool]], raw: Raw,
-                      weights: dict[int, list[torch.Tensor]], fraud_fired: np.ndarray,
-                      odd: np.ndarray, chunk: int = 256) -> dict[int, Why]:
-        """Per claim the model flags (every claim with explain="all"): its attribution
-        read out as top tokens, pairs, field shares and a reason (`model.explain`),
-        `chunk` claims at a time."""
-        want = np.flatnonzero(self.explains(raw))
-        want = want[np.argsort([len(seqs[i][0]) for i in want], kind="stable")]  # less padding
+                      weights: dict[int, list[torch.Tensor]], anomaly_only: np.ndarray,
+                      chunk: int = 256) -> dict[int, Why]:
+        """Per claim in `weights` (those to explain): its attribution read out as top
+        tokens, pairs, field shares and a reason (`model.explain`), `chunk` claims at a
+        time, shortest first (less padding)."""
+        want = np.array(sorted(weights, key=lambda i: len(seqs[i][0])), dtype=int)
         out: dict[int, Why] = {}
         for s in range(0, len(want), chunk):
             rows = want[s:s + chunk]
             enc = self.tokenizer.pack([seqs[i] for i in rows])
             mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :enc.values.shape[1]], [])
-            only = odd[rows] & ~fraud_fired[rows]
+            only = anomaly_only[rows]
             T = enc.values.shape[1]
             attentions = [torch.zeros(len(rows), *weights[rows[0]][0].shape[:1], T, T,
                                       device=self.device) for _ in weights[rows[0]]]
@@ -363,15 +367,16 @@ class Scorer:
                 tokens.append(AttributedToken.model_construct(
                     token=toks[i].label, field=toks[i].field, attribution=a))
                 k = key_l[j][n]
-                pair = frozenset((toks[i].value, toks[k].value))
-                if found_l[j][n] and k < len(toks) and pair not in seen:
-                    seen.add(pair)
-                    pairs.append(TokenPair.model_construct(
-                        query=explain.describe(toks[i], self.vocab),
-                        key=explain.describe(toks[k], self.vocab),
-                        layer=layer_l[j][n], head=head_l[j][n], weight=weight_l[j][n]))
-            line = (explain.reason(toks, top_l[j][0], key_l[j][0], self.vocab, flagged=True)
-                    if tokens else explain.AS_A_WHOLE)
+                if not found_l[j][n] or frozenset((toks[i].value, toks[k].value)) in seen:
+                    continue
+                seen.add(frozenset((toks[i].value, toks[k].value)))
+                pairs.append(TokenPair.model_construct(
+                    query=explain.describe(toks[i], self.vocab),
+                    key=explain.describe(toks[k], self.vocab),
+                    layer=layer_l[j][n], head=head_l[j][n], weight=weight_l[j][n]))
+            partner = key_l[j][0] if found_l[j][0] else None
+            line = (explain.reason(toks, top_l[j][0], partner, self.vocab) if tokens
+                    else explain.AS_A_WHOLE)
             out.append(Why("anomaly" if only[j] else "fraud_model", tokens, pairs, shares[j],
                            line))
         return out

@@ -181,8 +181,10 @@ class Support(nn.Module):
         b = b + width * torch.arange(self.READINGS, device=b.device)
         hot = torch.zeros(*b.shape[:2], self.bucket.num_embeddings, device=b.device,
                           dtype=self.bucket.weight.dtype)
-        hot.scatter_(2, torch.where(applies, b, 0), 1.0)
-        return hot @ self.bucket.weight  # row 0 (padding_idx: not applicable) is zero
+        # a reading that does not apply writes 0 (to column 0): row 0 is never read, and
+        # so, as with padding_idx in a lookup, never trained
+        hot.scatter_(2, torch.where(applies, b, 0), applies.to(hot.dtype))
+        return hot @ self.bucket.weight
 
     @staticmethod
     def weakest(readings: torch.Tensor, applies: torch.Tensor) -> torch.Tensor:
@@ -237,7 +239,7 @@ class ClaimFormer(nn.Module):
         if self.support is not None:
             readings, applies = self.support(values)
             x = x + self.support.embed(readings, applies)
-        # the blocks run in their weights' dtype (`in_bf16`); embeddings and heads in fp32
+        # the blocks run in their weights' dtype (`blocks_in`); embeddings and heads in fp32
         dtype = self.blocks[0].ln1.weight.dtype
         x = self.drop(x).to(dtype)
         mask = torch.zeros(pad.shape, device=x.device, dtype=dtype).masked_fill(
@@ -255,9 +257,9 @@ class ClaimFormer(nn.Module):
         return fraud, surprise, attentions
 
     def codes(self, values: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) each token's own vector plus its ancestors'. Out of training the sums
-        come from a table made once per set of weights: B x T x levels lookups were ~15%
-        of a forward pass on a CPU."""
+        """(B, T, C) each token's own vector plus its ancestors'. Out of training (for
+        inference: no gradient reaches the table) the sums come from a table made once per
+        set of weights: B x T x levels lookups were ~15% of a forward pass on a CPU."""
         if self.training:
             ancestors = self.group_of[values]  # (B, T, levels)
             own = self.value(values)
@@ -266,7 +268,7 @@ class ClaimFormer(nn.Module):
                     torch.rand(values.shape, device=values.device) < self.cfg.value_dropout)
                 own = own.masked_fill(drop.unsqueeze(-1), 0.0)
             return own + self.group(ancestors).sum(dim=2)
-        made_from = tuple((id(t), t._version, t.device) for t in (
+        made_from = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in (
             self.value.weight, self.group.weight, self.group_of))
         if self._codes_from != made_from:  # new or changed weights (a load, forget_unseen)
             with torch.no_grad():
@@ -290,13 +292,12 @@ class ClaimFormer(nn.Module):
         self.group.weight[~used] = 0.0
         return int(unseen.sum())
 
-    def in_bf16(self) -> ClaimFormer:
-        """For inference: the blocks' weights (and so their activations) in bf16; the
-        embeddings, the context table, the final norm and both heads stay fp32. On a CPU
-        with native bf16 a forward pass is ~15% faster than under autocast, which converts
-        every block's inputs and weights on each pass."""
-        for block in self.blocks:
-            block.to(torch.bfloat16)
+    def blocks_in(self, dtype: torch.dtype) -> ClaimFormer:
+        """The encoder blocks' weights (and so their activations) in `dtype`, for
+        inference in bf16; the embeddings, the context table, the final norm and both
+        heads stay fp32. On a CPU with native bf16 a forward pass is ~15% faster so than
+        under autocast, which converts every block's inputs and weights on each pass."""
+        self.blocks.to(dtype)
         return self
 
     def n_params(self) -> int:

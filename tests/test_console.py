@@ -56,7 +56,7 @@ def load_claims(settings: Settings, checkpoint: str, count: int = 150) -> dict[s
     flagged = [s.claim_id for s in scores if s.flagged]
     assert flagged, "no flagged claim among the generated ones"
     clean = next(s.claim_id for s in scores if not s.flagged)
-    explained = next(s.claim_id for s in scores if s.explanation.explained)
+    explained = next(s.claim_id for s in scores if s.explanation.top_tokens)
     return {"flagged": flagged[-1], "clean": clean, "hostile": "HOSTILE-1",
             "n_flagged": str(len(flagged)), "explained": explained}
 
