@@ -180,7 +180,7 @@ class Scorer:
             B, T = part_v.shape
             v, f = (torch.as_tensor(x, device=self.device) for x in fixed_shape(
                 part_v, part_f, self.tokenizer.cls_token.value))
-            fraud, surprise, a = read_claims(self.model, v, f)
+            fraud, surprise, a = read_claims(self.model, v, f, attention)
             fl.append(fraud[:B].float().cpu().numpy())
             sp.append(surprise[:B, :T].float().cpu().numpy())
             if attention:
@@ -241,17 +241,13 @@ class Scorer:
         # float32 as the batches' outputs are, so that the flags below are theirs exactly
         raw = Raw(np.zeros(len(claims), np.float32),
                   np.full((len(claims), width), -np.inf, np.float32), [])
-        weights: dict[int, list[torch.Tensor]] = {}  # the attention of the claims to explain
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             enc = self.tokenizer.pack([seqs[i] for i in idx])
-            part = self.raw(enc.values, enc.fields, attention=True)
+            part = self.raw(enc.values, enc.fields)
             raw.fraud_logit[idx] = part.fraud_logit
             raw.surprise[idx, :part.surprise.shape[1]] = part.surprise
-            for r in np.flatnonzero(self.explains(part)).tolist():
-                n = len(seqs[idx[r]][0])
-                weights[idx[r]] = [a[r, :, :n, :n].clone() for a in part.attentions]
-        return self._scores(claims, seqs, raw, weights, hits, now or dt.datetime.now(dt.UTC))
+        return self._scores(claims, seqs, raw, hits, now or dt.datetime.now(dt.UTC))
 
     def inspect(self, claim: Claim) -> tuple[Score, Encoded, Raw]:
         """One claim's Score with the tokens and model outputs behind it (per-token
@@ -261,27 +257,18 @@ class Scorer:
         enc = self.tokenizer.encode([claim])
         raw = self.raw(enc.values, enc.fields, attention=True)
         seqs = list(zip(enc.tokens, enc.truncated.tolist(), strict=True))
-        weights = {0: [a[0] for a in raw.attentions]} if self.explains(raw)[0] else {}
-        return (self._scores([claim], seqs, raw, weights, hits, dt.datetime.now(dt.UTC))[0],
-                enc, raw)
-
-    def explains(self, raw: Raw) -> np.ndarray:
-        """Which claims get an explanation: those the model flags (all with explain="all")."""
-        _, _, combined = self.combine(raw)
-        return (combined >= self.threshold) | self.anomalous(raw.anomaly_logit) | self.explain_all
+        return self._scores([claim], seqs, raw, hits, dt.datetime.now(dt.UTC))[0], enc, raw
 
     def _scores(self, claims: Sequence[Claim], seqs: list[tuple[list[Token], bool]], raw: Raw,
-                weights: dict[int, list[torch.Tensor]], hits: list[list[CheckHit]],
-                scored_at: dt.datetime) -> list[Score]:
-        """The Scores of claims whose tokens are `seqs` and whose plain pass is `raw`;
-        `weights`: per claim to explain (`explains`), its attention in each layer
-        (nh, n, n)."""
+                hits: list[list[CheckHit]], scored_at: dt.datetime) -> list[Score]:
+        """The Scores of claims whose tokens are `seqs` and whose plain pass is `raw`."""
         fraud, anomaly, combined = self.combine(raw)
         keep = np.array([math.prod(1.0 - h.probability for h in hs) for hs in hits])
         score = 1.0 - (1.0 - combined) * keep  # the score rule: model, then checks
         fired, odd = combined >= self.threshold, self.anomalous(raw.anomaly_logit)
         model_flags = fired | odd
-        explained = self._explanations(seqs, raw, weights, odd & ~fired)
+        explained = self._explanations(seqs, raw, np.flatnonzero(
+            model_flags | self.explain_all), odd & ~fired)
         order = np.argsort(-raw.surprise, axis=1)[:, : explain.N_SURPRISING]  # (B, 3)
         nats = np.logaddexp(0, np.take_along_axis(raw.surprise, order, 1))  # -log p(belongs)
         # numpy scalars are slow in a per-claim loop: take everything out as Python lists
@@ -319,27 +306,21 @@ class Scorer:
                 model_version=self.model_version, scored_at=scored_at, latency_ms=None))
         return out
 
-    def _explanations(self, seqs: list[tuple[list[Token], bool]], raw: Raw,
-                      weights: dict[int, list[torch.Tensor]], anomaly_only: np.ndarray,
-                      chunk: int = 256) -> dict[int, Why]:
-        """Per claim in `weights` (those to explain): its attribution read out as top
-        tokens, pairs, field shares and a reason (`model.explain`), `chunk` claims at a
-        time, shortest first (less padding)."""
-        want = np.array(sorted(weights, key=lambda i: len(seqs[i][0])), dtype=int)
+    def _explanations(self, seqs: list[tuple[list[Token], bool]], raw: Raw, want: np.ndarray,
+                      anomaly_only: np.ndarray, chunk: int = 256) -> dict[int, Why]:
+        """Per claim in `want`: its attribution read out as top tokens, pairs, field shares
+        and a reason (`model.explain`), `chunk` claims at a time, shortest first (less
+        padding)."""
+        want = want[np.argsort([len(seqs[i][0]) for i in want], kind="stable")]
         out: dict[int, Why] = {}
         for s in range(0, len(want), chunk):
             rows = want[s:s + chunk]
             enc = self.tokenizer.pack([seqs[i] for i in rows])
-            mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :enc.values.shape[1]], [])
-            only = anomaly_only[rows]
-            T = enc.values.shape[1]
-            attentions = [torch.zeros(len(rows), *weights[rows[0]][0].shape[:1], T, T,
-                                      device=self.device) for _ in weights[rows[0]]]
-            for j, i in enumerate(rows.tolist()):
-                for layer, a in zip(attentions, weights[i], strict=True):
-                    layer[j, :, :a.shape[1], :a.shape[1]] = a
-            mine.attentions = attentions
-            out.update(zip(rows.tolist(), self._explain(enc, mine, only), strict=True))
+            mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :enc.values.shape[1]],
+                       self.raw(enc.values, enc.fields, attention=True,
+                                chunk=self.batch_size).attentions)
+            out.update(zip(rows.tolist(), self._explain(enc, mine, anomaly_only[rows]),
+                           strict=True))
         return out
 
     def _explain(self, enc: Encoded, raw: Raw, only: np.ndarray) -> list[Why]:
