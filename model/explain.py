@@ -1,8 +1,8 @@
 """Explanations of the channel that decided: attribution, attention partners, a reason.
 
 For a claim the model flags (or every claim with `Scorer(explain="all")`), everything is
-computed for the claims of a scoring call together, from the attention of their forward
-pass and N_CANDIDATES more forward rows each:
+computed for the claims of a scoring call together, from a pass that keeps their attention
+weights and N_CANDIDATES more forward rows each:
 
 - **attribution**: leave-one-out. Each candidate token is taken out of the claim (made
   padding, which attention skips; a removed code's numbers lose their line's code too)
@@ -96,21 +96,16 @@ def partners(attentions: list[torch.Tensor], fields: np.ndarray, queries: np.nda
     qf = fields[np.arange(B)[:, None], queries]  # (B, k)
     ok = PARTNER[qf[:, :, None], fields[:, None, :]] & np.isin(fields, PAIR_FIELDS)[:, None]
     ok[np.arange(B)[:, None], np.arange(queries.shape[1])[None], queries] = False  # itself
+    jb, jn = np.nonzero(LINE_BACK[qf] > 0)  # a line's number: its line's code only
+    ok[jb, jn] = False
+    ok[jb, jn, (queries - LINE_BACK[qf])[jb, jn]] = True
     ok = torch.as_tensor(ok, device=a.device)[:, :, None, None, :]
     flat = specific.masked_fill(~ok, float("-inf")).reshape(B, queries.shape[1], -1)
     top, best = flat.max(dim=-1)  # (B, k) over (L, H, T)
     layer, head, key = np.unravel_index(best.cpu().numpy(), (L, H, T))
-    back = LINE_BACK[qf]
-    found = torch.isfinite(top).cpu().numpy() | (back > 0)
-    key = np.where(back > 0, queries - back, key)
-    raw = edges.cpu().numpy()
-    # a line's number partners its line's code: its strongest (layer, head) on that key
-    line = raw[np.arange(B)[:, None], np.arange(queries.shape[1])[None], :, :, key]
-    lh = line.reshape(B, queries.shape[1], -1).argmax(axis=-1)
-    layer = np.where(back > 0, lh // H, layer)
-    head = np.where(back > 0, lh % H, head)
-    weight = raw[np.arange(B)[:, None], np.arange(queries.shape[1])[None], layer, head, key]
-    return layer, head, key, weight, found
+    weight = edges.cpu().numpy()[np.arange(B)[:, None], np.arange(queries.shape[1])[None],
+                                 layer, head, key]
+    return layer, head, key, weight, torch.isfinite(top).cpu().numpy()
 
 
 def field_importance(attribution: np.ndarray, fields: np.ndarray) -> list[dict[str, float]]:

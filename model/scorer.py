@@ -238,7 +238,7 @@ class Scorer:
         seqs = [self.tokenizer.tokens_of(c) for c in claims]
         order = sorted(range(len(claims)), key=lambda i: len(seqs[i][0]))
         width = max((len(t) for t, _ in seqs), default=1)
-        # float32 as the batches' outputs are, so that the flags below are theirs exactly
+        # float32, the batches' own dtype: the flags below read exactly what each gave
         raw = Raw(np.zeros(len(claims), np.float32),
                   np.full((len(claims), width), -np.inf, np.float32), [])
         for start in range(0, len(order), self.batch_size):
@@ -310,15 +310,18 @@ class Scorer:
                       anomaly_only: np.ndarray, chunk: int = 256) -> dict[int, Why]:
         """Per claim in `want`: its attribution read out as top tokens, pairs, field shares
         and a reason (`model.explain`), `chunk` claims at a time, shortest first (less
-        padding)."""
+        padding). Their attention weights come from `raw` when it kept them (`inspect`),
+        else from a pass of their own."""
         want = want[np.argsort([len(seqs[i][0]) for i in want], kind="stable")]
         out: dict[int, Why] = {}
         for s in range(0, len(want), chunk):
             rows = want[s:s + chunk]
             enc = self.tokenizer.pack([seqs[i] for i in rows])
-            mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :enc.values.shape[1]],
-                       self.raw(enc.values, enc.fields, attention=True,
-                                chunk=self.batch_size).attentions)
+            T = enc.values.shape[1]
+            attentions = ([a[rows, :, :T, :T] for a in raw.attentions] if raw.attentions
+                          else self.raw(enc.values, enc.fields, attention=True,
+                                        chunk=self.batch_size).attentions)
+            mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :T], attentions)
             out.update(zip(rows.tolist(), self._explain(enc, mine, anomaly_only[rows]),
                            strict=True))
         return out

@@ -77,7 +77,7 @@ METHODS = ("claimformer", "pair_gbdt", "flat_gbdt", "isolation_forest", "rule_or
 MISMATCH_PATTERNS = ("diagnosis_treatment_mismatch", "specialty_mismatch")
 CHECK_PATTERNS = {"duplicate_billing": "duplicate_billing",
                   "member_velocity": "high_velocity_member"}  # check -> the pattern it finds
-KS = (1, 3, 5)
+KS = (1, 3, 5)  # at most explain.N_CANDIDATES: the tokens an explanation ranks
 ERASER_CLAIMS = 2000  # flagged claims the explanation figures are measured on
 ABLATION_CLAIMS = 10_000  # claims of the test set each head ablation is measured on
 
@@ -401,17 +401,10 @@ def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.nd
     own = rng.choice(own, min(ERASER_CLAIMS, len(own)), replace=False) if len(own) else own
     mism = np.flatnonzero(np.isin(test.patterns, MISMATCH_PATTERNS))
     rows = np.union1d(own, mism)
-    order = np.zeros((len(values), max(KS)), dtype=int)  # ranked, on `rows`
+    order = np.zeros((len(values), explain.N_CANDIDATES), dtype=int)  # ranked, on `rows`
     if len(rows):
         v, f = values[rows], fields[rows]
-        raw = scorer.raw(v, f)
-        at, _ = scorer.attribute(v, f, raw, odd[rows] & ~fired[rows])
-        # past the candidates, the explanation has no ranking: the anomaly head's order
-        rest = explain.candidates(raw.surprise, v, f, max(KS) + at.shape[1])
-        rest = [[t for t in r if t not in a][: max(KS) - len(a)] for r, a in
-                zip(rest.tolist(), at.tolist(), strict=True)]
-        order[rows] = np.concatenate([at, np.array(rest, dtype=int).reshape(len(rows), -1)],
-                                     axis=1)
+        order[rows], _ = scorer.attribute(v, f, scorer.raw(v, f), odd[rows] & ~fired[rows])
     out: dict = {"claims": len(own)}
     for name in ("comprehensiveness", "sufficiency", "random_comprehensiveness",
                  "random_sufficiency"):
