@@ -58,9 +58,12 @@ def claim_set(tokenizer: ClaimTokenizer, claims: list[Claim], patterns: list[str
 
 
 def make_claim_set(tokenizer: ClaimTokenizer, count: int, seed: int, fraud_rate: float,
-                   patterns: tuple[str, ...] = PATTERNS) -> ClaimSet:
-    """Generate `count` labelled claims, validate them through the contract, tokenise."""
-    gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=patterns, size=count)
+                   patterns: tuple[str, ...] = PATTERNS, heldout: frozenset[str] = frozenset()
+                   ) -> ClaimSet:
+    """Generate `count` labelled claims (never billing `heldout` codes), validate them
+    through the contract, tokenise."""
+    gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=patterns, size=count,
+                         heldout=heldout)
     items = list(gen.generate(count))
     return claim_set(tokenizer, [Claim.model_validate(x.claim) for x in items],
                      [x.fraud_pattern for x in items])

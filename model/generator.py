@@ -3,14 +3,24 @@
 A seeded population of members (stable age, sex and chronic conditions, with comorbidity)
 and providers (one specialty, a usual place of service, patients it sees: OB/GYN sees
 women, pediatrics members up to 21) produces claims that follow the vocabulary's clinical
-links, with realistic noise: comorbid diagnoses on the claim, generic or brand prices,
-charges rounded to whole dollars by some billers, new-patient and established-patient visit
-codes, labs billed with the diagnoses that order them, legitimate repeats with the modifiers
-that make them legitimate (25 on a visit with a procedure, 59/76 on a repeated procedure,
-LT/RT on bilateral ones), and a share `oov_rate` of diagnoses replaced by a billable sibling
-of the same ICD-10-CM category that the vocabulary does not list (`simple-icd-10-cm`), so
-unseen codes are a normal part of every stream. A fraction `fraud_rate` of claims is then
+links and the payers' public rules (`model.cms`), with realistic noise: comorbid diagnoses
+on the claim, generic or brand prices, charges rounded to whole dollars by some billers,
+new-patient, consultation, hospital and nursing-facility visit codes at the level the
+claim supports (`Vocabulary.max_em_level`), legitimate repeats with the modifiers that make
+them legitimate (59/76 on a repeated procedure, LT/RT on bilateral ones, 91 on a repeated
+lab test), and unseen codes as a normal part of every stream: a share `oov_rate` of
+diagnoses is a billable ICD-10-CM sibling the vocabulary does not list (with the same MCE
+edits), and the same share of procedure lines a payable code of the listed code's CPT/HCPCS
+range, billed at its own fee-schedule price. A fraction `fraud_rate` of claims is then
 broken by one of `PATTERNS`; the label travels beside the claim, never inside it.
+
+Care looks like care: about ORDER_SHARE of visits order work that another provider bills
+within a week (`ANCILLARY`: an independent lab, POS 81, with a venipuncture and a few tests,
+most often; imaging, DME, pathology), so labs, panels, screening tests and supplies appear
+in clean claims as often as care orders them. Clean claims are billed as the NCCI
+procedure-to-procedure edits allow (`_edited`: a pair never allowed together loses a line,
+a pair allowed with a modifier carries it: 25 on the visit, 59/XS/XU elsewhere), in units
+their MUEs allow, for members the MCE's age and sex edits allow.
 
 Care comes at realistic rates at any stream length or feed rate: service dates follow a
 clock that moves with the claims, CLAIMS_PER_MEMBER_YEAR a member on average, so a
@@ -20,32 +30,41 @@ times a week, a physical therapy course, weekly chemotherapy, weekly psychothera
 including the odd second therapy session of a day billed on its own claim with modifier 76.
 The cross-claim checks must learn that this is normal (`model.checks.fit_limits`).
 
-No give-aways (`claimscope eval`'s artefact probe checks this): diagnoses and service lines
-come in random order in every claim, so an injected item is not the last one; injected
-items replace an item of the claim as often as they are added; inflated charges are whole
-dollars as often as clean ones; a wrong dose is made of marketed strengths and plausible
-numbers, not odd decimals.
+No give-aways (`claimscope eval`'s probes check this). Of shape: diagnoses and service lines
+come in random order; a fraud changes a line of a clean claim rather than adding one, so
+its length is a clean claim's; a fraud's base claim is drawn like the clean stream (visits,
+series sessions and ordered work at their shares); inflated charges are whole dollars as
+often as clean ones; a wrong dose is made of marketed strengths. Of code identity: what a
+fraud adds is borrowed from a recent clean claim (`_donor`): the unjustified line, the
+higher visit level, the foreign provider, the member the claim does not fit; so every code
+and specialty a fraud carries is one clean claims carry, about as often (`eval`'s identity
+probe and its list of fraud-only codes). Upcoding is the exception, said in docs/model.md.
 
 Claims come out as plain JSON-ready dicts (the wire form), because generation must run at
 tens of thousands of claims per second; every one of them validates against `Claim`
 (tests check this).
 
-Pattern definitions (what each breaks, checked by the tests against the vocabulary):
+Pattern definitions (what each breaks, checked by the tests against `model.rules`):
 
-- `diagnosis_treatment_mismatch`: a procedure or a drug (half each: `variant`) no diagnosis on
-  the claim justifies, at an in-range price.
+- `diagnosis_treatment_mismatch`: a procedure the specialty performs (in place of a
+  procedure) or a drug (in place of a fill) that no diagnosis on the claim justifies, at an
+  in-range price; `variant` says which.
 - `dose_out_of_range`: a marketed strength dispensed at 3x+ the daily maximum: quantity /
   days supply x strength above the drug's top strength x doses per day.
 - `price_inflation`: a procedure or drug line charged 3-10x the top of its normal range
-  (place included).
-- `upcoding`: an E/M visit at least two levels above what the diagnoses justify.
-- `unbundling`: three or more components of a lab/ECG panel billed as separate lines.
-- `demographic_impossibility`: a diagnosis, procedure or drug the member's age or sex rules out.
-- `specialty_mismatch`: a procedure the billing provider's specialty does not perform (the
-  new provider's place of service is one it works in).
+  (place included), or a procedure billed in more units than its MUE allows.
+- `upcoding`: an E/M visit above the level the claim supports (its diagnoses, tests,
+  procedures and prescriptions: the 2021 medical-decision-making grid).
+- `unbundling`: a pair of codes an NCCI PTP edit bundles, billed without the modifier the
+  edit allows (the clean claim's modifier moved to the other line, or 25 on a visit
+  replaced by 59, which cannot unbundle a visit).
+- `demographic_impossibility`: a diagnosis the MCE's age or sex edits rule out for the
+  member the claim is billed under.
+- `specialty_mismatch`: a procedure the billing provider's specialty does not perform, for
+  problems it does not treat (at a place the provider works in).
 - `duplicate_billing`: the same member, provider, date and procedure as an earlier claim.
-- `high_velocity_member`: the 4th claim of one member, from several providers, within 5
-  days (a burst of four: the first three look normal and are labelled `none`).
+- `high_velocity_member`: the 5th claim of one member, from several providers, within 5
+  days (a burst of five: the first four look normal and are labelled `none`).
 """
 
 from __future__ import annotations
@@ -59,7 +78,17 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from model.vocabulary import Diagnosis, Drug, Procedure, Vocabulary, default_vocabulary
+from model.cms.tables import conflicts, mce_edit, mue, ptp_edits
+from model.codes import range_span
+from model.rules import NCCI_MODIFIERS, VISIT_MODIFIERS, ptp_breaks
+from model.vocabulary import (
+    Diagnosis,
+    Drug,
+    Procedure,
+    Vocabulary,
+    charge_range,
+    default_vocabulary,
+)
 
 PATTERNS = (
     "diagnosis_treatment_mismatch",
@@ -77,12 +106,22 @@ CLEAN = "none"
 # visible in a single claim, which is what the ClaimFormer's fraud head learns from.
 CROSS_CLAIM_PATTERNS = ("duplicate_billing", "high_velocity_member")
 SINGLE_CLAIM_PATTERNS = tuple(p for p in PATTERNS if p not in CROSS_CLAIM_PATTERNS)
-VELOCITY_NORMAL = 3  # claims of a burst before the ones labelled fraud
+VELOCITY_NORMAL = 4  # claims of a burst before the ones labelled fraud (a week of a visit
+# and the work it orders is three or four claims: a learned limit of 4 in 7 days)
 START = dt.date(2026, 1, 1)  # fixed, so a seed gives the same claims on any day
 CLAIMS_PER_MEMBER_YEAR = 10.0  # the clock: service days advance so members average this
 SERIES_SHARE = 0.01  # members in frequent, legitimate care (SERIES)
 SECOND_SESSION = 0.05  # therapy sessions followed by a second one the same day
 VISITS_KEPT = 200_000  # visits remembered to avoid unlabelled duplicates (see __init__)
+ORDER_SHARE = 0.35  # visits that order work from another provider (labs, imaging...)
+# Who does the ordered work, and how often: most orders are labs (a venipuncture and a few
+# tests at an independent lab), then imaging, DME, pathology.
+ANCILLARY = {"laboratory": 0.7, "radiology": 0.15, "dme_supplier": 0.1, "pathology": 0.05}
+MUE_SHARE = 0.3  # inflated procedure lines inflated in units past their MUE, not price
+MUE_MOST = 100  # MUEs above it are drug units (J-codes), billed past them by price instead
+KEEP_PAIR = 0.3  # pairs an edit allows with a modifier that clean claims keep (with one)
+REPEAT_TEST = 0.1  # lab claims with a panel that repeat one of its tests later that day (91)
+DONOR_TRIES = 200  # clean claims looked at for a fraud's borrowed part before a new base
 # Areas whose chronic conditions tend to come together (metabolic syndrome and friends).
 COMORBID = {
     "diabetes": ("hypertension_cardiac", "lipids", "renal"),
@@ -160,6 +199,14 @@ def unlisted_siblings(category: str, listed: frozenset[str]) -> tuple[str, ...]:
                         if icd.is_leaf(c) and c not in listed))
 
 
+@functools.cache
+def same_edit_siblings(code: str, listed: frozenset[str]) -> tuple[str, ...]:
+    """The unlisted siblings of `code` with its MCE age and sex edits: none of them makes
+    a clean claim demographically impossible where `code` does not."""
+    edit = mce_edit(code)
+    return tuple(c for c in unlisted_siblings(code[:3], listed) if mce_edit(c) == edit)
+
+
 class ClaimGenerator:
     """Seeded claim stream. Same (seed, fraud_rate, patterns) -> same claims, in order.
 
@@ -170,10 +217,13 @@ class ClaimGenerator:
     def __init__(self, *, seed: int = 0, fraud_rate: float = 0.05,
                  patterns: tuple[str, ...] = PATTERNS, size: int = 20_000,
                  members: int | None = None, vocab: Vocabulary | None = None,
-                 oov_rate: float = 0.1, label_noise: float = 0.0) -> None:
+                 oov_rate: float = 0.1, label_noise: float = 0.0,
+                 heldout: frozenset[str] = frozenset()) -> None:
         """`size`: the claims the population is for (members: a sixth of it, at least
         500, unless `members` says); the clock then covers `size` claims in about
-        size / 6 / CLAIMS_PER_MEMBER_YEAR years."""
+        size / 6 / CLAIMS_PER_MEMBER_YEAR years. `heldout`: diagnosis codes, procedure
+        codes and drug names never billed (`model.training.heldout_codes`): a training
+        history that has not seen them, as an insurer's never saw every code."""
         unknown = set(patterns) - set(PATTERNS)
         if unknown:
             raise ValueError(f"unknown fraud pattern(s): {', '.join(sorted(unknown))}; "
@@ -183,7 +233,9 @@ class ClaimGenerator:
             if not 0 <= x <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {x}")
         self.oov_rate, self.label_noise = oov_rate, label_noise
-        self.v = vocab or default_vocabulary()
+        full = vocab or default_vocabulary()
+        self.v = full.without(heldout)
+        self.listed = frozenset(full.diagnoses)  # unlisted siblings are unlisted in full
         self.rng = random.Random(seed)
         self.seed, self.fraud_rate, self.patterns = seed, fraud_rate, tuple(patterns)
         self._index()
@@ -191,10 +243,13 @@ class ClaimGenerator:
         self.providers = self._providers(max(150, size // 40))
         self.claims_per_day = len(self.members) * CLAIMS_PER_MEMBER_YEAR / 365
         self.plans: dict[str, Plan] = {}  # member id -> their frequent care
-        self.sessions = 0  # series claims so far (their share of the stream)
+        # clean claims emitted so far, by kind: what fraud bases are drawn in proportion to
+        self.emitted = {"visit": 0, "session": 0, "ancillary": 0}
         self._sessions: list[tuple[int, int, str]] = []  # heap of (day, tiebreak, member)
         self._enrol()
-        self.recent: deque[dict] = deque(maxlen=500)  # clean claims duplicates copy from
+        self.unlisted: dict[str, Procedure] = {}  # unlisted codes billed (_unlisted_sibling)
+        self.recent: deque[dict] = deque(maxlen=500)  # clean claims frauds borrow from
+        self.queued: deque[dict] = deque()  # ordered work, billed after its visit
         # (member, provider, day) billed lately: a second claim of a visit would read as
         # duplicate billing. Bounded, so an endless feed (`claimscope up`) stays flat: the
         # set of the last VISITS_KEPT visits (measured: unbounded, it grew `up` by ~100 MB
@@ -215,18 +270,27 @@ class ClaimGenerator:
         self._fit_cache: dict[tuple, list] = {}
         self._free: dict[object, bool] = {}  # pool key -> no item in it is restricted
         self.components = {c: panel for panel, cs in v.bundles.items() for c in cs}
+        self.part_of: dict[str, list[str]] = {}  # a test -> every panel that holds it
+        for panel, cs in v.bundles.items():
+            for c in cs:
+                self.part_of.setdefault(c, []).append(panel)
         ems = [p for p in v.procedures.values() if p.em_level]
         self.em_codes = {p.code for p in ems}
-        # visit codes a specialty bills per setting (office established/new, emergency,
-        # hospital), by level; the first code of a level in the file wins
-        self.spec_em: dict[tuple[str, str], dict[int, Procedure]] = {}
+        # visit codes a specialty bills per setting (office established, new patient or
+        # consultation, emergency, hospital, nursing facility), by level
+        self.spec_em: dict[tuple[str, str], dict[int, list[Procedure]]] = {}
+        self.em_setting: dict[str, str] = {}  # visit code -> its setting
         for s in v.specialties.values():
             for p in ems:
-                setting = {"em_office": "office_new" if p.code[:4] == "9920" else "office",
-                           "em_emergency": "emergency", "em_hospital": "hospital"
+                setting = {"em_office": "office_new" if p.code[:4] in ("9920", "9924")
+                           else "office", "em_emergency": "emergency",
+                           "em_hospital": "nursing" if p.code[:4] == "9930" else "hospital"
                            }.get(p.category)
                 if setting and p.code in s.procedures:
-                    self.spec_em.setdefault((s.id, setting), {}).setdefault(p.em_level, p)
+                    self.spec_em.setdefault((s.id, setting), {}).setdefault(
+                        p.em_level, []).append(p)
+                if setting:
+                    self.em_setting[p.code] = setting
         # what each specialty bills for each area it treats (no visits, no panel components)
         self.spec_area_procs: dict[tuple[str, str], list[Procedure]] = {}
         for s in v.specialties.values():
@@ -235,25 +299,24 @@ class ClaimGenerator:
                 self.spec_area_procs[s.id, a.id] = [
                     v.procedures[c] for c in sorted(codes) if c not in self.em_codes]
         self.visit_specs = frozenset(s for s, _ in self.spec_em)
+        # what each provider of ordered work bills for each area (no panel of which it
+        # also bills the components as the only lines: see _ancillary)
+        self.ancillary_procs = {(s, a): ps for (s, a), ps in self.spec_area_procs.items()
+                                if s in ANCILLARY and ps}
         # who treats an area: specialties that can bill something for it
         self.area_specs = {a.id: sorted(s for s in a.specialties if s in v.specialties and (
             s in self.visit_specs or self.spec_area_procs[s, a.id] or
             (s == "pharmacy" and a.drugs))) for a in v.areas.values()}
         self.area_drugs = {a.id: [v.drugs[n] for n in sorted(a.drugs)] for a in v.areas.values()}
-        self.all_drugs = [v.drugs[n] for n in sorted(v.drugs)]
-        self.restricted = [x for x in [*v.diagnoses.values(), *v.procedures.values(),
-                                       *v.drugs.values()]
-                           if x.who.sex or x.who.min_age > 0 or x.who.max_age < 120]
         self.acute_areas = sorted(a for a, dxs in self.area_dx.items()
                                   if any(not d.chronic for d in dxs))
-        self.listed = frozenset(v.diagnoses)
 
     def _sibling(self, code: str) -> str:
         """`code`, or with probability `oov_rate` an unlisted billable code of its category,
         where it reads as `code` does (`Vocabulary.sibling_reads_alike`)."""
         if (self.oov_rate and self.v.sibling_reads_alike(code)
                 and self.rng.random() < self.oov_rate):
-            siblings = unlisted_siblings(code[:3], self.listed)
+            siblings = same_edit_siblings(code, self.listed)
             if siblings:
                 return self.rng.choice(siblings)
         return code
@@ -356,7 +419,6 @@ class ClaimGenerator:
             again = self._line(self.v.procedures[s.codes[0]], plan.provider.place)
             again["modifiers"] = ["76"]  # a repeat procedure the same day
             out.append(self._series_claim(member, first["diagnoses"], [again], first))
-        self.sessions += len(out)
         return out
 
     def _session(self, member: str, day: dt.date) -> dict | None:
@@ -372,7 +434,7 @@ class ClaimGenerator:
                                           if c != plan.condition and r.random() < 0.3]
         dx = list(dict.fromkeys(self._sibling(c) for c in dx))[:12]
         codes = [s.codes[0]] + [c for c in s.codes[1:] if r.random() < 0.5]
-        lines = [self._line(self.v.procedures[c], p.place) for c in codes]
+        lines = self._edited([self._line(self.v.procedures[c], p.place) for c in codes])
         return self._claim(m, p, day, r.sample(dx, len(dx)), r.sample(lines, len(lines)), [])
 
     def _series_claim(self, member: str, dx: list[str], lines: list[dict], like: dict) -> dict:
@@ -387,11 +449,27 @@ class ClaimGenerator:
         series session as often as the stream has them (else fraud would differ from clean
         in the shape of the claims it starts from)."""
         r = self.rng
-        if self.plans and r.random() < self.sessions / max(1, self.count):
+        total = max(1, sum(self.emitted.values()))
+        if self.plans and r.random() < self.emitted["session"] / total:
             member = r.choice(self.plan_members)
             if (c := self._session(member, self.today())) is not None:
                 return c
+        if r.random() < self.emitted["ancillary"] / total:
+            while not self.queued:  # ordered work: from a visit of its own, not billed here
+                self.clean()
+            return self.queued.pop()
         return self.clean()
+
+    def _donor(self, want) -> dict | None:
+        """A recent clean claim for which `want(claim)` holds (what a fraud borrows a line,
+        a provider or a member from, so that it carries what clean claims carry, as often);
+        None after DONOR_TRIES misses."""
+        r = self.rng
+        for _ in range(DONOR_TRIES):
+            d = r.choice(self.recent) if len(self.recent) >= 100 else self.clean()
+            if want(d):
+                return d
+        return None
 
     def _remember_visit(self, visit: tuple[str, str, dt.date]) -> None:
         self.visits.add(visit)
@@ -440,47 +518,156 @@ class ClaimGenerator:
                      for d in self._fitting(("drug", a), self.area_drugs[a], m.age, m.sex)]
             meds = [self._med(d) for d in r.sample(drugs, min(len(drugs), r.randint(1, 3)))]
         else:
-            visit = None
-            if spec in self.visit_specs:
-                visit = self._visit(spec, p.place, v.max_em_level(dx))
             # what this visit bills besides: labs, imaging, procedures for the problems on
             # the claim (comorbid ones too), from a few to many lines
             pool = [q for a in dict.fromkeys(v.diagnoses[c].area for c in dx)
                     for q in self._fitting((spec, a), self.spec_area_procs[spec, a], m.age,
                                            m.sex)]
             pool = list({q.code: q for q in pool}.values())
-            n = r.choice((0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 7)) if visit else r.choice(
+            visits = spec in self.visit_specs
+            n = r.choice((0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 7)) if visits else r.choice(
                 (1, 2, 2, 3, 3, 4, 5, 6))
-            taken: dict[str, int] = {}
-            for q in r.sample(pool, min(len(pool), n)):
-                panel = self.components.get(q.code)
-                if panel is not None:
-                    parts = len(self.v.bundles[panel])
-                    if taken.get(panel, 0) >= min(2, max(1, parts - 1)):
-                        continue  # a few components of a panel; more would be unbundling
-                    taken[panel] = taken.get(panel, 0) + 1
-                procs.append(self._line(q, p.place))
+            procs = self._edited(self._lines(pool, n, p.place))
             procs += self._repeats(procs, primary.area, p.place)
-            if visit is not None:
-                if procs and r.random() < 0.5:
-                    visit["modifiers"] = ["25"]  # a separate E/M service on a procedure day
-                procs.append(visit)
             drugs = self._fitting(("drug", primary.area), self.area_drugs[primary.area], m.age,
                                   m.sex)
             # most visits for a problem end with a prescription on the claim
             if drugs and r.random() < 0.8:
                 meds += [self._med(d) for d in r.sample(drugs, min(len(drugs), r.choice(
                     (1, 1, 1, 2, 2, 3))))]
+            visit = self._visit(spec, p.place, v.max_em_level(
+                dx, [x["code"] for x in procs], len(meds))) if visits else None
+            procs = self._edited(procs + ([visit] if visit is not None else []))
+            visit = visit if visit in procs else None  # an edit may never allow it here
+            if visit is not None:  # an edit may have taken a test the level counted on
+                visit = self._relevel(visit, dx, procs, meds, p.place)
         if not procs and not meds:
             return None
         day = day or self.today() - dt.timedelta(days=r.randrange(7))
         if (m.id, p.id, day) in self.visits:
             return None  # a second claim of that visit would read as duplicate billing
         self._remember_visit((m.id, p.id, day))
+        if visit is not None and r.random() < ORDER_SHARE:
+            self._order(m, [c for c in dx if c in v.diagnoses], day)
         dx = list(dict.fromkeys(self._sibling(c) for c in dx))
         r.shuffle(dx)
         r.shuffle(procs)
         return self._claim(m, p, day, dx, procs, meds)
+
+    def _edited(self, procs: list[dict]) -> list[dict]:
+        """The lines as a careful biller sends them under the NCCI procedure-to-procedure
+        edits: of a pair never allowed together (indicator 0) the column-2 line goes; of a
+        pair allowed with a modifier (1) the column-2 line carries one (25 on a visit,
+        which always stays; else 59, XS or XU, KEEP_PAIR of the time) or goes."""
+        r, out = self.rng, list(procs)
+        while breaks := ptp_breaks(out, self.v):
+            _, b, ind = breaks[0]
+            allow = VISIT_MODIFIERS if b in self.em_codes else NCCI_MODIFIERS
+            line = next(x for x in out if x["code"] == b and (
+                ind != 1 or not set(x["modifiers"]) & allow))
+            if ind == 1 and b in self.em_codes:
+                line["modifiers"] = [*line["modifiers"], "25"]
+            elif ind == 1 and r.random() < KEEP_PAIR:
+                line["modifiers"] = [*line["modifiers"], r.choice(("59", "59", "XS", "XU"))]
+            else:
+                out.remove(line)
+        return out
+
+    def _relevel(self, visit: dict, dx: list[str], procs: list[dict], meds: list[dict],
+                 place: str) -> dict:
+        """`visit` (a line of `procs`) at no more than the level the claim supports; the
+        same line, modifiers kept, where it already is."""
+        v = self.v
+        allowed = v.max_em_level(dx, [x["code"] for x in procs], len(meds))
+        if v.procedures[visit["code"]].em_level <= allowed:
+            return visit
+        family = [q for q in v.procedures.values() if q.em_level and q.code[:4] ==
+                  visit["code"][:4] and q.em_level <= allowed]
+        if not family:
+            return visit  # the family's lowest level: never upcoding (model.rules)
+        lower = self._line(max(family, key=lambda q: q.em_level), place)
+        lower["modifiers"] = visit["modifiers"]
+        procs[procs.index(visit)] = lower
+        return lower
+
+    def _lines(self, pool: list[Procedure], n: int, place: str) -> list[dict]:
+        """Up to `n` lines of `pool` as the edits allow them together: at most a few
+        components of a panel (all of them would be unbundling), none beside its panel."""
+        v = self.v
+        lines: list[dict] = []
+        codes: set[str] = set()
+        for q in self.rng.sample(pool, min(len(pool), n)):
+            panels = self.part_of.get(q.code, ())
+            if any(x in codes for x in panels) or codes & set(v.bundles.get(q.code, ())):
+                continue  # a panel beside one of its own tests
+            if any(len(codes & set(v.bundles[x])) >= min(2, len(v.bundles[x]) - 1)
+                   for x in panels):
+                continue
+            codes.add(q.code)
+            lines.append(self._line(self._unlisted_sibling(q), place))
+        return lines
+
+    def _unlisted_sibling(self, q: Procedure) -> Procedure:
+        """`q`, or with probability `oov_rate` a payable code of its CPT/HCPCS range that
+        the list lacks, priced from its own Medicare price (visits, panels and their tests
+        excepted): real claims are full of codes no list of ours names."""
+        if (not self.oov_rate or q.em_level or q.code in self.v.bundles
+                or q.code in self.components or self.rng.random() >= self.oov_rate):
+            return q
+        siblings = self.v.unlisted_by_range.get(range_span(q.code))
+        if not siblings:
+            return q
+        return self._procedure(self.rng.choice(siblings), like=q)
+
+    def _procedure(self, code: str, like: Procedure | None = None) -> Procedure:
+        """The listed procedure, or an unlisted payable code read like `like` (its
+        category and who it is for) at its own price (`Vocabulary.charge_top`)."""
+        q = self.v.procedures.get(code) or self.unlisted.get(code)
+        if q is None:
+            assert like is not None
+            low, high = charge_range(self.v.fees[code], 0, 0)
+            q = self.unlisted[code] = Procedure(code, "", like.category, low, high, None,
+                                                like.who)
+        return q
+
+    def _order(self, m: Member, dx: list[str], day: dt.date) -> None:
+        """Queue the claim of work a visit ordered (labs, imaging, DME, pathology) from a
+        provider of that kind, for the visit's problems, within a week of it."""
+        r, v = self.rng, self.v
+        dx = r.sample(dx, r.randint(1, len(dx)))  # what the order is for
+        areas = list(dict.fromkeys(v.diagnoses[c].area for c in dx))
+        kinds = [k for k in ANCILLARY if any((k, a) in self.ancillary_procs for a in areas)]
+        if not kinds:
+            return
+        spec = r.choices(kinds, [ANCILLARY[k] for k in kinds])[0]
+        pool = list({q.code: q for a in areas for q in self._fitting(
+            (spec, a), self.ancillary_procs.get((spec, a), []), m.age, m.sex)}.values())
+        if not pool:
+            return
+        p = r.choice(self.by_specialty[spec])
+        when = day + dt.timedelta(days=r.choice((0, 0, 0, 1, 2, 3, 5, 7)))
+        if (m.id, p.id, when) in self.visits:
+            return
+        n = r.choice((1, 1, 2, 2, 3, 4)) if spec == "laboratory" else r.choice((1, 1, 2))
+        lines = self._lines([q for q in pool if q.code != "36415"], n, p.place)
+        edits = ptp_edits()
+        panels = [x["code"] for x in lines if x["code"] in v.bundles]
+        ok = v.justified_procedures(dx)
+        repeatable = [c for x in panels for c in v.bundles[x]
+                      if c in ok and edits.indicator(x, c) == 1]
+        if repeatable and r.random() < REPEAT_TEST:  # a test of the panel repeated that day
+            again = self._line(v.procedures[r.choice(repeatable)], p.place)
+            again["modifiers"] = ["91"]
+            lines.append(again)
+        if spec == "laboratory" and "36415" in v.procedures and r.random() < 0.85:
+            lines.append(self._line(v.procedures["36415"], p.place))  # the blood draw
+        lines = self._edited(lines)
+        if not lines:
+            return
+        self._remember_visit((m.id, p.id, when))
+        codes = list(dict.fromkeys(self._sibling(c) for c in dx))
+        r.shuffle(lines)
+        self.queued.append(self._claim(m, p, when, codes, lines, []))
 
     def _repeats(self, procs: list[dict], area: str, place: str) -> list[dict]:
         """Legitimate repeats of lines already billed, with the modifiers that say why:
@@ -491,7 +678,7 @@ class ClaimGenerator:
         for line in procs:
             if r.random() >= 0.08 or self.components.get(line["code"]):
                 continue
-            q = self.v.procedures[line["code"]]
+            q = self._procedure(line["code"])
             if area.startswith("musculoskeletal"):
                 line["modifiers"], mods = ["LT"], ["RT"]
             else:
@@ -504,21 +691,26 @@ class ClaimGenerator:
     def _visit(self, spec: str, place: str, max_level: int, level: int | None = None) -> dict:
         """An E/M line the specialty bills in this setting, at the justified level (or
         `level` when given, clamped to the levels the setting has)."""
-        setting = {"23": "emergency", "21": "hospital"}.get(place)
-        if setting is None:
+        setting = {"23": "emergency", "21": "hospital", "31": "nursing", "32": "nursing"
+                   }.get(place)
+        if setting is None or (spec, setting) not in self.spec_em:
             setting = "office_new" if self.rng.random() < 0.15 else "office"
         codes = (self.spec_em.get((spec, setting)) or self.spec_em.get((spec, "office"))
                  or next(v for (s, _), v in self.spec_em.items() if s == spec))
         if level is None:
-            level = max_level - (self.rng.random() < 0.4)
+            level = max_level - (self.rng.random() < 0.25)
         level = max(min(codes), min(level, max(codes)))
-        return self._line(codes[level], place)
+        return self._line(self.rng.choice(codes[level]), place)
 
     def _line(self, q: Procedure, place: str, units: int | None = None, factor: float = 1.0
               ) -> dict:
-        """A procedure line at a price in the code's range for the place (x `factor`)."""
+        """A procedure line at a price in the code's range for the place (x `factor`), in
+        units its medically unlikely edit allows (MUE) unless `units` says."""
         r = self.rng
-        units = units or (1 if r.random() < 0.85 or q.em_level else r.randint(2, 4))
+        if units is None:
+            limit = mue(q.code)
+            most = min(4, limit.units) if limit is not None and limit.units else 4
+            units = 1 if q.em_level or most < 2 or r.random() < 0.7 else r.randint(2, most)
         mult = self.v.places[place].charge_multiplier if place in self.v.places else 1.0
         unit = self._billed(r.uniform(q.charge_low, q.charge_high) * mult * factor)
         return {"code": q.code, "units": units, "charge": round(unit * units, 2), "modifiers": []}
@@ -569,13 +761,21 @@ class ClaimGenerator:
             if pending:
                 yield pending.popleft()
                 continue
+            if self.queued:
+                claim = self.queued.popleft()
+                self.recent.append(claim)
+                self.emitted["ancillary"] += 1
+                yield LabelledClaim(claim, CLEAN)
+                continue
             if due := self._due_sessions():
                 self.recent.extend(due)
+                self.emitted["session"] += len(due)
                 pending.extend(LabelledClaim(c, CLEAN) for c in due)
                 continue
             if not self.patterns or r.random() >= self.fraud_rate:
                 claim = self.clean()
                 self.recent.append(claim)
+                self.emitted["visit"] += 1
                 yield LabelledClaim(claim, CLEAN)
                 continue
             pattern = r.choice(self.patterns)
@@ -608,39 +808,51 @@ class ClaimGenerator:
     def _fits(self, c: dict, who) -> bool:
         return who.fits(c["member_age"], c["member_sex"])
 
-    def _insert(self, items: list, item: object, replaceable: list[int] | None = None) -> None:
-        """Put `item` in `items`: in place of one of `replaceable` (positions) half the time
-        when there are any, else at a random position; the claim's length says nothing."""
-        r = self.rng
-        if replaceable and r.random() < 0.5:
-            items[r.choice(replaceable)] = item
-        else:
-            items.insert(r.randint(0, len(items)), item)
-
     def _non_visits(self, c: dict) -> list[int]:
         return [i for i, x in enumerate(c["procedures"]) if x["code"] not in self.em_codes]
 
     def _diagnosis_treatment_mismatch(self) -> tuple[dict, str]:
-        """Half the claims get a procedure, half a drug, that no diagnosis justifies."""
+        """One line of a clean claim replaced by one no diagnosis of it justifies, taken
+        from a recent clean claim (so it is billed as often as clean claims bill it): a
+        procedure the claim's specialty performs, at an in-range price, in place of a
+        procedure, or a drug in place of a fill. The claim keeps its shape, and the variant
+        (drug or procedure) is whichever line it has, as often as claims have them."""
         r, v = self.rng, self.v
-        variant = r.choice(("drug", "procedure"))
         while True:
             c = self._base()
+            spec = v.specialties[c["provider_specialty"]]
+            lines = self._non_visits(c) if spec.procedures else []
+            fills = list(range(len(c["medications"]))) if spec.id not in ANCILLARY else []
+            if not lines and not fills:
+                continue
+            variant = r.choice(["procedure"] * bool(lines) + ["drug"] * bool(fills))
             ok_p, ok_d = v.justified_procedures(c["diagnoses"]), v.justified_drugs(c["diagnoses"])
             if variant == "procedure":
-                spec = v.specialties[c["provider_specialty"]]
-                procs = sorted(spec.procedures - ok_p - self.em_codes - set(self.components))
-                procs = [v.procedures[x] for x in procs if self._fits(c, v.procedures[x].who)]
-                if not procs or c["provider_specialty"] == "pharmacy":
-                    continue
-                self._insert(c["procedures"], self._line(r.choice(procs), c["place_of_service"]),
-                             self._non_visits(c))
-            else:
-                drugs = [d for d in self.all_drugs if d.name not in ok_d and self._fits(c, d.who)]
-                self._insert(c["medications"], self._med(r.choice(drugs)),
-                             list(range(len(c["medications"]))))
-            return self._retotal(c), variant
+                on = {x["code"] for x in c["procedures"]}
 
+                def wrong(code: str, spec=spec, ok_p=ok_p, on=on, c=c) -> bool:
+                    return (code not in ok_p and code in spec.procedures and code not in on
+                            and code not in self.em_codes and code not in self.components
+                            and self._fits(c, v.procedures[code].who))
+
+                d = self._donor(lambda d, w=wrong: any(w(x["code"]) for x in d["procedures"]))
+                if d is None:
+                    continue
+                q = v.procedures[r.choice([x["code"] for x in d["procedures"]
+                                           if wrong(x["code"])])]
+                c["procedures"][r.choice(lines)] = self._line(q, c["place_of_service"])
+            else:
+                def unjustified(name: str, ok_d=ok_d, c=c) -> bool:
+                    return name not in ok_d and self._fits(c, v.drugs[name].who)
+
+                d = self._donor(lambda d, u=unjustified: any(u(m["name"])
+                                                             for m in d["medications"]))
+                if d is None:
+                    continue
+                drug = v.drugs[r.choice([m["name"] for m in d["medications"]
+                                         if unjustified(m["name"])])]
+                c["medications"][r.choice(fills)] = self._med(drug)
+            return self._retotal(c), variant
     def _claim_with_drugs(self) -> dict:
         while not (c := self._base())["medications"]:
             pass
@@ -662,107 +874,127 @@ class ClaimGenerator:
         return self._retotal(c)
 
     def _price_inflation(self) -> dict:
-        """A procedure line (half the time) or a drug fill charged 3-10x its range's top."""
+        """A line of a clean claim (any line: a procedure or a drug fill as often as claims
+        carry them) charged 3-10x the top of its range, or, MUE_SHARE of the time on a
+        procedure with a medically unlikely edit, billed in more units than it allows."""
         r, v = self.rng, self.v
-        if r.random() < 0.5:
-            c = self._claim_with_drugs()
-            i = r.randrange(len(c["medications"]))
+        c = self._base()
+        lines = c["procedures"] + c["medications"]
+        i = r.randrange(len(lines))
+        if i >= len(c["procedures"]):
+            i -= len(c["procedures"])
             d = v.drugs[c["medications"][i]["name"]]
             c["medications"][i] = self._med(d, factor=d.unit_price_high / d.unit_price_low
                                             * r.uniform(3, 10))
             return self._retotal(c)
-        c = self._procedure_claim()
-        i = r.randrange(len(c["procedures"]))
-        q = v.procedures[c["procedures"][i]["code"]]
-        mult = v.places[c["place_of_service"]].charge_multiplier
         line = dict(c["procedures"][i])
-        unit = self._billed(q.charge_high * mult * r.uniform(3, 10))
+        limit = mue(line["code"])
+        if (limit is not None and 0 < limit.units <= MUE_MOST
+                and r.random() < MUE_SHARE):  # past the MUE
+            unit = line["charge"] / line["units"]
+            line["units"] = limit.units + r.randint(1, max(1, limit.units // 2))
+            line["charge"] = round(unit * line["units"], 2)
+            c["procedures"][i] = line
+            return self._retotal(c)
+        top = v.charge_top(line["code"])
+        if top is None:
+            return self._price_inflation()  # a code with no price to know it by
+        mult = v.places[c["place_of_service"]].charge_multiplier
+        unit = self._billed(top * mult * r.uniform(3, 10))
         line["charge"] = round(unit * line["units"], 2)
         c["procedures"][i] = line
         return self._retotal(c)
 
     def _upcoding(self) -> dict:
+        """A visit billed at a level above what the diagnoses justify: the level of a
+        recent clean claim's visit of the same setting (so upcoded levels are the ones
+        clean claims use), a code the provider's specialty bills."""
         v = self.v
-        while True:  # a visit whose setting has a level two above what the diagnoses allow
+        while True:
             c = self._procedure_claim(need_visit=True)
-            allowed = v.max_em_level(c["diagnoses"])
+            allowed = v.max_em_level(c["diagnoses"], [x["code"] for x in c["procedures"]],
+                                     len(c["medications"]))
             i = next(k for k, x in enumerate(c["procedures"]) if x["code"] in self.em_codes)
-            visit = self._visit(c["provider_specialty"], c["place_of_service"], allowed,
-                                level=allowed + 2)
-            if v.procedures[visit["code"]].em_level >= allowed + 2:
-                visit["modifiers"] = c["procedures"][i]["modifiers"]
-                c["procedures"][i] = visit
-                return self._retotal(c)
+            setting = self.em_setting[c["procedures"][i]["code"]]
+            bills = v.specialties[c["provider_specialty"]].procedures
+
+            def higher(code: str, setting=setting, allowed=allowed, bills=bills) -> bool:
+                return (self.em_setting.get(code) == setting and code in bills
+                        and v.procedures[code].em_level > allowed)
+
+            d = self._donor(lambda d, h=higher: any(h(x["code"]) for x in d["procedures"]))
+            if d is None:
+                continue
+            code = next(x["code"] for x in d["procedures"] if higher(x["code"]))
+            visit = self._line(v.procedures[code], c["place_of_service"])
+            visit["modifiers"] = c["procedures"][i]["modifiers"]
+            c["procedures"][i] = visit
+            return self._retotal(c)
 
     def _unbundling(self) -> dict:
-        """Three or more components of one panel billed as separate lines, in place of lines
-        the claim had; the claim's line count is drawn from clean claims' (of 3+ lines), so
-        a long claim is no sign of it."""
-        r, v = self.rng, self.v
-        while (target := len(self._base()["procedures"])) < 3:
-            pass
-        for _ in range(50):
-            c = self._procedure_claim()
-            panel = r.choice(sorted(v.bundles))
-            parts = v.bundles[panel]
-            kept = [x for x in c["procedures"] if x["code"] != panel and
-                    self.components.get(x["code"]) != panel]
-            others = [i for i, x in enumerate(kept) if x["code"] not in self.em_codes]
-            visits = len(kept) - len(others)
-            k = target - visits  # components, in place of every other line
-            if 3 <= k <= len(parts):
-                break
-        else:
-            k = min(3, len(parts))
-            visits = len(kept) - len(others)
-        chosen = r.sample(parts, k)
-        kept = [x for i, x in enumerate(kept) if i not in set(others)]
-        for code in chosen:
-            line = self._line(v.procedures[code], c["place_of_service"])
-            if r.random() < 0.15:
-                line["modifiers"] = ["59"]  # "distinct service": how unbundlers pass edits
-            kept.insert(r.randint(0, len(kept)), line)
-        c["procedures"] = kept
-        return self._retotal(c)
-
-    def _demographic_impossibility(self) -> dict:
-        """A diagnosis, procedure or drug the member's age or sex rules out, in place of one
-        of the claim's own half the time."""
-        r = self.rng
-        c = self._base()
-        wrong = [x for x in self.restricted if not self._fits(c, x.who)]
-        x = r.choice(wrong)
-        if isinstance(x, Diagnosis):
-            code = self._sibling(x.code)
-            if code in c["diagnoses"]:
-                return self._demographic_impossibility()
-            dx = c["diagnoses"]
-            if len(dx) >= 12 or (len(dx) > 1 and r.random() < 0.5):
-                dx[r.randrange(len(dx))] = code  # with _insert's half: 3 in 4 replace
+        """A clean claim whose pair of services that an NCCI edit bundles loses the
+        modifier that lets them be billed together: on a visit, 25 becomes 59 (which may
+        not unbundle a visit) half the time, else moves to the procedure; on any other
+        line (59, XS, XU, 91...), it moves to the pair's column-1 line. The codes and the
+        count of modifiers are the clean claim's: only where a modifier sits says it."""
+        r, edits = self.rng, ptp_edits()
+        while True:
+            c = self._base()
+            procs = c["procedures"]
+            pairs = [(a, b) for a in procs for b in procs if a["code"] != b["code"]
+                     and edits.indicator(a["code"], b["code"]) == 1
+                     and set(b["modifiers"]) & (VISIT_MODIFIERS if b["code"] in self.em_codes
+                                                else NCCI_MODIFIERS)]
+            if not pairs:
+                continue
+            a, b = r.choice(pairs)
+            allow = VISIT_MODIFIERS if b["code"] in self.em_codes else NCCI_MODIFIERS
+            moved = [m for m in b["modifiers"] if m in allow]
+            b["modifiers"] = [m for m in b["modifiers"] if m not in allow]
+            if b["code"] in self.em_codes and r.random() < 0.5:
+                b["modifiers"] += ["59"] * len(moved)
             else:
-                self._insert(dx, code, list(range(len(dx))) if len(dx) > 1 else None)
-        elif isinstance(x, Procedure):
-            self._insert(c["procedures"], self._line(x, c["place_of_service"]),
-                         self._non_visits(c))
-        else:
-            self._insert(c["medications"], self._med(x), list(range(len(c["medications"]))))
-        return self._retotal(c)
+                a["modifiers"] = [*a["modifiers"], *moved]
+            return c
+    def _demographic_impossibility(self) -> dict:
+        """A claim billed under another member whose age or sex one of its diagnoses rules
+        out by the Medicare Code Editor's edits: the member (id, age, sex) of a recent
+        clean claim, so the codes are what clean claims carry and only whom they are for
+        is wrong."""
+        while True:
+            c = self._base()
+            edited = [x for x in c["diagnoses"] if mce_edit(x) is not None]
+            if not edited:
+                continue
+
+            def impossible(d: dict, edited=edited) -> bool:
+                return any(conflicts(x, d["member_age"], d["member_sex"]) for x in edited)
+
+            d = self._donor(impossible)
+            if d is None:
+                continue
+            c["member_id"], c["member_age"], c["member_sex"] = (
+                d["member_id"], d["member_age"], d["member_sex"])
+            return c
 
     def _specialty_mismatch(self) -> dict:
-        r, v = self.rng, self.v
-        specs: list[str] = []
-        while not specs:  # a specialty that neither performs the code nor treats the problem
-            c = self._procedure_claim()
-            code = r.choice(c["procedures"])["code"]
-            treats = {d.area for x in c["diagnoses"] if (d := v.resolve_diagnosis(x))}
-            specs = [s for s, x in v.specialties.items() if code not in x.procedures
-                     and not any(s in self.area_specs[a] for a in treats)]
-        pool = self.by_specialty[r.choice(sorted(specs))]
-        same_place = [p for p in pool if p.place == c["place_of_service"]]
-        p = r.choice(same_place or pool)  # the place stays one the new provider works in
-        c["provider_id"], c["provider_specialty"] = p.id, p.specialty
-        c["place_of_service"] = "01" if p.specialty == "pharmacy" else p.place
-        return c
+        """A claim billed by the provider of a recent clean claim (drawn first, so
+        specialties turn up as often as they bill) whose specialty neither performs one of
+        its procedures nor treats its problems, at that provider's place."""
+        v = self.v
+        while True:
+            d = self._donor(lambda d: d["provider_specialty"] != "pharmacy")
+            spec = d["provider_specialty"] if d else None
+            for _ in range(DONOR_TRIES // 10 if spec else 0):
+                c = self._procedure_claim()
+                codes = {x["code"] for x in c["procedures"] if x["code"] in v.procedures}
+                treats = {x.area for code in c["diagnoses"]
+                          if (x := v.resolve_diagnosis(code)) is not None}
+                if (codes and not codes <= v.specialties[spec].procedures
+                        and not any(spec in self.area_specs[a] for a in treats)):
+                    c["provider_id"], c["provider_specialty"] = d["provider_id"], spec
+                    c["place_of_service"] = d["place_of_service"]
+                    return c
 
     def _duplicate_billing(self) -> dict | None:
         """A copy of an earlier clean claim under a new id; None before there is one."""
@@ -786,6 +1018,9 @@ class ClaimGenerator:
         start = self.today()
         n = VELOCITY_NORMAL + 1
         days = sorted(start + dt.timedelta(days=r.randrange(5)) for _ in range(n))
+        ordered = len(self.queued)
         out = [self.clean(member=m, day=d) for d in days]
+        while len(self.queued) > ordered:  # a burst is visits, not the work they order
+            self.queued.pop()
         return [LabelledClaim(c, CLEAN if k < VELOCITY_NORMAL else "high_velocity_member")
                 for k, c in enumerate(out)]

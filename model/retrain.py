@@ -28,6 +28,7 @@ from model.training import (
     Replacer,
     anomaly_history,
     calibrate,
+    heldout_set,
     length_batches,
     metrics_of,
     predict,
@@ -75,8 +76,10 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
     fb = feedback_set(ck, claims, labels)
     log(f"feedback: {int(fb.labels.sum())} labelled fraud, {int((1 - fb.labels).sum())} false "
         f"alarms; mixing in {cfg.mix_count:,} generated claims")
-    mixed = make_claim_set(tok, cfg.mix_count, cfg.seed, 0.25, SINGLE_CLAIM_PATTERNS)
-    unlabelled = make_claim_set(tok, cfg.mix_count, cfg.seed + 1, 0.05, SINGLE_CLAIM_PATTERNS)
+    out = heldout_set(ck.training)  # still never trained on: eval measures them as such
+    mixed = make_claim_set(tok, cfg.mix_count, cfg.seed, 0.25, SINGLE_CLAIM_PATTERNS, out)
+    unlabelled = make_claim_set(tok, cfg.mix_count, cfg.seed + 1, 0.05, SINGLE_CLAIM_PATTERNS,
+                                out)
     fresh = make_claim_set(tok, cfg.eval_count, cfg.seed + 2, 0.05, SINGLE_CLAIM_PATTERNS)
     cal_set = make_claim_set(tok, cfg.eval_count, cfg.seed + 3, 0.05, SINGLE_CLAIM_PATTERNS)
     before = measure(ck, fb, fresh)

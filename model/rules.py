@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from model.cms.tables import conflicts, mue, ptp_edits
 from model.vocabulary import Vocabulary
 
 Rule = Callable[[dict, Vocabulary], bool]
@@ -41,33 +42,72 @@ def dose_out_of_range(c: dict, v: Vocabulary) -> bool:
 
 
 def price_inflation(c: dict, v: Vocabulary) -> bool:
+    """A line charged over PRICE_SLACK x the top of its range, or billed in more units than
+    its medically unlikely edit (MUE) allows."""
+    if any((limit := mue(p["code"])) is not None and limit.units and p["units"] > limit.units
+           for p in c["procedures"]):
+        return True
     place = v.places.get(c["place_of_service"])
     mult = place.charge_multiplier if place else 1.0
-    return any(p["code"] in v.procedures and float(p["charge"]) / p["units"]
-               > PRICE_SLACK * v.procedures[p["code"]].charge_high * mult
-               for p in c["procedures"]) or any(
+    return any((top := v.charge_top(p["code"])) is not None and float(p["charge"]) / p["units"]
+               > PRICE_SLACK * top * mult for p in c["procedures"]) or any(
         m["name"] in v.drugs and float(m["charge"]) / m["quantity"]
         > PRICE_SLACK * v.drugs[m["name"]].unit_price_high for m in c["medications"])
 
 
 def upcoding(c: dict, v: Vocabulary) -> bool:
-    allowed = v.max_em_level(c["diagnoses"])
-    return any((v.procedures[p["code"]].em_level or 0) >= allowed + 2
+    """A visit above the level the claim supports (`Vocabulary.max_em_level`: its
+    diagnoses, tests, procedures and prescriptions), and above its family's lowest level
+    (an admission has no level below 99221's: billing it is never upcoding)."""
+    allowed = v.max_em_level(c["diagnoses"], [p["code"] for p in c["procedures"]],
+                             len(c["medications"]))
+    floors: dict[str, int] = {}
+    for q in v.procedures.values():
+        if q.em_level:
+            floors[q.code[:4]] = min(q.em_level, floors.get(q.code[:4], 5))
+    return any((q := v.procedures[p["code"]]).em_level
+               and q.em_level > max(allowed, floors[q.code[:4]])
                for p in c["procedures"] if p["code"] in v.procedures)
 
 
+# Modifiers that let a pair of codes the NCCI PTP edits bundle be billed together, where
+# the edit's modifier indicator is 1 (CMS NCCI policy manual, chapter I); on a visit
+# (column 2 an E/M code) only 25 and 57 do: 59 and the X{EPSU} modifiers may not be used
+# with E/M services.
+NCCI_MODIFIERS = frozenset({"24", "25", "27", "57", "58", "59", "78", "79", "91", "E1", "E2",
+                            "E3", "E4", "FA", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8",
+                            "F9", "LC", "LD", "LM", "LT", "RC", "RI", "RT", "TA", "T1", "T2",
+                            "T3", "T4", "T5", "T6", "T7", "T8", "T9", "XE", "XP", "XS", "XU"})
+VISIT_MODIFIERS = frozenset({"25", "57"})
+
+
+def ptp_breaks(procedures: list[dict], v: Vocabulary) -> list[tuple[str, str, int]]:
+    """The NCCI procedure-to-procedure edits a claim's lines break: (column 1, column 2,
+    modifier indicator) for each pair billed together that the edits never allow (0), or
+    allow only with a modifier the column-2 line lacks (1)."""
+    edits = ptp_edits()
+    out = []
+    for a in procedures:
+        for b in procedures:
+            if a["code"] == b["code"] or (ind := edits.indicator(a["code"], b["code"])) is None:
+                continue
+            q = v.procedures.get(b["code"])
+            allow = VISIT_MODIFIERS if q is not None and q.em_level else NCCI_MODIFIERS
+            if ind != 1 or not allow & set(b.get("modifiers") or ()):
+                out.append((a["code"], b["code"], ind))
+    return out
+
+
 def unbundling(c: dict, v: Vocabulary) -> bool:
-    codes = {p["code"] for p in c["procedures"]}
-    return any(len(codes & set(parts)) >= min(3, len(parts)) and len(codes & set(parts)) >= 2
-               for parts in v.bundles.values())
+    """An NCCI procedure-to-procedure edit broken (`ptp_breaks`): a panel and one of its
+    tests, a procedure and the visit it includes, billed together without the modifier
+    the edit allows them with."""
+    return bool(ptp_breaks(c["procedures"], v))
 
 
 def demographic_impossibility(c: dict, v: Vocabulary) -> bool:
-    age, sex = c["member_age"], c["member_sex"]
-    items = ([d for x in c["diagnoses"] if (d := v.resolve_diagnosis(x)) is not None]
-             + [v.procedures[p["code"]] for p in c["procedures"] if p["code"] in v.procedures]
-             + [v.drugs[m["name"]] for m in c["medications"] if m["name"] in v.drugs])
-    return any(not x.who.fits(age, sex) for x in items)
+    """A diagnosis the Medicare Code Editor's age or sex edits rule out for the member."""
+    return any(conflicts(x, c["member_age"], c["member_sex"]) for x in c["diagnoses"])
 
 
 def specialty_mismatch(c: dict, v: Vocabulary) -> bool:

@@ -12,13 +12,16 @@ category, block and chapter; a procedure's category, CPT/HCPCS range and section
 class. Rare codes borrow strength from their relatives, and an unseen code reads as its
 family. Numeric facts are bucketed on log scales in 20% steps:
 a line's unit charge (and a drug's unit price) *relative to the top of that code's
-typical range* in the reference table (`r0` = at the top, `r6` = 3x above it; a CPT code
-the list lacks reads as typical, `TYPICAL_RATIO`, since nothing says what it should cost,
-and any other code without a reference gets an absolute bucket `b31` = ~$287 instead);
+typical range* in the reference table (`r0` = at the top, `r6` = 3x above it; every code
+the Physician Fee Schedule pays has a reference, listed or not, `Vocabulary.charge_top`; a
+CPT/HCPCS code without one reads as typical, `TYPICAL_RATIO`, since nothing says what it
+should cost, and any other code gets an absolute bucket `b31` = ~$287 instead);
 the claim total
 in absolute buckets; a fill's daily dose (strength x quantity / days supply) relative to
 the drug's normal daily range, its strength range times its doses a day (below / low / mid
-/ high / above, and how far out); units, days supply and age in clinical bands.
+/ high / above, and how far out); units, days supply and age in clinical bands, a line's
+units with the kind of modifier it carries (`modifier_kind`: a separate visit, a distinct
+service, an anatomic site, a repeat), which the payers' bundling edits turn on.
 
 Order carries no meaning in a claim's diagnoses and lines, so the tokenizer reads them in a
 canonical order (diagnoses by code, lines by code, units and charge; fills by drug, strength
@@ -125,7 +128,29 @@ DOSE_WORDS = {"below_10x": "under a tenth of the normal range",
 
 
 LABELS = {"age": "age {}", "sex": "sex {}", "place": "place {}", "total": "total ${:,.2f}",
-          "units": "{} unit(s)", "days": "{} days supply"}
+          "days": "{} days supply"}
+# What a line's modifiers say about it, read with its units (`units:1-1|e`): the payer's
+# edits turn on them (NCCI: a pair bundled by an edit is billed together only with a
+# modifier the edit allows, 25 or 57 on a visit, a distinct-service one elsewhere). The
+# first kind a line has, in this order, is the one read; the rest read as no modifier.
+MODIFIER_KINDS = {
+    "e": frozenset({"25", "57"}),  # a separate visit the same day
+    "d": frozenset({"59", "XE", "XP", "XS", "XU", "91"}),  # distinct service, repeat test
+    "s": frozenset({"LT", "RT", "E1", "E2", "E3", "E4", "FA", "F1", "F2", "F3", "F4", "F5",
+                    "F6", "F7", "F8", "F9", "TA", "T1", "T2", "T3", "T4", "T5", "T6", "T7",
+                    "T8", "T9", "LC", "LD", "LM", "RC", "RI"}),  # anatomic site
+    "r": frozenset({"76", "77"}),  # the same procedure repeated
+}
+
+
+def modifier_kind(modifiers: Sequence[str]) -> str:
+    """The `MODIFIER_KINDS` letter a line's modifiers read as; "" for none of them.
+
+    >>> modifier_kind(["25"]), modifier_kind(["RT", "59"]), modifier_kind(["GT"])
+    ('e', 'd', '')
+    """
+    have = {m.upper() for m in modifiers}
+    return next((k for k, mods in MODIFIER_KINDS.items() if have & mods), "")
 
 
 class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the hot path
@@ -146,6 +171,8 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
             return f"{p[0]} {p[1]:g} mg"
         if f == "dose":
             return f"{p[0]} {p[1]:g} mg a day ({DOSE_WORDS.get(p[2], 'unknown range')})"
+        if f == "units":
+            return f"{p[0]} unit(s)" + (f", modifier {', '.join(p[1])}" if p[1] else "")
         return LABELS.get(f, "{}").format(*p) if p else "[CLS]"
 
 
@@ -210,7 +237,8 @@ class ClaimTokenizer:
         ranges = {x.range: x for x in procedure_ranges()}
         tokens += [f"proc:{c}" for c in sorted(v.procedures)]
         tokens += [f"proc:[{r}]" for r in sorted(ranges)]  # what an unlisted code reads as
-        tokens += [f"units:{_band(e, UNIT_BANDS)}" for e in UNIT_BANDS]
+        tokens += [f"units:{_band(e, UNIT_BANDS)}{f'|{k}' if k else ''}" for e in UNIT_BANDS
+                   for k in ("", *MODIFIER_KINDS)]
         tokens += [f"charge:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
                                             *(f"r{r}" for r in RATIO_BUCKETS)]]
         tokens += [f"drug:{n}" for n in sorted(v.drugs)]
@@ -243,7 +271,9 @@ class ClaimTokenizer:
                   for t in tokens]
         doses = {d.name: (d.strength_min_mg, d.strength_max_mg, d.doses_per_day)
                  for d in v.drugs.values()}
-        prices = {f"proc:{c}": p.charge_high for c, p in v.procedures.items()}
+        # every listed or payable code has a reference (`Vocabulary.charge_top`)
+        prices = {f"proc:{c}": top for c in {*v.fees, *v.procedures}
+                  if (top := v.charge_top(c)) is not None}
         prices |= {f"drug:{n}": d.unit_price_high for n, d in v.drugs.items()}
         return cls(tokens, doses, prices, groups)
 
@@ -314,7 +344,7 @@ class ClaimTokenizer:
         lines: list[list[Token]] = []
         for p in sorted(claim.procedures, key=lambda p: (p.code, p.units, p.charge)):
             code = self._procedure(p.code)
-            lines.append([code, self._units(p.units),
+            lines.append([code, self._units(p.units, p.modifiers),
                           self._price("proc_charge", p.code, float(p.charge) / p.units,
                                       code.value in self.range_ids)])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
@@ -390,9 +420,18 @@ class ClaimTokenizer:
     def _age(self, age: int) -> Token:
         return self._tok("age", _band(age, AGE_BANDS), (age,))
 
-    @functools.cache  # noqa: B019
-    def _units(self, units: int) -> Token:
-        return self._tok("units", _band(units, UNIT_BANDS), (units,))
+    def _units(self, units: int, modifiers: list[str]) -> Token:
+        """A line's units, with the kind of modifier it carries (`modifier_kind`)."""
+        t = self._units_of_kind(units, modifier_kind(modifiers) if modifiers else "")
+        return Token("units", t.value, (units, tuple(modifiers))) if modifiers else t
+
+    @functools.cache  # noqa: B019  (unit counts x 5 kinds: a few thousand entries at most)
+    def _units_of_kind(self, units: int, kind: str) -> Token:
+        """A token list from before modifiers were read (older checkpoints) reads the units
+        alone."""
+        band, ids = _band(units, UNIT_BANDS), self.ids["units"]
+        value = ids.get(f"{band}|{kind}") if kind else None
+        return Token("units", value or ids.get(band, self.oov["units"]), (units, ()))
 
     def _tok(self, field: str, value: str, parts: tuple) -> Token:
         return Token(field, self.ids[field].get(value, self.oov[field]), parts)

@@ -13,9 +13,20 @@ import csv
 import functools
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+
+from model.cms.tables import fee_schedule, mce_edit
+from model.codes import range_span
+
+TESTS = ("lab", "imaging", "cardiology_test", "pathology")  # data reviewed or ordered
+# Billed charges from the Medicare price: commercial payers pay ~1.4-2.5x Medicare for
+# professional services (RAND 2022), and list charges run higher; a code's typical billed
+# unit charge is taken as 1.5x to 3x its national non-facility price (RVUs x CF).
+MARKUP = (1.5, 3.0)
+PAYABLE = frozenset("ART")  # PFS status codes Medicare pays (active, restricted, paid as TC)
+PROCEDURES = ("procedure", "surgery", "injection")  # a procedure's risk
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,21 @@ class Demographics:
         sex_ok = self.sex is None or sex == "U" or sex == self.sex
         return sex_ok and self.min_age <= age <= self.max_age
 
+    def within(self, other: Demographics) -> Demographics:
+        """Who fits both (the other's sex where both name one)."""
+        return Demographics(other.sex or self.sex, max(self.min_age, other.min_age),
+                            min(self.max_age, other.max_age))
+
+
+def mce_demographics(code: str) -> Demographics:
+    """Whom the Medicare Code Editor's age and sex edits allow a diagnosis code for (every
+    ICD-10-CM code, listed or not: `model.cms.tables.mce_edit`)."""
+    e = mce_edit(code)
+    if e is None:
+        return Demographics(None, 0, 120)
+    return Demographics(e.sex, e.min_age or 0, min(120, e.max_age if e.max_age is not None
+                                                        else 120))
+
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
@@ -39,7 +65,7 @@ class Diagnosis:
     area: str
     chronic: bool
     severity: int  # 1 minor, 2 moderate/stable chronic, 3 serious/complex
-    who: Demographics
+    who: Demographics  # whom it is plausible for: our limits within the MCE's edits
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +133,8 @@ class Vocabulary:
     general_procedures: frozenset[str]
     categories: dict[str, Diagnosis] = field(default_factory=dict)  # ICD-10-CM category ->
     # the first listed code of it (what an unlisted code of the category reads as)
+    fees: dict[str, float] = field(default_factory=dict)  # every payable CPT/HCPCS code ->
+    # its national non-facility Medicare price (`fee_prices`), listed or not
 
     def resolve_diagnosis(self, code: str) -> Diagnosis | None:
         """The listed diagnosis, else the one standing for its ICD-10-CM category (E11.8, not
@@ -128,12 +156,50 @@ class Vocabulary:
         """Whether an unlisted sibling of the listed `code` reads as `code` does, in every
         reading: the rules' (through the category's stand-in, `resolve_diagnosis`) and the
         model's (through the nearest ancestor with a token). Only where the category
-        belongs to one area and its stand-in has the code's age and sex limits: in a
+        belongs to one area and its stand-in has the code's age and sex limits and
+        severity (which sets the visit level the rules allow): in a
         category of several areas (Z13, screenings for lipids, diabetes, depression...) a
         sibling is another area's code."""
         d, stand_in = self.diagnoses.get(code), self.categories.get(code[:3])
         return (d is not None and stand_in is not None and code[:3] in self.one_area_categories
-                and stand_in.who == d.who)
+                and stand_in.who == d.who and stand_in.severity == d.severity)
+
+    def without(self, codes: frozenset[str]) -> Vocabulary:
+        """This vocabulary less `codes` (diagnosis codes, procedure codes, drug names), in
+        every table and link (its prices too): what a generator that never bills them
+        reads. Categories keep their stand-ins from the full list, so an unlisted code
+        reads as before."""
+        if not codes:
+            return self
+        keep = lambda xs: frozenset(x for x in xs if x not in codes)  # noqa: E731
+        return Vocabulary(
+            {k: d for k, d in self.diagnoses.items() if k not in codes},
+            {k: q for k, q in self.procedures.items() if k not in codes},
+            {k: d for k, d in self.drugs.items() if k not in codes},
+            {k: replace(a, procedures=keep(a.procedures), drugs=keep(a.drugs))
+             for k, a in self.areas.items()},
+            {k: replace(s, procedures=keep(s.procedures)) for k, s in self.specialties.items()},
+            self.places, self.bundles, keep(self.general_procedures), self.categories,
+            {k: f for k, f in self.fees.items() if k not in codes})
+
+    @functools.cached_property
+    def unlisted_by_range(self) -> dict[tuple[str, int, int], tuple[str, ...]]:
+        """The payable CPT/HCPCS codes this vocabulary does not list, by their range
+        (`model.codes.range_span`): what a claim's unlisted codes are drawn from."""
+        out: dict[tuple[str, int, int], list[str]] = {}
+        for c in sorted(self.fees):
+            if c not in self.procedures and (span := range_span(c)) is not None:
+                out.setdefault(span, []).append(c)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def charge_top(self, code: str) -> float | None:
+        """The top of a procedure code's typical billed unit charge (office setting): the
+        listed range's, else `MARKUP` of its Medicare price; None for a code with neither."""
+        q = self.procedures.get(code)
+        if q is not None:
+            return q.charge_high
+        fee = self.fees.get(code)
+        return None if fee is None else charge_range(fee, 0, 0)[1]
 
     def justified_procedures(self, diagnoses: Iterable[str]) -> frozenset[str]:
         """Procedures some diagnosis of the claim justifies (uncovered codes justify nothing)."""
@@ -150,18 +216,28 @@ class Vocabulary:
                 out |= self.areas[dx.area].drugs
         return frozenset(out)
 
-    def max_em_level(self, diagnoses: Iterable[str]) -> int:
-        """Highest E/M level the diagnoses justify: 1 + worst severity, +1 for 3+ diagnoses.
+    def max_em_level(self, diagnoses: Iterable[str], procedures: Iterable[str] = (),
+                     prescriptions: int = 0) -> int:
+        """Highest E/M level a claim supports: the 2021 medical-decision-making grid, where
+        two of its three elements must meet a level (so the middle one counts):
 
-        A simplification of the 2021 E/M medical-decision-making grid: one minor problem
-        supports level 2, a stable chronic illness level 3, a serious one level 4, and
-        several problems one level more.
+        - problems: 1 + the worst severity (a minor problem 2, a stable chronic illness 3,
+          a serious one 4), one more for 3+ diagnoses;
+        - data: the tests billed on the claim (`TESTS`): at most one 2, two 3, more 4;
+        - risk: 2; 3 with a procedure (`PROCEDURES`); 4 with prescription drug
+          management (`prescriptions` fills on the claim).
+
+        A claim whose diagnoses are all unknown supports any level (5): nothing to judge by.
         """
         known = [d for c in diagnoses if (d := self.resolve_diagnosis(c)) is not None]
         if not known:
-            return 5  # nothing known to judge by: never call it upcoding
-        worst = max(d.severity for d in known)
-        return min(5, 1 + worst + (1 if len(known) >= 3 else 0))
+            return 5
+        problems = min(5, 1 + max(d.severity for d in known) + (len(known) >= 3))
+        lines = [q for c in procedures if (q := self.procedures.get(c)) is not None]
+        tests = sum(q.category in TESTS for q in lines)
+        data = 2 if tests <= 1 else 3 if tests == 2 else 4
+        risk = 4 if prescriptions else 3 if any(q.category in PROCEDURES for q in lines) else 2
+        return sorted((problems, data, risk))[1]
 
 
 def _who(row: dict) -> Demographics:
@@ -182,17 +258,36 @@ def _json(folder: Path, name: str) -> dict:
     return json.loads((folder / name).read_text(encoding="utf-8"))
 
 
+def fee_prices() -> dict[str, float]:
+    """Every CPT/HCPCS code Medicare pays under the 2024 Physician Fee Schedule (status A,
+    R or T) with its national non-facility price (`model.cms.tables`); 7,000-odd codes.
+    Clinical lab tests and drugs are priced by other schedules and are not here."""
+    schedule = fee_schedule()
+    return {c: p for c, e in schedule.entries.items()
+            if e.status in PAYABLE and (p := schedule.price(c)) is not None}
+
+
+def charge_range(fee: float | None, low: float, high: float) -> tuple[float, float]:
+    """A code's typical billed unit charge: `MARKUP` times its Medicare price where it has
+    one, else the vocabulary file's own range (labs, drugs, DME: other fee schedules)."""
+    if fee is None:
+        return low, high
+    return round(fee * MARKUP[0], 2), round(fee * MARKUP[1], 2)
+
+
 def load_vocabulary(folder: Path | None = None) -> Vocabulary:
     """Read the vocabulary from `folder` (default: the copy shipped in the package)."""
     folder = folder or Path(str(resources.files("model") / "vocab"))
     diagnoses = {
         r["code"]: Diagnosis(r["code"], r["description"], r["area"], r["chronic"] == "1",
-                             int(r["severity"]), _who(r))
+                             int(r["severity"]), _who(r).within(mce_demographics(r["code"])))
         for r in _rows(folder, "diagnoses.csv")
     }
+    fees = fee_prices()
     procedures = {
-        r["code"]: Procedure(r["code"], r["description"], r["category"], float(r["charge_low"]),
-                             float(r["charge_high"]),
+        r["code"]: Procedure(r["code"], r["description"], r["category"],
+                             *charge_range(fees.get(r["code"]), float(r["charge_low"]),
+                                           float(r["charge_high"])),
                              int(r["em_level"]) if r["em_level"] else None, _who(r))
         for r in _rows(folder, "procedures.csv")
     }
@@ -226,7 +321,7 @@ def load_vocabulary(folder: Path | None = None) -> Vocabulary:
     for d in diagnoses.values():  # file order: the first code of a category stands for it
         categories.setdefault(d.code[:3], d)
     return Vocabulary(diagnoses, procedures, drugs, areas, specialties, places, bundles, general,
-                      categories)
+                      categories, fees)
 
 
 @functools.cache

@@ -525,21 +525,20 @@ def build(args: argparse.Namespace) -> None:
 
     log("reading NDC -> RXC (risk-adjustment-model) and NDC -> MRX (medicaid-utils) ...")
     support: dict[tuple, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for version in hhs_versions(ram, args.hhs):
-        with ram.text(HHS.format(version) + "/ndc_to_category_map.txt") as f:
-            m = read_ndc_map(f, "\t", "RXC")
+
+    def add(name: str, m: dict[str, set[str]]) -> None:
+        """Each NDC's groups, kept for the products the FDA directory has."""
         hit = [c for c in m if c in ndc]
-        log(f"  RXC {version}: {len(m):,} NDCs, {len(hit):,} of them in the 2019 FDA directory")
+        log(f"  {name}: {len(m):,} NDCs, {len(hit):,} of them in the 2019 FDA directory")
         for c in hit:
             for g in m[c]:
                 support[ndc[c]][g].add(c)
+
+    for version in hhs_versions(ram, args.hhs):
+        with ram.text(HHS.format(version) + "/ndc_to_category_map.txt") as f:
+            add(f"RXC {version}", read_ndc_map(f, "\t", "RXC"))
     with mu.text(MRX_MAP) as f:
-        m = read_ndc_map(f, ",", "MRX")
-    hit = [c for c in m if c in ndc]
-    log(f"  MRX: {len(m):,} NDCs, {len(hit):,} of them in the 2019 FDA directory")
-    for c in hit:
-        for g in m[c]:
-            support[ndc[c]][g].add(c)
+        add("MRX", read_ndc_map(f, ",", "MRX"))
     groups_of = coherent_groups(
         {k: Counter({g: len(v) for g, v in gs.items()}) for k, gs in support.items()},
         Counter(ndc.values()), products, stats)

@@ -75,3 +75,23 @@ def test_a_training_seed_is_refused_as_the_test_seed():
     scorer = Scorer.load("default", device="cpu")
     with pytest.raises(EvalError, match="training seeds"):
         evaluate(scorer, count=1000, seed=scorer.ck.training["seed"] + 1)
+
+
+def test_heldout_report_counts_clean_claims_by_the_codes_they_carry():
+    from model.quality.evaluate import Stream, heldout_report
+
+    def claim(dx: str, code: str, drug: str | None) -> dict:
+        return {"diagnoses": [dx], "procedures": [{"code": code}],
+                "medications": [{"name": drug}] if drug else []}
+
+    wire = [claim("E11.9", "99213", "metformin"), claim("E11.65", "99213", None),
+            claim("I10", "93000", None), claim("I10", "99213", "lisinopril"),
+            claim("E11.65", "99213", None)]
+    patterns = np.array(["none", "none", "none", "none", "upcoding"])
+    test = Stream(wire, [], patterns, np.array([""] * 5), np.zeros(5, bool))
+    flagged = np.array([False, True, False, True, True])
+    r = heldout_report(test, flagged, {"diagnosis": ["E11.65"], "procedure": ["93000"],
+                                       "drug": ["lisinopril"]})
+    assert r["seen_code_fpr"] == 0.0 and r["seen_code_claims"] == 1  # the fraud is left out
+    assert r["heldout_code_fpr"] == {"diagnosis": 1.0, "procedure": 0.0, "drug": 1.0}
+    assert r["heldout_code_claims"] == {"diagnosis": 1, "procedure": 1, "drug": 1}

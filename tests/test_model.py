@@ -238,7 +238,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 def test_scorer_scores_explains_and_keeps_order(tiny_checkpoint):
     batch = claims(300)
-    scorer = Scorer.load(str(tiny_checkpoint), device="cpu", batch_size=64)
+    # a threshold a barely trained model's scores cross, so the fraud model flags some
+    scorer = Scorer.load(str(tiny_checkpoint), device="cpu", batch_size=64, threshold=0.02)
     scores = scorer.score(batch)
     assert [s.claim_id for s in scores] == [c.claim_id for c in batch]
     for s in scores:
@@ -267,7 +268,8 @@ def test_scorer_scores_explains_and_keeps_order(tiny_checkpoint):
         assert s.model_version == scorer.model_version
     assert any(s.explanation.top_pairs for s in scores)
     # explain="all": every claim explained, the unflagged ones' reason unchanged
-    every = Scorer.load(str(tiny_checkpoint), device="cpu", batch_size=64, explain="all")
+    every = Scorer.load(str(tiny_checkpoint), device="cpu", batch_size=64, explain="all",
+                        threshold=0.02)
     for s, t in zip(every.score(batch), scores, strict=True):
         assert s.score == t.score and s.explanation.explained is not None
         assert s.explanation.reason == t.explanation.reason
@@ -561,3 +563,18 @@ def test_the_cached_code_table_follows_the_weights(tiny_checkpoint):
         state["value.weight"] += 1.0
         model.load_state_dict(state)
         assert torch.allclose(model.codes(values), summed())
+
+
+def test_the_everyday_suite_scores_each_stream_on_its_own(tiny_checkpoint):
+    from model.quality.everyday import MUTATIONS, everyday
+
+    scorer = Scorer.load(str(tiny_checkpoint), device="cpu", check_state=MemoryState())
+    kept = scorer.checks
+    r = everyday(scorer, per_kind=2, seed=3, log=lambda m: None)
+    assert scorer.checks is kept  # its own cross-claim state, put back
+    assert r["kinds"] >= 40 and r["claims"] == 2 * r["kinds"]
+    assert 0 <= r["clean_flag_rate"] <= 1 and set(r["mutations"]) == set(MUTATIONS)
+    for m in r["mutations"].values():
+        assert 0 <= m["auroc"] <= 1 and 0 <= m["named_top1"] <= 1
+    assert r["mutations"]["dose_x10"]["claims"] < r["mutations"]["price_x10"]["claims"]
+    assert "duplicate_billing" not in r["clean_flagged_by"]  # no stream saw a copy twice

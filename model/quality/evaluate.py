@@ -20,10 +20,16 @@ Protocol (docs/model.md says why each choice):
 - **Cross-claim checks**: each check's recall on its pattern and false-positive rate on
   clean claims, overall and for members in frequent legitimate care, with the limits the
   checkpoint learned from history (`checks`) and with the flat defaults (`checks_flat`).
-- **Artefact probe** (`model.quality.probe`) on the same claims.
+- **Probes** (`model.quality.probe`) on the same claims: the artefact probe (shapes), the
+  identity probe (a linear model over the bag of codes and the specialty), and the codes
+  that fraud claims carry and clean ones never do.
 - **Invariance**: the share of decisions that change when each claim's diagnoses and lines
   are shuffled; the false-positive rate on clean claims whose listed diagnoses are swapped
-  for unlisted ICD-10-CM siblings, next to the same claims' rate as they were.
+  for unlisted ICD-10-CM siblings, next to the same claims' rate as they were; and on clean
+  claims carrying codes the checkpoint's training held out (`heldout_codes`), per field,
+  next to clean claims carrying none.
+- **Everyday care** (`model.quality.everyday`): hand-written common encounters, their
+  clean flag rate and three mutations' AUROC and explanations.
 - **Explanations** (ERASER, DeYoung et al. 2020), on claims the model flags by itself,
   for the tokens the Score names (the deciding channel's attribution, `model.explain`):
   comprehensiveness (score drop when the explanation's top-k tokens are resampled) and
@@ -66,11 +72,12 @@ from model.quality.baselines import (
     gradient_boosting_scores,
     isolation_forest_scores,
 )
-from model.quality.probe import artefact_probe
+from model.quality.everyday import everyday
+from model.quality.probe import artefact_probe, fraud_only_codes, identity_probe
 from model.rules import rule_oracle_scores
 from model.scorer import Scorer
 from model.tokenizer import FIELD_ID, MAX_TOKENS
-from model.training import TrainConfig, train
+from model.training import TrainConfig, heldout_set, train
 from model.vocabulary import default_vocabulary
 
 METHODS = ("claimformer", "pair_gbdt", "flat_gbdt", "isolation_forest", "rule_oracle")
@@ -107,8 +114,9 @@ class Stream:
 
 
 def make_stream(count: int, seed: int, fraud_rate: float, patterns: Sequence[str] = PATTERNS,
-                ) -> Stream:
-    gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=tuple(patterns), size=count)
+                heldout: frozenset[str] = frozenset()) -> Stream:
+    gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=tuple(patterns), size=count,
+                         heldout=heldout)
     items = list(gen.generate(count))
     wire = [x.claim for x in items]
     return Stream(wire, [Claim.model_validate(c) for c in wire],
@@ -258,8 +266,9 @@ def baselines(scorer: Scorer, test: Stream, log: Callable[[str], None]) -> dict[
     patterns = t.get("patterns", list(SINGLE_CLAIM_PATTERNS))
     log(f"baselines: {count:,} labelled (seed {seed}, fraud {t.get('fraud_rate', 0.25)}) and "
         f"{count:,} unlabelled (seed {seed + 1}) training claims, as the checkpoint had")
-    labelled = make_stream(count, seed, t.get("fraud_rate", 0.25), patterns)
-    unlabelled = make_stream(count, seed + 1, 0.05, patterns)
+    out = heldout_set(t)
+    labelled = make_stream(count, seed, t.get("fraud_rate", 0.25), patterns, out)
+    unlabelled = make_stream(count, seed + 1, 0.05, patterns, out)
     v = default_vocabulary()
     flat = FlatEncoder(v)
     fx_train, fx_test = flat.encode(labelled.claims), flat.encode(test.claims)
@@ -352,6 +361,27 @@ def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 
                 f"{name}_claims": len(keep),
                 f"{name}_codes_swapped": int(sum(swapped[k][1] for k in keep))}
     return out
+
+
+CODES_OF = {"diagnosis": lambda c: c["diagnoses"],
+            "procedure": lambda c: [p["code"] for p in c["procedures"]],
+            "drug": lambda c: [m["name"] for m in c["medications"]]}
+
+
+def heldout_report(test: Stream, flagged: np.ndarray, heldout: dict[str, list[str]]) -> dict:
+    """Clean claims flagged by any channel: those that carry no code the checkpoint's
+    training held out (`seen_code_fpr`), and per field those that carry one of that field
+    (`heldout_code_fpr`), with their counts. Codes never seen must be no evidence."""
+    clean = np.flatnonzero(test.patterns == CLEAN)
+    held = {f: frozenset(heldout.get(f, ())) for f in CODES_OF}
+    carries = {f: np.array([bool(held[f].intersection(CODES_OF[f](test.wire[i])))
+                            for i in clean], dtype=bool) for f in CODES_OF}
+    seen = ~np.any(list(carries.values()), axis=0)
+    rate = lambda m: round(float(flagged[clean][m].mean()), 5) if m.any() else None  # noqa: E731
+    return {"seen_code_fpr": rate(seen), "seen_code_claims": int(seen.sum()),
+            "heldout_code_fpr": {f: rate(m) for f, m in carries.items()},
+            "heldout_code_claims": {f: int(m.sum()) for f, m in carries.items()},
+            "heldout_codes": {f: len(codes) for f, codes in held.items()}}
 
 
 def injected_values(scorer: Scorer, test: Stream, i: int) -> set[int]:
@@ -515,12 +545,18 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
         "checks": check_report(test, fired, scorer.ck.check_limits),
         "checks_flat": check_report(test, cross_claim(test.claims, CheckLimits())[1],
                                     CheckLimits()),
-        "artefact_probe": artefact_probe(test.wire, test.patterns, seed),
-        "artefact_probe_all_clean": artefact_probe(test.wire, test.patterns, seed,
-                                                   eligible=False),
+        "probes": {
+            "artefact": artefact_probe(test.wire, test.patterns, seed),
+            "artefact_all_clean": artefact_probe(test.wire, test.patterns, seed,
+                                                 eligible=False),
+            "identity": identity_probe(test.wire, test.patterns),
+            "fraud_only_codes": fraud_only_codes(test.wire, test.patterns)},
     }
     lap("probe")
-    result["invariance"] = invariance(scorer, test, rng)
+    result["everyday"] = everyday(scorer, seed=seed, log=log)
+    lap("everyday")
+    result["invariance"] = invariance(scorer, test, rng) | heldout_report(
+        test, flagged, scorer.ck.training.get("heldout") or {})
     lap("invariance")
     result["explanations"] = explanations(scorer, test, values, fields, model, surprise, rng)
     lap("explanations")

@@ -169,9 +169,20 @@ def eval_table(r: dict) -> str:
         lines.append(f"{name:<18}{_ci(m['auroc']):>24}{_ci(m['pr_auc']):>24}"
                      f"{_ci(m['recall_at_1pct_fpr']):>24}")
     x, inv = r["explanations"], r["invariance"]
-    single = [v for p, v in r["artefact_probe"].items() if p not in CROSS_CLAIM_PATTERNS]
-    lines.append(f"artefact probe, highest of the single-claim patterns: {max(single):.3f} "
-                 f"(at most 0.65 wanted)")
+    for probe in ("artefact", "identity"):
+        single = [v for p, v in r["probes"][probe].items() if p not in CROSS_CLAIM_PATTERNS]
+        top = f"{max(single):.3f}" if single else "none measured (too few claims)"
+        lines.append(f"{probe} probe, highest of the single-claim patterns: {top} "
+                     f"(at most 0.65 wanted)")
+    lines.append(f"codes only fraud claims carry: {len(r['probes']['fraud_only_codes'])}")
+    ev = r["everyday"]
+    lines.append(f"everyday care ({ev['kinds']} kinds, {ev['claims']} claims): "
+                 f"{ev['clean_flag_rate']:.1%} flagged; " + "; ".join(
+                     f"{k} AUROC {m['auroc']:.3f}, first token names it {m['named_top1']:.0%}"
+                     for k, m in ev["mutations"].items()))
+    held = ", ".join(f"{f} {v}" for f, v in inv["heldout_code_fpr"].items())
+    lines.append(f"clean FPR, claims with only seen codes {inv['seen_code_fpr']}; with "
+                 f"held-out codes: {held}")
     lines.append(f"permutation: {inv['permutation_flag_rate_change']:.4f} of decisions change; "
                  f"clean FPR {inv['in_vocab_fpr']:.4f}, with unlisted siblings "
                  f"{inv['oov_sibling_fpr']:.4f}; {inv['unlisted_procedure_listed_fpr']:.4f}, "
@@ -204,14 +215,15 @@ def eval_markdown(r: dict) -> str:
                    f"{_ci(m['recall_at_1pct_fpr'])} | {r['single_claim'][name]['pr_auc']:.3f} |")
     names = list(r["methods"])
     out += ["", "Recall at 1% FPR per pattern (n = fraud claims of it):", "",
-            "| pattern | n | " + " | ".join(names) + " | artefact probe |",
-            "|---|---|" + "---|" * len(names) + "---|"]
+            "| pattern | n | " + " | ".join(names) + " | artefact probe | identity probe |",
+            "|---|---|" + "---|" * len(names) + "---|---|"]
     for p, row in r["methods"]["claimformer"]["per_pattern"].items():
         cells = [f"{r['methods'][n]['per_pattern'][p]['recall_at_1pct_fpr']:.3f}"
                  for n in names]
-        probe = r["artefact_probe"].get(p.split(":")[0])
-        out.append(f"| {p} | {row['n']} | " + " | ".join(cells) +
-                   f" | {probe if probe is not None and ':' not in p else ''} |")
+        probes = [r["probes"][k].get(p) if ":" not in p else None
+                  for k in ("artefact", "identity")]
+        out.append(f"| {p} | {row['n']} | " + " | ".join(cells) + " | " +
+                   " | ".join("" if x is None else str(x) for x in probes) + " |")
     inv, x = r["invariance"], r["explanations"]
     out += ["", "| invariance | value |", "|---|---|",
             f"| decisions changed by shuffling diagnoses and lines | "
@@ -224,6 +236,11 @@ def eval_markdown(r: dict) -> str:
             f"{inv['unlisted_procedure_fpr']:.4f} (anomaly channel "
             f"{inv['unlisted_procedure_anomaly_fpr']:.4f}; "
             f"{inv['unlisted_procedure_claims']:,} claims) |",
+            f"| clean FPR, claims carrying no code training held out | "
+            f"{inv['seen_code_fpr']} ({inv['seen_code_claims']:,} claims) |",
+            *(f"| clean FPR, claims carrying a held-out {f} code | {v} "
+              f"({inv['heldout_code_claims'][f]:,} claims) |"
+              for f, v in inv["heldout_code_fpr"].items()),
             "", "| check | limits | recall | clean FPR | frequent-care FPR |",
             "|---|---|---|---|---|"]
     for name in r["checks"]:
@@ -236,6 +253,14 @@ def eval_markdown(r: dict) -> str:
             f"(cut {a['cut']}): clean FPR {a['clean_fpr']}, recall {a['recall']}, "
             f"{a['fraud_only_it_flags']} fraud claims that only it flags; recall per pattern: "
             + ", ".join(f"{p} {v}" for p, v in a["per_pattern"].items()) + "."]
+    ev = r["everyday"]
+    out += ["", f"Everyday care, {ev['kinds']} hand-written kinds x {ev['claims'] // ev['kinds']}"
+            f" claims: {ev['clean_flag_rate']:.1%} of clean claims flagged (95% interval "
+            f"{ev['clean_flag_rate_ci95'][0]:.1%} to {ev['clean_flag_rate_ci95'][1]:.1%}).", "",
+            "| mutation | claims | AUROC vs the same claims clean | flagged | first token "
+            "names the change |", "|---|---|---|---|---|"]
+    out += [f"| {k} | {m['claims']} | {m['auroc']:.3f} | {m['flag_rate']} | "
+            f"{m['named_top1']:.0%} of {m['named_claims']} |" for k, m in ev["mutations"].items()]
     out += ["", "| explanations (ERASER) | k=1 | k=3 | k=5 |", "|---|---|---|---|"]
     for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency",
                  "random_sufficiency"):

@@ -412,5 +412,8 @@ def _bench_table(r: dict) -> None:
     print(f"pipeline / no-op = {r['ratio']:.2f}")
     cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_per_claim_us"].items())
     print(f"CPU per claim (µs): {cpu}")
+    mem = r["resident_mb"]
+    print(f"resident memory (MiB): worker {mem['worker']:.0f}, its "
+          f"{mem['scoring_processes']:.0f} scoring process(es) {mem['scoring']:.0f}")
     conv = ", ".join(f"{k} {v:.0f}" for k, v in r["conversion_cpu_per_claim_us"].items())
     print(f"converting to contract claims, CPU per claim (µs): {conv}")

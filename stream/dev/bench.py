@@ -104,6 +104,7 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
             f"{rate_seconds:.0f} s")
         at_rate = offered(pipe_s, pipe_workers, claims[2 * count:], rate)
         info = pipe_workers[0].stats() or {}
+        memory = resident_mb(pipe_workers)
         stop_all(pool)
         say("conversion: FHIR and X12 to contract claims")
         conversion = conversion_cost(claims[:CONVERSION_CLAIMS])
@@ -115,6 +116,7 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         "pipeline": pipe, "noop": noop,
         "ratio": round(pipe["claims_per_s"] / noop["claims_per_s"], 3),
         "cpu_per_claim_us": pipe["cpu_per_claim_us"],
+        "resident_mb": memory,
         "conversion_cpu_per_claim_us": conversion,
         "at_rate": at_rate, "workers": workers, "device": info.get("device", "?"),
         "count": count, "model_version": info.get("model_version"),
@@ -124,6 +126,19 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
     }
+
+
+def resident_mb(ws: list[WorkerProcess]) -> dict[str, float]:
+    """Resident memory (MiB) of the pipeline's worker and of its scoring processes together,
+    after the measured runs: the model, the vocabulary and the public tables it loads."""
+    workers = [psutil.Process(w.pid) for w in ws if w.pid is not None]
+    scoring = [c for w in workers for c in w.children(recursive=True)]
+
+    def rss(procs: list[psutil.Process]) -> float:
+        return round(sum(p.memory_info().rss for p in procs) / 2**20, 1)
+
+    return {"worker": rss(workers), "scoring": rss(scoring),
+            "scoring_processes": float(len(scoring))}
 
 
 def conversion_cost(claims: list[tuple[bytes, bytes]]) -> dict[str, float]:
