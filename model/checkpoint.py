@@ -146,6 +146,11 @@ def model_card(ck: Checkpoint) -> str:
         lines += [f"- Data: the synthetic generator (seed {t.get('seed')}, "
                   f"{t.get('train_count'):,} labelled claims at {t.get('fraud_rate')} fraud and "
                   f"as many unlabelled); patterns: {', '.join(t.get('patterns', []))}."]
+        if t.get("heldout"):  # codes training never showed (`model.training.heldout_codes`)
+            lines += ["- Never shown in training, so that `claimscope eval` can measure how "
+                      "codes it never saw are read: " + ", ".join(
+                          f"{len(v)} {f} codes" for f, v in t["heldout"].items())
+                      + " (listed in config.json)."]
     lines += [f"- Held-out calibration slice: AUROC {held.get('auroc', float('nan')):.4f}, "
               f"PR-AUC {held.get('pr_auc', float('nan')):.4f} (the yardstick, `claimscope "
               "eval`, measures more and against baselines).",
