@@ -449,6 +449,8 @@ def test_checkpoint_keeps_the_learned_limits(tiny_checkpoint):
     assert ck.check_limits.velocity_limit >= 1
     card = (tiny_checkpoint / "model_card.md").read_text()
     assert card.startswith(f"# ClaimFormer {ck.model_version}") and "synthetic generator" in card
+    held = ck.training["heldout"]
+    assert f"{len(held['drug'])} drug codes" in card and held["diagnosis"]  # what it never saw
 
 
 def test_snapshots_are_log_spaced():
