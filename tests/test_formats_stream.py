@@ -86,7 +86,8 @@ def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
     errors = [d["error"] for d in dead]
     assert all(len(v) == 3 for v in scores.values()), (
         {k: len(v) for k, v in scores.items()}, errors)
-    assert all(max(v) - min(v) < 1e-6 for v in scores.values()), scores
+    # the same tokens; bf16 encoder blocks move a score by ~1e-5 with its batch's padding
+    assert all(max(v) - min(v) < 1e-4 for v in scores.values()), scores
     assert len(dead) == 3, errors
     assert any("Patient" in e and "not-a-claim" in e for e in errors), errors
     assert any("item[0].productOrService" in e for e in errors), errors
