@@ -61,12 +61,8 @@ def upcoding(c: dict, v: Vocabulary) -> bool:
     (an admission has no level below 99221's: billing it is never upcoding)."""
     allowed = v.max_em_level(c["diagnoses"], [p["code"] for p in c["procedures"]],
                              len(c["medications"]))
-    floors: dict[str, int] = {}
-    for q in v.procedures.values():
-        if q.em_level:
-            floors[q.code[:4]] = min(q.em_level, floors.get(q.code[:4], 5))
     return any((q := v.procedures[p["code"]]).em_level
-               and q.em_level > max(allowed, floors[q.code[:4]])
+               and q.em_level > max(allowed, v.em_floors[q.code[:4]])
                for p in c["procedures"] if p["code"] in v.procedures)
 
 

@@ -183,6 +183,16 @@ class Vocabulary:
             {k: f for k, f in self.fees.items() if k not in codes})
 
     @functools.cached_property
+    def em_floors(self) -> dict[str, int]:
+        """A visit family's lowest level (its code's first four characters: 9922 for
+        initial hospital care, whose lowest is 3), computed once."""
+        out: dict[str, int] = {}
+        for q in self.procedures.values():
+            if q.em_level:
+                out[q.code[:4]] = min(q.em_level, out.get(q.code[:4], 5))
+        return out
+
+    @functools.cached_property
     def unlisted_by_range(self) -> dict[tuple[str, int, int], tuple[str, ...]]:
         """The payable CPT/HCPCS codes this vocabulary does not list, by their range
         (`model.codes.range_span`): what a claim's unlisted codes are drawn from."""

@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
 from model.checks import CrossClaimChecks, MemoryState
@@ -141,13 +142,11 @@ def names_change(score, line_kind: str, name: str) -> bool:
 
 
 def _interval(k: int, n: int) -> list[float]:
-    """Wilson 95% interval of a rate k / n."""
+    """Wilson 95% interval of a rate k / n (scipy's binomial test)."""
     if not n:
         return [math.nan, math.nan]
-    p, z = k / n, 1.96
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, mid - half), 4), round(min(1.0, mid + half), 4)]
+    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
 
 
 def everyday(scorer: Scorer, per_kind: int = PER_KIND, seed: int = 0,
