@@ -146,6 +146,7 @@ REASONS = {
     "age": "member {t} does not fit {p}",
     "sex": "member {t} does not fit {p}",
     "place": "{t} is unusual for {p}",
+    "edits": "the claim breaks {t}",
 }
 
 

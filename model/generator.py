@@ -304,7 +304,9 @@ class ClaimGenerator:
         self.ancillary_procs = {(s, a): ps for (s, a), ps in self.spec_area_procs.items()
                                 if s in ANCILLARY and ps}
         # who treats an area: specialties that can bill something for it
-        self.area_specs = {a.id: sorted(s for s in a.specialties if s in v.specialties and (
+        # (pharmacies fill every area's drugs: refills of what its visits prescribe)
+        self.area_specs = {a.id: sorted(s for s in {*a.specialties, "pharmacy"}
+                                        if s in v.specialties and (
             s in self.visit_specs or self.spec_area_procs[s, a.id] or
             (s == "pharmacy" and a.drugs))) for a in v.areas.values()}
         self.area_drugs = {a.id: [v.drugs[n] for n in sorted(a.drugs)] for a in v.areas.values()}
@@ -463,10 +465,13 @@ class ClaimGenerator:
     def _donor(self, want) -> dict | None:
         """A recent clean claim for which `want(claim)` holds (what a fraud borrows a line,
         a provider or a member from, so that it carries what clean claims carry, as often);
-        None after DONOR_TRIES misses."""
+        None after DONOR_TRIES misses. Half the tries look at fresh clean claims: the
+        recent ones do not change while a fraud is being made, and early in a stream they
+        may hold no donor at all (an upcoded visit's setting above its level: a hang)."""
         r = self.rng
-        for _ in range(DONOR_TRIES):
-            d = r.choice(self.recent) if len(self.recent) >= 100 else self.clean()
+        for k in range(DONOR_TRIES):
+            d = (r.choice(self.recent) if len(self.recent) >= 100 and k < DONOR_TRIES // 2
+                 else self.clean())
             if want(d):
                 return d
         return None
@@ -513,6 +518,7 @@ class ClaimGenerator:
         dx = list(dict.fromkeys(dx))[:12]
         procs: list[dict] = []
         meds: list[dict] = []
+        visit = None
         if spec == "pharmacy":
             drugs = [d for a in dict.fromkeys(v.diagnoses[c].area for c in dx)
                      for d in self._fitting(("drug", a), self.area_drugs[a], m.age, m.sex)]
@@ -535,8 +541,7 @@ class ClaimGenerator:
             if drugs and r.random() < 0.8:
                 meds += [self._med(d) for d in r.sample(drugs, min(len(drugs), r.choice(
                     (1, 1, 1, 2, 2, 3))))]
-            visit = self._visit(spec, p.place, v.max_em_level(
-                dx, [x["code"] for x in procs], len(meds))) if visits else None
+            visit = self._visit(spec, p.place, dx, procs, meds) if visits else None
             procs = self._edited(procs + ([visit] if visit is not None else []))
             visit = visit if visit in procs else None  # an edit may never allow it here
             if visit is not None:  # an edit may have taken a test the level counted on
@@ -560,7 +565,7 @@ class ClaimGenerator:
         pair allowed with a modifier (1) the column-2 line carries one (25 on a visit,
         which always stays; else 59, XS or XU, KEEP_PAIR of the time) or goes."""
         r, out = self.rng, list(procs)
-        while breaks := ptp_breaks(out, self.v):
+        while breaks := ptp_breaks([(x["code"], x["modifiers"]) for x in out], self.v):
             _, b, ind = breaks[0]
             allow = VISIT_MODIFIERS if b in self.em_codes else NCCI_MODIFIERS
             line = next(x for x in out if x["code"] == b and (
@@ -688,17 +693,20 @@ class ClaimGenerator:
             out.append(again)
         return out
 
-    def _visit(self, spec: str, place: str, max_level: int, level: int | None = None) -> dict:
-        """An E/M line the specialty bills in this setting, at the justified level (or
-        `level` when given, clamped to the levels the setting has)."""
+    def _visit(self, spec: str, place: str, dx: list[str], procs: list[dict],
+               meds: list[dict]) -> dict:
+        """An E/M line the specialty bills in this setting, at the level the claim
+        supports with the visit on it (`Vocabulary.max_em_level`: an ER or hospital visit
+        for a serious problem may decide on admission), a quarter of them one lower."""
         setting = {"23": "emergency", "21": "hospital", "31": "nursing", "32": "nursing"
                    }.get(place)
         if setting is None or (spec, setting) not in self.spec_em:
             setting = "office_new" if self.rng.random() < 0.15 else "office"
         codes = (self.spec_em.get((spec, setting)) or self.spec_em.get((spec, "office"))
                  or next(v for (s, _), v in self.spec_em.items() if s == spec))
-        if level is None:
-            level = max_level - (self.rng.random() < 0.25)
+        allowed = self.v.max_em_level(dx, [x["code"] for x in procs] + [
+            next(iter(codes.values()))[0].code], len(meds))
+        level = allowed - (self.rng.random() < 0.25)
         level = max(min(codes), min(level, max(codes)))
         return self._line(self.rng.choice(codes[level]), place)
 

@@ -3,7 +3,16 @@
 A claim becomes a short sequence, header first, then one token per diagnosis, then one
 small group per service line:
 
-    [CLS] age sex specialty place total | dx dx ... | proc units charge | drug dose days price
+    [CLS] age sex specialty place total edits | dx dx ... | proc units charge | drug dose days price
+
+`edits` says which payer edits the claim breaks (`model.rules.claim_edits`: an NCCI
+procedure-to-procedure pair, units past an MUE, an MCE age or sex conflict, a visit level
+above the 2021 E/M grid's support), read from the CMS tables in the package, as every
+payer's claim editor runs them before any model: `edits:none`, `edits:ptp+em`... The
+model learns what each means for fraud together with the rest of the claim; without it,
+the same model found a visit above its grid's level in 2% of upcoded claims at 1% false
+positives (8be02d99), since counting a claim's problems, tests and risks is not what
+attention over a few thousand steps learns.
 
 Every token has a *value* (`dx:E11.9`, `charge:r3`) and a *field type* (`diagnosis`,
 `proc_charge`); the model embeds value + field type + position, plus the value's
@@ -48,6 +57,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -59,12 +69,13 @@ import numpy as np
 
 from model.claims import Claim
 from model.codes import icd_categories, icd_levels, procedure_levels, procedure_ranges
-from model.vocabulary import Vocabulary
+from model.rules import EDITS, claim_edits
+from model.vocabulary import Vocabulary, default_vocabulary
 
 REFERENCE_MIN_LINES = 20  # lines of a code before a history's own price reference counts
 MAX_TOKENS = 48
 MAX_DIAGNOSES = 8
-HEADER = 6  # [CLS] age sex specialty place total: the diagnoses follow
+HEADER = 7  # [CLS] age sex specialty place total edits: the diagnoses follow
 GROUP_LEVELS = 4  # ancestors a token reads through: subcategory, category, block, chapter
 CHARGE_STEP = math.log(1.2)  # 20% per bucket
 CHARGE_BUCKETS = 72  # $1 .. ~$500k
@@ -80,12 +91,13 @@ UNIT_BANDS = (1, 2, 3, 4, 5, 10)
 DAY_BANDS = (1, 4, 8, 15, 31, 61, 91)
 
 FIELDS = ("pad", "cls", "age", "sex", "specialty", "place", "total", "diagnosis", "procedure",
-          "units", "proc_charge", "drug", "dose", "days", "drug_price")
+          "units", "proc_charge", "drug", "dose", "days", "drug_price", "edits")
 FIELD_ID = {f: i for i, f in enumerate(FIELDS)}
 # The value prefix each field's tokens use, and so its OOV token `prefix:[OOV]`.
 PREFIX = {"age": "age", "sex": "sex", "specialty": "spec", "place": "pos", "total": "total",
           "diagnosis": "dx", "procedure": "proc", "units": "units", "proc_charge": "charge",
-          "drug": "drug", "dose": "dose", "days": "days", "drug_price": "price"}
+          "drug": "drug", "dose": "dose", "days": "days", "drug_price": "price",
+          "edits": "edits"}
 DOSE_BUCKETS = ("below_10x", "below_3x", "below", "low", "mid", "high", "above", "above_3x",
                 "above_10x")
 PAD, CLS = "[PAD]", "[CLS]"
@@ -153,6 +165,18 @@ def modifier_kind(modifiers: Sequence[str]) -> str:
     return next((k for k, mods in MODIFIER_KINDS.items() if have & mods), "")
 
 
+# What each payer edit a claim breaks says (`model.rules.claim_edits`).
+EDIT_WORDS = {"ptp": "an NCCI procedure-to-procedure edit (a bundled pair billed together)",
+              "mue": "a medically unlikely edit (more units than the MUE)",
+              "mce": "an MCE age or sex edit (a diagnosis the member cannot have)",
+              "em": "a visit level above what the claim's decision-making supports"}
+
+
+def edits_value(broken: Sequence[str]) -> str:
+    """The token value of a set of broken edits: `none`, `ptp`, `ptp+em`..."""
+    return "+".join(broken) or "none"
+
+
 class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the hot path
     field: str  # one of FIELDS
     value: int  # id in the token list
@@ -173,6 +197,8 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
             return f"{p[0]} {p[1]:g} mg a day ({DOSE_WORDS.get(p[2], 'unknown range')})"
         if f == "units":
             return f"{p[0]} unit(s)" + (f", modifier {', '.join(p[1])}" if p[1] else "")
+        if f == "edits":
+            return "; ".join(EDIT_WORDS[e] for e in p) if p else "no payer edit broken"
         return LABELS.get(f, "{}").format(*p) if p else "[CLS]"
 
 
@@ -214,6 +240,8 @@ class ClaimTokenizer:
         self.range_ids = frozenset(i for v, i in self.ids["procedure"].items()
                                    if v.startswith("[") and v != "[OOV]")
         self.cls_token = Token("cls", self.index[CLS], ())
+        # a token list from before the payer edits were read (older checkpoints) has none
+        self.reads_edits = bool(self.ids["edits"])
         self.named_tokens = {(f, v): Token(f, i, (v,)) for f in NAMED
                              for v, i in self.ids[f].items() if v != "[OOV]"}
 
@@ -246,6 +274,8 @@ class ClaimTokenizer:
         tokens += [f"days:{_band(e, DAY_BANDS)}" for e in DAY_BANDS]
         tokens += [f"price:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
                                            *(f"r{r}" for r in RATIO_BUCKETS)]]
+        tokens += [f"edits:{edits_value(c)}" for n in range(len(EDITS) + 1)
+                   for c in itertools.combinations(EDITS, n)]
         # each token's ancestors, nearest first, as group tokens (None: the level is absent)
         ancestors: dict[str, tuple[str | None, ...]] = {}
         families = {dx_levels[c].category for c in v.diagnoses}  # categories with a listed code
@@ -340,6 +370,9 @@ class ClaimTokenizer:
                named("specialty", claim.provider_specialty),
                named("place", claim.place_of_service),
                tok("total", f"b{charge_bucket(total)}", (total,))]
+        if self.reads_edits:
+            broken = claim_edits(claim, default_vocabulary())
+            out.append(tok("edits", edits_value(broken), broken))
         out += [self._diagnosis(c) for c in sorted(claim.diagnoses)[:MAX_DIAGNOSES]]
         lines: list[list[Token]] = []
         for p in sorted(claim.procedures, key=lambda p: (p.code, p.units, p.charge)):

@@ -17,7 +17,7 @@ import pytest
 
 from model.claims import parse_claim
 from model.generator import CLEAN, PATTERNS, ClaimGenerator
-from model.rules import RULES
+from model.rules import RULES, claim_edits
 from model.vocabulary import default_vocabulary
 
 V = default_vocabulary()
@@ -240,3 +240,29 @@ def test_clean_care_orders_labs_and_bills_unlisted_codes_of_real_ranges():
     unlisted = [x for x in codes if x not in V.procedures]
     assert 0.005 < len(unlisted) / len(codes) < 0.15
     assert all(x in V.fees for x in unlisted)  # payable codes, priced from the fee schedule
+
+
+def test_clean_care_has_pharmacy_refills_and_high_complexity_acute_visits():
+    clean = [i.claim for i in ITEMS if i.fraud_pattern == CLEAN]
+    fills = [c for c in clean if c["provider_specialty"] == "pharmacy"]
+    assert 0.05 < len(fills) / len(clean) < 0.3
+    assert all(c["place_of_service"] == "01" and c["medications"] and not c["procedures"]
+               for c in fills)
+    assert {30, 90} <= {m["days_supply"] for c in fills for m in c["medications"]}
+    # the 2021 grid's high complexity: an ER visit or an admission for a serious problem
+    codes = {p["code"] for c in clean for p in c["procedures"]}
+    assert {"99285", "99223"} <= codes
+
+
+def test_payer_edits_the_tokenizer_reads_are_the_rules_patterns_break():
+    """`claim_edits` on a parsed claim says what the wire-form rules say: clean claims
+    break no edit; each edit pattern breaks its own."""
+    edits = {"unbundling": "ptp", "demographic_impossibility": "mce", "upcoding": "em"}
+    for item in ITEMS:
+        broken = claim_edits(parse_claim(json.dumps(item.claim)), V)
+        if item.fraud_pattern == CLEAN:
+            assert broken == (), item.claim
+        elif item.fraud_pattern in edits:
+            assert edits[item.fraud_pattern] in broken
+        if "mue" in broken:
+            assert RULES["price_inflation"](item.claim, V)

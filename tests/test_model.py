@@ -149,7 +149,8 @@ def test_support_reads_what_the_history_shows(tok):
     assert t.line[i["drug:metformin"]] and not t.line[i["dx:E11.9"]]
     # the model looks for context tokens in the header and the diagnoses only
     seq, _ = tok.tokens_of(data.claims[0])
-    assert [x.field for x in seq[:HEADER]] == ["cls", "age", "sex", "specialty", "place", "total"]
+    assert [x.field for x in seq[:HEADER]] == ["cls", "age", "sex", "specialty", "place", "total",
+                                               "edits"]
     assert all(x.field != "diagnosis" for x in seq[HEADER + MAX_DIAGNOSES:])
 
 

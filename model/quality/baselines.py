@@ -7,8 +7,9 @@ relative to the reference top price (the same reference the ClaimFormer's tokeni
 uses); dose relative to the drug's normal range (largest ratio above max, largest below
 min, mg a day against the top strength taken as often as meant); largest units and days
 supply; and
-multi-hot indicators of every diagnosis, procedure and drug code in the vocabulary.
-Each baseline sees one claim at a time (no cross-claim state).
+multi-hot indicators of every diagnosis, procedure and drug code in the vocabulary; and
+which payer edits the claim breaks (`model.rules.claim_edits`), as the ClaimFormer reads
+them. Each baseline sees one claim at a time (no cross-claim state).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from model.claims import Claim
+from model.rules import EDITS, claim_edits
 from model.vocabulary import Vocabulary
 
 
@@ -30,6 +32,7 @@ class FlatEncoder:
         names = (["age", "n_dx", "n_proc", "n_med", "log_total", "log_max_unit_charge",
                   "log_max_drug_price", "dose_over_max", "dose_under_min", "max_units",
                   "max_days", "max_charge_ratio", "max_price_ratio", "daily_over_max"]
+                 + [f"edit:{e}" for e in EDITS]
                  + [f"sex:{s}" for s in "FMU"]
                  + [f"spec:{s}" for s in sorted(v.specialties)]
                  + [f"pos:{p}" for p in sorted(v.places)]
@@ -65,7 +68,8 @@ class FlatEncoder:
                         max([p.units for p in c.procedures] or [0]),
                         max([m.days_supply for m in c.medications] or [0]),
                         charge_ratio, price_ratio, daily]
-            for key in (f"sex:{c.member_sex}", f"spec:{c.provider_specialty}",
+            for key in (*(f"edit:{e}" for e in claim_edits(c, self.v)),
+                        f"sex:{c.member_sex}", f"spec:{c.provider_specialty}",
                         f"pos:{c.place_of_service}", *(f"dx:{d}" for d in c.diagnoses),
                         *(f"proc:{p.code}" for p in c.procedures),
                         *(f"drug:{m.name}" for m in c.medications)):
@@ -109,12 +113,14 @@ class PairSupport:
     P(b | a)), for five relations: specialty x line (procedure code or drug), age band x item,
     sex x item, diagnosis category x line, line x line. Per relation the claim gets its
     weakest pair and the mean (log scale); plus the dose and price ratios a careful modeller
-    computes from the reference tables. 15 features, no labels needed to learn the counts.
+    computes from the reference tables, and the payer edits the claim breaks
+    (`model.rules.claim_edits`). 19 features, no labels needed to learn the counts.
     """
 
     RELATIONS = ("specialty_line", "age_item", "sex_item", "dx_line", "line_line")
     NAMES = (*(f"{r}_{s}" for r in RELATIONS for s in ("min", "mean")), "dose_over_max",
-             "daily_over_max", "dose_under_min", "charge_ratio", "price_ratio")
+             "daily_over_max", "dose_under_min", "charge_ratio", "price_ratio",
+             *(f"edit:{e}" for e in EDITS))
 
     def __init__(self, v: Vocabulary) -> None:
         self.v = v
@@ -167,5 +173,6 @@ class PairSupport:
                 if (q := v.procedures.get(p["code"])) is not None:
                     charge = max(charge, float(p["charge"]) / p["units"] / q.charge_high
                                  / (place.charge_multiplier if place else 1.0))
-            x[i] = [*row, over, daily, under, charge, price]
+            broken = claim_edits(Claim.model_validate(c), v)
+            x[i] = [*row, over, daily, under, charge, price, *(e in broken for e in EDITS)]
         return x
