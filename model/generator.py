@@ -456,22 +456,23 @@ class ClaimGenerator:
             member = r.choice(self.plan_members)
             if (c := self._session(member, self.today())) is not None:
                 return c
-        if r.random() < self.emitted["ancillary"] / total:
-            while not self.queued:  # ordered work: from a visit of its own, not billed here
+        # ordered work, from a visit of its own (not billed here), once visits have been
+        # billed: a stream that opens with frauds and their orders has emitted only
+        # ordered work, and every base was then one, without drugs (a hang, 6,000 claims)
+        if self.emitted["visit"] and r.random() < self.emitted["ancillary"] / total:
+            for _ in range(DONOR_TRIES):
+                if self.queued:
+                    return self.queued.pop()
                 self.clean()
-            return self.queued.pop()
         return self.clean()
 
     def _donor(self, want) -> dict | None:
         """A recent clean claim for which `want(claim)` holds (what a fraud borrows a line,
         a provider or a member from, so that it carries what clean claims carry, as often);
-        None after DONOR_TRIES misses. Half the tries look at fresh clean claims: the
-        recent ones do not change while a fraud is being made, and early in a stream they
-        may hold no donor at all (an upcoded visit's setting above its level: a hang)."""
+        None after DONOR_TRIES misses."""
         r = self.rng
-        for k in range(DONOR_TRIES):
-            d = (r.choice(self.recent) if len(self.recent) >= 100 and k < DONOR_TRIES // 2
-                 else self.clean())
+        for _ in range(DONOR_TRIES):
+            d = r.choice(self.recent) if len(self.recent) >= 100 else self.clean()
             if want(d):
                 return d
         return None
@@ -913,7 +914,7 @@ class ClaimGenerator:
         c["procedures"][i] = line
         return self._retotal(c)
 
-    def _upcoding(self) -> dict:
+    def _upcoding(self) -> dict | None:
         """A visit billed at a level above what the diagnoses justify: the level of a
         recent clean claim's visit of the same setting (so upcoded levels are the ones
         clean claims use), a code the provider's specialty bills."""
@@ -932,7 +933,9 @@ class ClaimGenerator:
 
             d = self._donor(lambda d, h=higher: any(h(x["code"]) for x in d["procedures"]))
             if d is None:
-                continue
+                # the recent claims hold no higher visit of this setting (early in a
+                # stream they may hold none at all): no upcoding this time
+                return None
             code = next(x["code"] for x in d["procedures"] if higher(x["code"]))
             visit = self._line(v.procedures[code], c["place_of_service"])
             visit["modifiers"] = c["procedures"][i]["modifiers"]
