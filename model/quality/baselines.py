@@ -131,27 +131,26 @@ class PairSupport:
     def _band(age: int) -> int:
         return next(i for i, edge in enumerate(AGE_BANDS[1:]) if age < edge)
 
-    def _pairs(self, c: dict) -> dict[str, list[tuple[str, str]]]:
-        lines = [f"p:{p['code']}" for p in c["procedures"]] + [
-            f"d:{m['name']}" for m in c["medications"]]
-        items = [f"x:{d[:3]}" for d in c["diagnoses"]] + lines
-        cats = [d[:3] for d in c["diagnoses"]]
+    def _pairs(self, c: Claim) -> dict[str, list[tuple[str, str]]]:
+        lines = [f"p:{p.code}" for p in c.procedures] + [f"d:{m.name}" for m in c.medications]
+        items = [f"x:{d[:3]}" for d in c.diagnoses] + lines
+        cats = [d[:3] for d in c.diagnoses]
         return {
-            "specialty_line": [(c["provider_specialty"], x) for x in lines],
-            "age_item": [(str(self._band(c["member_age"])), x) for x in items],
-            "sex_item": [(c["member_sex"], x) for x in items],
+            "specialty_line": [(c.provider_specialty, x) for x in lines],
+            "age_item": [(str(self._band(c.member_age)), x) for x in items],
+            "sex_item": [(c.member_sex, x) for x in items],
             "dx_line": [(d, x) for d in cats for x in lines],
             "line_line": [(a, b) for i, a in enumerate(lines) for b in lines[i + 1:]],
         }
 
-    def fit(self, claims: Sequence[dict]) -> PairSupport:
+    def fit(self, claims: Sequence[Claim]) -> PairSupport:
         for c in claims:
             for r, pairs in self._pairs(c).items():
                 self.pairs[r].update(pairs)
                 self.firsts[r].update(a for a, _ in pairs)
         return self
 
-    def encode(self, claims: Sequence[dict]) -> np.ndarray:
+    def encode(self, claims: Sequence[Claim]) -> np.ndarray:
         x = np.zeros((len(claims), len(self.NAMES)), dtype=np.float32)
         v = self.v
         for i, c in enumerate(claims):
@@ -161,18 +160,18 @@ class PairSupport:
                            for p in pairs] or [0.0]
                 row += [min(support), sum(support) / len(support)]
             over = daily = under = charge = price = 0.0
-            for m in c["medications"]:
-                if (d := v.drugs.get(m["name"])) is not None:
-                    over = max(over, m["strength_mg"] / d.strength_max_mg)
-                    daily = max(daily, m["strength_mg"] * m["quantity"] / m["days_supply"]
+            for m in c.medications:
+                if (d := v.drugs.get(m.name)) is not None:
+                    over = max(over, m.strength_mg / d.strength_max_mg)
+                    daily = max(daily, m.strength_mg * m.quantity / m.days_supply
                                 / (d.strength_max_mg * d.doses_per_day))
-                    under = max(under, d.strength_min_mg / m["strength_mg"])
-                    price = max(price, float(m["charge"]) / m["quantity"] / d.unit_price_high)
-            place = v.places.get(c["place_of_service"])
-            for p in c["procedures"]:
-                if (q := v.procedures.get(p["code"])) is not None:
-                    charge = max(charge, float(p["charge"]) / p["units"] / q.charge_high
+                    under = max(under, d.strength_min_mg / m.strength_mg)
+                    price = max(price, float(m.charge) / m.quantity / d.unit_price_high)
+            place = v.places.get(c.place_of_service)
+            for p in c.procedures:
+                if (q := v.procedures.get(p.code)) is not None:
+                    charge = max(charge, float(p.charge) / p.units / q.charge_high
                                  / (place.charge_multiplier if place else 1.0))
-            broken = claim_edits(Claim.model_validate(c), v)
+            broken = claim_edits(c, v)
             x[i] = [*row, over, daily, under, charge, price, *(e in broken for e in EDITS)]
         return x

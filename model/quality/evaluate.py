@@ -272,11 +272,11 @@ def baselines(scorer: Scorer, test: Stream, log: Callable[[str], None]) -> dict[
     v = default_vocabulary()
     flat = FlatEncoder(v)
     fx_train, fx_test = flat.encode(labelled.claims), flat.encode(test.claims)
-    pairs = PairSupport(v).fit(unlabelled.wire)
+    pairs = PairSupport(v).fit(unlabelled.claims)
     log("baselines: fitting")
     return {
-        "pair_gbdt": gradient_boosting_scores(pairs.encode(labelled.wire), labelled.labels,
-                                              pairs.encode(test.wire), seed),
+        "pair_gbdt": gradient_boosting_scores(pairs.encode(labelled.claims), labelled.labels,
+                                              pairs.encode(test.claims), seed),
         "flat_gbdt": gradient_boosting_scores(fx_train, labelled.labels, fx_test, seed),
         "isolation_forest": to_unit(isolation_forest_scores(flat.encode(unlabelled.claims),
                                                             fx_test, seed)),
