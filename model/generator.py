@@ -121,6 +121,8 @@ MUE_SHARE = 0.3  # inflated procedure lines inflated in units past their MUE, no
 MUE_MOST = 100  # MUEs above it are drug units (J-codes), billed past them by price instead
 KEEP_PAIR = 0.3  # pairs an edit allows with a modifier that clean claims keep (with one)
 REPEAT_TEST = 0.1  # lab claims with a panel that repeat one of its tests later that day (91)
+BASE_TRIES = 20  # clean claims tried as an upcoding's base before giving up on this one
+BY_TIME = 0.25  # visits billed one level above their decision making, chosen by time
 DONOR_TRIES = 200  # clean claims looked at for a fraud's borrowed part before a new base
 # Areas whose chronic conditions tend to come together (metabolic syndrome and friends).
 COMORBID = {
@@ -581,16 +583,16 @@ class ClaimGenerator:
 
     def _relevel(self, visit: dict, dx: list[str], procs: list[dict], meds: list[dict],
                  place: str) -> dict:
-        """`visit` (a line of `procs`) at no more than the level the claim supports; the
-        same line, modifiers kept, where it already is."""
+        """`visit` (a line of `procs`) at no more than the level the claim supports
+        (`Vocabulary.em_ceiling`, never below the family's lowest); the same line,
+        modifiers kept, where it already is."""
         v = self.v
-        allowed = v.max_em_level(dx, [x["code"] for x in procs], len(meds))
-        if v.procedures[visit["code"]].em_level <= allowed:
+        ceiling = v.em_ceiling(visit["code"], v.max_em_level(dx, [x["code"] for x in procs],
+                                                             len(meds)))
+        if v.procedures[visit["code"]].em_level <= ceiling:
             return visit
         family = [q for q in v.procedures.values() if q.em_level and q.code[:4] ==
-                  visit["code"][:4] and q.em_level <= allowed]
-        if not family:
-            return visit  # the family's lowest level: never upcoding (model.rules)
+                  visit["code"][:4] and q.em_level <= ceiling]
         lower = self._line(max(family, key=lambda q: q.em_level), place)
         lower["modifiers"] = visit["modifiers"]
         procs[procs.index(visit)] = lower
@@ -698,16 +700,19 @@ class ClaimGenerator:
                meds: list[dict]) -> dict:
         """An E/M line the specialty bills in this setting, at the level the claim
         supports with the visit on it (`Vocabulary.max_em_level`: an ER or hospital visit
-        for a serious problem may decide on admission), a quarter of them one lower."""
+        for a serious problem may decide on admission), a quarter of them one lower and,
+        where the family may be chosen by time (`Vocabulary.em_ceiling`), `BY_TIME` of
+        them one higher: since 2021 99214 is the office's most billed level."""
         setting = {"23": "emergency", "21": "hospital", "31": "nursing", "32": "nursing"
                    }.get(place)
         if setting is None or (spec, setting) not in self.spec_em:
             setting = "office_new" if self.rng.random() < 0.15 else "office"
         codes = (self.spec_em.get((spec, setting)) or self.spec_em.get((spec, "office"))
                  or next(v for (s, _), v in self.spec_em.items() if s == spec))
-        allowed = self.v.max_em_level(dx, [x["code"] for x in procs] + [
-            next(iter(codes.values()))[0].code], len(meds))
-        level = allowed - (self.rng.random() < 0.25)
+        some = next(iter(codes.values()))[0].code
+        allowed = self.v.max_em_level(dx, [x["code"] for x in procs] + [some], len(meds))
+        u = self.rng.random()
+        level = min(allowed - (u < 0.25) + (u >= 1 - BY_TIME), self.v.em_ceiling(some, allowed))
         level = max(min(codes), min(level, max(codes)))
         return self._line(self.rng.choice(codes[level]), place)
 
@@ -915,11 +920,15 @@ class ClaimGenerator:
         return self._retotal(c)
 
     def _upcoding(self) -> dict | None:
-        """A visit billed at a level above what the diagnoses justify: the level of a
-        recent clean claim's visit of the same setting (so upcoded levels are the ones
-        clean claims use), a code the provider's specialty bills."""
+        """A visit billed above what the claim supports by more than time could explain
+        (`rules.upcoding`): the level of a recent clean claim's visit of the same setting
+        (so upcoded levels are the ones clean claims use), a code the provider's specialty
+        bills, in place of the base claim's visit (modifiers kept). The base is any clean
+        claim with a visit, so upcoded claims have clean claims' shapes (choosing the level
+        first, then a base that cannot support it, drew bases without prescriptions: the
+        shape probe read them at 0.82); the price is that the levels lean high."""
         v = self.v
-        while True:
+        for _ in range(BASE_TRIES):
             c = self._procedure_claim(need_visit=True)
             allowed = v.max_em_level(c["diagnoses"], [x["code"] for x in c["procedures"]],
                                      len(c["medications"]))
@@ -929,18 +938,20 @@ class ClaimGenerator:
 
             def higher(code: str, setting=setting, allowed=allowed, bills=bills) -> bool:
                 return (self.em_setting.get(code) == setting and code in bills
-                        and v.procedures[code].em_level > allowed)
+                        and v.procedures[code].em_level > v.em_ceiling(code, allowed))
 
             d = self._donor(lambda d, h=higher: any(h(x["code"]) for x in d["procedures"]))
             if d is None:
-                # the recent claims hold no higher visit of this setting (early in a
-                # stream they may hold none at all): no upcoding this time
-                return None
+                # the recent claims hold no visit of this setting above what time could
+                # explain (a level-4 office visit has none; early in a stream there may be
+                # no visits at all): another base
+                continue
             code = next(x["code"] for x in d["procedures"] if higher(x["code"]))
             visit = self._line(v.procedures[code], c["place_of_service"])
             visit["modifiers"] = c["procedures"][i]["modifiers"]
             c["procedures"][i] = visit
             return self._retotal(c)
+        return None
 
     def _unbundling(self) -> dict:
         """A clean claim whose pair of services that an NCCI edit bundles loses the

@@ -57,8 +57,9 @@ def price_inflation(c: dict, v: Vocabulary) -> bool:
 
 def upcoding(c: dict, v: Vocabulary) -> bool:
     """A visit above the level the claim supports (`Vocabulary.max_em_level`: its
-    diagnoses, tests, procedures and prescriptions), and above its family's lowest level
-    (an admission has no level below 99221's: billing it is never upcoding)."""
+    diagnoses, tests, procedures and prescriptions) by more than time could explain, and
+    above its family's lowest level (an admission has no level below 99221's: billing it
+    is never upcoding); `Vocabulary.em_ceiling`."""
     return above_mdm(c["diagnoses"], [p["code"] for p in c["procedures"]],
                      len(c["medications"]), v)
 
@@ -70,7 +71,7 @@ def above_mdm(diagnoses: Sequence[str], codes: Sequence[str], prescriptions: int
     if not visits:
         return False
     allowed = v.max_em_level(diagnoses, codes, prescriptions)
-    return any(q.em_level > max(allowed, v.em_floors[q.code[:4]]) for q in visits)
+    return any(q.em_level > v.em_ceiling(q.code, allowed) for q in visits)
 
 
 def over_mue(lines: Iterable[tuple[str, int]]) -> bool:

@@ -28,6 +28,11 @@ MARKUP = (1.5, 3.0)
 PAYABLE = frozenset("ART")  # PFS status codes Medicare pays (active, restricted, paid as TC)
 PROCEDURES = ("procedure", "surgery", "injection")  # a procedure's risk
 ACUTE_SETTINGS = ("em_emergency", "em_hospital")  # visits that decide on admission
+# Visit families whose level may not be chosen by total time on the day: the emergency
+# department's (99281-99285 have no typical time; AMA E/M guidelines, 2023). Every other
+# family may be, so a claim, which carries no minutes, cannot show its visit one level
+# above the medical decision making unsupported.
+UNTIMED_EM = frozenset({"9928"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,13 @@ class Vocabulary:
             if q.em_level:
                 out[q.code[:4]] = min(q.em_level, out.get(q.code[:4], 5))
         return out
+
+    def em_ceiling(self, code: str, allowed: int) -> int:
+        """The highest level of `code`'s visit family a claim whose decision making supports
+        `allowed` (`max_em_level`) may bill: one more where the family may be chosen by time
+        (`UNTIMED_EM`), never below the family's lowest level (`em_floors`)."""
+        family = code[:4]
+        return max(allowed + (family not in UNTIMED_EM), self.em_floors[family])
 
     @functools.cached_property
     def unlisted_by_range(self) -> dict[tuple[str, int, int], tuple[str, ...]]:

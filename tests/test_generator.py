@@ -266,3 +266,34 @@ def test_payer_edits_the_tokenizer_reads_are_the_rules_patterns_break():
             assert edits[item.fraud_pattern] in broken
         if "mue" in broken:
             assert RULES["price_inflation"](item.claim, V)
+
+
+def test_office_visits_may_be_billed_a_level_above_their_decision_making_er_visits_not():
+    """Time may choose an office level (one above the grid), never an ER one; upcoding is
+    past that, and bills visit codes clean claims bill."""
+    clean = [i.claim for i in ITEMS if i.fraud_pattern == CLEAN]
+    gaps = {"office": set(), "emergency": set()}
+    for c in clean:
+        allowed = V.max_em_level(c["diagnoses"], [p["code"] for p in c["procedures"]],
+                                 len(c["medications"]))
+        for p in c["procedures"]:
+            if p["code"][:4] in ("9921", "9928"):
+                gaps["office" if p["code"][:4] == "9921" else "emergency"].add(
+                    V.procedures[p["code"]].em_level - allowed)
+    assert 1 in gaps["office"] and max(gaps["office"]) == 1
+    assert max(gaps["emergency"]) <= 0
+    visits = [p["code"] for c in clean for p in c["procedures"] if p["code"] in V.procedures
+              and V.procedures[p["code"]].em_level]
+    upcoded = [p["code"] for i in ITEMS if i.fraud_pattern == "upcoding"
+               for p in i.claim["procedures"] if p["code"] in V.procedures
+               and V.procedures[p["code"]].em_level]
+    assert set(upcoded) <= set(visits)
+    assert visits.count("99214") > visits.count("99215")  # 99214: the office's commonest
+
+
+def test_primary_care_draws_its_labs_in_the_office():
+    clean = [i.claim for i in ITEMS if i.fraud_pattern == CLEAN
+             and i.claim["provider_specialty"] in ("family_medicine", "internal_medicine")]
+    with_labs = [c for c in clean if {"80061", "80053", "84443", "85025"}
+                 & {p["code"] for p in c["procedures"]}]
+    assert 0.1 < len(with_labs) / len(clean) < 0.8
