@@ -251,7 +251,7 @@ def test_a_ten_megabyte_interchange_converts_claim_by_claim():
     head, rest = text.split("ST*837*", 1)
     sets, tail = rest.rsplit("GE*", 1)
     n = len(GENERATED)
-    times = 10_000_000 // len(text) + 1
+    times = 10_000_000 // len("ST*837*" + sets) + 1  # the repeated part alone passes 10 MB
     big = (head + ("ST*837*" + sets) * times + "GE*"
            + tail.replace(f"{n}*", f"{times * n}*", 1))
     assert len(big) > 10_000_000

@@ -297,3 +297,12 @@ def test_primary_care_draws_its_labs_in_the_office():
     with_labs = [c for c in clean if {"80061", "80053", "84443", "85025"}
                  & {p["code"] for p in c["procedures"]}]
     assert 0.1 < len(with_labs) / len(clean) < 0.8
+
+
+def test_a_stream_opens_with_visits_and_frauds_not_orphaned_orders():
+    """The orders of claims made only to borrow from are never billed: early in a stream
+    they were 80% of the claims, and frauds 1% at a 20% rate."""
+    gen = ClaimGenerator(seed=71, fraud_rate=0.2)
+    items = list(gen.generate(200))
+    assert sum(i.fraud_pattern != CLEAN for i in items) >= 10
+    assert gen.emitted["ancillary"] < gen.emitted["visit"]

@@ -159,7 +159,10 @@ def test_unseen_tokens_read_as_their_ancestors_alone(tiny_checkpoint):
     m, tok = ck.model, ck.tokenizer
     cholera = tok.ids["diagnosis"]["A00"]
     assert not m.value.weight[cholera].any()  # never in training: its own vector is zero
-    assert m.value.weight[tok.ids["diagnosis"]["E11.9"]].any()
+    held = ck.training["heldout"]["diagnosis"]
+    assert not any(m.value.weight[tok.ids["diagnosis"][c]].any() for c in held)
+    assert any(m.value.weight[i].any() for c, i in tok.ids["diagnosis"].items()
+               if c in default_vocabulary().diagnoses)  # the listed codes training showed
 
 
 def test_long_claims_are_truncated_whole_lines_first(tok):
@@ -345,9 +348,11 @@ def test_checks_that_fire_are_named_in_flagged_by(tiny_checkpoint):
 
 def test_scores_do_not_depend_on_batch_composition(tiny_checkpoint):
     """A claim scores the same alone as in a batch (that pads it more): exactly enough in
-    fp32; in bf16 to the rounding of the fused attention's blocked sums."""
+    fp32; in bf16 to the rounding of the fused attention's blocked sums (an 8-bit
+    mantissa: 1e-4 held for one tiny checkpoint and missed by 1.1e-4 on a score of 0.043
+    for another, a 0.3% difference)."""
     batch = claims(50)
-    for precision, tolerance in (("fp32", 1e-6), ("bf16", 1e-4)):
+    for precision, tolerance in (("fp32", 1e-6), ("bf16", 1e-3)):
         scorer = Scorer.load(str(tiny_checkpoint), device="cpu", precision=precision)
         alone = [scorer.score([c])[0].score for c in batch[:5]]
         together = [s.score for s in scorer.score(batch)[:5]]
