@@ -169,7 +169,7 @@ def modifier_kind(modifiers: Sequence[str]) -> str:
 EDIT_WORDS = {"ptp": "an NCCI procedure-to-procedure edit (a bundled pair billed together)",
               "mue": "a medically unlikely edit (more units than the MUE)",
               "mce": "an MCE age or sex edit (a diagnosis the member cannot have)",
-              "em": "a visit level above what the claim's decision-making supports"}
+              "em": "a visit level above what the claim's decision-making (or time) supports"}
 
 
 def edits_value(broken: Sequence[str]) -> str:

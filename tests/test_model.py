@@ -160,6 +160,7 @@ def test_unseen_tokens_read_as_their_ancestors_alone(tiny_checkpoint):
     cholera = tok.ids["diagnosis"]["A00"]
     assert not m.value.weight[cholera].any()  # never in training: its own vector is zero
     held = ck.training["heldout"]["diagnosis"]
+    assert held
     assert not any(m.value.weight[tok.ids["diagnosis"][c]].any() for c in held)
     assert any(m.value.weight[i].any() for c, i in tok.ids["diagnosis"].items()
                if c in default_vocabulary().diagnoses)  # the listed codes training showed
