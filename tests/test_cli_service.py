@@ -126,11 +126,17 @@ def test_up_rolls_over_to_a_fresh_broker_and_loses_nothing_it_drained(cli) -> No
     assert scored >= 0.8 * published, summary  # only the last generation's tail may be left
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def in_terminal(args: list[str], settings: Settings | None = None
                 ) -> Iterator[subprocess.Popen]:
     """`python -m stream ARGS` as a terminal runs it: leader of its own process group, so
-    `ctrl_c` can signal the whole group. Killed, group and all, if still there at the end."""
+    `ctrl_c` can signal the whole group, with SIGINT at its default. (A suite started in the
+    background of a script inherits SIGINT ignored, and Python then installs no Ctrl-C
+    handler at all.) Killed, group and all, if still there at the end."""
     from stream.dev.procs import settings_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMSCOPE_")}
@@ -138,7 +144,7 @@ def in_terminal(args: list[str], settings: Settings | None = None
     env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack: see `ctrl_c`
     proc = subprocess.Popen([sys.executable, "-m", "stream", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint_default)
     try:
         yield proc
     finally:
