@@ -46,6 +46,9 @@ ASSIGNED_POS = frozenset(
               71, 72, 81, 99]
 )
 CHARGE_TOLERANCE = Decimal("0.01")
+# How claims arrive: contract JSON (a message, or JSONL a claim a line), FHIR R4, X12 837P.
+# The one list of input formats; model.formats converts the other two to the contract.
+Format = Literal["claim", "fhir", "x12"]
 
 Ident = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("10000000"), max_digits=12, decimal_places=2)]

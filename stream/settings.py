@@ -40,10 +40,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from model.claims import Format
 from model.score import ANOMALY_FPR, ANOMALY_FPRS
 
 ENV_PREFIX = "CLAIMSCOPE_"
-InputFormat = Literal["claim", "fhir", "x12"]  # model.formats.FORMATS
 # Kafka's compression codecs; every ClaimScope consumer reads all of them.
 Codec = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 CODECS: tuple[str, ...] = Codec.__args__
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     topic_flagged: str = Field("claims.flagged", description="Scores with flagged = true")
     topic_deadletter: str = Field("claims.deadletter", description=(
         "every message that is not a valid claim, with the reason and source offset"))
-    input_formats: Annotated[tuple[InputFormat, ...], NoDecode] = Field(("claim",), description=(
+    input_formats: Annotated[tuple[Format, ...], NoDecode] = Field(("claim",), description=(
         "comma list of the input topics a worker reads: claim (topic_claims), fhir "
         "(topic_fhir: one FHIR R4 Claim, ExplanationOfBenefit or Bundle per message), x12 "
         "(topic_x12: one X12 837P interchange per message), e.g. claim,fhir,x12"))

@@ -3,6 +3,7 @@
 The API a CLI command or a stream worker needs, and nothing else:
 
     convert(fmt, data) -> list[Claim | ConversionError]   one message's or file's claims
+    read(fmt, source) -> Iterator[Claim | ConversionError] a file's claims, JSONL streamed
     to_fhir(claim) -> dict                                 a FHIR R4 Claim resource
     to_x12(claims) -> str                                  one X12 837P interchange
     claim_json(claim) -> str                               contract JSON, numbers as numbers
@@ -16,16 +17,16 @@ Mapping tables, library choices and limits: docs/formats.md.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, get_args
 
 from pydantic import ValidationError
 
-from model.claims import Claim, claim_json, describe_errors, parse_claim
+from model.claims import Claim, Format, claim_json, describe_errors, parse_claim
 from model.formats import fhir, x12
 from model.formats.common import ConversionError
 
-Format = Literal["claim", "fhir", "x12"]
-FORMATS: tuple[Format, ...] = ("claim", "fhir", "x12")
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # one message or file converted at once
 
 
@@ -35,8 +36,8 @@ def convert(fmt: str, data: bytes | str) -> list[Claim | ConversionError]:
     Cost: about 0.8 ms (FHIR) and 1.5 ms (X12) of CPU per claim, the libraries' validation
     mostly (docs/formats.md has the measurement). Raises ValueError only for an unknown `fmt`.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+    if fmt not in get_args(Format):
+        raise ValueError(f"unknown format {fmt!r}: one of {', '.join(get_args(Format))}")
     if len(data) > MAX_INPUT_BYTES:
         return [ConversionError(0, "", f"{len(data):,} bytes: more than the "
                                 f"{MAX_INPUT_BYTES:,} one input may hold")]
@@ -51,18 +52,40 @@ def convert(fmt: str, data: bytes | str) -> list[Claim | ConversionError]:
         return fhir.read(text)
     if fmt == "x12":
         return x12.read(text)
-    return _contract_lines(text)
+    return list(_contract_lines(text.encode("utf-8", errors="surrogateescape").splitlines()))
 
 
-def _contract_lines(text: str) -> list[Claim | ConversionError]:
-    out: list[Claim | ConversionError] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(parse_claim(line))
-            except ValidationError as e:
-                out.append(ConversionError(lineno, "", "; ".join(describe_errors(e))))
-    return out
+def read(fmt: Format, source: BinaryIO) -> Iterator[Claim | ConversionError]:
+    """The claims of a file, in order, each bad record as a ConversionError.
+
+    Contract JSONL is read a line at a time, so a file of any size streams; a FHIR or X12
+    document is converted whole (a Bundle or an interchange is one document, bounded by
+    MAX_INPUT_BYTES). Raises ValueError only for an unknown `fmt`.
+    """
+    if fmt == "claim":
+        return _contract_lines(source)
+    return iter(convert(fmt, source.read()))
+
+
+def _contract_lines(lines: Iterable[bytes]) -> Iterator[Claim | ConversionError]:
+    """One claim per non-blank line; a bad line's error names its line and, when it still
+    names one, its claim_id."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield parse_claim(line)
+        except ValidationError as e:
+            yield ConversionError(lineno, "", "; ".join(describe_errors(e)), _claim_id(line),
+                                  unit="line")
+
+
+def _claim_id(line: bytes) -> str | None:
+    try:
+        cid = json.loads(line).get("claim_id")
+    except (ValueError, AttributeError):
+        return None
+    return cid if isinstance(cid, str) else None
 
 
 def to_fhir(claim: Claim) -> dict:
@@ -79,4 +102,4 @@ def to_x12(claims: list[Claim]) -> str:
     return x12.write(claims)
 
 
-__all__ = ["FORMATS", "ConversionError", "claim_json", "convert", "to_fhir", "to_x12"]
+__all__ = ["ConversionError", "Format", "claim_json", "convert", "read", "to_fhir", "to_x12"]

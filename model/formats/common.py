@@ -14,6 +14,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -87,6 +88,7 @@ class ConversionError:
     path: str
     message: str
     record_id: str | None = None  # the claim's id when the record names one
+    unit: Literal["claim", "line"] = "claim"  # what `index` counts: JSONL counts lines
 
     def __post_init__(self) -> None:
         # hostile input must not come back whole in its own error (a 10 MB CLM01)
@@ -96,8 +98,9 @@ class ConversionError:
             object.__setattr__(self, "message", self.message[:500] + "…")
 
     def __str__(self) -> str:
-        named = f" ({self.record_id})" if self.record_id else ""
-        where = f"claim {self.index}{named}" if self.index else "input"
+        named = "" if not self.record_id else (
+            f" (claim_id {self.record_id})" if self.unit == "line" else f" ({self.record_id})")
+        where = f"{self.unit} {self.index}{named}" if self.index else "input"
         return f"{where}: {self.path}: {self.message}" if self.path else \
             f"{where}: {self.message}"
 

@@ -7,9 +7,9 @@ this module holds the app and what they share.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import typer
 from rich.console import Console
@@ -25,29 +25,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def open_input(path: str):
+def open_input(path: str) -> BinaryIO:
+    """A file (or stdin, for -) opened for bytes: claims are parsed from UTF-8 bytes."""
     if path == "-":
-        return sys.stdin
+        return sys.stdin.buffer
     try:
-        return Path(path).open(encoding="utf-8", errors="surrogateescape")
+        return Path(path).open("rb")
     except OSError as e:
         raise fail(f"cannot read {path}: {e.strerror}") from None
-
-
-def read_input(path: str) -> bytes:
-    """A whole file (or stdin) as bytes, for inputs converted at once (FHIR, X12)."""
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise fail(f"cannot read {path}: {e.strerror}") from None
-
-
-def claim_id_of(line: str) -> str:
-    """` (claim_id X)` when a bad line still names its claim, for error messages."""
-    try:
-        cid = json.loads(line).get("claim_id")
-    except (ValueError, AttributeError):
-        return ""
-    return f" (claim_id {cid})" if isinstance(cid, str) else ""

@@ -13,8 +13,8 @@ from rich.console import Console
 
 from model.claims import describe_errors, parse_claim
 from model.generator import CROSS_CLAIM_PATTERNS, PATTERNS
-from stream.cli.common import app, claim_id_of, err, fail, open_input
-from stream.cli.data import InputFormat, check_format, converted
+from stream.cli.common import app, err, fail, open_input
+from stream.cli.data import FormatOption, claims_in
 
 Checkpoint = Annotated[str, typer.Option("--checkpoint", help='checkpoint dir, or "default"')]
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present)")]
@@ -284,34 +284,22 @@ def score(
     path: Annotated[str, typer.Argument(help="claims file, or - for stdin")] = "-",
     checkpoint: Checkpoint = "default",
     device: Device = "auto",
-    fmt: InputFormat = "claim",
+    fmt: FormatOption = "claim",
 ) -> None:
     """Score claims: one Score JSON per line on stdout; invalid claims reported on stderr."""
     from model.checks import MemoryState
     from model.formats import ConversionError
 
-    check_format(fmt)
     scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
-    if fmt != "claim":  # converted at once, scored in order like contract JSONL
-        items = converted(fmt, path)
-        for e in (i for i in items if isinstance(i, ConversionError)):
-            err.print(str(e), highlight=False, markup=False, soft_wrap=True)
-        claims = [i for i in items if not isinstance(i, ConversionError)]
-        for k in range(0, len(claims), 1024):
-            _write_scores(scorer, claims[k:k + 1024])
-        raise typer.Exit(1 if len(claims) < len(items) else 0)
     bad = 0
     batch: list = []
-    with open_input(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                batch.append(parse_claim(line.encode("utf-8", errors="surrogateescape")))
-            except ValidationError as e:
+    with claims_in(fmt, path) as items:
+        for item in items:
+            if isinstance(item, ConversionError):
                 bad += 1
-                err.print(f"line {lineno}{claim_id_of(line)}: " + "; ".join(describe_errors(e)),
-                          highlight=False, markup=False)
+                err.print(str(item), highlight=False, markup=False, soft_wrap=True)
+                continue
+            batch.append(item)
             if len(batch) >= 1024:
                 _write_scores(scorer, batch)
         _write_scores(scorer, batch)
@@ -336,7 +324,7 @@ def explain(
     with open_input(path) as f:
         raw = f.read()
     try:
-        claim = parse_claim(raw.encode("utf-8", errors="surrogateescape"))
+        claim = parse_claim(raw)
     except ValidationError as e:
         raise fail("invalid claim: " + "; ".join(describe_errors(e)), 1) from None
     scorer = _load_scorer(checkpoint, device, explain="all")

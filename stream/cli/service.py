@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.cli.common import app, claim_id_of, err, fail, open_input
-from stream.cli.data import InputFormat, check_format, converted
+from stream.cli.common import app, err, fail
+from stream.cli.data import FormatOption, claims_in
 from stream.settings import Codec, Settings, SettingsError, load_settings
 
 Config = Annotated[Path | None, typer.Option(
@@ -139,59 +139,41 @@ def publish(
         help="codec of the record batches: none, gzip, snappy, lz4 or zstd (default: "
         "CLAIMSCOPE_OUTPUT_COMPRESSION, else none)", show_default=False)] = None,
     config: Config = None,
-    fmt: InputFormat = "claim",
+    fmt: FormatOption = "claim",
 ) -> None:
     """Validate claims and publish the valid ones (key = member_id).
 
     Each invalid line (or FHIR/X12 record) is reported on stdout; exits 1 if any was
-    invalid, after still publishing the valid ones. FHIR and X12 input is converted here
-    and published as contract JSON on the claims topic.
+    invalid, after still publishing the valid ones. Every claim is published as contract
+    JSON on the claims topic: FHIR and X12 input is converted here.
     """
-    from model.claims import Claim
+    from model.formats import ConversionError
     from model.progress import progress_bar
     from stream.client import ClaimPublisher, encode_claim
     from stream.preflight import check_broker, create_topics
 
-    check_format(fmt)  # before any connection
     settings = settings_from(config)
-    total = _count_lines(path)
+    total = _count_lines(path) if fmt == "claim" else 0  # the progress bar's length
     sent = bad = 0
     with one_line_errors():
         check_broker(settings)
         create_topics(settings, [settings.topic_claims])
         publisher = ClaimPublisher(settings, compression=compression)
-    if check_format(fmt) != "claim":
-        with one_line_errors():
-            for item in converted(fmt, path):
-                if isinstance(item, Claim):
-                    raw, member = encode_claim(item)
-                    publisher.producer.send(publisher.topic, key=member.encode(), value=raw)
-                    sent += 1
-                else:
-                    bad += 1
-                    print(str(item), flush=False)
-            publisher.close()
-        err.print(f"published {sent} claims to {settings.topic_claims}"
-                  + (f"; {bad} invalid records not sent" if bad else ""), highlight=False)
-        raise typer.Exit(1 if bad else 0)
-    with one_line_errors(), open_input(path) as f, progress_bar(
+    with one_line_errors(), claims_in(fmt, path) as items, progress_bar(
             "publishing", total=total or 1, enabled=total >= 10_000) as advance:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw, member = encode_claim(line)
-            except ValueError as e:
+        for item in items:
+            if isinstance(item, ConversionError):
                 bad += 1
-                print(f"line {lineno}{claim_id_of(line)}: {e}", flush=False)
+                print(str(item), flush=False)
                 continue
+            raw, member = encode_claim(item)
             publisher.producer.send(publisher.topic, key=member.encode(), value=raw)
             sent += 1
             if sent % 1000 == 0:
                 advance(1000)
         publisher.close()
     err.print(f"published {sent} claims to {settings.topic_claims}"
-              + (f"; {bad} invalid lines not sent" if bad else ""), highlight=False)
+              + (f"; {bad} invalid records not sent" if bad else ""), highlight=False)
     raise typer.Exit(1 if bad else 0)
 
 
