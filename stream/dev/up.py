@@ -52,6 +52,28 @@ PROGRESS_EVERY_S = 5.0  # plain progress lines when stdout is not a terminal
 ROLL_CHECK_S = 5.0  # how often the embedded broker's memory is read
 DRAIN_TIMEOUT_S = 120.0  # the most a rolled-over generation may take to finish its claims
 SIM_YEAR_S = 900.0  # feed seconds per simulated year of service dates (members scale with rate)
+MAX_LAG_S = 0.25  # the most a stalled feed catches up at once: its rate holds, bursts do not
+
+
+class Pacer:
+    """Claims due at a steady `rate`: a feed that fell behind (the generator or the broker
+    stalled) catches up at most `max_lag_s` of claims at once and drops the rest of its debt,
+    so it never publishes in bursts above its rate."""
+
+    def __init__(self, rate: float, start: float, max_lag_s: float = MAX_LAG_S) -> None:
+        self.rate, self.max_lag = rate, max(1, round(rate * max_lag_s))
+        self.start, self.sent = start, 0
+
+    def due(self, now: float) -> int:
+        """Claims to publish at `now` (then report them with `done`)."""
+        behind = int((now - self.start) * self.rate) - self.sent
+        if behind > self.max_lag:  # forgive the debt beyond max_lag: the schedule moves on
+            self.start += (behind - self.max_lag) / self.rate
+            behind = self.max_lag
+        return max(0, behind)
+
+    def done(self, n: int) -> None:
+        self.sent += n
 
 
 class Feed(threading.Thread):
@@ -79,16 +101,16 @@ class Feed(threading.Thread):
             target = self.settings
             pub = ClaimPublisher(target)
             try:
-                start = time.monotonic()
+                pace = Pacer(self.rate, time.monotonic())
                 while not self._halt.is_set():
                     if self.settings is not target:
                         pub.close(timeout=10)  # every claim sent so far is on the old broker
                         target, pub = self.settings, ClaimPublisher(self.settings)
                         self._switched.set()
-                    due = int((time.monotonic() - start) * self.rate)
-                    if due > self.published:
-                        batch = [next(gen).claim for _ in range(due - self.published)]
+                    if due := pace.due(time.monotonic()):
+                        batch = [next(gen).claim for _ in range(due)]
                         sent = pub.publish(batch).sent
+                        pace.done(due)  # an invalid claim (none are) still takes its slot
                         self.published += sent
                         self.by_broker[target.broker] += sent
                     self._halt.wait(0.02)
@@ -282,13 +304,15 @@ def roll_over(old: Generation, feed: Feed | None, ui, workers: int, tmp: Path, s
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while old.done() < sent and time.monotonic() < deadline:
         time.sleep(0.5)
-    if old.done() < sent:
-        say(f"the old generation finished {old.done()} of {sent} claims in "
+    finished = old.done()
+    if finished < sent:
+        say(f"the old generation finished {finished} of {sent} claims in "
             f"{DRAIN_TIMEOUT_S:.0f} s; stopping it anyway (the rest stay unscored)")
     old.stop()
     new.carried = old.totals()
     say(f"rolled over: broker {new.settings.broker}, workers "
-        + ", ".join(f"pid {w.pid} web {w.port}" for w in new.workers))
+        + ", ".join(f"pid {w.pid} web {w.port}" for w in new.workers)
+        + f"; the old generation finished {finished} of the {sent} claims it was sent")
     return new, ui
 
 
