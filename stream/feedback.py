@@ -1,6 +1,7 @@
 """Investigator feedback: a label on a scored claim, kept in Redis and published to a topic.
 
     {prefix}feedback:{claim_id}   the latest Feedback (JSON), same TTL as the claim record
+                                  (kept by ScoreStore: put_feedback, feedback, all_feedback)
     topic `claims.feedback`       every Feedback as JSON, key = claim_id (contract:
                                   docs/console.md)
 
@@ -70,11 +71,8 @@ class FeedbackSink:
         self._producer = None
         self._lock = threading.Lock()
 
-    def key(self, claim_id: str) -> str:
-        return f"{self.store.prefix}feedback:{claim_id}"
-
     def get(self, claim_id: str) -> Feedback | None:
-        raw = self.store.r.get(self.key(claim_id))
+        raw = self.store.feedback(claim_id)
         return Feedback.model_validate_json(raw) if raw is not None else None
 
     def put(self, claim_id: str, given: FeedbackIn, record: dict | None) -> Feedback:
@@ -83,7 +81,7 @@ class FeedbackSink:
                       score=record.get("score"), flagged=record.get("flagged"),
                       model_version=record.get("model_version"), claim=record.get("claim"))
         body = fb.model_dump_json().encode()
-        self.store.r.set(self.key(claim_id), body, ex=self.store.claim_ttl_s)
+        self.store.put_feedback(claim_id, body)
         self.producer().send(self.topic, key=claim_id.encode(), value=body).get(self.timeout)
         return fb
 

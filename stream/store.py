@@ -3,6 +3,10 @@
     {prefix}claim:{claim_id}      the Score as JSON (+ "claim": the claim as received), TTL
     {prefix}recent, {prefix}flagged    sorted sets of claim ids by scored_at, trimmed
     {prefix}member:{member_id}, {prefix}provider:{provider_id}   same, trimmed, with a TTL
+    {prefix}feedback:{claim_id}   the console's latest label (JSON, `stream.feedback`), TTL
+
+This class is the only code that knows the layout: workers, consoles, the CLI and the
+feedback sink go through its methods, never through the Redis client or the key names.
 
 Writes are one server-side Lua script per batch (one round trip; redis-py would otherwise
 spend ~15 µs of Python per command on ~5 commands per claim), its arguments joined
@@ -10,7 +14,8 @@ spend ~15 µs of Python per command on ~5 commands per claim), its arguments joi
 and re-adds the same sorted-set member, so nothing is ever counted twice. The script names
 its keys in ARGV, not KEYS: fine on one Redis (primary/replica, Sentinel), not on Redis
 Cluster.
-Reads return `Score` objects; `record()` also returns the claim for consoles.
+Reads return `Score` objects; `record()` and `flagged_records()` return the stored records
+(the Score's fields plus "claim") for consoles.
 
     >>> from stream.dev.services import Services
     >>> with Services.start(broker=False) as svc:
@@ -21,7 +26,7 @@ Reads return `Score` objects; `record()` also returns the claim for consoles.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import redis
@@ -93,8 +98,8 @@ class ScoreStore:
     def __init__(self, client: redis.Redis, prefix: str = "cs:", *, claim_ttl_s: int = 7 * 86400,
                  recent_max: int = 10_000, index_max: int = 1_000,
                  index_ttl_s: int = 30 * 86400) -> None:
-        self.r = client
-        self.prefix = prefix
+        self._r = client
+        self._prefix = prefix
         self.claim_ttl_s, self.index_ttl_s = claim_ttl_s, index_ttl_s
         self.recent_max, self.index_max = recent_max, index_max
         self._put = client.register_script(PUT_SCRIPT)
@@ -105,9 +110,12 @@ class ScoreStore:
                    recent_max=settings.recent_max, index_max=settings.index_max,
                    index_ttl_s=settings.index_ttl_s)
 
-    # -- keys ---------------------------------------------------------------------------
-    def claim_key(self, claim_id: str) -> str:
-        return f"{self.prefix}claim:{claim_id}"
+    # -- keys (private: the layout is this class's alone) ---------------------------------
+    def _key(self, kind: str, ident: str = "") -> str:
+        return f"{self._prefix}{kind}:{ident}" if ident else f"{self._prefix}{kind}"
+
+    def _claim_key(self, claim_id: str) -> str:
+        return self._key("claim", claim_id)
 
     # -- writes -------------------------------------------------------------------------
     def put_many(self, scores: Sequence[Score], payloads: Sequence[bytes] | None = None,
@@ -131,7 +139,7 @@ class ScoreStore:
         if not rows:
             return
         self._put(keys=[], args=[
-            self.prefix, self.claim_ttl_s, self.recent_max, self.index_max, self.index_ttl_s,
+            self._prefix, self.claim_ttl_s, self.recent_max, self.index_max, self.index_ttl_s,
             joined(r.claim_id for r in rows), joined(repr(r.scored_at) for r in rows),
             joined(r.member_id for r in rows), joined(r.provider_id for r in rows),
             "".join("1" if r.flagged else "0" for r in rows),
@@ -140,40 +148,75 @@ class ScoreStore:
     # -- reads --------------------------------------------------------------------------
     def record(self, claim_id: str) -> dict | None:
         """The stored record as a dict: the Score's fields plus "claim" when stored."""
-        raw = self.r.get(self.claim_key(claim_id))
+        raw = self._r.get(self._claim_key(claim_id))
         return json.loads(raw) if raw is not None else None
 
     def get(self, claim_id: str) -> Score | None:
         """The Score of one claim, or None (never scored, or expired after claim_ttl_s)."""
-        raw = self.r.get(self.claim_key(claim_id))
+        raw = self._r.get(self._claim_key(claim_id))
         return parse_record(raw) if raw is not None else None
 
     def recent(self, n: int = 20) -> list[Score]:
         """The n most recently scored claims, newest first."""
-        return self._index(f"{self.prefix}recent", n)
+        return self._index(self._key("recent"), n)
 
     def flagged(self, n: int = 20) -> list[Score]:
         """The n most recently flagged claims, newest first."""
-        return self._index(f"{self.prefix}flagged", n)
+        return self._index(self._key("flagged"), n)
+
+    def flagged_records(self, n: int = 20) -> list[dict[str, Any]]:
+        """`flagged`, as stored records: the Score's fields plus "claim" when stored (for
+        consoles that filter on the claim)."""
+        return [json.loads(raw) for raw in self._index_raw(self._key("flagged"), n)]
 
     def by_member(self, member_id: str, n: int = 20) -> list[Score]:
-        return self._index(f"{self.prefix}member:{member_id}", n)
+        return self._index(self._key("member", member_id), n)
 
     def by_provider(self, provider_id: str, n: int = 20) -> list[Score]:
-        return self._index(f"{self.prefix}provider:{provider_id}", n)
+        return self._index(self._key("provider", provider_id), n)
 
     def _index(self, key: str, n: int) -> list[Score]:
+        return [parse_record(raw) for raw in self._index_raw(key, n)]
+
+    def _index_raw(self, key: str, n: int) -> list[bytes]:
         """Two round trips: ids from the index, then MGET; expired records are skipped."""
         if n <= 0:
             return []
-        ids = [i.decode() for i in self.r.zrevrange(key, 0, n - 1)]
+        ids = [i.decode() for i in self._r.zrevrange(key, 0, n - 1)]
         if not ids:
             return []
-        raws = self.r.mget([self.claim_key(i) for i in ids])
-        return [parse_record(raw) for raw in raws if raw is not None]
+        raws = self._r.mget([self._claim_key(i) for i in ids])
+        return [raw for raw in raws if raw is not None]
+
+    # -- feedback (the console's labels; the Feedback model is stream.feedback's) -------
+    def put_feedback(self, claim_id: str, feedback: bytes) -> None:
+        """Store a claim's label (Feedback JSON) with the claim record's TTL; a new label
+        for the same claim replaces the old one."""
+        self._r.set(self._key("feedback", claim_id), feedback, ex=self.claim_ttl_s)
+
+    def feedback(self, claim_id: str) -> bytes | None:
+        """The claim's latest label as stored (Feedback JSON), or None."""
+        return self._r.get(self._key("feedback", claim_id))
+
+    def all_feedback(self, chunk: int = 1000) -> Iterator[bytes]:
+        """Every stored label (Feedback JSON), in no particular order: SCAN, then one MGET
+        per `chunk` keys; a label that expires in between is skipped."""
+        keys = list(self._r.scan_iter(match=self._key("feedback", "*"), count=chunk))
+        for i in range(0, len(keys), chunk):
+            yield from (raw for raw in self._r.mget(keys[i:i + chunk]) if raw is not None)
+
+    # -- housekeeping -------------------------------------------------------------------
+    def purge(self, chunk: int = 1000) -> int:
+        """Delete every key under this store's prefix (records, indexes, labels, and the
+        cross-claim checks' state, which shares the prefix): for throwaway namespaces such
+        as a benchmark run's. Returns how many keys were deleted."""
+        keys = list(self._r.scan_iter(match=self._prefix + "*", count=chunk))
+        for i in range(0, len(keys), chunk):
+            self._r.unlink(*keys[i:i + chunk])
+        return len(keys)
 
     def close(self) -> None:
-        self.r.close()
+        self._r.close()
 
 
 def record_bytes(score_json: bytes, claim_json: bytes | None) -> bytes:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from model.score import Score
@@ -210,8 +211,9 @@ def test_feedback_to_redis_and_topic(client: TestClient, ids: dict[str, str],
                     json={"label": "confirmed", "note": "seen it before"})
     assert r.status_code == 200, r.text
     assert r.json()["label"] == "fraud"
-    store = ScoreStore.from_settings(console_settings)
-    stored = json.loads(store.r.get(f"{console_settings.key_prefix}feedback:{cid}"))
+    r = redis.Redis.from_url(console_settings.redis_url)  # the documented key, read raw
+    stored = json.loads(r.get(f"{console_settings.key_prefix}feedback:{cid}"))
+    r.close()
     assert stored["label"] == "fraud" and stored["note"] == "seen it before"
     assert stored["claim"]["claim_id"] == cid and stored["model_version"]
     assert client.get(f"/api/claims/{cid}/feedback", headers=AUTH).json()["label"] == "fraud"

@@ -100,6 +100,51 @@ def test_store_writes_are_idempotent_and_bounded(namespace: Settings) -> None:
     assert store.get("C3") == scores[3]
 
 
+def test_store_reads_records_and_keeps_feedback_under_its_own_keys(namespace: Settings) -> None:
+    """The typed methods the console, the feedback sink and `retrain` use instead of keys."""
+    r = redis.Redis.from_url(namespace.redis_url)
+    p = namespace.key_prefix
+    store = ScoreStore(r, p, claim_ttl_s=100)
+    scores = [_score(i, i % 2 == 0, 1_800_000_000 + i) for i in range(6)]
+    store.put_many(scores, claims=[json.dumps({"claim_id": f"C{i}"}).encode() if i != 4
+                                   else None for i in range(6)])
+    records = store.flagged_records(2)
+    assert [x["claim_id"] for x in records] == ["C4", "C2"]
+    assert "claim" not in records[0] and records[1]["claim"] == {"claim_id": "C2"}
+    assert [x["claim_id"] for x in store.flagged_records(10)] == ["C4", "C2", "C0"]
+    assert store.flagged_records(0) == []
+    r.delete(f"{p}claim:C2")  # an expired record is skipped, as by flagged()
+    assert [x["claim_id"] for x in store.flagged_records(10)] == ["C4", "C0"]
+
+    assert store.feedback("C1") is None and list(store.all_feedback()) == []
+    store.put_feedback("C1", b'{"label": "fraud"}')
+    store.put_feedback("C1", b'{"label": "false_alarm"}')  # a new label replaces the old
+    store.put_feedback("C3", b'{"label": "fraud"}')
+    assert store.feedback("C1") == b'{"label": "false_alarm"}'
+    assert r.get(f"{p}feedback:C1") == b'{"label": "false_alarm"}'  # the documented key
+    assert 0 < r.ttl(f"{p}feedback:C1") <= 100  # the claim record's TTL
+    assert sorted(store.all_feedback(chunk=1)) == [b'{"label": "false_alarm"}',
+                                                   b'{"label": "fraud"}']
+
+    keys = len(list(r.scan_iter(match=f"{p}*")))  # claims, indexes, labels
+    assert keys > 0 and store.purge() == keys
+    assert not list(r.scan_iter(match=f"{p}*")) and store.purge() == 0
+
+
+def test_only_the_store_knows_the_redis_layout() -> None:
+    """Static: no module under stream/ but store.py touches ScoreStore's client or key
+    prefix, or scans keys (the layout is ScoreStore's; docs/reliability.md)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "stream"
+    leak = re.compile(r"\bstore\.r\b|\bstore\.prefix\b|\.scan_iter\(")
+    found = [f"{f.relative_to(root.parent)}:{n}: {line.strip()}"
+             for f in sorted(root.rglob("*.py")) if f != root / "store.py"
+             for n, line in enumerate(f.read_text().splitlines(), 1) if leak.search(line)]
+    assert not found, "\n".join(found)
+
+
 def test_redis_check_state_matches_memory_and_survives_a_restart(namespace: Settings) -> None:
     """Same hits as the in-memory reference; a second worker (new object) remembers, and a
     redelivered batch is not a duplicate of itself."""

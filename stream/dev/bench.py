@@ -42,7 +42,7 @@ from stream.metrics import percentiles
 from stream.preflight import admin_client, create_topics
 from stream.settings import Settings
 from stream.sinks import KafkaSink
-from stream.store import redis_client
+from stream.store import ScoreStore, redis_client
 
 CONVERSION_CLAIMS = 1_000  # claims converted from each input format for its cost
 
@@ -331,10 +331,9 @@ def cleanup(settings: Settings, runs: list[Settings]) -> None:
 
 
     with contextlib.suppress(Exception):
-        r = redis_client(settings, timeout=5)
-        keys = list(r.scan_iter(match=settings.key_prefix + "*", count=1000))
-        for i in range(0, len(keys), 1000):
-            r.unlink(*keys[i:i + 1000])
+        store = ScoreStore(redis_client(settings, timeout=5), settings.key_prefix)
+        store.purge()
+        store.close()
     with contextlib.suppress(Exception):
         admin = admin_client(settings, timeout=5)
         try:
