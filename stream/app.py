@@ -21,7 +21,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-from stream.deadletter import Incoming
+from stream.message import Message
 from stream.metrics import WorkerStats, add_views
 from stream.pipeline import Pipeline
 from stream.settings import Settings
@@ -108,9 +108,10 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
         """
         await pipeline.start()
         in_flight: list[asyncio.Future] = []
+        formats = settings.input_topics
 
         async def process_then_ack(events: list, before: asyncio.Future | None) -> None:
-            await pipeline.process([incoming(e) for e in events], before)
+            await pipeline.process([message(e, formats) for e in events], before)
             for e in events:
                 await stream.ack(e)
 
@@ -142,10 +143,12 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
                                  mechanism=settings.sasl_mechanism)
 
 
-def incoming(event: faust.EventT) -> Incoming:
+def message(event: faust.EventT, formats: dict[str, str]) -> Message:
+    """The pipeline's Message for a Faust event; `formats`: input topic -> its format."""
     m = event.message
     ts = round(m.timestamp * 1000) if m.timestamp and m.timestamp > 0 else None
-    return Incoming(m.value, m.key, m.topic, m.partition, m.offset, ts)
+    return Message(m.value, m.key, m.topic, m.partition, m.offset, ts,
+                   formats.get(m.topic, "claim"))
 
 
 async def finish(work: Any) -> bool:

@@ -24,27 +24,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from model.claims import describe_errors
+from stream.message import Message
 
 RAW_MAX = 64 * 1024  # bytes of raw payload kept in a dead letter (JSON-escaped <= 384 KiB)
 KEY_MAX = 1024  # bytes of the source key kept as the dead letter's key
 MAX_REASONS = 20  # validation problems listed per message; the rest are counted
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One consumed message: what the pipeline needs from a Faust event."""
-
-    value: bytes | None
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None  # producer's CreateTime (None when the broker gave none)
 
 
 def reason(raw: bytes, err: ValidationError) -> str:
@@ -59,14 +47,14 @@ def reason(raw: bytes, err: ValidationError) -> str:
     return line + (f"; (and {more} more)" if more > 0 else "")
 
 
-def dead_letter(m: Incoming, error: str, now: dt.datetime | None = None,
-                raw_max: int = RAW_MAX) -> bytes:
-    """The dead-letter JSON for message `m` (see the module docstring for the shape)."""
+def dead_letter(m: Message, now: dt.datetime | None = None, raw_max: int = RAW_MAX) -> bytes:
+    """The dead-letter JSON for message `m`, its error `m.reason` (see the module docstring
+    for the shape)."""
     raw = m.value or b""
     kept = raw[:raw_max]
     text = _utf8(kept, cut=len(raw) > raw_max)
     doc = {
-        "error": error,
+        "error": m.reason,
         "raw": text if text is not None else base64.b64encode(kept).decode("ascii"),
         "raw_encoding": "utf-8" if text is not None else "base64",
         "size": len(raw),

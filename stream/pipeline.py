@@ -1,14 +1,19 @@
 """One batch of claims through the worker: score -> sinks. The agent's whole body.
 
-    size check            null or oversize -> dead letters at once (never sent on)
-    score (processes)     parse (or convert FHIR / X12) + validate + checks + model + Score
-                          JSON, in `stream.scoring`'s processes, one core each; every
-                          invalid message or record -> a dead letter with its reason
+Each step of `Pipeline.process` is a method, each claim a `stream.message.Message`:
+
+    _screen         null or oversize -> REFUSED: a dead letter at once (never sent on)
+    _score          parse (or convert FHIR / X12) + validate + checks + model + Score JSON,
+                    in `stream.scoring`'s processes, one core each: a Verdict per claim
+    sort_results    one Message per claim, in message order: SCORED, or a dead letter
+                    with its reason (INVALID, FAILED, REFUSED)
+    _outputs        the records for claims.scored (all), claims.flagged, claims.deadletter
+                    and the rows for Redis
     -- wait for the previous batch to be stored and acked (while it was, this one scored) --
-    send                  claims.scored (all), claims.flagged, claims.deadletter: whole
-                          record batches per partition, futures not awaited yet
-    Redis (executor)      one round trip, while the sends fly
-    await the sends       then, and only then, the caller acks the batch's offsets
+    _sink           send: whole record batches per partition, futures not awaited yet;
+                    Redis (executor): one round trip, while the sends fly; await the sends
+    _count          counters, offsets, latencies; then, and only then, the caller acks the
+                    batch's offsets
 
 Two batches overlap: one is scored while the one before it is sent and written, so the
 scoring processes do not sit idle during the sinks (measured: ~15% of a batch's time).
@@ -37,17 +42,21 @@ import redis
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from stream.deadletter import Incoming, dead_letter, dead_letter_key
+from stream.deadletter import dead_letter, dead_letter_key
+from stream.message import Message, Outcome, Verdict
 from stream.metrics import WorkerStats
-from stream.scoring import FAILED, OK, Result, ScoringError, ScoringPool
+from stream.scoring import ScoringError, ScoringPool
 from stream.settings import Settings
 from stream.sinks import KafkaSink
 from stream.store import Row, ScoreStore, record_bytes
 
 log = logging.getLogger("claimscope.pipeline")
 T = TypeVar("T")
+Sends = list[tuple[str, list[tuple[bytes | None, bytes]]]]  # (topic, its (key, value)s)
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.2, 5.0
 CRASHES_BEFORE_SPLIT = 2  # a batch that kills the scorer twice is scored claim by claim
+NO_CLAIM = Verdict(Outcome.INVALID, "no claim in the message")
+DIED_ON_IT = Verdict(Outcome.FAILED, "scoring failed: the scoring process died on it")
 
 
 class Pipeline:
@@ -73,7 +82,7 @@ class Pipeline:
             self.executor.shutdown(wait=True)
         self.scoring.stop()
 
-    async def process(self, batch: list[Incoming], after: Awaitable[None] | None = None
+    async def process(self, batch: list[Message], after: Awaitable[None] | None = None
                       ) -> None:
         """Everything for one batch; returns once it is safe to ack every message in it.
 
@@ -81,82 +90,56 @@ class Pipeline:
         but sent and stored only once that is done."""
         t_start = time.perf_counter()
         self.stats.add("received", len(batch))
-        dead: list[tuple[Incoming, str]] = []
-        todo: list[Incoming] = []
-        for m in batch:
-            if m.value is None:
-                dead.append((m, "empty message (null value)"))
-            elif len(m.value) > self.s.max_message_bytes:
-                dead.append((m, f"payload too large: {len(m.value)} bytes > "
-                                f"max_message_bytes {self.s.max_message_bytes}"))
-            else:
-                todo.append(m)
+        todo, refused = self._screen(batch)
         async with self.scoring_turn:
-            results = await self._score(todo) if todo else []
-        ok: list[tuple[Incoming, Result]] = []
-        for m, rs in zip(todo, results, strict=True):
-            if not rs:
-                dead.append((m, "no claim in the message"))
-            for r in rs:
-                if r.kind == OK:
-                    ok.append((m, r))
-                else:
-                    dead.append((m, r.reason))
+            verdicts = await self._score(todo) if todo else []
         t_scored = time.perf_counter()
-        keyed = [(r.member_id.encode(), r.score_json) for _, r in ok]
-        outputs = [(self.s.topic_scored, keyed),
-                   (self.s.topic_flagged, [kv for kv, (_, r) in zip(keyed, ok, strict=True)
-                                           if r.flagged]),
-                   (self.s.topic_deadletter, [
-                       (dead_letter_key(m.key), dead_letter(m, why,
-                                                            raw_max=self.s.deadletter_raw_bytes))
-                       for m, why in dead])]
-        rows = [Row(r.claim_id, r.member_id, r.provider_id, r.flagged, r.scored_at,
-                    record_bytes(r.score_json, r.claim_json or m.value)) for m, r in ok]
+        scored, dead = sort_results(refused, todo, verdicts)
+        sends, rows = self._outputs(scored, dead)
         if after is not None:
-            await after
-        await self._sink(outputs, lambda: self.store.put_rows(rows))
-        now_ms = time.time() * 1000
-        e2e = np.asarray([now_ms - m.timestamp_ms for m, _ in ok if m.timestamp_ms],
-                         dtype=float)
-        self.stats.add("scored", len(ok))
-        self.stats.add("flagged", sum(r.flagged for _, r in ok))
-        self.stats.add("deadletters", len(dead))
-        for m in batch:
-            self.stats.consumed(m.topic, m.partition, m.offset)
-        self.stats.batch_done(len(batch), e2e, (t_scored - t_start) * 1000 if todo else None)
-        log.debug("batch %d: score %.1f ms, sinks %.1f ms", len(batch),
-                  (t_scored - t_start) * 1000, (time.perf_counter() - t_scored) * 1000)
+            await after  # the previous batch is sent, stored and acked: acks stay in order
+        await self._sink(sends, rows)
+        self._count(batch, scored, dead, t_start, t_scored if todo else None)
 
     # -- steps --------------------------------------------------------------------------
-    async def _score(self, todo: list[Incoming]) -> list[list[Result]]:
-        """The Results of each message. Redis away: wait and retry. Scorer died: restart it
-        and retry; a batch that kills it twice is scored one message at a time, and a
-        message that kills it alone becomes a dead letter."""
+    def _screen(self, batch: list[Message]) -> tuple[list[Message], list[Message]]:
+        """(the messages to score, the REFUSED ones): null or over max_message_bytes are
+        dead letters at once, never sent to the scoring processes."""
+        todo: list[Message] = []
+        refused: list[Message] = []
+        for m in batch:
+            if m.value is None:
+                refused.append(m.judged(Verdict(Outcome.REFUSED, "empty message (null value)")))
+            elif len(m.value) > self.s.max_message_bytes:
+                refused.append(m.judged(Verdict(
+                    Outcome.REFUSED, f"payload too large: {len(m.value)} bytes > "
+                                     f"max_message_bytes {self.s.max_message_bytes}")))
+            else:
+                todo.append(m)
+        return todo, refused
+
+    async def _score(self, todo: list[Message]) -> list[list[Verdict]]:
+        """The Verdicts of each message. Redis away: wait and retry. Scorer died: restart
+        it and retry; a batch that kills it twice is scored one message at a time, and a
+        message that kills it alone becomes a dead letter (FAILED)."""
         crashes = 0
         while True:
             try:
-                return await self._retry("scoring", redis.RedisError, self._score_once, todo)
+                return await self._retry("scoring", redis.RedisError, self.scoring.score, todo)
             except ScoringError as e:
                 crashes += 1
                 self.stats.add("retries")
                 log.error("%s; restarting the scoring process", e)
                 await self._restart()
                 if crashes >= CRASHES_BEFORE_SPLIT and len(todo) > 1:
-                    return [rs for m in todo for rs in await self._score_alone(m)]
+                    return [vs for m in todo for vs in await self._score_alone(m)]
 
-    async def _score_alone(self, m: Incoming) -> list[list[Result]]:
+    async def _score_alone(self, m: Message) -> list[list[Verdict]]:
         try:
-            return await self._retry("scoring", redis.RedisError, self._score_once, [m])
+            return await self._retry("scoring", redis.RedisError, self.scoring.score, [m])
         except ScoringError:
             await self._restart()
-            return [[Result(FAILED, reason="scoring failed: the scoring process died on it")]]
-
-    async def _score_once(self, todo: list[Incoming]) -> list[list[Result]]:
-        formats = self.s.input_topics
-        return await self.scoring.score([m.value or b"" for m in todo],
-                                        [m.timestamp_ms for m in todo], [m.key for m in todo],
-                                        [formats.get(m.topic, "claim") for m in todo])
+            return [[DIED_ON_IT]]
 
     async def _restart(self) -> None:
         """Restart the scoring processes; keep trying while they cannot start."""
@@ -167,24 +150,51 @@ class Pipeline:
         await self._retry("restarting the scoring processes", ScoringError,
                           self._in_thread, restart)
 
-    async def _sink(self, outputs: list[tuple[str, list[tuple[bytes | None, bytes]]]],
-                    write_redis: Callable[[], None]) -> None:
+    def _outputs(self, scored: list[Message], dead: list[Message]) -> tuple[Sends, list[Row]]:
+        """What to send (claims.scored and claims.flagged keyed by member_id, the dead
+        letters by their source key) and the Redis rows."""
+        keyed = [(m.verdict.member_id.encode(), m.verdict.score_json) for m in scored]
+        flagged = [kv for kv, m in zip(keyed, scored, strict=True) if m.verdict.flagged]
+        letters = [(dead_letter_key(m.key), dead_letter(m, raw_max=self.s.deadletter_raw_bytes))
+                   for m in dead]
+        sends = [(self.s.topic_scored, keyed), (self.s.topic_flagged, flagged),
+                 (self.s.topic_deadletter, letters)]
+        return sends, [row(m) for m in scored]
+
+    async def _sink(self, sends: Sends, rows: list[Row]) -> None:
         """Send to every topic and write Redis while the sends fly; a Kafka error (broker
         away, a send timed out) resends them all. Redis is written once."""
         stored = False
 
         async def send_and_store() -> None:
             nonlocal stored
-            futures = [f for topic, items in outputs
-                       for f in await self.sink.send(topic, items)]
+            futures = [f for topic, items in sends for f in await self.sink.send(topic, items)]
             if not stored:
                 await self._retry("Redis write", redis.RedisError, self._in_thread,
-                                  write_redis)
+                                  self.store.put_rows, rows)
                 stored = True
             await asyncio.gather(*futures)
 
         await self._retry("sending to Kafka", KafkaError, send_and_store)
 
+    def _count(self, batch: list[Message], scored: list[Message], dead: list[Message],
+               t_start: float, t_scored: float | None) -> None:
+        """The batch's counters, offsets done and latencies: end to end (Kafka timestamp to
+        stored) and scoring (None when nothing in the batch went to the scorer)."""
+        scoring_ms = (t_scored - t_start) * 1000 if t_scored is not None else None
+        log.debug("batch %d: score %.1f ms, sinks %.1f ms", len(batch), scoring_ms or 0.0,
+                  (time.perf_counter() - (t_scored or t_start)) * 1000)
+        now_ms = time.time() * 1000
+        e2e = np.asarray([now_ms - m.timestamp_ms for m in scored if m.timestamp_ms],
+                         dtype=float)
+        self.stats.add("scored", len(scored))
+        self.stats.add("flagged", sum(m.verdict.flagged for m in scored))
+        self.stats.add("deadletters", len(dead))
+        for m in batch:
+            self.stats.consumed(m.topic, m.partition, m.offset)
+        self.stats.batch_done(len(batch), e2e, scoring_ms)
+
+    # -- plumbing -----------------------------------------------------------------------
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
@@ -204,3 +214,19 @@ class Pipeline:
             wait=wait_exponential(multiplier=BACKOFF_FIRST_S, min=BACKOFF_FIRST_S,
                                   max=BACKOFF_MAX_S))
         return await retrying(fn, *args)
+
+
+def sort_results(refused: list[Message], todo: list[Message], verdicts: list[list[Verdict]]
+                 ) -> tuple[list[Message], list[Message]]:
+    """(SCORED, dead letters): one Message per claim, in message order; the REFUSED dead
+    letters first, then those of scoring (a message with no claim in it is one, INVALID)."""
+    judged = [m.judged(v) for m, vs in zip(todo, verdicts, strict=True) for v in vs or [NO_CLAIM]]
+    scored = [m for m in judged if m.outcome is Outcome.SCORED]
+    return scored, refused + [m for m in judged if m.outcome is not Outcome.SCORED]
+
+
+def row(m: Message) -> Row:
+    """A SCORED message's Redis row: the index fields and the record (Score + claim)."""
+    v = m.verdict
+    return Row(v.claim_id, v.member_id, v.provider_id, v.flagged, v.scored_at,
+               record_bytes(v.score_json, v.claim_json or m.value))

@@ -8,8 +8,9 @@ scoring runs") has the three layouts measured against each other; this one won.
 
 The pool is the standard library's `ProcessPoolExecutor` with a spawn context (forking a
 process that runs Faust's event loop and its threads is unsafe) and an initializer that
-loads the scorer once per process. Shares of a batch and their Results cross between our
-own processes the executor's way (pickle, local pipes); nothing here is on the wire.
+loads the scorer once per process. Shares of a batch (`stream.message.Message`s) and their
+Verdicts cross between our own processes the executor's way (pickle, local pipes); nothing
+here is on the wire.
 
 A batch is split by message key (the member_id, by the topic contract) and each share is
 one task. Splitting by member keeps the cross-claim checks exact: all of a member's claims
@@ -45,31 +46,19 @@ from pydantic import ValidationError
 from model.claims import Claim, parse_claim
 from stream.checkstate import RedisCheckState
 from stream.deadletter import reason
+from stream.message import PENDING, Message, Outcome, Verdict
 from stream.settings import Settings
 from stream.store import redis_client
 
 if TYPE_CHECKING:
+    from model.score import Score
     from model.scorer import Scorer
 
-OK, INVALID, FAILED = 0, 1, 2
 START_TIMEOUT_S = 120.0  # loading the model in every process at once, on a slow machine
 
 
 class ScoringError(RuntimeError):
     """The scoring processes could not start or one died; one line a person can act on."""
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    kind: int  # OK, INVALID or FAILED
-    reason: str = ""
-    claim_id: str = ""
-    member_id: str = ""
-    provider_id: str = ""
-    flagged: bool = False
-    scored_at: float = 0.0  # epoch seconds
-    score_json: bytes = b""
-    claim_json: bytes = b""  # the claim as contract JSON, when the message was not one
 
 
 def cpus() -> int:
@@ -147,44 +136,43 @@ class ScoringPool:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
 
-    async def score(self, values: Sequence[bytes], timestamps: Sequence[int | None],
-                    keys: Sequence[bytes | None], formats: Sequence[str]
-                    ) -> list[list[Result]]:
-        """The Results of each message, in order: one for a contract claim, one per claim
-        inside a FHIR Bundle or an X12 interchange. Raises the `redis.RedisError` a process
-        met, or ScoringError if a process died (the pool is broken then: restart it)."""
+    async def score(self, messages: Sequence[Message]) -> list[list[Verdict]]:
+        """The Verdicts of each message, in order: one for a contract claim, one per claim
+        inside a FHIR Bundle or an X12 interchange (none when it holds none). Raises the
+        `redis.RedisError` a process met, or ScoringError if a process died (the pool is
+        broken then: restart it)."""
         if self.executor is None:
             raise ScoringError("the scoring processes are not running")
         loop = asyncio.get_running_loop()
-        shares = [idx for idx in split_by_key(keys, values, self.processes) if idx]
+        shares = [idx for idx in split_by_key(messages, self.processes) if idx]
         try:
             answers = await asyncio.gather(*(
-                loop.run_in_executor(self.executor, score_share,
-                                     [(timestamps[i], values[i], formats[i]) for i in idx])
+                loop.run_in_executor(self.executor, score_share, [messages[i] for i in idx])
                 for idx in shares))
         except BrokenProcessPool as e:
             raise ScoringError(f"a scoring process died: {e}") from None
-        results: list[list[Result]] = [[] for _ in values]
+        verdicts: list[list[Verdict]] = [[] for _ in messages]
         for idx, share in zip(shares, answers, strict=True):
-            for i, r in zip(idx, share, strict=True):
-                results[i] = r
-        return results
+            for i, vs in zip(idx, share, strict=True):
+                verdicts[i] = vs
+        return verdicts
 
 
-def split_by_key(keys: Sequence[bytes | None], values: Sequence[bytes], n: int
-                 ) -> list[list[int]]:
+def split_by_key(messages: Sequence[Message], n: int) -> list[list[int]]:
     """Message positions for each of n processes, in message order: by the key's CRC-32
     (the value's for a message without a key), so one key always lands in one share.
 
-    >>> split_by_key([b"m1", b"m2", b"m1", None], [b"a", b"b", b"c", b"d"], 1)
-    [[0, 1, 2, 3]]
-    >>> shares = split_by_key([b"m1", b"m2", b"m1"], [b"a", b"b", b"c"], 2)
+    >>> ms = [Message(v, k, "claims", 0, i, None)
+    ...       for i, (k, v) in enumerate([(b"m1", b"a"), (b"m2", b"b"), (b"m1", b"c")])]
+    >>> split_by_key(ms, 1)
+    [[0, 1, 2]]
+    >>> shares = split_by_key(ms, 2)
     >>> [0, 2] in shares or [[0, 1, 2]] == [s for s in shares if s]
     True
     """
     shares: list[list[int]] = [[] for _ in range(n)]
-    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-        shares[zlib.crc32(k if k is not None else v) % n].append(i)
+    for i, m in enumerate(messages):
+        shares[zlib.crc32(m.key if m.key is not None else m.value or b"") % n].append(i)
     return shares
 
 
@@ -235,64 +223,77 @@ def _ready() -> dict[str, str] | str:
             "threshold": str(_scorer.threshold)}
 
 
-def score_share(items: list[tuple[int | None, bytes, str]]) -> list[list[Result]]:
-    """The Results of each (Kafka timestamp ms, raw message, format): parse or convert,
-    score the valid claims together, serialise. A Redis error propagates (the whole share
-    is retried)."""
+@dataclass(slots=True)
+class Parsed:
+    """One claim read from a message in a scoring process: the claim, or (claim None) the
+    INVALID verdict that says why it is not one; SCORED or FAILED once scored."""
+
+    message: Message
+    claim: Claim | None = None
+    claim_json: bytes = b""  # the converted claim's contract JSON (FHIR, X12), else b""
+    verdict: Verdict = PENDING
+
+
+def score_share(messages: list[Message]) -> list[list[Verdict]]:
+    """The Verdicts of each message: read (parse, or convert FHIR / X12), score the valid
+    claims together, serialise. A Redis error propagates (the whole share is retried)."""
     scorer = _scorer
     if scorer is None:
         raise ScoringError(_failed or "the scorer did not load")
-    results: list[list[Result]] = []
-    valid: list[tuple[int, int, int | None, Claim, bytes]] = []  # message, record, ts, ...
-    for i, (ts, raw, fmt) in enumerate(items):
-        records = [parse(raw)] if fmt == "claim" else converted(fmt, raw)
-        results.append([Result(INVALID)] * len(records))
-        for j, rec in enumerate(records):
-            if isinstance(rec, str):
-                results[i][j] = Result(INVALID, reason=rec)
-            else:
-                claim, kept = rec
-                valid.append((i, j, ts, claim, kept))
-    try:
-        pairs = list(zip(valid, scorer.score([v[3] for v in valid]), strict=True))
-    except redis.RedisError:
-        raise
-    except Exception:
-        pairs = []  # one bad claim must not sink the batch: score one by one
-        for item in valid:
-            try:
-                pairs.append((item, scorer.score([item[3]])[0]))
-            except redis.RedisError:
-                raise
-            except Exception as one:
-                results[item[0]][item[1]] = Result(
-                    FAILED, reason=f"scoring failed: {type(one).__name__}: {one}")
-    for (i, j, ts, _, kept), s in pairs:
-        at = s.scored_at.timestamp()
-        if ts is not None:
-            s.latency_ms = round(at * 1000 - ts, 3)
-        results[i][j] = Result(OK, claim_id=s.claim_id, member_id=s.member_id,
-                               provider_id=s.provider_id, flagged=s.flagged, scored_at=at,
-                               score_json=s.model_dump_json().encode(), claim_json=kept)
-    return results
+    parsed = [read(m) for m in messages]
+    score_parsed(scorer, [p for ps in parsed for p in ps if p.claim is not None])
+    return [[p.verdict for p in ps] for ps in parsed]
 
 
-def parse(raw: bytes) -> tuple[Claim, bytes] | str:
-    """A contract claim and b"" (the message itself is stored), or why it is not one."""
-    try:
-        return parse_claim(raw), b""
-    except ValidationError as e:
-        return reason(raw, e)
-    except (ValueError, RecursionError) as e:
-        return f"claim: {type(e).__name__}: {e}"
-
-
-def converted(fmt: str, raw: bytes) -> list[tuple[Claim, bytes] | str]:
-    """Each claim of a FHIR or X12 message with its contract JSON (stored beside its Score
-    in place of the message), or the error that names its record and path."""
+def read(m: Message) -> list[Parsed]:
+    """The claims of message `m`: one for a contract claim (stored as the message itself),
+    one per claim of a FHIR or X12 message (stored as contract JSON); or, for each record
+    that is not a claim, why (for a converted one, the error names its record and path)."""
+    raw = m.value or b""
+    if m.fmt == "claim":
+        try:
+            return [Parsed(m, parse_claim(raw))]
+        except ValidationError as e:
+            return [Parsed(m, verdict=Verdict(Outcome.INVALID, reason(raw, e)))]
+        except (ValueError, RecursionError) as e:
+            why = f"claim: {type(e).__name__}: {e}"
+            return [Parsed(m, verdict=Verdict(Outcome.INVALID, why))]
     # fhir.resources and x12sdk: imported by the scoring processes of workers that read
     # those topics only (~0.4 s and tens of MB a process)
     from model.formats import claim_json, convert
 
-    return [(r, claim_json(r).encode()) if isinstance(r, Claim) else str(r)
-            for r in convert(fmt, raw)]
+    return [Parsed(m, c, claim_json(c).encode()) if isinstance(c, Claim)
+            else Parsed(m, verdict=Verdict(Outcome.INVALID, str(c)))
+            for c in convert(m.fmt, raw)]
+
+
+def score_parsed(scorer: Scorer, parsed: list[Parsed]) -> None:
+    """Score the claims of `parsed` together and set each verdict. If the scorer raises,
+    score them one by one, so one bad claim fails alone (FAILED) and does not sink the
+    batch. A Redis error propagates."""
+    try:
+        pairs = list(zip(parsed, scorer.score([p.claim for p in parsed]), strict=True))
+    except redis.RedisError:
+        raise
+    except Exception:
+        pairs = []
+        for p in parsed:
+            try:
+                pairs.append((p, scorer.score([p.claim])[0]))
+            except redis.RedisError:
+                raise
+            except Exception as one:
+                p.verdict = Verdict(Outcome.FAILED,
+                                    f"scoring failed: {type(one).__name__}: {one}")
+    for p, s in pairs:
+        p.verdict = scored(s, p.message.timestamp_ms, p.claim_json)
+
+
+def scored(s: Score, timestamp_ms: int | None, claim_json: bytes) -> Verdict:
+    """The SCORED verdict of Score `s`, its latency from the Kafka timestamp filled in."""
+    at = s.scored_at.timestamp()
+    if timestamp_ms is not None:
+        s.latency_ms = round(at * 1000 - timestamp_ms, 3)
+    return Verdict(Outcome.SCORED, claim_id=s.claim_id, member_id=s.member_id,
+                   provider_id=s.provider_id, flagged=s.flagged, scored_at=at,
+                   score_json=s.model_dump_json().encode(), claim_json=claim_json)

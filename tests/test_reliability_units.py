@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import logging
 
-from stream.deadletter import KEY_MAX, Incoming, dead_letter, dead_letter_key
+from stream.deadletter import KEY_MAX, dead_letter, dead_letter_key
+from stream.message import Message, Outcome, Verdict
 from stream.metrics import WorkerStats
 from stream.settings import Settings
 from stream.worker import Repeats
 
 
 def test_dead_letters_are_bounded_by_the_setting_and_the_key_cap() -> None:
-    m = Incoming(b"x" * 5000, b"k" * 5000, "claims", 0, 9, None)
-    d = json.loads(dead_letter(m, "why", raw_max=Settings().deadletter_raw_bytes))
-    assert d["raw"] == "x" * 5000 and not d["truncated"]
-    d = json.loads(dead_letter(m, "why", raw_max=256))
+    m = Message(b"x" * 5000, b"k" * 5000, "claims", 0, 9, None
+                ).judged(Verdict(Outcome.INVALID, "why"))
+    d = json.loads(dead_letter(m, raw_max=Settings().deadletter_raw_bytes))
+    assert d["raw"] == "x" * 5000 and not d["truncated"] and d["error"] == "why"
+    d = json.loads(dead_letter(m, raw_max=256))
     assert d["raw"] == "x" * 256 and d["truncated"] and d["size"] == 5000
     assert dead_letter_key(m.key) == b"k" * KEY_MAX and dead_letter_key(None) is None
 

@@ -14,7 +14,7 @@ import time
 import faust
 import numpy as np
 
-from stream.app import faust_app, finish, incoming
+from stream.app import faust_app, finish, message
 from stream.metrics import WorkerStats
 from stream.preflight import ServiceError, check_broker, create_topics, free_port
 from stream.settings import Settings
@@ -39,6 +39,7 @@ def create_noop_app(settings: Settings, web_port: int, stats: WorkerStats) -> fa
                        partitions=settings.partitions)
     sink = KafkaSink(settings, client_id="claimscope-noop")
     out = settings.topic_claims + ".noop"
+    formats = settings.input_topics
 
     async def forward(batch: list) -> None:
         futures = await sink.send(out, [(m.key, m.value or b"") for m in batch])
@@ -57,7 +58,7 @@ def create_noop_app(settings: Settings, web_port: int, stats: WorkerStats) -> fa
         await sink.start([out])
         try:
             async for events in stream.noack_take(settings.max_batch, settings.max_wait):
-                stopping = await finish(forward([incoming(e) for e in events]))
+                stopping = await finish(forward([message(e, formats) for e in events]))
                 for e in events:
                     await stream.ack(e)
                 if stopping:
