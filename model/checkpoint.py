@@ -6,19 +6,22 @@
     tokenizer.json        the token list and the drug ranges the dose buckets use
     metrics.json          validation metrics and head-specialisation snapshots
     checks.json           what the cross-claim checks take as normal, learned from the
-                          training history (`model.checks.fit_limits`); absent: the defaults
+                          training history (`model.checks.fit_limits`)
     model_card.md         for people: version, model, data, coverage, held-out metrics,
                           calibration and limits (`model_card`); written, never read
 
 `load_checkpoint` recomputes the hash and refuses a weights file that does not match its
-`model_version`, so a tampered or half-copied checkpoint never scores claims.
+`model_version`, so a tampered or half-copied checkpoint never scores claims. It refuses a
+checkpoint an earlier version wrote too (a config without a setting this model has, a
+token list without what this tokenizer reads: `tokenizer.outdated`), naming what it lacks:
+such a model was trained without it, so it is retrained, never read half-way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
@@ -47,7 +50,7 @@ class Calibration:
     combined          = sigmoid(a * fraud_logit + b * anomaly_logit + c)
 
     The anomaly channel flags on its own: `anomaly_cuts[i]` is the anomaly logit that a
-    share `anomaly_fprs[i]` of clean held-out claims reach (empty: no anomaly channel).
+    share `anomaly_fprs[i]` of clean held-out claims reach.
     """
 
     fraud_a: float = 1.0
@@ -59,15 +62,16 @@ class Calibration:
     anomaly_fprs: tuple[float, ...] = ()
     anomaly_cuts: tuple[float, ...] = ()
 
-    def anomaly_cut(self, fpr: float) -> float | None:
+    def anomaly_cut(self, fpr: float) -> float:
         """The anomaly logit to flag at for a false-positive budget `fpr` on clean claims,
-        interpolated in log(fpr) between the calibrated budgets; None without any.
+        interpolated in log(fpr) between the calibrated budgets. Raises ValueError for a
+        budget outside them (or without any).
 
         >>> Calibration(anomaly_fprs=(0.001, 0.01), anomaly_cuts=(3.0, 1.0)).anomaly_cut(0.01)
         1.0
         """
         if not self.anomaly_fprs:
-            return None
+            raise ValueError("the checkpoint calibrated no anomaly budgets")
         lo, hi = min(self.anomaly_fprs), max(self.anomaly_fprs)
         if not lo <= fpr <= hi:
             raise ValueError(f"anomaly false-positive budget {fpr} is outside what the "
@@ -128,10 +132,9 @@ def model_card(ck: Checkpoint) -> str:
     lines = [f"# ClaimFormer {ck.model_version}", "",
              f"- Model: {cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, "
              f"{ck.model.n_params():,} parameters; a supervised fraud head and a "
-             "self-supervised surprise head (replaced-token detection)"
-             + (f"; codes read against counts of what goes with what in its training "
-                f"claims ({cfg.pair_rows:,} contexts x {cfg.pair_cols:,} codes)."
-                if cfg.pair_rows else "."),
+             "self-supervised surprise head (replaced-token detection); codes read against "
+             f"counts of what goes with what in its training claims ({cfg.pair_rows:,} "
+             f"contexts x {cfg.pair_cols:,} codes).",
              f"- Trained: {t.get('steps')} steps (best at step {m.get('best_step')}), "
              f"{m.get('train_seconds')} s on {t.get('device', 'cpu')}."]
     if data == "history":
@@ -139,7 +142,7 @@ def model_card(ck: Checkpoint) -> str:
                   f"{t.get('labelled'):,} labelled ({t.get('labelled_fraud'):,} fraud), "
                   f"{t.get('bad_lines'):,} bad lines skipped."]
         lines += [f"- Coverage, {f}: {v['distinct']:,} distinct, {v['own']:,} with a token of "
-                  f"their own, {v.get('hierarchy', v.get('category', 0)):,} read through their "
+                  f"their own, {v['hierarchy']:,} read through their "
                   "code system's hierarchy only, "
                   f"{v['unknown']:,} unknown" for f, v in t.get("coverage", {}).items()]
     else:
@@ -165,28 +168,53 @@ def model_card(ck: Checkpoint) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load and verify a checkpoint directory (or "default", the shipped one)."""
-    folder = resolve(path)
-    for name in (WEIGHTS, CONFIG, TOKENIZER):
+def unreadable(config: dict) -> list[str]:
+    """What keeps this version from reading a checkpoint whose config.json is `config`:
+    the settings its model config or calibration lacks (an earlier version's) or has
+    that this version does not know (a later one's). Empty when nothing."""
+    out = []
+    for key, kind in (("model", ClaimFormerConfig), ("calibration", Calibration)):
+        have, want = set(config.get(key, {})), {f.name for f in fields(kind)}
+        if want - have:
+            out.append(f"its {key} has no {', '.join(sorted(want - have))}")
+        if have - want:
+            out.append(f"its {key} has unknown {', '.join(sorted(have - want))}")
+    return out
+
+
+def _require(folder: Path, *names: str) -> None:
+    for name in names:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder} is not a checkpoint: {name} is missing")
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify a checkpoint directory (or "default", the shipped one). Raises
+    CheckpointError for a missing file, weights that do not match `model_version`, or a
+    checkpoint an earlier version wrote (`unreadable`, `tokenizer.outdated`)."""
+    folder = resolve(path)
+    _require(folder, WEIGHTS, CONFIG, TOKENIZER)
     config = json.loads((folder / CONFIG).read_text())
     actual = file_hash(folder / WEIGHTS)
     if actual != config.get("model_version"):
         raise CheckpointError(
             f"{folder / WEIGHTS} hashes to {actual} but config.json says model_version "
             f"{config.get('model_version')}: refusing a modified or corrupt checkpoint")
+    problems = unreadable(config)
+    try:
+        tokenizer = ClaimTokenizer.load(folder / TOKENIZER)
+    except ValueError as e:
+        problems.append(str(e))
+    if problems:
+        raise CheckpointError(
+            f"{folder} was written by another version of ClaimScope, which this one cannot "
+            f"read ({'; '.join(problems)}): train a new checkpoint (`claimscope train`)")
+    _require(folder, METRICS, CHECKS)  # last: an earlier version's lacks are said above
     model = ClaimFormer(ClaimFormerConfig(**config["model"]))
-    state = load_file(folder / WEIGHTS)
-    if state["group_of"].dim() == 1:  # from before ancestors: one group per token
-        state["group_of"] = state["group_of"][:, None]
-    model.load_state_dict(state)
+    model.load_state_dict(load_file(folder / WEIGHTS))
     model.to(device).eval()
-    metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
-    limits = CheckLimits.load(folder / CHECKS) if (folder / CHECKS).is_file() else CheckLimits()
-    return Checkpoint(model, ClaimTokenizer.load(folder / TOKENIZER),
+    return Checkpoint(model, tokenizer,
                       Calibration(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in config["calibration"].items()}),
-                      actual, folder, metrics,
-                      config.get("training", {}), limits)
+                      actual, folder, json.loads((folder / METRICS).read_text()),
+                      config.get("training", {}), CheckLimits.load(folder / CHECKS))

@@ -13,7 +13,8 @@ lab test), and unseen codes as a normal part of every stream: a share `oov_rate`
 diagnoses is a billable ICD-10-CM sibling the vocabulary does not list (with the same MCE
 edits), and the same share of procedure lines a payable code of the listed code's CPT/HCPCS
 range, billed at its own fee-schedule price. A fraction `fraud_rate` of claims is then
-broken by one of `PATTERNS`; the label travels beside the claim, never inside it.
+broken by one of `PATTERNS` (`FRAUDS`: a function each); the label travels beside the
+claim, never inside it.
 
 Care looks like care: about ORDER_SHARE of visits order work that another provider bills
 within a week (`ANCILLARY`: an independent lab, POS 81, with a venipuncture and a few tests,
@@ -77,7 +78,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from model.cms.tables import conflicts, mce_edit, mue, ptp_edits
@@ -192,6 +193,21 @@ class LabelledClaim:
     variant: str | None = None  # diagnosis_treatment_mismatch: "drug" or "procedure"
 
 
+# The fraud patterns by name: each a small function of the generator that breaks clean
+# claims its own way and returns the claims it adds to the stream, labelled (none when there
+# is nothing to break yet: the stream moves on). Filled by `fraud`; its names are PATTERNS.
+Fraud = Callable[["ClaimGenerator"], list[LabelledClaim]]
+FRAUDS: dict[str, Fraud] = {}
+
+
+def fraud(pattern: str) -> Callable[[Fraud], Fraud]:
+    """Register a function as `pattern`'s in FRAUDS."""
+    def register(f: Fraud) -> Fraud:
+        FRAUDS[pattern] = f
+        return f
+    return register
+
+
 @functools.cache
 def unlisted_siblings(category: str, listed: frozenset[str]) -> tuple[str, ...]:
     """Billable ICD-10-CM codes of `category` (e.g. "E11") that are not in `listed`."""
@@ -228,7 +244,7 @@ class ClaimGenerator:
         size / 6 / CLAIMS_PER_MEMBER_YEAR years. `heldout`: diagnosis codes, procedure
         codes and drug names never billed (`model.training.heldout_codes`): a training
         history that has not seen them, as an insurer's never saw every code."""
-        unknown = set(patterns) - set(PATTERNS)
+        unknown = set(patterns) - set(FRAUDS)
         if unknown:
             raise ValueError(f"unknown fraud pattern(s): {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(PATTERNS)}")
@@ -256,8 +272,8 @@ class ClaimGenerator:
         self.queued: deque[dict] = deque()  # ordered work, billed after its visit
         # (member, provider, day) billed lately: a second claim of a visit would read as
         # duplicate billing. Bounded, so an endless feed (`claimscope up`) stays flat: the
-        # set of the last VISITS_KEPT visits (measured: unbounded, it grew `up` by ~100 MB
-        # per 900,000 claims).
+        # set of the last VISITS_KEPT visits (unbounded, it grows with every claim;
+        # docs/model-history.md).
         self.visits: set[tuple[str, str, dt.date]] = set()
         self._visit_order: deque[tuple[str, str, dt.date]] = deque()
         self.count = 0
@@ -462,7 +478,8 @@ class ClaimGenerator:
                 return c
         # ordered work, from a visit of its own (not billed here), once visits have been
         # billed: a stream that opens with frauds and their orders has emitted only
-        # ordered work, and every base was then one, without drugs (a hang, 6,000 claims)
+        # ordered work, and every base would then be one, without drugs (a pattern that
+        # needs a drug would wait forever)
         if self.emitted["visit"] and r.random() < self.emitted["ancillary"] / total:
             for _ in range(DONOR_TRIES):
                 if self.queued:
@@ -483,9 +500,9 @@ class ClaimGenerator:
 
     def _unbilled(self, member: Member | None = None, day: dt.date | None = None) -> dict:
         """A clean claim whose ordered work is not queued: one made to borrow from, or a
-        burst's visit. Early in a stream every donor search made up to DONOR_TRIES such
-        claims, and the orders of those never-billed visits were all emitted: 159 of the
-        first 200 claims of seed 71 were ordered work, and 2 were fraud at a 20% rate."""
+        burst's visit. Early in a stream a donor search makes up to DONOR_TRIES such
+        claims; were the orders of those never-billed visits emitted, ordered work would
+        crowd out the stream's visits and frauds (docs/model-history.md)."""
         ordered = len(self.queued)
         claim = self.clean(member=member, day=day)
         while len(self.queued) > ordered:
@@ -805,14 +822,7 @@ class ClaimGenerator:
                 self.emitted["visit"] += 1
                 yield LabelledClaim(claim, CLEAN)
                 continue
-            pattern = r.choice(self.patterns)
-            if pattern == "high_velocity_member":
-                pending.extend(self._burst())
-            elif pattern == "diagnosis_treatment_mismatch":
-                claim, variant = self._diagnosis_treatment_mismatch()
-                yield LabelledClaim(claim, pattern, variant)
-            elif (claim := getattr(self, "_" + pattern)()) is not None:
-                yield LabelledClaim(claim, pattern)
+            pending.extend(FRAUDS[r.choice(self.patterns)](self))
 
     def generate(self, count: int) -> Iterator[LabelledClaim]:
         """`count` claims; with `label_noise`, that share of labels is wrong (fraud called
@@ -838,7 +848,8 @@ class ClaimGenerator:
     def _non_visits(self, c: dict) -> list[int]:
         return [i for i, x in enumerate(c["procedures"]) if x["code"] not in self.em_codes]
 
-    def _diagnosis_treatment_mismatch(self) -> tuple[dict, str]:
+    @fraud("diagnosis_treatment_mismatch")
+    def _diagnosis_treatment_mismatch(self) -> list[LabelledClaim]:
         """One line of a clean claim replaced by one no diagnosis of it justifies, taken
         from a recent clean claim (so it is billed as often as clean claims bill it): a
         procedure the claim's specialty performs, at an in-range price, in place of a
@@ -879,13 +890,15 @@ class ClaimGenerator:
                 drug = v.drugs[r.choice([m["name"] for m in d["medications"]
                                          if unjustified(m["name"])])]
                 c["medications"][r.choice(fills)] = self._med(drug)
-            return self._retotal(c), variant
+            return [LabelledClaim(self._retotal(c), "diagnosis_treatment_mismatch", variant)]
+
     def _claim_with_drugs(self) -> dict:
         while not (c := self._base())["medications"]:
             pass
         return c
 
-    def _dose_out_of_range(self) -> dict:
+    @fraud("dose_out_of_range")
+    def _dose_out_of_range(self) -> list[LabelledClaim]:
         """A marketed strength at 3x+ the daily maximum (quantity / days supply)."""
         r, v = self.rng, self.v
         c = self._claim_with_drugs()
@@ -898,9 +911,10 @@ class ClaimGenerator:
         qty = float(min(9_999, per_day * med["days_supply"]))
         unit = med["charge"] / med["quantity"]
         c["medications"][i] = {**med, "quantity": qty, "charge": round(unit * qty, 2)}
-        return self._retotal(c)
+        return [LabelledClaim(self._retotal(c), "dose_out_of_range")]
 
-    def _price_inflation(self) -> dict:
+    @fraud("price_inflation")
+    def _price_inflation(self) -> list[LabelledClaim]:
         """A line of a clean claim (any line: a procedure or a drug fill as often as claims
         carry them) charged 3-10x the top of its range, or, MUE_SHARE of the time on a
         procedure with a medically unlikely edit, billed in more units than it allows."""
@@ -913,7 +927,7 @@ class ClaimGenerator:
             d = v.drugs[c["medications"][i]["name"]]
             c["medications"][i] = self._med(d, factor=d.unit_price_high / d.unit_price_low
                                             * r.uniform(3, 10))
-            return self._retotal(c)
+            return [LabelledClaim(self._retotal(c), "price_inflation")]
         line = dict(c["procedures"][i])
         limit = mue(line["code"])
         if (limit is not None and 0 < limit.units <= MUE_MOST
@@ -922,7 +936,7 @@ class ClaimGenerator:
             line["units"] = limit.units + r.randint(1, max(1, limit.units // 2))
             line["charge"] = round(unit * line["units"], 2)
             c["procedures"][i] = line
-            return self._retotal(c)
+            return [LabelledClaim(self._retotal(c), "price_inflation")]
         top = v.charge_top(line["code"])
         if top is None:
             return self._price_inflation()  # a code with no price to know it by
@@ -930,16 +944,18 @@ class ClaimGenerator:
         unit = self._billed(top * mult * r.uniform(3, 10))
         line["charge"] = round(unit * line["units"], 2)
         c["procedures"][i] = line
-        return self._retotal(c)
+        return [LabelledClaim(self._retotal(c), "price_inflation")]
 
-    def _upcoding(self) -> dict | None:
+    @fraud("upcoding")
+    def _upcoding(self) -> list[LabelledClaim]:
         """A visit billed above what the claim supports by more than time could explain
         (`rules.upcoding`): the level of a recent clean claim's visit of the same setting
         (so upcoded levels are the ones clean claims use), a code the provider's specialty
         bills, in place of the base claim's visit (modifiers kept). The base is any clean
         claim with a visit, so upcoded claims have clean claims' shapes (choosing the level
-        first, then a base that cannot support it, drew bases without prescriptions: the
-        shape probe read them at 0.82); the price is that the levels lean high."""
+        first, then a base that cannot support it, draws bases without prescriptions, which
+        the shape probe reads; docs/model.md, "The probes"); the price is that the levels
+        lean high."""
         v = self.v
         for _ in range(BASE_TRIES):
             c = self._procedure_claim(need_visit=True)
@@ -963,10 +979,11 @@ class ClaimGenerator:
             visit = self._line(v.procedures[code], c["place_of_service"])
             visit["modifiers"] = c["procedures"][i]["modifiers"]
             c["procedures"][i] = visit
-            return self._retotal(c)
-        return None
+            return [LabelledClaim(self._retotal(c), "upcoding")]
+        return []
 
-    def _unbundling(self) -> dict:
+    @fraud("unbundling")
+    def _unbundling(self) -> list[LabelledClaim]:
         """A clean claim whose pair of services that an NCCI edit bundles loses the
         modifier that lets them be billed together: on a visit, 25 becomes 59 (which may
         not unbundle a visit) half the time, else moves to the procedure; on any other
@@ -990,8 +1007,10 @@ class ClaimGenerator:
                 b["modifiers"] += ["59"] * len(moved)
             else:
                 a["modifiers"] = [*a["modifiers"], *moved]
-            return c
-    def _demographic_impossibility(self) -> dict:
+            return [LabelledClaim(c, "unbundling")]
+
+    @fraud("demographic_impossibility")
+    def _demographic_impossibility(self) -> list[LabelledClaim]:
         """A claim billed under another member whose age or sex one of its diagnoses rules
         out by the Medicare Code Editor's edits: the member (id, age, sex) of a recent
         clean claim, so the codes are what clean claims carry and only whom they are for
@@ -1010,9 +1029,10 @@ class ClaimGenerator:
                 continue
             c["member_id"], c["member_age"], c["member_sex"] = (
                 d["member_id"], d["member_age"], d["member_sex"])
-            return c
+            return [LabelledClaim(c, "demographic_impossibility")]
 
-    def _specialty_mismatch(self) -> dict:
+    @fraud("specialty_mismatch")
+    def _specialty_mismatch(self) -> list[LabelledClaim]:
         """A claim billed by the provider of a recent clean claim (drawn first, so
         specialties turn up as often as they bill) whose specialty neither performs one of
         its procedures nor treats its problems, at that provider's place."""
@@ -1029,25 +1049,29 @@ class ClaimGenerator:
                         and not any(spec in self.area_specs[a] for a in treats)):
                     c["provider_id"], c["provider_specialty"] = d["provider_id"], spec
                     c["place_of_service"] = d["place_of_service"]
-                    return c
+                    return [LabelledClaim(c, "specialty_mismatch")]
 
-    def _duplicate_billing(self) -> dict | None:
-        """A copy of an earlier clean claim under a new id; None before there is one."""
+    @fraud("duplicate_billing")
+    def _duplicate_billing(self) -> list[LabelledClaim]:
+        """A copy of an earlier clean claim under a new id; none before there is one."""
         r = self.rng
         with_procs = [x for x in self.recent if x["procedures"]]
         if not with_procs:
-            return None
+            return []
         original = r.choice(with_procs)
         self.count += 1
         submitted = dt.datetime.fromisoformat(original["submitted_at"]) + dt.timedelta(
             days=r.randint(1, 20), seconds=r.randrange(86_400))
-        return {**original, "claim_id": f"C{self.seed}-{self.count:08d}",
-                "submitted_at": submitted.isoformat(),
-                "procedures": [dict(x) for x in original["procedures"]],
-                "medications": [dict(x) for x in original["medications"]],
-                "diagnoses": list(original["diagnoses"])}
+        return [LabelledClaim({**original, "claim_id": f"C{self.seed}-{self.count:08d}",
+                               "submitted_at": submitted.isoformat(),
+                               "procedures": [dict(x) for x in original["procedures"]],
+                               "medications": [dict(x) for x in original["medications"]],
+                               "diagnoses": list(original["diagnoses"])}, "duplicate_billing")]
 
+    @fraud("high_velocity_member")
     def _burst(self) -> list[LabelledClaim]:
+        """A burst of VELOCITY_NORMAL + 1 visits of one member within 5 days: the first
+        ones look normal (labelled clean), the last is the fraud."""
         r = self.rng
         m = r.choice(self.members)
         start = self.today()

@@ -86,9 +86,9 @@ def fixed_shape(values: np.ndarray, fields: np.ndarray, cls_value: int
     lone [CLS]), tokens up to a multiple of 4 (padding, which attention masks out).
 
     Every new input shape costs oneDNN a new primitive and the memory behind it: with the
-    batch sizes a stream makes, a scoring process grew to ~900 MB (measured here, 30,000
-    claims in batches of 1-600); with these shapes it stays near 450 MB, for ~5% more
-    forward-pass work. Rows are independent, so the real rows' outputs do not change.
+    batch sizes a stream makes, these shapes halve a scoring process's memory, for ~5%
+    more forward-pass work (docs/model-history.md). Rows are independent, so the real
+    rows' outputs do not change.
     """
     B, T = values.shape
     rows, width = 1 << (B - 1).bit_length(), -(-T // 4) * 4
@@ -132,10 +132,11 @@ class Scorer:
         """`explain`: "flagged" explains the claims the model flags (`model.explain`; the
         others' reason says nothing is unusual); "all" explains every claim.
         `batch_size`: forward-pass rows; default 128 on CPU (length-sorted rows pad less in
-        small batches: 106 µs/claim at 128 vs 179 at 512 on one core here), 512 on CUDA.
+        small batches: ~40% less time a claim than 512; docs/model-history.md), 512 on
+        CUDA.
         `anomaly_fpr`: the anomaly channel's false-positive budget on clean claims; the
-        channel flags a claim on its own past the checkpoint's cut for it (a checkpoint
-        calibrated without cuts has no anomaly channel).
+        channel flags a claim on its own past the checkpoint's cut for it (ValueError for
+        a budget outside those the checkpoint calibrated).
         `check_state`: where the cross-claim checks remember claims (none: no checks); the
         checks take what is normal from the checkpoint (`checks.json`).
         `precision`: "auto" runs the encoder blocks in bf16 on GPUs and on CPUs with
@@ -213,9 +214,7 @@ class Scorer:
         return np.take_along_axis(at, order, 1), np.take_along_axis(fall, order, 1)
 
     def anomalous(self, anomaly_logit: np.ndarray) -> np.ndarray:
-        """Where the anomaly channel fires on its own (never without calibrated cuts)."""
-        if self.anomaly_cut is None:
-            return np.zeros(len(anomaly_logit), bool)
+        """Where the anomaly channel fires on its own."""
         return anomaly_logit >= self.anomaly_cut
 
     def combine(self, raw: Raw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

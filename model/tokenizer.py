@@ -10,9 +10,9 @@ procedure-to-procedure pair, units past an MUE, an MCE age or sex conflict, a vi
 above the 2021 E/M grid's support), read from the CMS tables in the package, as every
 payer's claim editor runs them before any model: `edits:none`, `edits:ptp+em`... The
 model learns what each means for fraud together with the rest of the claim; without it,
-the same model found a visit above its grid's level in 2% of upcoded claims at 1% false
-positives (8be02d99), since counting a claim's problems, tests and risks is not what
-attention over a few thousand steps learns.
+the model hardly found a visit above its grid's level, since counting a claim's problems,
+tests and risks is not what attention over a few thousand steps learns
+(docs/model-history.md).
 
 Every token has a *value* (`dx:E11.9`, `charge:r3`) and a *field type* (`diagnosis`,
 `proc_charge`); the model embeds value + field type + position, plus the value's
@@ -81,10 +81,10 @@ CHARGE_STEP = math.log(1.2)  # 20% per bucket
 CHARGE_BUCKETS = 72  # $1 .. ~$500k
 RATIO_BUCKETS = range(-19, 21)  # 1/30 .. 40x of the reference price
 # What a code with no reference price of its own reads as when its range is known: the
-# bucket most clean lines of listed codes are in (25.6% of 5,000 generated claims' lines).
-# Read against its range's median top instead, an unlisted code's charge looked like price
-# inflation on 67% of clean claims (8f2dd9e1, seed 77); an insurer's history gives the code
-# a reference of its own (`with_references`).
+# bucket most clean lines of listed codes are in. Read against its range's median top
+# instead, an unlisted code's charge looks like price inflation on clean claims
+# (docs/model-history.md); an insurer's history gives the code a reference of its own
+# (`with_references`).
 TYPICAL_RATIO = -1
 AGE_BANDS = (0, 2, 6, 12, 18, 26, 36, 46, 56, 65, 75, 85)
 UNIT_BANDS = (1, 2, 3, 4, 5, 10)
@@ -177,6 +177,38 @@ def edits_value(broken: Sequence[str]) -> str:
     return "+".join(broken) or "none"
 
 
+def outdated(saved: dict) -> list[str]:
+    """What a saved token list (tokenizer.json) lacks that this tokenizer reads; empty
+    when nothing. Earlier versions wrote lists without the payer-edit tokens, without unit
+    tokens of a modifier kind, with daily dose ranges that lack doses a day, or with one
+    ancestor a token; their models were trained without what this tokenizer reads, so a
+    checkpoint holding one is refused (`load`), not read half-way.
+
+    >>> outdated({"tokens": [], "doses": {"metformin": [500.0, 1000.0]}, "prices": {},
+    ...           "groups": []})[:3]  # doctest: +NORMALIZE_WHITESPACE
+    ['no payer-edit tokens (edits:...)', 'no unit tokens of a modifier kind (units:1-1|e...)',
+     'dose ranges without doses a day (metformin...)']
+    """
+    if lacks := [k for k in ("tokens", "doses", "prices", "groups") if k not in saved]:
+        return [f"no {', '.join(lacks)}"]
+    tokens = set(saved["tokens"])
+    out = []
+    if "edits:[OOV]" not in tokens:
+        out.append("no payer-edit tokens (edits:...)")
+    if any(f"units:{_band(e, UNIT_BANDS)}|{k}" not in tokens
+           for e in UNIT_BANDS for k in MODIFIER_KINDS):
+        out.append("no unit tokens of a modifier kind (units:1-1|e...)")
+    if short := [n for n, r in saved["doses"].items() if len(r) != 3]:
+        out.append(f"dose ranges without doses a day ({', '.join(short[:3])}...)")
+    if any(not isinstance(g, list) or len(g) != GROUP_LEVELS for g in saved["groups"]):
+        out.append(f"tokens without their {GROUP_LEVELS} ancestors")
+    named = [CLS, *(f"{p}:[OOV]" for p in PREFIX.values() if p != "edits"),
+             *(f"units:{_band(e, UNIT_BANDS)}" for e in UNIT_BANDS)]
+    if missing := [t for t in named if t not in tokens]:
+        out.append(f"no {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}")
+    return out
+
+
 class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the hot path
     field: str  # one of FIELDS
     value: int  # id in the token list
@@ -221,7 +253,6 @@ class ClaimTokenizer:
         self.tokens = tokens
         self.index = {t: i for i, t in enumerate(tokens)}
         # drug name -> (min mg, max mg, doses a day): the daily range of the dose buckets
-        # (checkpoints from before daily doses have no third value: strength buckets)
         self.doses = doses
         self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
         # token id -> ids of the group tokens of its ancestors (0 = none), nearest first:
@@ -240,8 +271,6 @@ class ClaimTokenizer:
         self.range_ids = frozenset(i for v, i in self.ids["procedure"].items()
                                    if v.startswith("[") and v != "[OOV]")
         self.cls_token = Token("cls", self.index[CLS], ())
-        # a token list from before the payer edits were read (older checkpoints) has none
-        self.reads_edits = bool(self.ids["edits"])
         self.named_tokens = {(f, v): Token(f, i, (v,)) for f in NAMED
                              for v, i in self.ids[f].items() if v != "[OOV]"}
 
@@ -315,7 +344,12 @@ class ClaimTokenizer:
 
     @classmethod
     def load(cls, path: Path) -> ClaimTokenizer:
+        """Read what `save` wrote. Raises ValueError for a token list this tokenizer cannot
+        read (`outdated`)."""
         d = json.loads(path.read_text())
+        if problems := outdated(d):
+            raise ValueError(f"{path.name} is not a token list this version reads: "
+                             f"{'; '.join(problems)}")
         return cls(d["tokens"], {k: tuple(v) for k, v in d["doses"].items()}, d["prices"],
                    d["groups"])
 
@@ -370,9 +404,8 @@ class ClaimTokenizer:
                named("specialty", claim.provider_specialty),
                named("place", claim.place_of_service),
                tok("total", f"b{charge_bucket(total)}", (total,))]
-        if self.reads_edits:
-            broken = claim_edits(claim, default_vocabulary())
-            out.append(tok("edits", edits_value(broken), broken))
+        broken = claim_edits(claim, default_vocabulary())
+        out.append(tok("edits", edits_value(broken), broken))
         out += [self._diagnosis(c) for c in sorted(claim.diagnoses)[:MAX_DIAGNOSES]]
         lines: list[list[Token]] = []
         for p in sorted(claim.procedures, key=lambda p: (p.code, p.units, p.charge)):
@@ -382,12 +415,8 @@ class ClaimTokenizer:
                                       code.value in self.range_ids)])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
-            if rng is not None and len(rng) == 2:  # an older checkpoint: strength buckets
-                daily = m.strength_mg
-                dose = dose_bucket(daily, *rng)
-            else:
-                daily = m.strength_mg * m.quantity / m.days_supply
-                dose = dose_bucket(daily, rng[0] * rng[2], rng[1] * rng[2]) if rng else "[OOV]"
+            daily = m.strength_mg * m.quantity / m.days_supply
+            dose = dose_bucket(daily, rng[0] * rng[2], rng[1] * rng[2]) if rng else "[OOV]"
             lines.append([tok("drug", m.name, (m.name, m.strength_mg)),
                           tok("dose", dose, (m.name, daily, dose)),
                           tok("days", _band(m.days_supply, DAY_BANDS), (m.days_supply,)),
@@ -460,11 +489,8 @@ class ClaimTokenizer:
 
     @functools.cache  # noqa: B019  (unit counts x 5 kinds: a few thousand entries at most)
     def _units_of_kind(self, units: int, kind: str) -> Token:
-        """A token list from before modifiers were read (older checkpoints) reads the units
-        alone."""
-        band, ids = _band(units, UNIT_BANDS), self.ids["units"]
-        value = ids.get(f"{band}|{kind}") if kind else None
-        return Token("units", value or ids.get(band, self.oov["units"]), (units, ()))
+        band = _band(units, UNIT_BANDS)
+        return Token("units", self.ids["units"][f"{band}|{kind}" if kind else band], (units, ()))
 
     def _tok(self, field: str, value: str, parts: tuple) -> Token:
         return Token(field, self.ids[field].get(value, self.oov[field]), parts)

@@ -99,14 +99,13 @@ class Replacer:
 
     Replacements are uniform over a field's values, except codes: a replacement is a
     listed code, read through its ancestor at the share of ancestor tokens its field has in
-    the stream itself. Drawn uniformly over codes and categories alike, a replaced
-    diagnosis was a category token 28% of the time against 8% in the stream, so the
-    surprise head learned that category tokens are suspicious: on clean claims whose listed
-    diagnoses were swapped for unlisted siblings, the anomaly channel fired 9x as often
-    (5.0% vs 0.56%, 6,269 claims of seed 77, checkpoint f6e318a07c5f70ef). A procedure's
-    range token (`proc:[...]`) was drawn as a replacement and never seen in data, so an
-    unlisted CPT code in a listed code's place fired the anomaly channel on every clean
-    claim (93ae3e6b)."""
+    the stream itself. Drawn uniformly over codes and ancestors, replacements are ancestor
+    tokens far more often than the stream's tokens are, and the surprise head learns that
+    reading through an ancestor is itself suspicious: clean claims with unlisted codes,
+    which read as their ancestors, then fire the anomaly channel. A range token
+    (`proc:[...]`) is never drawn as a replacement of its own: drawn, but never seen in
+    data, it would read as "replaced" wherever an unlisted code shows it.
+    (Measurements: docs/model-history.md.)"""
 
     CODES = ("diagnosis", "procedure")  # the fields whose values have ancestor tokens
 
@@ -215,8 +214,7 @@ def pair_table(tok: ClaimTokenizer, data: ClaimSet) -> PairTable:
     impossible.
 
     A diagnosis counts as its ICD-10-CM category (`E11.9` as `E11`): one code of a
-    category is on few claims (E11.9 on 10 of 4,000 generated ones, metformin on none of
-    them), the category on many."""
+    category is on few claims, the category on many (docs/model.md)."""
     n = len(tok.tokens)
     key = np.arange(n)  # the token whose counts a token reads
     dx = list(tok.ids["diagnosis"].values())
@@ -225,8 +223,8 @@ def pair_table(tok: ClaimTokenizer, data: ClaimSet) -> PairTable:
     shown[np.unique(key[data.values])] = True
     # a code the claims never show reads as its nearest relative they do: a procedure as
     # its CPT/HCPCS range's reading, a drug as the first of its class (codes never seen
-    # are no evidence: read as "no data", 0, they looked like a code nothing justifies,
-    # and 44-81% of clean claims with a held-out code were flagged, checkpoint cd4da1ef)
+    # are no evidence: read as "no data", 0, they look like a code nothing justifies, and
+    # clean claims with a held-out code get flagged; docs/model-history.md)
     by_class: dict[int, int] = {}
     for t in tok.ids["drug"].values():
         if shown[t]:
@@ -364,8 +362,8 @@ def calibrate(model: ClaimFormer, data: ClaimSet, clean: ClaimSet
     """Fit the score rule on held-out claims; threshold = best F1 of the combined score,
     but never below the cut that leaves FRAUD_FPR of `clean` above it: what an
     investigator is sent stays bounded however well the model separates the patterns
-    (best F1 alone put it at 16% of clean claims for a checkpoint that could not read
-    modifiers, so could not tell unbundling). The anomaly cuts come from `clean` too
+    (best F1 alone follows a model that cannot tell a pattern into flagging many clean
+    claims; docs/model-history.md). The anomaly cuts come from `clean` too
     (held-out claims not known to be fraud, `anomaly_history` for generated data). Without
     both classes in `data` there is no fraud model to calibrate: the threshold is 1, so
     only the anomaly channel and the checks flag."""
@@ -460,10 +458,10 @@ def generated_data(cfg: TrainConfig, tok: ClaimTokenizer, log=print) -> Training
 
 def anomaly_history(tok: ClaimTokenizer, count: int, seed: int) -> ClaimSet:
     """The clean claims of a generated stream with every pattern in it, as a worker sees:
-    the anomaly channel's cuts come from these. (Measured: cuts from the 8,000-claim
-    calibration set alone, single-claim patterns only, gave twice the budgeted false
-    positives on the 100,000-claim yardstick; the far tail of the anomaly logit grows with
-    the stream.)"""
+    the anomaly channel's cuts come from these: the far tail of the anomaly logit grows
+    with the stream and with the cross-claim patterns, so cuts from the calibration set
+    alone (single-claim patterns only) let through more than the budget on a worker's
+    stream (docs/model-history.md)."""
     data = make_claim_set(tok, count, seed, 0.05)
     return data.subset(data.labels == 0)
 

@@ -43,16 +43,18 @@ class ClaimFormerConfig:
     # a line token). A "$150" token then also embeds its line's code: "$150 for 99213".
     line_offsets: tuple[int, ...] = ()
     # Ancestors per token (tokenizer.GROUP_LEVELS): a diagnosis embeds its ICD-10-CM
-    # subcategory, category, block and chapter too (checkpoints from before: 1, its group)
-    group_levels: int = 1
+    # subcategory, category, block and chapter too
+    group_levels: int = 4
     # In training, the share of codes that read as their ancestors alone (their own vector
     # dropped), so that a code never seen, whose own vector is zero (`forget_unseen`),
     # reads as its family does
-    value_dropout: float = 0.0  # training sets 0.1; checkpoints from before have none
+    value_dropout: float = 0.1
     # The context-code table (`Support`): context rows (diagnoses, specialties, age bands,
-    # sexes) x code columns (diagnoses, procedures, drugs); 0 = none (checkpoints from before)
-    pair_rows: int = 0
-    pair_cols: int = 0
+    # sexes) x code columns (diagnoses, procedures, drugs); row and column 0 are "not a
+    # context" and "not a code", 1 "no data" (`model.training.pair_table`), so 2 x 2 reads
+    # nothing
+    pair_rows: int = 2
+    pair_cols: int = 2
     # Positions that can hold a context token (the header and the diagnoses); 0 = any
     context_width: int = 0
 
@@ -81,8 +83,8 @@ class SelfAttention(nn.Module):
         """`mask`: (B, 1, 1, T) 0 for a token, -inf for padding (added to the scores: a
         third cheaper than masked_fill on a CPU). The attention weights (B, nh, T, T) are
         returned when `weights`; without them the fused `scaled_dot_product_attention`
-        runs, which never writes them out: 2.5x faster at 48 tokens in bf16 on this CPU,
-        1.2x slower at 24 (batches of 128), ~15% less scoring CPU over the bench's claims.
+        runs, which never writes them out: faster on full-length claims, slower on short
+        ones, ~15% less scoring CPU over the bench's claims (docs/model.md, "Cost").
         (Its sums are blocked by length, so in bf16 a claim's score moves by ~1e-5 with
         the padding its batch adds.)"""
         B, T, C = x.shape
@@ -138,11 +140,10 @@ class Support(nn.Module):
 
     Why counts and a maximum: softmax attention cannot say "no key matches" (its weights sum
     to one, so a drug no diagnosis treats still reads an average of the diagnoses), and a
-    learned bilinear maximum, tried first, did not learn the relation from replaced-token
-    detection (AUROC 0.67 for an unjustified drug's score after 1,500 steps, against 0.96
-    for counts of the same claims). With attention alone an unjustified drug at a normal
-    price was found in 21% of claims at 1% false positives (93ae3e6b). The counts come from
-    the history a checkpoint is trained on, so an insurer's own claims set its table."""
+    learned maximum does not learn the relation from replaced-token detection where counts
+    of the same claims show it (figures: docs/model.md, docs/model-history.md). The counts
+    come from the history a checkpoint is trained on, so an insurer's own claims set its
+    table."""
 
     CLIP = 8  # PMI buckets -8..8 nats
     DIAGNOSIS, SPECIALTY, AGE, SEX = 1, 2, 3, 4  # context kinds (`kind`; 0 = not context)
@@ -224,11 +225,10 @@ class ClaimFormer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.support = Support(cfg) if cfg.pair_rows else None
-        # the fraud head reads [CLS] and, with the relation, the claim's least justified line
-        self.fraud = nn.Sequential(nn.Linear(cfg.d_model + (Support.READINGS if self.support
-                                                             else 0),
-                                             cfg.d_model), nn.Tanh(), nn.Linear(cfg.d_model, 1))
+        self.support = Support(cfg)
+        # the fraud head reads [CLS] and the claim's weakest code of each Support reading
+        self.fraud = nn.Sequential(nn.Linear(cfg.d_model + Support.READINGS, cfg.d_model),
+                                   nn.Tanh(), nn.Linear(cfg.d_model, 1))
         self.surprise = nn.Linear(cfg.d_model, 1)
         self._codes: torch.Tensor | None = None  # `codes`' table, and the weights behind it
         self._codes_from: tuple = ()
@@ -237,7 +237,7 @@ class ClaimFormer(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """values, fields: (B, T) ids, 0 = padding. Embedding = value (+ its ancestors in
         its code system) + field type + position (+ the line's code for the numbers of a
-        service line).
+        service line) + how well the claim's context accounts for a code (`Support`).
 
         Returns the fraud logit (B,), per-token surprise logits (B, T) (padding = -inf),
         and the attention weights of each layer, [(B, nh, T, T)] * n_layers (with
@@ -248,10 +248,9 @@ class ClaimFormer(nn.Module):
         back = self.line_offsets[fields]  # (B, T) positions back to the line's head, 0 = none
         head = values.gather(1, (pos - back).clamp(min=0))  # (B, T) the line's code id
         line = self.line(head) * (back > 0).unsqueeze(-1)
-        x = self.codes(values) + self.field(fields) + self.position(pos) + line  # (B, T, C)
-        if self.support is not None:
-            readings, applies = self.support(values)
-            x = x + self.support.embed(readings, applies)
+        readings, applies = self.support(values)  # (B, T, READINGS) each
+        x = (self.codes(values) + self.field(fields) + self.position(pos) + line
+             + self.support.embed(readings, applies))  # (B, T, C)
         # the blocks run in their weights' dtype (`blocks_in`); embeddings and heads in fp32
         dtype = self.blocks[0].ln1.weight.dtype
         x = self.drop(x).to(dtype)
@@ -263,9 +262,7 @@ class ClaimFormer(nn.Module):
             if att is not None:
                 attentions.append(att)
         x = self.ln_f(x.float())
-        h = x[:, 0]  # [CLS] is always position 0
-        if self.support is not None:
-            h = torch.cat([h, Support.weakest(readings, applies)], dim=-1)
+        h = torch.cat([x[:, 0], Support.weakest(readings, applies)], dim=-1)  # [CLS] at 0
         fraud = self.fraud(h).squeeze(-1)
         surprise = self.surprise(x).squeeze(-1).masked_fill(pad, float("-inf"))
         return fraud, surprise, attentions

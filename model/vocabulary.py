@@ -255,10 +255,10 @@ class Vocabulary:
           (`ACUTE_SETTINGS`), where the visit decides on admission: the grid's "decision
           regarding hospitalization".
 
-        Until 8be02d99 a minor problem counted 2 and level 5 was out of reach: no clean
-        claim carried a 99285, 99223 or 99215, and hand-written everyday care (a 99213
-        for acute bronchitis with a prescription, a 99285 chest-pain work-up) read as
-        above its support in 300 of 960 claims (`model.quality.everyday`).
+        A minor problem counts 3, not 2, and level 5 is reachable: otherwise no clean claim
+        carries a 99285, 99223 or 99215, and everyday care (a 99213 for acute bronchitis
+        with a prescription, a 99285 chest-pain work-up) reads as billed above its support
+        (`model.quality.everyday`; docs/model-history.md).
 
         A claim whose diagnoses are all unknown supports any level (5): nothing to judge by.
         """

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from model.claims import parse_claim
-from model.generator import CLEAN, PATTERNS, ClaimGenerator
+from model.generator import CLEAN, FRAUDS, PATTERNS, ClaimGenerator
 from model.rules import RULES, claim_edits
 from model.vocabulary import default_vocabulary
 
@@ -103,6 +103,14 @@ def test_members_keep_their_demographics():
 def test_unknown_pattern_is_refused():
     with pytest.raises(ValueError, match="unknown fraud pattern"):
         ClaimGenerator(patterns=("nope",))
+
+
+def test_each_pattern_is_one_registered_function_that_labels_what_it_makes():
+    assert list(FRAUDS) == list(PATTERNS)
+    for pattern in PATTERNS:
+        gen = ClaimGenerator(seed=4, fraud_rate=0.5, patterns=(pattern,), size=300)
+        labels = {x.fraud_pattern for x in gen.generate(300)}
+        assert labels == {CLEAN, pattern}, pattern
 
 
 def test_mismatch_is_a_drug_or_a_procedure_and_named():

@@ -295,9 +295,9 @@ def shuffled(c: dict, rng: np.random.Generator) -> dict:
 def with_siblings(c: dict, rng: np.random.Generator) -> tuple[dict, int]:
     """The claim with each listed diagnosis swapped for an unlisted sibling where one reads
     the same (`Vocabulary.sibling_reads_alike`: one-area category, same limits, as the
-    generator's own siblings); how many were swapped. (Until checkpoint 93ae3e6b this
-    checked only that the category's stand-in shared the code's area, which let in the
-    siblings of categories of several areas, Z13 screenings above all.)"""
+    generator's own siblings); how many were swapped. A shared area alone is not enough:
+    in a category of several areas (Z13 screenings) a sibling reads as another area's
+    code (docs/model-history.md)."""
     v = default_vocabulary()
     listed = frozenset(v.diagnoses)
     out, swapped = [], 0
