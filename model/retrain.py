@@ -23,6 +23,7 @@ from model.checkpoint import Checkpoint
 from model.claims import Claim
 from model.dataset import ClaimSet, claim_set, make_claim_set
 from model.generator import CLEAN, SINGLE_CLAIM_PATTERNS
+from model.results import Result
 from model.scorer import Scorer
 from model.training import (
     Replacer,
@@ -49,25 +50,61 @@ class RetrainConfig:
     replace_rate: float = 0.15
 
 
+@dataclass
+class FeedbackFigures(Result):
+    """The model on the feedback itself."""
+
+    mean_score_labelled_fraud: float | None  # None: no claim labelled fraud
+    mean_score_false_alarms: float | None  # None: no false alarm
+    agreement: float  # share of the labels the threshold gets right
+
+
+@dataclass
+class FreshFigures(Result):
+    """The fraud head on fresh generated claims."""
+
+    auroc: float
+    pr_auc: float
+
+
+@dataclass
+class Measured(Result):
+    feedback: FeedbackFigures
+    fresh: FreshFigures
+
+
+@dataclass
+class RetrainReport(Result):
+    """What a retraining changed (`to_json`: `claimscope retrain --json`, before the CLI
+    adds where it wrote the new checkpoint)."""
+
+    from_version: str
+    feedback: int  # labels trained on
+    feedback_fraud: int  # of them labelled fraud
+    before: Measured
+    after: Measured
+    steps: int
+
+
 def feedback_set(ck: Checkpoint, claims: list[Claim], labels: list[bool]) -> ClaimSet:
     return claim_set(ck.tokenizer, list(claims), ["feedback" if y else CLEAN for y in labels])
 
 
-def measure(ck: Checkpoint, feedback: ClaimSet, fresh: ClaimSet) -> dict:
+def measure(ck: Checkpoint, feedback: ClaimSet, fresh: ClaimSet) -> Measured:
     scorer = Scorer(ck, device="cpu", precision="fp32")
     _, _, on_fb = scorer.combine(scorer.raw(feedback.values, feedback.fields, attention=False))
     y = feedback.labels.astype(bool)
     fraud, _ = predict(ck.model, fresh)
-    return {"feedback": {
-                "mean_score_labelled_fraud": round(float(on_fb[y].mean()), 4) if y.any() else None,
-                "mean_score_false_alarms": round(float(on_fb[~y].mean()), 4)
-                if (~y).any() else None,
-                "agreement": round(float(((on_fb >= scorer.threshold) == y).mean()), 4)},
-            "fresh": {k: round(v, 4) for k, v in metrics_of(fresh.labels, fraud).items()}}
+    return Measured(
+        FeedbackFigures(
+            mean_score_labelled_fraud=round(float(on_fb[y].mean()), 4) if y.any() else None,
+            mean_score_false_alarms=round(float(on_fb[~y].mean()), 4) if (~y).any() else None,
+            agreement=round(float(((on_fb >= scorer.threshold) == y).mean()), 4)),
+        FreshFigures(**{k: round(v, 4) for k, v in metrics_of(fresh.labels, fraud).items()}))
 
 
 def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: RetrainConfig,
-            log=print) -> tuple[Checkpoint, dict]:
+            log=print) -> tuple[Checkpoint, RetrainReport]:
     """A new checkpoint (unsaved, model_version empty) and the before/after report."""
     if not claims:
         raise ValueError("no feedback to retrain on")
@@ -83,7 +120,7 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
     fresh = make_claim_set(tok, cfg.eval_count, cfg.seed + 2, 0.05, SINGLE_CLAIM_PATTERNS)
     cal_set = make_claim_set(tok, cfg.eval_count, cfg.seed + 3, 0.05, SINGLE_CLAIM_PATTERNS)
     before = measure(ck, fb, fresh)
-    log(f"before: {before}")
+    log(f"before: {before.to_json()}")
 
     model = copy.deepcopy(ck.model).cpu().train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -107,7 +144,7 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
                                "retrain": asdict(cfg), "feedback": len(claims)},
                      check_limits=ck.check_limits)
     after = measure(new, fb, fresh)
-    log(f"after: {after}")
-    return new, {"from_version": ck.model_version, "feedback": len(claims),
-                 "feedback_fraud": int(fb.labels.sum()), "before": before, "after": after,
-                 "steps": cfg.steps}
+    log(f"after: {after.to_json()}")
+    return new, RetrainReport(from_version=ck.model_version, feedback=len(claims),
+                              feedback_fraud=int(fb.labels.sum()), before=before, after=after,
+                              steps=cfg.steps)

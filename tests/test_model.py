@@ -653,9 +653,9 @@ def test_the_everyday_suite_scores_each_stream_on_its_own(tiny_checkpoint):
     kept = scorer.checks
     r = everyday(scorer, per_kind=2, seed=3, log=lambda m: None)
     assert scorer.checks is kept  # its own cross-claim state, put back
-    assert r["kinds"] >= 40 and r["claims"] == 2 * r["kinds"]
-    assert 0 <= r["clean_flag_rate"] <= 1 and set(r["mutations"]) == set(MUTATIONS)
-    for m in r["mutations"].values():
-        assert 0 <= m["auroc"] <= 1 and 0 <= m["named_top1"] <= 1
-    assert r["mutations"]["dose_x10"]["claims"] < r["mutations"]["price_x10"]["claims"]
-    assert "duplicate_billing" not in r["clean_flagged_by"]  # no stream saw a copy twice
+    assert r.kinds >= 40 and r.claims == 2 * r.kinds
+    assert 0 <= r.clean_flag_rate <= 1 and set(r.mutations) == set(MUTATIONS)
+    for m in r.mutations.values():
+        assert 0 <= m.auroc <= 1 and 0 <= m.named_top1 <= 1
+    assert r.mutations["dose_x10"].claims < r.mutations["price_x10"].claims
+    assert "duplicate_billing" not in r.clean_flagged_by  # no stream saw a copy twice

@@ -25,10 +25,10 @@ def test_feedback_moves_the_labelled_claims_and_fresh_metrics_hold():
     claims = clean_claims(40)  # investigators say: these "clean-looking" claims are fraud
     cfg = RetrainConfig(steps=40, mix_count=3000, eval_count=1500)
     new, report = retrain(ck, claims, [True] * 40, cfg, log=lambda m: None)
-    before, after = report["before"], report["after"]
-    assert (after["feedback"]["mean_score_labelled_fraud"]
-            > before["feedback"]["mean_score_labelled_fraud"])
-    assert after["fresh"]["auroc"] > before["fresh"]["auroc"] - 0.05  # it did not forget
+    before, after = report.before, report.after
+    assert (after.feedback.mean_score_labelled_fraud
+            > before.feedback.mean_score_labelled_fraud)
+    assert after.fresh.auroc > before.fresh.auroc - 0.05  # it did not forget
     assert new.model is not ck.model
 
 

@@ -52,7 +52,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score
 
 from model import explain
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState
@@ -66,6 +65,7 @@ from model.generator import (
     ClaimGenerator,
     unlisted_siblings,
 )
+from model.metrics import auroc, pr_auc
 from model.quality.baselines import (
     FlatEncoder,
     PairSupport,
@@ -74,6 +74,25 @@ from model.quality.baselines import (
 )
 from model.quality.everyday import everyday
 from model.quality.probe import artefact_probe, fraud_only_codes, identity_probe
+from model.quality.results import (
+    AnomalyFigures,
+    CheckFigures,
+    CheckReport,
+    EvalResult,
+    Explanations,
+    Figures,
+    Flagged,
+    HeadAblation,
+    HeldoutFigures,
+    Interval,
+    Invariance,
+    MethodFigures,
+    NoveltyFigures,
+    PatternFigures,
+    Probes,
+    SwapFigures,
+    Throughput,
+)
 from model.rules import rule_oracle_scores
 from model.scorer import Scorer
 from model.tokenizer import FIELD_ID, MAX_TOKENS
@@ -125,17 +144,7 @@ def make_stream(count: int, seed: int, fraud_rate: float, patterns: Sequence[str
                   np.array([c["member_id"] in gen.plans for c in wire]))
 
 
-# -- metrics ------------------------------------------------------------------------------
-def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    """Mann-Whitney AUROC (ties count half); nan with one class only."""
-    pos = int(y.sum())
-    neg = len(y) - pos
-    if not pos or not neg:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
+# -- metrics (AUROC and PR-AUC: model.metrics) ---------------------------------------------
 def recall_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float = 0.01) -> float:
     """Recall at the cut that leaves `fpr` of the negatives above it."""
     neg, pos = s[y == 0], s[y == 1]
@@ -144,25 +153,21 @@ def recall_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float = 0.01) -> float:
     return float((pos > np.quantile(neg, 1 - fpr)).mean())
 
 
-def pr_auc(y: np.ndarray, s: np.ndarray) -> float:
-    return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
-
-
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "auroc": auroc, "pr_auc": pr_auc, "recall_at_1pct_fpr": recall_at_fpr}
 
 
 def with_interval(fn: Callable, y: np.ndarray, s: np.ndarray, resamples: list[np.ndarray]
-                  ) -> dict:
-    """{"value": x, "ci95": [lo, hi]}: percentile bootstrap over the resamples."""
+                  ) -> Interval:
+    """The value and [lo, hi]: percentile bootstrap over the resamples."""
     boots = np.array([fn(y[idx], s[idx]) for idx in resamples])
     boots = boots[~np.isnan(boots)]
     lo, hi = (np.percentile(boots, [2.5, 97.5]) if len(boots) else (np.nan, np.nan))
-    return {"value": round(fn(y, s), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
+    return Interval(round(fn(y, s), 4), [round(float(lo), 4), round(float(hi), 4)])
 
 
 def method_metrics(keys: np.ndarray, y: np.ndarray, s: np.ndarray, rng: np.random.Generator,
-                   bootstrap: int) -> dict:
+                   bootstrap: int) -> MethodFigures:
     """Headline metrics with intervals, and per pattern (AUROC and recall against clean)."""
     n = len(y)
     resamples = [rng.integers(0, n, n) for _ in range(bootstrap)]
@@ -178,14 +183,12 @@ def method_metrics(keys: np.ndarray, y: np.ndarray, s: np.ndarray, rng: np.rando
         sub = [rng.integers(0, len(idx), len(idx)) for _ in range(max(20, bootstrap // 4))]
         a = with_interval(auroc, yy, ss, sub)
         r = with_interval(recall_at_fpr, yy, ss, sub)
-        per[p] = {"n": int(mine.sum()), "auroc": a["value"], "auroc_ci95": a["ci95"],
-                  "recall_at_1pct_fpr": r["value"], "recall_ci95": r["ci95"]}
-    out["per_pattern"] = per
-    return out
+        per[p] = PatternFigures(int(mine.sum()), a.value, a.ci95, r.value, r.ci95)
+    return MethodFigures(**out, per_pattern=per)
 
 
-def plain_metrics(y: np.ndarray, s: np.ndarray) -> dict:
-    return {name: round(fn(y, s), 4) for name, fn in METRICS.items()}
+def plain_metrics(y: np.ndarray, s: np.ndarray) -> Figures:
+    return Figures(**{name: round(fn(y, s), 4) for name, fn in METRICS.items()})
 
 
 # -- model outputs ------------------------------------------------------------------------
@@ -223,34 +226,34 @@ def cross_claim(claims: Sequence[Claim], limits: CheckLimits
     return keep, fired
 
 
-def anomaly_report(test: Stream, odd: np.ndarray, scored: np.ndarray, scorer: Scorer) -> dict:
+def anomaly_report(test: Stream, odd: np.ndarray, scored: np.ndarray, scorer: Scorer
+                   ) -> AnomalyFigures:
     """The anomaly channel on its own: its false-positive rate on clean claims against its
     budget, its recall per pattern, and the fraud only it flags."""
     clean, fraud = test.patterns == CLEAN, test.patterns != CLEAN
-    return {"fpr_budget": scorer.anomaly_fpr, "cut": scorer.anomaly_cut,
-            "clean_fpr": round(float(odd[clean].mean()), 5),
-            "recall": round(float(odd[fraud].mean()), 4),
-            "fraud_only_it_flags": int((odd & ~scored & fraud).sum()),
-            "per_pattern": {p: round(float(odd[test.patterns == p].mean()), 4)
-                            for p in sorted(set(test.patterns[fraud]))}}
+    return AnomalyFigures(
+        fpr_budget=scorer.anomaly_fpr, cut=scorer.anomaly_cut,
+        clean_fpr=round(float(odd[clean].mean()), 5), recall=round(float(odd[fraud].mean()), 4),
+        fraud_only_it_flags=int((odd & ~scored & fraud).sum()),
+        per_pattern={p: round(float(odd[test.patterns == p].mean()), 4)
+                     for p in sorted(set(test.patterns[fraud]))})
 
 
-def check_report(test: Stream, fired: dict[str, np.ndarray], limits: CheckLimits) -> dict:
+def check_report(test: Stream, fired: dict[str, np.ndarray], limits: CheckLimits
+                 ) -> CheckReport:
     """Each check's recall on its pattern and false-positive rate on clean claims: all of
     them, and those of members in frequent care (dialysis, therapy, chemotherapy,
     psychotherapy), the care a flat limit calls fraud."""
     clean = test.patterns == CLEAN
-    out: dict = {"limits": {"window_days": limits.window_days,
-                            "velocity_limit": limits.velocity_limit,
-                            "per_kind": limits.per_kind,
-                            "repeat_codes": sorted(limits.repeat_codes)}}
+    out = {}
     for name, pattern in CHECK_PATTERNS.items():
         hit = fired[name]
-        out[name] = {"recall": round(float(hit[test.patterns == pattern].mean()), 4),
-                     "clean_fpr": round(float(hit[clean].mean()), 5),
-                     "frequent_care_fpr": round(float(hit[clean & test.series].mean()), 5),
-                     "frequent_care_claims": int((clean & test.series).sum())}
-    return out
+        out[name] = CheckFigures(recall=round(float(hit[test.patterns == pattern].mean()), 4),
+                                 clean_fpr=round(float(hit[clean].mean()), 5),
+                                 frequent_care_fpr=round(float(hit[clean & test.series].mean()),
+                                                         5),
+                                 frequent_care_claims=int((clean & test.series).sum()))
+    return CheckReport(limits, out)
 
 
 def to_unit(s: np.ndarray) -> np.ndarray:
@@ -328,7 +331,7 @@ def with_unlisted_procedures(c: dict, rng: np.random.Generator) -> tuple[dict, i
 
 
 def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 10_000
-               ) -> dict:
+               ) -> Invariance:
     """Decisions that move when nothing that matters does: the fraud model's under a
     shuffle of the claim's diagnoses and lines; and on clean claims, the model's flags
     (fraud model or anomaly channel) with their listed codes swapped for unlisted ones of
@@ -342,9 +345,7 @@ def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 
     idx = rng.choice(len(test.wire), min(n, len(test.wire)), replace=False)
     base, _ = flags([test.claims[i] for i in idx])
     moved, _ = flags([Claim.model_validate(shuffled(test.wire[i], rng)) for i in idx])
-    out = {"permutation_flag_rate_change": round(float((base != moved).mean()), 4),
-           "permutation_flag_rate_delta": round(float(abs(base.mean() - moved.mean())), 4),
-           "permutation_claims": len(idx)}
+    swaps = {}
     v = default_vocabulary()
     clean = [i for i in np.flatnonzero(test.patterns == CLEAN)[:n]
              if all(d in v.diagnoses for d in test.wire[i]["diagnoses"])]
@@ -354,13 +355,15 @@ def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 
         keep = [k for k, (_, s) in enumerate(swapped) if s]  # claims with a code to swap
         before = flags([test.claims[clean[k]] for k in keep])
         after = flags([Claim.model_validate(swapped[k][0]) for k in keep])
-        prefix = "in_vocab" if name == "oov_sibling" else f"{name}_listed"
-        out |= {f"{prefix}_fpr": round(float((before[0] | before[1]).mean()), 4),
-                f"{name}_fpr": round(float((after[0] | after[1]).mean()), 4),
-                f"{name}_anomaly_fpr": round(float(after[1].mean()), 4),
-                f"{name}_claims": len(keep),
-                f"{name}_codes_swapped": int(sum(swapped[k][1] for k in keep))}
-    return out
+        swaps[name] = SwapFigures(listed_fpr=round(float((before[0] | before[1]).mean()), 4),
+                                  fpr=round(float((after[0] | after[1]).mean()), 4),
+                                  anomaly_fpr=round(float(after[1].mean()), 4),
+                                  claims=len(keep),
+                                  codes_swapped=int(sum(swapped[k][1] for k in keep)))
+    return Invariance(permutation_flag_rate_change=round(float((base != moved).mean()), 4),
+                      permutation_flag_rate_delta=round(float(abs(base.mean() - moved.mean())),
+                                                        4),
+                      permutation_claims=len(idx), **swaps)
 
 
 CODES_OF = {"diagnosis": lambda c: c["diagnoses"],
@@ -368,7 +371,8 @@ CODES_OF = {"diagnosis": lambda c: c["diagnoses"],
             "drug": lambda c: [m["name"] for m in c["medications"]]}
 
 
-def heldout_report(test: Stream, flagged: np.ndarray, heldout: dict[str, list[str]]) -> dict:
+def heldout_report(test: Stream, flagged: np.ndarray, heldout: dict[str, list[str]]
+                   ) -> HeldoutFigures:
     """Clean claims flagged by any channel: those that carry no code the checkpoint's
     training held out (`seen_code_fpr`), and per field those that carry one of that field
     (`heldout_code_fpr`), with their counts. Codes never seen must be no evidence."""
@@ -378,10 +382,10 @@ def heldout_report(test: Stream, flagged: np.ndarray, heldout: dict[str, list[st
                             for i in clean], dtype=bool) for f in CODES_OF}
     seen = ~np.any(list(carries.values()), axis=0)
     rate = lambda m: round(float(flagged[clean][m].mean()), 5) if m.any() else None  # noqa: E731
-    return {"seen_code_fpr": rate(seen), "seen_code_claims": int(seen.sum()),
-            "heldout_code_fpr": {f: rate(m) for f, m in carries.items()},
-            "heldout_code_claims": {f: int(m.sum()) for f, m in carries.items()},
-            "heldout_codes": {f: len(codes) for f, codes in held.items()}}
+    return HeldoutFigures(seen_code_fpr=rate(seen), seen_code_claims=int(seen.sum()),
+                          heldout_code_fpr={f: rate(m) for f, m in carries.items()},
+                          heldout_code_claims={f: int(m.sum()) for f, m in carries.items()},
+                          heldout_codes={f: len(codes) for f, codes in held.items()})
 
 
 def injected_values(scorer: Scorer, test: Stream, i: int) -> set[int]:
@@ -419,7 +423,8 @@ def resample(values: np.ndarray, fields: np.ndarray, mask: np.ndarray,
 
 
 def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.ndarray,
-                 base: np.ndarray, surprise: np.ndarray, rng: np.random.Generator) -> dict:
+                 base: np.ndarray, surprise: np.ndarray, rng: np.random.Generator
+                 ) -> Explanations:
     """ERASER comprehensiveness/sufficiency and the top-3 hit rate (module docstring), for
     the tokens the Score names: those with the largest attribution of the deciding
     channel's logit (`Scorer.attribute`)."""
@@ -435,10 +440,9 @@ def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.nd
     if len(rows):
         v, f = values[rows], fields[rows]
         order[rows], _ = scorer.attribute(v, f, scorer.raw(v, f), odd[rows] & ~fired[rows])
-    out: dict = {"claims": len(own)}
-    for name in ("comprehensiveness", "sufficiency", "random_comprehensiveness",
-                 "random_sufficiency"):
-        out[name] = {}
+    out: dict[str, dict[str, float]] = {
+        name: {} for name in ("comprehensiveness", "sufficiency", "random_comprehensiveness",
+                              "random_sufficiency")}
     if len(own):
         v, f, s0 = values[own], fields[own], base[own]
         cont = content[own]
@@ -463,16 +467,16 @@ def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.nd
             continue  # the injected item was cut off by truncation or is out of vocabulary
         hits.append(bool(set(values[i, order[i, :3]]) & bad))
         chance.append(1 - math.comb(n - m, 3) / math.comb(n, 3) if n >= 3 else 1.0)
-    out["top3_hit"] = round(float(np.mean(hits)), 4) if hits else None
-    out["top3_chance"] = round(float(np.mean(chance)), 4) if chance else None
-    out["top3_claims"] = len(hits)
-    out["ranking"] = ("leave-one-out fall of the deciding channel's logit, as the Score's "
-                      "top_tokens")
-    return out
+    return Explanations(
+        claims=len(own), **out,
+        top3_hit=round(float(np.mean(hits)), 4) if hits else None,
+        top3_chance=round(float(np.mean(chance)), 4) if chance else None,
+        top3_claims=len(hits),
+        ranking="leave-one-out fall of the deciding channel's logit, as the Score's top_tokens")
 
 
 def heads(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.ndarray,
-          rng: np.random.Generator) -> dict:
+          rng: np.random.Generator) -> dict[str, HeadAblation]:
     """AUROC change per single-claim pattern with each head zeroed, and its specialisation."""
     idx = rng.choice(len(values), min(ABLATION_CLAIMS, len(values)), replace=False)
     v, f, pats = values[idx], fields[idx], test.patterns[idx]
@@ -487,18 +491,17 @@ def heads(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.ndarray,
         for head in range(cfg.n_heads):
             with scorer.model.ablate_head(layer, head):
                 ablated, _ = model_scores(scorer, v, f)
-            row: dict = {}
+            change = {}
             for p in SINGLE_CLAIM_PATTERNS:
                 mask = (pats == p) | (pats == CLEAN)
                 y = (pats[mask] == p).astype(int)
-                row[p] = round(auroc(y, ablated[mask]) - auroc(y, full[mask]), 4)
-            row["specialisation"] = spec.get((layer, head))
-            out[f"L{layer}H{head}"] = row
+                change[p] = round(auroc(y, ablated[mask]) - auroc(y, full[mask]), 4)
+            out[f"L{layer}H{head}"] = HeadAblation(change, spec.get((layer, head)))
     return out
 
 
 def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: float = 0.05,
-             bootstrap: int = 200, log: Callable[[str], None] = print) -> dict:
+             bootstrap: int = 200, log: Callable[[str], None] = print) -> EvalResult:
     """The whole yardstick (module docstring) for one checkpoint."""
     started, times = time.monotonic(), {}
     train_seed = scorer.ck.training.get("seed")
@@ -532,44 +535,42 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
     final = 1 - (1 - model) * keep
     odd = scorer.anomalous(surprise.max(axis=1))
     flagged = (final >= scorer.threshold) | odd
-    result = {
-        "count": count, "seed": seed, "fraud_rate": fraud_rate,
-        "model_version": scorer.model_version, "threshold": scorer.threshold,
-        "chance": {"auroc": 0.5, "pr_auc": round(float(y.mean()), 4),
-                   "recall_at_1pct_fpr": 0.01},
-        "methods": methods, "single_claim": single_claim,
-        "flagged": {"precision": round(float(y[flagged].mean()), 4),
-                    "recall": round(float(flagged[y == 1].mean()), 4),
-                    "clean_fpr": round(float(flagged[y == 0].mean()), 5)},
-        "anomaly_channel": anomaly_report(test, odd, final >= scorer.threshold, scorer),
-        "checks": check_report(test, fired, scorer.ck.check_limits),
-        "checks_flat": check_report(test, cross_claim(test.claims, CheckLimits())[1],
-                                    CheckLimits()),
-        "probes": {
-            "artefact": artefact_probe(test.wire, test.patterns, seed),
-            "artefact_all_clean": artefact_probe(test.wire, test.patterns, seed,
-                                                 eligible=False),
-            "identity": identity_probe(test.wire, test.patterns),
-            "fraud_only_codes": fraud_only_codes(test.wire, test.patterns)},
-    }
+    flags = Flagged(precision=round(float(y[flagged].mean()), 4),
+                    recall=round(float(flagged[y == 1].mean()), 4),
+                    clean_fpr=round(float(flagged[y == 0].mean()), 5))
+    anomaly_channel = anomaly_report(test, odd, final >= scorer.threshold, scorer)
+    checks = check_report(test, fired, scorer.ck.check_limits)
+    checks_flat = check_report(test, cross_claim(test.claims, CheckLimits())[1], CheckLimits())
+    probes = Probes(
+        artefact=artefact_probe(test.wire, test.patterns, seed),
+        artefact_all_clean=artefact_probe(test.wire, test.patterns, seed, eligible=False),
+        identity=identity_probe(test.wire, test.patterns),
+        fraud_only_codes=fraud_only_codes(test.wire, test.patterns))
     lap("probe")
-    result["everyday"] = everyday(scorer, seed=seed, log=log)
+    care = everyday(scorer, seed=seed, log=log)
     lap("everyday")
-    result["invariance"] = invariance(scorer, test, rng) | heldout_report(
-        test, flagged, scorer.ck.training.get("heldout") or {})
+    moved = invariance(scorer, test, rng)
+    held = heldout_report(test, flagged, scorer.ck.training.get("heldout") or {})
     lap("invariance")
-    result["explanations"] = explanations(scorer, test, values, fields, model, surprise, rng)
+    named = explanations(scorer, test, values, fields, model, surprise, rng)
     lap("explanations")
-    result["heads"] = heads(scorer, test, values, fields, rng)
+    ablated = heads(scorer, test, values, fields, rng)
     lap("heads")
-    result["throughput"] = throughput(scorer, test.claims)
+    speed = throughput(scorer, test.claims)
     lap("throughput")
-    result["seconds"] = {**times, "total": round(time.monotonic() - started, 1)}
-    return result
+    return EvalResult(
+        count=count, seed=seed, fraud_rate=fraud_rate, model_version=scorer.model_version,
+        threshold=scorer.threshold,
+        chance=Figures(auroc=0.5, pr_auc=round(float(y.mean()), 4), recall_at_1pct_fpr=0.01),
+        methods=methods, single_claim=single_claim, flagged=flags,
+        anomaly_channel=anomaly_channel, checks=checks, checks_flat=checks_flat, probes=probes,
+        everyday=care, invariance=moved, heldout=held, explanations=named, heads=ablated,
+        throughput=speed,
+        seconds={**times, "total": round(time.monotonic() - started, 1)})
 
 
 def novelty(patterns: Sequence[str], count: int, seed: int, steps: int,
-            log: Callable[[str], None] = print) -> dict:
+            log: Callable[[str], None] = print) -> dict[str, NoveltyFigures]:
     """Per pattern: train without any claim of it (labelled or not), then the anomaly
     channel's AUROC and recall at 1% false positives on fresh claims of it against clean.
 
@@ -587,15 +588,15 @@ def novelty(patterns: Sequence[str], count: int, seed: int, steps: int,
         _, anomaly, combined = scorer.combine(scorer.raw(*encode(scorer, data.claims),
                                                          attention=False))
         y = data.labels
-        out[p] = {"n": int(y.sum()), "auroc": round(auroc(y, anomaly), 4),
-                  "recall_at_1pct_fpr": round(recall_at_fpr(y, anomaly), 4),
-                  "combined_auroc": round(auroc(y, combined), 4),
-                  "seconds": round(time.monotonic() - started, 1)}
-        log(f"novelty {p}: {out[p]}")
+        out[p] = NoveltyFigures(n=int(y.sum()), auroc=round(auroc(y, anomaly), 4),
+                                recall_at_1pct_fpr=round(recall_at_fpr(y, anomaly), 4),
+                                combined_auroc=round(auroc(y, combined), 4),
+                                seconds=round(time.monotonic() - started, 1))
+        log(f"novelty {p}: {out[p].to_json()}")
     return out
 
 
-def throughput(scorer: Scorer, claims: list, batch: int = 256, n: int = 8192) -> dict:
+def throughput(scorer: Scorer, claims: list, batch: int = 256, n: int = 8192) -> Throughput:
     """`Scorer.score` claims/s as a service calls it: `batch` claims a call, explanations
     for flagged claims, no cross-claim checks (those are a Redis round trip in the worker),
     after a warm-up, with the long-lived objects frozen out of the garbage collector."""
@@ -612,7 +613,7 @@ def throughput(scorer: Scorer, claims: list, batch: int = 256, n: int = 8192) ->
     per_s = len(part) / (time.perf_counter() - t0)
     gc.unfreeze()
     scorer.checks = checks
-    return {"claims_per_s": round(per_s, 1), "batch": batch, "claims": len(part),
-            "threads": torch.get_num_threads(), "device": str(scorer.device),
-            "bf16": scorer.bf16, "explain": "all" if scorer.explain_all else "flagged"}
+    return Throughput(claims_per_s=round(per_s, 1), batch=batch, claims=len(part),
+                      threads=torch.get_num_threads(), device=str(scorer.device),
+                      bf16=scorer.bf16, explain="all" if scorer.explain_all else "flagged")
 

@@ -36,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import binomtest
-from sklearn.metrics import roc_auc_score
 
 from model.checks import CrossClaimChecks, MemoryState
 from model.claims import Claim
+from model.metrics import auroc
+from model.quality.results import EverydayReport, MutationFigures
 from model.scorer import Scorer
 
 MUTATIONS = ("drug_swap", "dose_x10", "price_x10")
@@ -150,7 +151,7 @@ def _interval(k: int, n: int) -> list[float]:
 
 
 def everyday(scorer: Scorer, per_kind: int = PER_KIND, seed: int = 0,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print) -> EverydayReport:
     """The suite's figures for one checkpoint (module docstring). Cost: ~4 x 600 claims
     scored with explanations, seconds."""
     kinds = load_kinds()
@@ -165,14 +166,13 @@ def everyday(scorer: Scorer, per_kind: int = PER_KIND, seed: int = 0,
     per_kind_rate = {kinds[k]["kind"]: 0.0 for k in range(len(kinds))}
     for (k, _), f in zip(items, flagged, strict=True):
         per_kind_rate[kinds[k]["kind"]] += f / per_kind
-    out: dict = {
-        "kinds": len(kinds), "claims": len(items),
-        "clean_flag_rate": round(float(flagged.mean()), 4),
-        "clean_flag_rate_ci95": _interval(int(flagged.sum()), len(items)),
-        "clean_flagged_by": by_channel,
-        "flagged_kinds": {k: round(v, 3) for k, v in sorted(
+    out = EverydayReport(
+        kinds=len(kinds), claims=len(items), clean_flag_rate=round(float(flagged.mean()), 4),
+        clean_flag_rate_ci95=_interval(int(flagged.sum()), len(items)),
+        clean_flagged_by=by_channel,
+        flagged_kinds={k: round(v, 3) for k, v in sorted(
             per_kind_rate.items(), key=lambda kv: -kv[1]) if v > 0},
-        "mutations": {}}
+        mutations={})
     r = random.Random(seed + 1)
     for how in MUTATIONS:
         done = [(i, m) for i, (k, c) in enumerate(items)
@@ -184,10 +184,9 @@ def everyday(scorer: Scorer, per_kind: int = PER_KIND, seed: int = 0,
         named = [names_change(s, kind, name) for s, (_, (_, kind, name)) in
                  zip(scores, done, strict=True) if s.flagged]
         y = np.r_[np.zeros(len(base)), np.ones(len(mutated))]
-        out["mutations"][how] = {
-            "claims": len(done),
-            "auroc": round(float(roc_auc_score(y, np.r_[base, mutated])), 4),
-            "flag_rate": round(float(np.mean(hit)), 4) if hit else None,
-            "named_top1": round(float(np.mean(named)), 4) if named else 0.0,
-            "named_claims": len(named)}
+        out.mutations[how] = MutationFigures(
+            claims=len(done), auroc=round(auroc(y, np.r_[base, mutated]), 4),
+            flag_rate=round(float(np.mean(hit)), 4) if hit else None,
+            named_top1=round(float(np.mean(named)), 4) if named else 0.0,
+            named_claims=len(named))
     return out

@@ -46,10 +46,10 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
 from model.cms.tables import mce_edit, ptp_edits
 from model.generator import SINGLE_CLAIM_PATTERNS
+from model.metrics import auroc
 from model.vocabulary import default_vocabulary
 
 MAX_AUROC = 0.65
@@ -165,7 +165,7 @@ def _per_pattern(claims: Sequence[dict], patterns: np.ndarray, eligible: bool,
         y = patterns == p
         if min(y[train].sum(), y[test].sum()) < 20:
             continue
-        out[p] = round(float(roc_auc_score(y[test], fit_score(train, y[train], test))), 4)
+        out[p] = round(auroc(y[test], fit_score(train, y[train], test)), 4)
     return out
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 
 import torch
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import average_precision_score, balanced_accuracy_score
 
 from model.dataset import make_claim_set
 from model.generator import SINGLE_CLAIM_PATTERNS
+from model.metrics import auroc
 from model.scorer import Scorer
 from model.training import TrainConfig, train
 
@@ -51,7 +52,7 @@ def sweep(steps: int, train_count: int, count: int, seed: int, device: str = "cp
         torch.set_num_threads(threads)
         rows.append({"layers": layers, "heads": heads, "d_model": ck.model.cfg.d_model,
                      "params": ck.model.n_params(),
-                     "auroc": round(float(roc_auc_score(y, combined)), 4),
+                     "auroc": round(auroc(y, combined), 4),
                      "pr_auc": round(float(average_precision_score(y, combined)), 4),
                      "accuracy": round(float((flagged == (y == 1)).mean()), 4),
                      "balanced_accuracy": round(float(balanced_accuracy_score(y, flagged)), 4),

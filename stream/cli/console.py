@@ -71,19 +71,17 @@ def retrain(
         raise fail(str(e)) from None
     new, report = run_retrain(ck, claims, labels, RetrainConfig(steps=steps),
                               log=lambda m: err.print(m, highlight=False, markup=False))
-    report["model_version"] = save_checkpoint(new, out)
-    report["checkpoint"] = str(out)
-    report["skipped_feedback"] = skipped
+    version = save_checkpoint(new, out)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report.to_json(), "model_version": version, "checkpoint": str(out),
+                          "skipped_feedback": skipped}, indent=2))
         return
-    b, a = report["before"], report["after"]
-    print(f"retrained {report['from_version']} -> {report['model_version']} on "
-          f"{report['feedback']} labels ({report['feedback_fraud']} fraud); wrote {out}")
-    print(f"  feedback agreement  {b['feedback']['agreement']:.3f} -> "
-          f"{a['feedback']['agreement']:.3f}")
-    print(f"  fresh claims AUROC  {b['fresh']['auroc']:.3f} -> {a['fresh']['auroc']:.3f}, "
-          f"PR-AUC {b['fresh']['pr_auc']:.3f} -> {a['fresh']['pr_auc']:.3f}")
+    b, a = report.before, report.after
+    print(f"retrained {report.from_version} -> {version} on {report.feedback} labels "
+          f"({report.feedback_fraud} fraud); wrote {out}")
+    print(f"  feedback agreement  {b.feedback.agreement:.3f} -> {a.feedback.agreement:.3f}")
+    print(f"  fresh claims AUROC  {b.fresh.auroc:.3f} -> {a.fresh.auroc:.3f}, "
+          f"PR-AUC {b.fresh.pr_auc:.3f} -> {a.fresh.pr_auc:.3f}")
 
 
 def load_feedback(settings) -> tuple[list, list[bool], int]:
@@ -96,12 +94,14 @@ def load_feedback(settings) -> tuple[list, list[bool], int]:
 
     store = ScoreStore.from_settings(settings)
     claims, labels, skipped = [], [], 0
-    keys = list(store.r.scan_iter(match=f"{store.prefix}feedback:*", count=1000))
-    for raw in store.r.mget(keys) if keys else []:
-        try:
-            fb = Feedback.model_validate_json(raw)
-            claims.append(Claim.model_validate(fb.claim))
-            labels.append(fb.label == "fraud")
-        except (ValidationError, TypeError, ValueError):
-            skipped += 1
+    try:
+        for raw in store.all_feedback():
+            try:
+                fb = Feedback.model_validate_json(raw)
+                claims.append(Claim.model_validate(fb.claim))
+                labels.append(fb.label == "fraud")
+            except (ValidationError, TypeError, ValueError):
+                skipped += 1
+    finally:
+        store.close()
     return claims, labels, skipped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +15,9 @@ from model.claims import describe_errors, parse_claim
 from model.generator import CROSS_CLAIM_PATTERNS, PATTERNS
 from stream.cli.common import app, err, fail, open_input
 from stream.cli.data import FormatOption, claims_in
+
+if TYPE_CHECKING:
+    from model.quality.results import EvalResult, Interval
 
 Checkpoint = Annotated[str, typer.Option("--checkpoint", help='checkpoint dir, or "default"')]
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present)")]
@@ -149,133 +152,134 @@ def evaluate(
     except EvalError as e:
         raise fail(str(e)) from None
     if held:
-        result["novelty"] = run_novelty(held, min(count, 20_000), seed, novelty_steps, log=_log)
+        result.novelty = run_novelty(held, min(count, 20_000), seed, novelty_steps, log=_log)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
         print(eval_markdown(result) if markdown else eval_table(result))
 
 
-def _ci(m: dict) -> str:
-    return f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+def _ci(m: Interval) -> str:
+    return f"{m.value:.3f} [{m.ci95[0]:.3f}, {m.ci95[1]:.3f}]"
 
 
-def eval_table(r: dict) -> str:
+def eval_table(r: EvalResult) -> str:
     """The headline: one line per method, values with 95% intervals."""
-    lines = [f"{r['count']:,} claims, seed {r['seed']}, fraud rate {r['fraud_rate']} "
-             f"(chance: AUROC 0.5, PR-AUC {r['chance']['pr_auc']}, recall 0.01)",
+    lines = [f"{r.count:,} claims, seed {r.seed}, fraud rate {r.fraud_rate} "
+             f"(chance: AUROC 0.5, PR-AUC {r.chance.pr_auc}, recall 0.01)",
              f"{'method':<18}{'AUROC':>24}{'PR-AUC':>24}{'recall@1%FPR':>24}"]
-    for name, m in r["methods"].items():
-        lines.append(f"{name:<18}{_ci(m['auroc']):>24}{_ci(m['pr_auc']):>24}"
-                     f"{_ci(m['recall_at_1pct_fpr']):>24}")
-    x, inv = r["explanations"], r["invariance"]
-    for probe in ("artefact", "identity"):
-        single = [v for p, v in r["probes"][probe].items() if p not in CROSS_CLAIM_PATTERNS]
+    for name, m in r.methods.items():
+        lines.append(f"{name:<18}{_ci(m.auroc):>24}{_ci(m.pr_auc):>24}"
+                     f"{_ci(m.recall_at_1pct_fpr):>24}")
+    x, inv, held = r.explanations, r.invariance, r.heldout
+    for probe, aurocs in (("artefact", r.probes.artefact), ("identity", r.probes.identity)):
+        single = [v for p, v in aurocs.items() if p not in CROSS_CLAIM_PATTERNS]
         top = f"{max(single):.3f}" if single else "none measured (too few claims)"
         lines.append(f"{probe} probe, highest of the single-claim patterns: {top} "
                      f"(at most 0.65 wanted)")
-    lines.append(f"codes only fraud claims carry: {len(r['probes']['fraud_only_codes'])}")
-    ev = r["everyday"]
-    lines.append(f"everyday care ({ev['kinds']} kinds, {ev['claims']} claims): "
-                 f"{ev['clean_flag_rate']:.1%} flagged; " + "; ".join(
-                     f"{k} AUROC {m['auroc']:.3f}, first token names it {m['named_top1']:.0%}"
-                     for k, m in ev["mutations"].items()))
-    held = ", ".join(f"{f} {v}" for f, v in inv["heldout_code_fpr"].items())
-    lines.append(f"clean FPR, claims with only seen codes {inv['seen_code_fpr']}; with "
-                 f"held-out codes: {held}")
-    lines.append(f"permutation: {inv['permutation_flag_rate_change']:.4f} of decisions change; "
-                 f"clean FPR {inv['in_vocab_fpr']:.4f}, with unlisted siblings "
-                 f"{inv['oov_sibling_fpr']:.4f}; {inv['unlisted_procedure_listed_fpr']:.4f}, "
-                 f"with unlisted procedure codes {inv['unlisted_procedure_fpr']:.4f}")
-    for name, c in r["checks"].items():
-        if name != "limits":
-            flat = r["checks_flat"][name]
-            lines.append(f"{name}: recall {c['recall']}, clean FPR {c['clean_fpr']}, frequent-care"
-                         f" FPR {c['frequent_care_fpr']} (flat limits: {flat['recall']}, "
-                         f"{flat['clean_fpr']}, {flat['frequent_care_fpr']})")
-    a = r["anomaly_channel"]
-    lines.append(f"anomaly channel at a {a['fpr_budget']} budget: clean FPR {a['clean_fpr']}, "
-                 f"recall {a['recall']}, {a['fraud_only_it_flags']} fraud claims only it flags")
-    lines.append(f"explanations: comprehensiveness k3 {x['comprehensiveness'].get('k3')} "
-                 f"(random {x['random_comprehensiveness'].get('k3')}), sufficiency k3 "
-                 f"{x['sufficiency'].get('k3')} (random {x['random_sufficiency'].get('k3')}), "
-                 f"top-3 hit {x['top3_hit']} (chance {x['top3_chance']})")
+    lines.append(f"codes only fraud claims carry: {len(r.probes.fraud_only_codes)}")
+    ev = r.everyday
+    lines.append(f"everyday care ({ev.kinds} kinds, {ev.claims} claims): "
+                 f"{ev.clean_flag_rate:.1%} flagged; " + "; ".join(
+                     f"{k} AUROC {m.auroc:.3f}, first token names it {m.named_top1:.0%}"
+                     for k, m in ev.mutations.items()))
+    by_field = ", ".join(f"{f} {v}" for f, v in held.heldout_code_fpr.items())
+    lines.append(f"clean FPR, claims with only seen codes {held.seen_code_fpr}; with "
+                 f"held-out codes: {by_field}")
+    sib, unl = inv.oov_sibling, inv.unlisted_procedure
+    lines.append(f"permutation: {inv.permutation_flag_rate_change:.4f} of decisions change; "
+                 f"clean FPR {sib.listed_fpr:.4f}, with unlisted siblings {sib.fpr:.4f}; "
+                 f"{unl.listed_fpr:.4f}, with unlisted procedure codes {unl.fpr:.4f}")
+    for name, c in r.checks.checks.items():
+        flat = r.checks_flat.checks[name]
+        lines.append(f"{name}: recall {c.recall}, clean FPR {c.clean_fpr}, frequent-care"
+                     f" FPR {c.frequent_care_fpr} (flat limits: {flat.recall}, "
+                     f"{flat.clean_fpr}, {flat.frequent_care_fpr})")
+    a = r.anomaly_channel
+    lines.append(f"anomaly channel at a {a.fpr_budget} budget: clean FPR {a.clean_fpr}, "
+                 f"recall {a.recall}, {a.fraud_only_it_flags} fraud claims only it flags")
+    lines.append(f"explanations: comprehensiveness k3 {x.comprehensiveness.get('k3')} "
+                 f"(random {x.random_comprehensiveness.get('k3')}), sufficiency k3 "
+                 f"{x.sufficiency.get('k3')} (random {x.random_sufficiency.get('k3')}), "
+                 f"top-3 hit {x.top3_hit} (chance {x.top3_chance})")
     return "\n".join(line for line in lines if line)
 
 
-def eval_markdown(r: dict) -> str:
+def eval_markdown(r: EvalResult) -> str:
     """Markdown tables of the same figures, as docs/model.md shows them."""
-    out = [f"Test set: {r['count']:,} claims, seed {r['seed']}, fraud rate {r['fraud_rate']}; "
-           f"model {r['model_version']}; chance: AUROC 0.5, PR-AUC {r['chance']['pr_auc']}, "
+    out = [f"Test set: {r.count:,} claims, seed {r.seed}, fraud rate {r.fraud_rate}; "
+           f"model {r.model_version}; chance: AUROC 0.5, PR-AUC {r.chance.pr_auc}, "
            f"recall at 1% FPR 0.01.", "",
            "| method | AUROC | PR-AUC | recall at 1% FPR | single-claim PR-AUC |",
            "|---|---|---|---|---|"]
-    for name, m in r["methods"].items():
-        out.append(f"| {name} | {_ci(m['auroc'])} | {_ci(m['pr_auc'])} | "
-                   f"{_ci(m['recall_at_1pct_fpr'])} | {r['single_claim'][name]['pr_auc']:.3f} |")
-    names = list(r["methods"])
+    for name, m in r.methods.items():
+        out.append(f"| {name} | {_ci(m.auroc)} | {_ci(m.pr_auc)} | "
+                   f"{_ci(m.recall_at_1pct_fpr)} | {r.single_claim[name].pr_auc:.3f} |")
+    names = list(r.methods)
     out += ["", "Recall at 1% FPR per pattern (n = fraud claims of it):", "",
             "| pattern | n | " + " | ".join(names) + " | artefact probe | identity probe |",
             "|---|---|" + "---|" * len(names) + "---|---|"]
-    for p, row in r["methods"]["claimformer"]["per_pattern"].items():
-        cells = [f"{r['methods'][n]['per_pattern'][p]['recall_at_1pct_fpr']:.3f}"
-                 for n in names]
-        probes = [r["probes"][k].get(p) if ":" not in p else None
-                  for k in ("artefact", "identity")]
-        out.append(f"| {p} | {row['n']} | " + " | ".join(cells) + " | " +
+    for p, row in r.methods["claimformer"].per_pattern.items():
+        cells = [f"{r.methods[n].per_pattern[p].recall_at_1pct_fpr:.3f}" for n in names]
+        probes = [aurocs.get(p) if ":" not in p else None  # none per mismatch variant
+                  for aurocs in (r.probes.artefact, r.probes.identity)]
+        out.append(f"| {p} | {row.n} | " + " | ".join(cells) + " | " +
                    " | ".join("" if x is None else str(x) for x in probes) + " |")
-    inv, x = r["invariance"], r["explanations"]
+    inv, held, x = r.invariance, r.heldout, r.explanations
+    sib, unl = inv.oov_sibling, inv.unlisted_procedure
     out += ["", "| invariance | value |", "|---|---|",
             f"| decisions changed by shuffling diagnoses and lines | "
-            f"{inv['permutation_flag_rate_change']:.4f} ({inv['permutation_claims']:,} claims) |",
-            f"| clean FPR, listed diagnoses | {inv['in_vocab_fpr']:.4f} |",
-            f"| clean FPR, same claims with unlisted siblings | {inv['oov_sibling_fpr']:.4f} "
-            f"({inv['oov_sibling_claims']:,} claims) |",
-            f"| clean FPR, listed procedure codes | {inv['unlisted_procedure_listed_fpr']:.4f} |",
+            f"{inv.permutation_flag_rate_change:.4f} ({inv.permutation_claims:,} claims) |",
+            f"| clean FPR, listed diagnoses | {sib.listed_fpr:.4f} |",
+            f"| clean FPR, same claims with unlisted siblings | {sib.fpr:.4f} "
+            f"({sib.claims:,} claims) |",
+            f"| clean FPR, listed procedure codes | {unl.listed_fpr:.4f} |",
             f"| clean FPR, same claims with unlisted codes of their CPT/HCPCS ranges | "
-            f"{inv['unlisted_procedure_fpr']:.4f} (anomaly channel "
-            f"{inv['unlisted_procedure_anomaly_fpr']:.4f}; "
-            f"{inv['unlisted_procedure_claims']:,} claims) |",
+            f"{unl.fpr:.4f} (anomaly channel {unl.anomaly_fpr:.4f}; "
+            f"{unl.claims:,} claims) |",
             f"| clean FPR, claims carrying no code training held out | "
-            f"{inv['seen_code_fpr']} ({inv['seen_code_claims']:,} claims) |",
+            f"{held.seen_code_fpr} ({held.seen_code_claims:,} claims) |",
             *(f"| clean FPR, claims carrying a held-out {f} code | {v} "
-              f"({inv['heldout_code_claims'][f]:,} claims) |"
-              for f, v in inv["heldout_code_fpr"].items()),
+              f"({held.heldout_code_claims[f]:,} claims) |"
+              for f, v in held.heldout_code_fpr.items()),
             "", "| check | limits | recall | clean FPR | frequent-care FPR |",
             "|---|---|---|---|---|"]
-    for name in r["checks"]:
-        if name != "limits":
-            for label, c in (("learned", r["checks"][name]), ("flat", r["checks_flat"][name])):
-                out.append(f"| {name} | {label} | {c['recall']} | {c['clean_fpr']} | "
-                           f"{c['frequent_care_fpr']} ({c['frequent_care_claims']:,} claims) |")
-    a = r["anomaly_channel"]
-    out += ["", f"Anomaly channel on its own at a {a['fpr_budget']} false-positive budget "
-            f"(cut {a['cut']}): clean FPR {a['clean_fpr']}, recall {a['recall']}, "
-            f"{a['fraud_only_it_flags']} fraud claims that only it flags; recall per pattern: "
-            + ", ".join(f"{p} {v}" for p, v in a["per_pattern"].items()) + "."]
-    ev = r["everyday"]
-    out += ["", f"Everyday care, {ev['kinds']} hand-written kinds x {ev['claims'] // ev['kinds']}"
-            f" claims: {ev['clean_flag_rate']:.1%} of clean claims flagged (95% interval "
-            f"{ev['clean_flag_rate_ci95'][0]:.1%} to {ev['clean_flag_rate_ci95'][1]:.1%}).", "",
+    for name in r.checks.checks:
+        for label, c in (("learned", r.checks.checks[name]), ("flat", r.checks_flat.checks[name])):
+            out.append(f"| {name} | {label} | {c.recall} | {c.clean_fpr} | "
+                       f"{c.frequent_care_fpr} ({c.frequent_care_claims:,} claims) |")
+    a = r.anomaly_channel
+    out += ["", f"Anomaly channel on its own at a {a.fpr_budget} false-positive budget "
+            f"(cut {a.cut}): clean FPR {a.clean_fpr}, recall {a.recall}, "
+            f"{a.fraud_only_it_flags} fraud claims that only it flags; recall per pattern: "
+            + ", ".join(f"{p} {v}" for p, v in a.per_pattern.items()) + "."]
+    ev = r.everyday
+    out += ["", f"Everyday care, {ev.kinds} hand-written kinds x {ev.claims // ev.kinds}"
+            f" claims: {ev.clean_flag_rate:.1%} of clean claims flagged (95% interval "
+            f"{ev.clean_flag_rate_ci95[0]:.1%} to {ev.clean_flag_rate_ci95[1]:.1%}).", "",
             "| mutation | claims | AUROC vs the same claims clean | flagged | first token "
             "names the change |", "|---|---|---|---|---|"]
-    out += [f"| {k} | {m['claims']} | {m['auroc']:.3f} | {m['flag_rate']} | "
-            f"{m['named_top1']:.0%} of {m['named_claims']} |" for k, m in ev["mutations"].items()]
+    out += [f"| {k} | {m.claims} | {m.auroc:.3f} | {m.flag_rate} | "
+            f"{m.named_top1:.0%} of {m.named_claims} |" for k, m in ev.mutations.items()]
     out += ["", "| explanations (ERASER) | k=1 | k=3 | k=5 |", "|---|---|---|---|"]
-    for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency",
-                 "random_sufficiency"):
+    for name, by_k in (("comprehensiveness", x.comprehensiveness),
+                       ("random_comprehensiveness", x.random_comprehensiveness),
+                       ("sufficiency", x.sufficiency),
+                       ("random_sufficiency", x.random_sufficiency)):
         out.append(f"| {name.replace('_', ' ')} | " + " | ".join(
-            str(x[name].get(f"k{k}")) for k in (1, 3, 5)) + " |")
-    out += ["", f"Top-3 hit on {x['top3_claims']:,} mismatch claims: {x['top3_hit']} "
-            f"(chance {x['top3_chance']}).", "",
-            "| head | " + " | ".join(r["heads"][next(iter(r["heads"]))]) + " |",
-            "|---|" + "---|" * len(r["heads"][next(iter(r["heads"]))])]
-    for h, row in r["heads"].items():
-        out.append(f"| {h} | " + " | ".join(str(v) for v in row.values()) + " |")
-    if "novelty" in r:
+            str(by_k.get(f"k{k}")) for k in (1, 3, 5)) + " |")
+    columns = [*next(iter(r.heads.values())).auroc_change, "specialisation"]
+    out += ["", f"Top-3 hit on {x.top3_claims:,} mismatch claims: {x.top3_hit} "
+            f"(chance {x.top3_chance}).", "",
+            "| head | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns)]
+    for h, ablated in r.heads.items():
+        out.append(f"| {h} | " + " | ".join(
+            str(v) for v in [*ablated.auroc_change.values(), ablated.specialisation]) + " |")
+    if r.novelty is not None:
         out += ["", "| held out | n | anomaly AUROC | recall at 1% FPR |", "|---|---|---|---|"]
-        out += [f"| {p} | {v['n']} | {v['auroc']:.3f} | {v['recall_at_1pct_fpr']:.3f} |"
-                for p, v in r["novelty"].items()]
+        out += [f"| {p} | {v.n} | {v.auroc:.3f} | {v.recall_at_1pct_fpr:.3f} |"
+                for p, v in r.novelty.items()]
     return "\n".join(out)
 
 

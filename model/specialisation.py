@@ -9,17 +9,19 @@ the probe's tokens of field `q` (each row sums to 1). Two numbers summarise a he
   matrix of its layer's heads, rows weighted by how often each field occurs. 0 means the
   head does what the others do; ln 2 ~ 0.69 is the maximum.
 
-`claimscope report` plots these across training snapshots: the seed's claim that heads
-become "medical", "dosage" and "cost" experts is read off these matrices, not asserted.
+Training (`model.training`) takes these snapshots into the checkpoint's metrics, with the
+probe's validation AUROC; `claimscope report` (`model.quality.report`) plots them: the
+seed's claim that heads become "medical", "dosage" and "cost" experts is read off these
+matrices, not asserted.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from model.dataset import ClaimSet
+from model.metrics import auroc
 from model.tokenizer import FIELDS
 
 SHOWN = FIELDS[1:]  # every field type but padding
@@ -63,5 +65,5 @@ def head_snapshot(model, probe: ClaimSet, step: int) -> dict:
                 "specialisation": round(float((_js(m, mean) * weights)[rows].sum()), 4),
             })
     labels = probe.labels
-    auroc = float(roc_auc_score(labels, fraud.numpy())) if 0 < labels.sum() < len(labels) else None
-    return {"step": step, "auroc": auroc, "fields": list(SHOWN), "heads": heads}
+    val = auroc(labels, fraud.numpy()) if 0 < labels.sum() < len(labels) else None
+    return {"step": step, "auroc": val, "fields": list(SHOWN), "heads": heads}
