@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.metrics import precision_recall_curve
 
 from model.checkpoint import Calibration, Checkpoint
 from model.checks import CheckLimits, fit_limits
 from model.claims import Claim
 from model.dataset import ClaimSet, make_claim_set
 from model.generator import CLEAN, SERIES, SINGLE_CLAIM_PATTERNS, ClaimGenerator
-from model.metrics import auroc
+from model.metrics import auroc, pr_auc
 from model.progress import progress_bar
 from model.score import ANOMALY_FPR, ANOMALY_FPRS
 from model.specialisation import head_snapshot
@@ -287,7 +287,7 @@ def metrics_of(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     if labels.min() == labels.max():
         return {"auroc": float("nan"), "pr_auc": float("nan")}
     return {"auroc": auroc(labels, scores),
-            "pr_auc": float(average_precision_score(labels, scores))}
+            "pr_auc": pr_auc(labels, scores)}
 
 
 @torch.inference_mode()

@@ -21,6 +21,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
+from model.claims import Format
 from stream.message import Message
 from stream.metrics import WorkerStats, add_views
 from stream.pipeline import Pipeline
@@ -143,7 +144,7 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
                                  mechanism=settings.sasl_mechanism)
 
 
-def message(event: faust.EventT, formats: dict[str, str]) -> Message:
+def message(event: faust.EventT, formats: dict[str, Format]) -> Message:
     """The pipeline's Message for a Faust event; `formats`: input topic -> its format."""
     m = event.message
     ts = round(m.timestamp * 1000) if m.timestamp and m.timestamp > 0 else None

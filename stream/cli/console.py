@@ -63,8 +63,8 @@ def retrain(
     with one_line_errors():
         claims, labels, skipped = load_feedback(settings)
     if not claims:
-        raise fail(f"no usable feedback in Redis under {settings.key_prefix}feedback: "
-                   f"({skipped} records without a valid claim)", 1)
+        raise fail(f"no usable feedback in Redis (key prefix {settings.key_prefix!r}: "
+                   f"{skipped} labels without a valid claim)", 1)
     try:
         ck = load_checkpoint(checkpoint)
     except CheckpointError as e:
@@ -85,7 +85,7 @@ def retrain(
 
 
 def load_feedback(settings) -> tuple[list, list[bool], int]:
-    """(claims, is_fraud, skipped) from the console's `{prefix}feedback:*` records."""
+    """(claims, is_fraud, skipped) from the console's feedback labels in the store."""
     from pydantic import ValidationError
 
     from model.claims import Claim
