@@ -18,51 +18,9 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from model import taxonomy
 from model.claims import Claim
 from model.vocabulary import default_vocabulary
-
-# NUCC Health Care Provider Taxonomy codes of the specialties the generator and the
-# vocabulary use (model/vocab/specialties.json), one each, so that a written claim reads
-# back as the specialty it had.
-SPECIALTY_TAXONOMY: dict[str, str] = {
-    "family_medicine": "207Q00000X",
-    "internal_medicine": "207R00000X",
-    "pediatrics": "208000000X",
-    "endocrinology": "207RE0101X",
-    "cardiology": "207RC0000X",
-    "pulmonology": "207RP1001X",
-    "orthopedics": "207X00000X",
-    "psychiatry": "2084P0800X",
-    "neurology": "2084N0400X",
-    "nephrology": "207RN0300X",
-    "urology": "208800000X",
-    "obstetrics_gynecology": "207V00000X",
-    "gastroenterology": "207RG0100X",
-    "dermatology": "207N00000X",
-    "oncology": "207RX0202X",
-    "infectious_disease": "207RI0200X",
-    "emergency_medicine": "207P00000X",
-    "radiology": "2085R0202X",
-    "ophthalmology": "207W00000X",
-    "otolaryngology": "207Y00000X",
-    "rheumatology": "207RR0500X",
-    "physical_therapy": "225100000X",
-    "general_surgery": "208600000X",
-    "laboratory": "291U00000X",
-    "pathology": "207ZP0102X",
-    "pharmacy": "333600000X",
-    "dme_supplier": "332B00000X",
-}
-# Reading also takes a few neighbours insurers send for the same kind of care.
-TAXONOMY_SPECIALTY: dict[str, str] = {
-    **{code: name for name, code in SPECIALTY_TAXONOMY.items()},
-    "208D00000X": "family_medicine",  # general practice
-    "207QA0505X": "family_medicine",  # adult medicine
-    "207RH0003X": "oncology",         # hematology & oncology
-    "207ZP0101X": "pathology",        # anatomic pathology
-    "207ZP0105X": "pathology",        # clinical pathology
-    "3336C0003X": "pharmacy",         # community/retail pharmacy
-}
 
 UNKNOWN_STRENGTH_MG = 1.0  # an unknown drug's strength: its dose reads as unknown anyway
 DEFAULT_DAYS_SUPPLY = 30   # a fill that states no days supply: the commonest US fill
@@ -209,16 +167,18 @@ def usual_days_supply(name: str) -> int:
 
 def taxonomy_of(specialty: str) -> str:
     """The NUCC code the writers give a specialty; ValueError for one without a code."""
-    try:
-        return SPECIALTY_TAXONOMY[specialty]
-    except KeyError:
-        raise ValueError(f"provider_specialty {specialty!r} has no NUCC taxonomy code in "
-                         "model/formats/common.py") from None
+    return taxonomy.code_of(specialty)
 
 
-def specialty_of(taxonomy: str, path: str) -> str:
-    try:
-        return TAXONOMY_SPECIALTY[taxonomy.strip()]
-    except KeyError:
-        raise Unmappable(path, f"NUCC taxonomy {taxonomy!r} is not a specialty ClaimScope "
-                         "scores (docs/formats.md lists them)") from None
+def specialty_of(code: str, path: str) -> str:
+    """The specialty a NUCC taxonomy code reads as (model/taxonomy.py's rules); Unmappable,
+    naming the code and its NUCC levels, for a code NUCC lacks or one with no specialty of
+    ours (an unknown specialty the contract cannot carry yet)."""
+    name = taxonomy.specialty(code)
+    if name is not None:
+        return name
+    if taxonomy.lookup(code) is None:
+        raise Unmappable(path, f"NUCC taxonomy {code!r} is not a code of the NUCC code set "
+                         f"(version {taxonomy.NUCC_VERSION})")
+    raise Unmappable(path, f"NUCC taxonomy {code!r} ({taxonomy.describe(code)}) has no "
+                     "specialty ClaimScope scores (docs/formats.md)")
