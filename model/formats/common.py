@@ -40,6 +40,10 @@ class ConversionError:
     has no inner place to name (a line that is not JSON). Index 0 stands for the input as
     a whole (not JSON, not UTF-8, an X12 envelope that does not hold). A stream worker can put
     `str(error)` or the fields themselves on a dead letter.
+
+    `skipped` marks a record left out on purpose because it is not a claim to score (a
+    FHIR prior authorisation or predetermination: `use` other than `claim`): a note to
+    report, not a failure to count. `str()` says "skipped".
     """
 
     index: int
@@ -47,6 +51,7 @@ class ConversionError:
     message: str
     record_id: str | None = None  # the claim's id when the record names one
     unit: Literal["claim", "line"] = "claim"  # what `index` counts: JSONL counts lines
+    skipped: bool = False  # a record left out on purpose, not a failure (see above)
 
     def __post_init__(self) -> None:
         # hostile input must not come back whole in its own error (a 10 MB CLM01)
@@ -59,6 +64,7 @@ class ConversionError:
         named = "" if not self.record_id else (
             f" (claim_id {self.record_id})" if self.unit == "line" else f" ({self.record_id})")
         where = f"{self.unit} {self.index}{named}" if self.index else "input"
+        where += ": skipped" if self.skipped else ""
         return f"{where}: {self.path}: {self.message}" if self.path else \
             f"{where}: {self.message}"
 

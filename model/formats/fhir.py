@@ -44,6 +44,12 @@ from model.formats.common import (
 )
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+# Diagnoses: ICD-10-CM's URI and OID, and WHO ICD-10's, under which payers send ICD-10-CM
+# codes too; the contract's ICD-10-CM pattern then judges the code itself.
+ICD10_SYSTEMS = frozenset({ICD10CM, "urn:oid:2.16.840.1.113883.6.90",
+                           "http://hl7.org/fhir/sid/icd-10", "urn:oid:2.16.840.1.113883.6.3"})
+ICD9_SYSTEMS = frozenset({"http://hl7.org/fhir/sid/icd-9-cm", "http://hl7.org/fhir/sid/icd-9",
+                          "urn:oid:2.16.840.1.113883.6.103", "urn:oid:2.16.840.1.113883.6.42"})
 CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 PROCEDURE_SYSTEMS = frozenset({
@@ -67,6 +73,20 @@ CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
 INFO = "http://terminology.hl7.org/CodeSystem/claiminformationcategory"
 NPI = "http://hl7.org/fhir/sid/us-npi"
 MODELS = {"Claim": FhirClaim, "ExplanationOfBenefit": ExplanationOfBenefit}
+# An EOB line's billed amount when it has neither net nor unitPrice: the amount of its
+# adjudication of these categories, first found first (CARIN Blue Button: `submitted`).
+LINE_AMOUNTS = ("submitted", "eligible")
+# R4's `use` codes that are not a claim for care given: skipped, with a note, not scored.
+NOT_CLAIM_USES = {"preauthorization": "a prior-authorisation request",
+                  "predetermination": "a predetermination (a cost estimate before care)"}
+# Elements that show an older FHIR release by shape: in that release's Claim /
+# ExplanationOfBenefit and not in R4's, which renamed or dropped them (STU3 `information`
+# became `supportingInfo`, `totalCost` `total`, `item.service` `item.productOrService`).
+DSTU2_ELEMENTS = ("ruleset", "originalRuleset", "target", "coverage", "request",
+                  "requestProvider", "requestOrganization")
+STU3_ELEMENTS = ("information", "totalCost", "totalBenefit", "unallocDeductable",
+                 "organization", "employmentImpacted", "hospitalization")
+OLD_USES = ("complete", "proposed", "exploratory", "other")  # STU3 and DSTU2 `use` codes
 PEOPLE = ("Patient", "Practitioner", "PractitionerRole", "Organization")
 
 
@@ -128,8 +148,8 @@ def _document(doc: Any, index: int, prefix: str, by_line: bool = False
     found = 0
     for k, res, _ in resources:
         kind = res.get("resourceType") if isinstance(res, dict) else None
-        if kind in PEOPLE:
-            continue  # what claims refer to, not records of their own
+        if res is None or (isinstance(kind, str) and kind not in MODELS):
+            continue  # what claims refer to (Patient…) or sit beside (Coverage…): no record
         found += 1
         yield _record(res, index if by_line else k + 1, known, f"Bundle.entry[{k}].resource")
     if not found:
@@ -160,10 +180,23 @@ def _record(res: Any, index: int, known: dict[str, dict], prefix: str
         return ConversionError(index, f"{prefix}.resourceType" if prefix else "resourceType",
                                f"{kind!r}: expected Claim, ExplanationOfBenefit or a Bundle "
                                "of them", rid)
+    root = prefix or kind
+    older = _older_release(res)
+    if older:
+        return ConversionError(index, root, f"a FHIR {older[0]} {kind} by its shape "
+                               f"({', '.join(older[1])}: elements R4 renamed or dropped); "
+                               "ClaimScope reads FHIR R4", rid)
+    use = res.get("use")
+    if use in NOT_CLAIM_USES:
+        return ConversionError(index, f"{root}.use", f"{use!r}: {NOT_CLAIM_USES[use]}, not "
+                               "a claim to score", rid, skipped=True)
+    if use != "claim" and isinstance(use, str):
+        return ConversionError(index, f"{root}.use", f"{use!r}: FHIR R4 has claim, "
+                               "preauthorization or predetermination", rid)
     try:
         parsed = model.model_validate(res)
     except ValidationError as e:
-        return _validation_error(e, index, prefix or kind, rid)
+        return _validation_error(e, index, root, rid)
     try:
         fields, paths = _fields(parsed, kind, known)
     except Unmappable as e:
@@ -175,6 +208,30 @@ def _record(res: Any, index: int, known: dict[str, dict], prefix: str
     if prefix:
         paths = {k: prefix + v.removeprefix(kind) for k, v in paths.items()}
     return finish(index, rid, fields, paths)
+
+
+def _older_release(res: dict) -> tuple[str, list[str]] | None:
+    """("STU3", ["information", "totalCost"]): the FHIR release a Claim / EOB is shaped
+    as and the elements that show it; None for an R4 shape. Only what R4 does not have
+    counts, so a valid R4 resource is never named older."""
+    items = [i for i in res.get("item") or [] if isinstance(i, dict)] \
+        if isinstance(res.get("item"), list) else []
+    dxs = [d for d in res.get("diagnosis") or [] if isinstance(d, dict)] \
+        if isinstance(res.get("diagnosis"), list) else []
+    dstu2 = [k for k in DSTU2_ELEMENTS if k in res]
+    dstu2 += ["type as a code"] if isinstance(res.get("type"), str) else []
+    dstu2 += ["diagnosis.diagnosis"] if any("diagnosis" in d for d in dxs) else []
+    dstu2 += ["item.service as a Coding"] if any(
+        isinstance(i.get("service"), dict) and "coding" not in i["service"] for i in items) else []
+    if dstu2:
+        return "DSTU2", dstu2
+    stu3 = [k for k in STU3_ELEMENTS if k in res]
+    stu3 += ["item.service"] if any("service" in i for i in items) else []
+    stu3 += ["insurance as one object"] if isinstance(res.get("insurance"), dict) else []
+    if stu3:
+        return "STU3", stu3
+    use = res.get("use")
+    return ("STU3 or DSTU2", [f"use {use!r}"]) if use in OLD_USES else None
 
 
 def _validation_error(e: ValidationError, index: int, root: str, rid: str | None
@@ -315,14 +372,26 @@ def _specialty(provider: Any, r: Any, kind: str) -> str:
 
 
 def _diagnoses(r: Any, kind: str) -> list[str]:
-    out = []
+    """The ICD-10-CM codes of `diagnosis`, in order; a code listed twice (as principal and
+    as secondary, say) counts once."""
+    out: dict[str, None] = {}
     for i, d in enumerate(r.diagnosis or []):
-        codes = _codes(d.diagnosisCodeableConcept, {ICD10CM})
+        at = f"{kind}.diagnosis[{i}].diagnosisCodeableConcept"
+        concept = d.diagnosisCodeableConcept
+        codes = _codes(concept, ICD10_SYSTEMS)
         if not codes:
-            raise Unmappable(f"{kind}.diagnosis[{i}].diagnosisCodeableConcept",
-                             "no ICD-10-CM coding")
-        out.append(dotted_icd10(codes[0][1]))
-    return out
+            icd9 = _codes(concept, ICD9_SYSTEMS)
+            others = sorted({c.system or "no system" for c in
+                             (getattr(concept, "coding", None) or [])})
+            raise Unmappable(at, f"ICD-9 code {icd9[0][1]!r} ({icd9[0][0]}): the contract "
+                             "takes ICD-10-CM" if icd9 else "no ICD-10-CM coding" + (
+                                 f" (codings in {', '.join(others)})" if others else ""))
+        system, code, _ = codes[0]
+        if code.strip()[:1].isdigit():
+            raise Unmappable(at, f"{code!r} under {system} is shaped like an ICD-9 code, "
+                             "not ICD-10-CM (which begins with a letter)")
+        out.setdefault(dotted_icd10(code))
+    return list(out)
 
 
 def _line(item: Any, at: str) -> tuple[dict, str]:
@@ -334,7 +403,10 @@ def _line(item: Any, at: str) -> tuple[dict, str]:
         charge = money(item.unitPrice.value) * (qty if qty is not None else Decimal(1))
         charge *= item.factor if item.factor is not None else 1
     if charge is None:
-        raise Unmappable(f"{at}.net", "no net (line total) nor unitPrice")
+        charge = _adjudicated(item)
+    if charge is None:
+        raise Unmappable(f"{at}.net", "no net (line total), unitPrice, nor a submitted or "
+                         "eligible adjudication amount")
     procs = _codes(concept, PROCEDURE_SYSTEMS)
     if procs:
         units = qty if qty is not None else Decimal(1)
@@ -364,6 +436,17 @@ def _line(item: Any, at: str) -> tuple[dict, str]:
         raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding (a CPT-like code "
                          "without the CPT or HCPCS system)")
     raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding")
+
+
+def _adjudicated(item: Any) -> Decimal | None:
+    """An EOB line's amount from its adjudications, by LINE_AMOUNTS (matched on the
+    category code, as `total` is); None where there is none, and on a Claim's item."""
+    found: dict[str, Any] = {}
+    for a in getattr(item, "adjudication", None) or []:
+        for c in getattr(a.category, "coding", None) or []:
+            if c.code in LINE_AMOUNTS and a.amount is not None and a.amount.value is not None:
+                found.setdefault(c.code, a.amount.value)
+    return next((money(found[c]) for c in LINE_AMOUNTS if c in found), None)
 
 
 def _total(r: Any, kind: str, procedures: list, medications: list) -> Decimal:

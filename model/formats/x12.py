@@ -9,7 +9,11 @@ above each CLM, then that CLM's own segments), so one broken claim costs only it
 
 837I (005010X223A3) parses with the same library but is not mapped: an institutional
 claim carries a type of bill and facility taxonomies where the contract has a place of
-service and a clinical specialty. It is rejected with a message saying so.
+service and a clinical specialty. It is rejected with a message saying so, as is 837D
+(005010X224A2, dental: tooth numbers and ADA procedure codes, which the model never saw).
+
+A file may hold several interchanges (ISA..IEA) one after another, as clearinghouse
+batches do; each is read on its own, so a broken envelope costs only its interchange.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ DRUG_CODE = "J3490"
 DAYS = re.compile(r"(\d+)\s*DAYS?\b", re.IGNORECASE)
 ICD10 = {"ABK", "ABF"}  # HI01-1 qualifiers: principal / other ICD-10-CM diagnosis
 ICD9 = {"BK", "BF"}
+UNMAPPED = (("005010X223", "837I, institutional"), ("005010X224", "837D, dental"))
 X12_TEXT = re.compile(r"^[^*~:^\x00-\x1f\x7f]*$")  # the writer's delimiters, controls
 
 
@@ -68,22 +73,51 @@ class EnvelopeError(Exception):
 # -- reading ------------------------------------------------------------------------------
 
 def read(text: str) -> list[Claim | ConversionError]:
-    """Every claim (CLM) of one X12 interchange, in order; never raises for bad input.
+    """Every claim (CLM) of the X12 interchanges in `text`, in order; never raises for bad
+    input.
 
     A broken envelope (no ISA, truncated, counts or control numbers that disagree)
-    rejects the interchange with one ConversionError of index 0. Otherwise each CLM is
-    one record, numbered from 1 across the interchange; a transaction set that is not
-    an 837P gives one error in the place of its claims.
+    rejects its interchange with one ConversionError of index 0 (its path begins `ISA[k].`
+    when the file holds several). Otherwise each CLM is one record, numbered from 1 across
+    the file; a transaction set that is not an 837P gives one error in the place of its
+    claims.
     """
-    text = text.lstrip("\ufeff \r\n\t")
-    try:
-        delimiters, transactions = _envelope(text)
-    except EnvelopeError as e:
-        return [ConversionError(0, e.path, e.message)]
+    chunks = _interchanges(text.lstrip("\ufeff \r\n\t"))
     out: list[Claim | ConversionError] = []
-    for version, segments in transactions:
-        out.extend(_transaction(version, segments, delimiters, len(out)))
+    for k, chunk in enumerate(chunks, 1):
+        try:
+            delimiters, transactions = _envelope(chunk)
+        except EnvelopeError as e:
+            message = e.message if k == 1 or chunk.startswith("ISA") else \
+                f"text after interchange {k - 1}'s IEA that does not begin another (ISA)"
+            out.append(ConversionError(0, f"ISA[{k}].{e.path}" if len(chunks) > 1 else e.path,
+                                       message))
+            continue
+        for version, segments in transactions:
+            out.extend(_transaction(version, segments, delimiters, len(out)))
     return out
+
+
+def _interchanges(text: str) -> list[str]:
+    """`text` cut after each IEA segment into its interchanges; what cannot be cut (no
+    usable ISA, no IEA) stays one piece, for `_envelope` to say what is wrong with it."""
+    out: list[str] = []
+    while text:
+        if not text.startswith("ISA") or len(text) < 106:
+            break
+        sep, comp, term = text[3], text[104], text[105]
+        if len({sep, comp, term}) < 3 or any(c.isalnum() or c == " " for c in (sep, comp, term)):
+            break
+        # the IEA, or the next ISA if this interchange is cut short: each after a segment
+        # terminator (and the line break some files add)
+        t, e = re.escape(term), re.escape(sep)
+        end = re.compile(rf"{t}\s*IEA{e}[^{t}]*(?:{t}|\Z)|(?<={t})\s*(?=ISA{e})").search(
+            text, 106)
+        if end is None:
+            break
+        out.append(text[:end.end()])
+        text = text[end.end():].lstrip("\ufeff \r\n\t")
+    return [*out, text] if text or not out else out
 
 
 def _envelope(text: str) -> tuple[X12Delimiters, list[tuple[str, list]]]:
@@ -174,8 +208,8 @@ def _transaction(version: str, segments: list, delimiters: X12Delimiters, before
     claim_ids = [_field(f, 1) for n, f in segments if n == "CLM"]
     st_ref = f"ST {_field(segments[0][1], 2)}"
     if _field(segments[0][1], 1) != "837" or version not in READS:
-        what = "837I, not mapped (docs/formats.md)" if version.startswith("005010X223") else \
-            f"{_field(segments[0][1], 1)} {version}"
+        what = next((f"{name}, not mapped (docs/formats.md)" for prefix, name in UNMAPPED
+                     if version.startswith(prefix)), f"{_field(segments[0][1], 1)} {version}")
         return _each_claim(claim_ids, before, f"{st_ref}.ST01", "ClaimScope reads 837P "
                            f"(005010X222A1/A2); this transaction set is {what}")
     stated = _field(segments[-1][1], 1)
@@ -412,7 +446,7 @@ def _diagnoses(his: list) -> list[str]:
                                  "contract takes ICD-10-CM (ABK/ABF)")
             if qualifier in ICD10:
                 out.append(dotted_icd10(value))
-    return out
+    return list(dict.fromkeys(out))  # a code sent twice (ABK and ABF) counts once, as in FHIR
 
 
 # -- writing ------------------------------------------------------------------------------
