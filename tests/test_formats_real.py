@@ -254,6 +254,17 @@ def test_prior_authorisations_are_skipped_with_a_note_not_scored():
     assert not odd.skipped and odd.path == "Claim.use"
 
 
+def test_the_cli_notes_a_prior_authorisation_and_does_not_count_it_invalid():
+    preauth = to_fhir(CLAIMS[0]) | {"use": "preauthorization"}
+    text = bundle(preauth, to_fhir(CLAIMS[2]))
+    valid = CliRunner().invoke(app, ["validate", "--format", "fhir", "-"], input=text)
+    assert valid.exit_code == 0, valid.output
+    assert "1 claims: 1 valid, 0 invalid" in valid.stdout
+    conv = CliRunner().invoke(app, ["convert", "--from", "fhir", "-"], input=text)
+    assert conv.exit_code == 0 and conv.stdout.count("\n") == 1, conv.output
+    assert "skipped: " in conv.stderr and "prior-authorisation" in conv.stderr
+
+
 # -- X12 -----------------------------------------------------------------------------------
 
 def test_several_interchanges_in_one_file_are_each_read():

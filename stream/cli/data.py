@@ -23,9 +23,18 @@ FormatOption = Annotated[Format, typer.Option(
 
 @contextmanager
 def claims_in(fmt: Format, path: str) -> Iterator[Iterator[Claim | ConversionError]]:
-    """The claims of a file (or stdin) in `fmt`, in order, each bad record as an error."""
+    """The claims of a file (or stdin) in `fmt`, in order, each bad record as an error.
+    A record that is not a claim to score (a prior authorisation) is noted on stderr and
+    left out: neither a claim nor a failure."""
     with open_input(path) as f:
-        yield read(fmt, f)
+        yield (item for item in read(fmt, f) if not _noted(item))
+
+
+def _noted(item: Claim | ConversionError) -> bool:
+    if isinstance(item, ConversionError) and item.skipped:
+        err.print(str(item), highlight=False, markup=False, soft_wrap=True)
+        return True
+    return False
 
 
 @app.command()
