@@ -42,6 +42,7 @@ from model.formats.common import (
     taxonomy_of,
     usual_days_supply,
 )
+from model.formats.references import PEOPLE, References
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 # Diagnoses: ICD-10-CM's URI and OID, and WHO ICD-10's, under which payers send ICD-10-CM
@@ -87,20 +88,22 @@ DSTU2_ELEMENTS = ("ruleset", "originalRuleset", "target", "coverage", "request",
 STU3_ELEMENTS = ("information", "totalCost", "totalBenefit", "unallocDeductable",
                  "organization", "employmentImpacted", "hospitalization")
 OLD_USES = ("complete", "proposed", "exploratory", "other")  # STU3 and DSTU2 `use` codes
-PEOPLE = ("Patient", "Practitioner", "PractitionerRole", "Organization")
 
 
 # -- reading ------------------------------------------------------------------------------
 
-def read(text: str) -> list[Claim | ConversionError]:
+def read(text: str, references: References | None = None) -> list[Claim | ConversionError]:
     """Every Claim / ExplanationOfBenefit in one FHIR JSON document or NDJSON text.
 
+    A claim's patient and provider are looked up where the claim has them (contained, or
+    in its Bundle), then in `references` (reference data given beside the input).
     Never raises for bad input: each record that is not a claim becomes a
     ConversionError (its 1-based position, a FHIRPath, the reason). A single document's
     records are numbered by Bundle entry; NDJSON's by line.
     """
+    given = (references,) if references is not None else ()
     try:
-        return list(_document(json.loads(text), 1, ""))
+        return list(_document(json.loads(text), 1, "", given))
     except ValueError as e:
         whole = e
     lines = text.splitlines()
@@ -121,18 +124,18 @@ def read(text: str) -> list[Claim | ConversionError]:
         except ValueError as e:
             out.append(ConversionError(lineno, "", f"not JSON: {e.msg}"))
             continue
-        out.extend(_document(doc, lineno, "", by_line=True))
+        out.extend(_document(doc, lineno, "", given, by_line=True))
     return out
 
 
-def _document(doc: Any, index: int, prefix: str, by_line: bool = False
-              ) -> Iterator[Claim | ConversionError]:
+def _document(doc: Any, index: int, prefix: str, given: tuple[References, ...],
+              by_line: bool = False) -> Iterator[Claim | ConversionError]:
     if not isinstance(doc, dict):
         yield ConversionError(index, "", "not a JSON object")
         return
     kind = doc.get("resourceType")
     if kind != "Bundle":
-        yield _record(doc, index, {}, prefix)
+        yield _record(doc, index, (References(), *given), prefix)
         return
     entries = doc.get("entry")
     try:  # the envelope alone: entries are validated one by one below
@@ -144,7 +147,7 @@ def _document(doc: Any, index: int, prefix: str, by_line: bool = False
         entries = []
     resources = [(k, e.get("resource"), e.get("fullUrl")) for k, e in enumerate(entries)
                  if isinstance(e, dict)]
-    known = _bundle_index(resources)
+    known = (References.of_bundle((res, url) for _, res, url in resources), *given)
     found = 0
     for k, res, _ in resources:
         kind = res.get("resourceType") if isinstance(res, dict) else None
@@ -157,19 +160,7 @@ def _document(doc: Any, index: int, prefix: str, by_line: bool = False
                               "ExplanationOfBenefit")
 
 
-def _bundle_index(resources: list) -> dict[str, dict]:
-    """Bundle resources by fullUrl and by `Type/id`, the two ways claims refer to them."""
-    known: dict[str, dict] = {}
-    for _, res, full_url in resources:
-        if isinstance(res, dict) and res.get("resourceType") in PEOPLE:
-            if isinstance(full_url, str):
-                known[full_url] = res
-            if isinstance(res.get("id"), str):
-                known[f"{res['resourceType']}/{res['id']}"] = res
-    return known
-
-
-def _record(res: Any, index: int, known: dict[str, dict], prefix: str
+def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
             ) -> Claim | ConversionError:
     if not isinstance(res, dict):
         return ConversionError(index, prefix, "not a JSON object")
@@ -243,28 +234,46 @@ def _validation_error(e: ValidationError, index: int, root: str, rid: str | None
     return ConversionError(index, path, f"invalid FHIR R4: {msg}{more}", rid)
 
 
-def _resolve(ref: Any, res: Any, known: dict[str, dict], path: str, kinds: tuple[str, ...]
-             ) -> Any:
-    """The resource a Reference points at: contained (`#id`) or in the Bundle."""
+def _resolve(ref: Any, res: Any, known: tuple[References, ...], path: str,
+             kinds: tuple[str, ...]) -> Any:
+    """The resource a Reference points at: contained (`#id`), else in `known` in order (the
+    Bundle's, then the reference data), by its `reference` (relative, absolute or
+    conditional, see References.find) or, failing that, by its `identifier`."""
     target = getattr(ref, "reference", None)
-    if not target:
+    ident = getattr(ref, "identifier", None)
+    logical = (ident.system, ident.value) if ident is not None and ident.value else None
+    if not target and not logical:
         raise Unmappable(path, "no reference (ClaimScope needs the resource itself)")
-    if target.startswith("#"):
+    name = target or f"identifier {'|'.join(x for x in logical if x)}"
+    if target and target.startswith("#"):
         for c in res.contained or []:
             if c.id == target[1:] and c.get_resource_type() in kinds:
                 return c
     else:
-        raw = known.get(target) or next(
-            (v for k, v in known.items() if target.endswith("/" + k)), None)
-        if raw is not None and raw.get("resourceType") in kinds:
+        for refs in known:
             try:
-                return get_fhir_model_class(raw["resourceType"]).model_validate(raw)
-            except ValidationError as e:
-                err = e.errors(include_url=False)[0]
-                loc = ".".join(str(p) for p in err["loc"])
-                raise Unmappable(path, f"{target} is invalid FHIR R4: {loc}: {err['msg']}"
-                                 ) from None
-    raise Unmappable(path, f"reference {target!r} is neither contained nor in the Bundle")
+                found = refs.find(target, kinds) if target else []
+            except ValueError as e:
+                raise Unmappable(path, str(e)) from None
+            if not found and logical:
+                found = refs.by_identifier(*logical, kinds)
+            if len(found) > 1:
+                raise Unmappable(path, f"reference {name!r} matches {len(found)} resources "
+                                 "(a reference must name one)")
+            if found:
+                return _validated(found[0], name, path)
+    where = "neither contained nor in the Bundle" + (
+        ", nor in the reference data" if len(known) > 1 else "")
+    raise Unmappable(path, f"reference {name!r} is {where}")
+
+
+def _validated(raw: dict, name: str, path: str) -> Any:
+    try:
+        return get_fhir_model_class(raw["resourceType"]).model_validate(raw)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise Unmappable(path, f"{name} is invalid FHIR R4: {loc}: {err['msg']}") from None
 
 
 def _codes(concept: Any, systems) -> list[tuple[str, str, str | None]]:
@@ -273,7 +282,7 @@ def _codes(concept: Any, systems) -> list[tuple[str, str, str | None]]:
             if c.system in systems and c.code]
 
 
-def _fields(r: Any, kind: str, known: dict[str, dict]) -> tuple[dict, dict[str, str]]:
+def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dict[str, str]]:
     """The contract's fields of a validated Claim / ExplanationOfBenefit, with their paths."""
     if not r.id:
         raise Unmappable(f"{kind}.id", "missing (the claim id)")

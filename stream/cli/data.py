@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 
 from model.claims import Claim, Format, claim_json_schema
-from model.formats import ConversionError, claim_json, read, to_fhir, to_x12
+from model.formats import (
+    ConversionError,
+    ReferenceDataError,
+    References,
+    claim_json,
+    read,
+    to_fhir,
+    to_x12,
+)
 from model.generator import PATTERNS, ClaimGenerator
 from model.progress import progress_bar
 from stream.cli.common import app, err, fail, open_input
@@ -19,15 +27,40 @@ from stream.cli.common import app, err, fail, open_input
 FormatOption = Annotated[Format, typer.Option(
     "--format", help="claim (contract JSONL), fhir (a FHIR R4 resource, Bundle or NDJSON) "
     "or x12 (one 837P interchange)")]
+ReferencesOption = Annotated[list[str] | None, typer.Option(
+    "--references", help="FHIR Patient/Practitioner/PractitionerRole/Organization resources "
+    "(NDJSON, Bundle, JSON array) or CSV (id,birth_date,sex or npi,taxonomy) that FHIR "
+    "claims refer to but do not carry; repeatable")]
+SHOWN_PROBLEMS = 10  # reference records skipped: the first few, then a count
 
 
 @contextmanager
-def claims_in(fmt: Format, path: str) -> Iterator[Iterator[Claim | ConversionError]]:
+def claims_in(fmt: Format, path: str, references: list[str] | None = None
+              ) -> Iterator[Iterator[Claim | ConversionError]]:
     """The claims of a file (or stdin) in `fmt`, in order, each bad record as an error.
     A record that is not a claim to score (a prior authorisation) is noted on stderr and
-    left out: neither a claim nor a failure."""
+    left out: neither a claim nor a failure. `references`: files of reference data (FHIR
+    only); an unreadable one fails the command, a bad record in one is noted."""
+    refs = _references(fmt, references) if references else None
     with open_input(path) as f:
-        yield (item for item in read(fmt, f) if not _noted(item))
+        yield (item for item in read(fmt, f, refs) if not _noted(item))
+
+
+def _references(fmt: Format, paths: list[str]) -> References:
+    if fmt != "fhir":
+        raise fail(f"--references is read with FHIR input only ({fmt} carries its member "
+                   "and provider in the claim)")
+    try:
+        refs = References.load(paths)
+    except ReferenceDataError as e:
+        raise fail(f"references: {e}") from None
+    for problem in refs.problems[:SHOWN_PROBLEMS]:
+        err.print(f"references: skipped {problem}", highlight=False, markup=False,
+                  soft_wrap=True)
+    if len(refs.problems) > SHOWN_PROBLEMS:
+        err.print(f"references: {len(refs.problems) - SHOWN_PROBLEMS} more records skipped",
+                  highlight=False, markup=False, soft_wrap=True)
+    return refs
 
 
 def _noted(item: Claim | ConversionError) -> bool:
@@ -48,6 +81,7 @@ def convert_command(
     path: Annotated[str, typer.Argument(help="FHIR or X12 file, or - for stdin")],
     from_: Annotated[Format, typer.Option("--from", help="fhir, x12 or claim (contract "
                                           "JSONL, written back in its canonical form)")],
+    references: ReferencesOption = None,
 ) -> None:
     """Convert FHIR R4 Claims/ExplanationOfBenefits or an X12 837P interchange to contract
     JSONL on stdout; each record that fails goes to stderr with its index and path.
@@ -55,7 +89,7 @@ def convert_command(
     Exits 1 when any record failed (the others are still written), 0 otherwise.
     """
     bad = 0
-    with claims_in(from_, path) as items:
+    with claims_in(from_, path, references) as items:
         for item in items:
             if isinstance(item, ConversionError):
                 bad += 1
@@ -67,13 +101,13 @@ def convert_command(
 
 @app.command()
 def validate(path: Annotated[str, typer.Argument(help="claims file, or - for stdin")],
-             fmt: FormatOption = "claim") -> None:
+             fmt: FormatOption = "claim", references: ReferencesOption = None) -> None:
     """Check claims against the contract: one line per invalid claim, then a summary.
 
     Exits 1 when any claim is invalid, 0 otherwise.
     """
     total = bad = 0
-    with claims_in(fmt, path) as items:
+    with claims_in(fmt, path, references) as items:
         for item in items:
             total += 1
             if isinstance(item, ConversionError):

@@ -14,7 +14,7 @@ from rich.console import Console
 from model.claims import describe_errors, parse_claim
 from model.generator import CROSS_CLAIM_PATTERNS, PATTERNS
 from stream.cli.common import app, err, fail, open_input
-from stream.cli.data import FormatOption, claims_in
+from stream.cli.data import FormatOption, ReferencesOption, claims_in
 
 if TYPE_CHECKING:
     from model.quality.results import EvalResult, Interval
@@ -289,6 +289,7 @@ def score(
     checkpoint: Checkpoint = "default",
     device: Device = "auto",
     fmt: FormatOption = "claim",
+    references: ReferencesOption = None,
 ) -> None:
     """Score claims: one Score JSON per line on stdout; invalid claims reported on stderr."""
     from model.checks import MemoryState
@@ -297,7 +298,7 @@ def score(
     scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
     bad = 0
     batch: list = []
-    with claims_in(fmt, path) as items:
+    with claims_in(fmt, path, references) as items:
         for item in items:
             if isinstance(item, ConversionError):
                 bad += 1
