@@ -22,6 +22,14 @@ from model import taxonomy
 from model.claims import Claim
 from model.vocabulary import default_vocabulary
 
+# Identifier systems that FHIR claims and the reference data (model.formats.references)
+# both read. `.example` is reserved: ClaimScope's own slots name its definitions and
+# resolve nowhere.
+CLAIMSCOPE_FHIR = "https://claimscope.example/fhir"
+MEMBER = f"{CLAIMSCOPE_FHIR}/sid/member-id"
+NPI = "http://hl7.org/fhir/sid/us-npi"
+NUCC = "http://nucc.org/provider-taxonomy"
+
 UNKNOWN_STRENGTH_MG = 1.0  # an unknown drug's strength: its dose reads as unknown anyway
 DEFAULT_DAYS_SUPPLY = 30   # a fill that states no days supply: the commonest US fill
 

@@ -27,6 +27,10 @@ from pydantic import ValidationError
 
 from model.claims import PROCEDURE_PATTERN, Claim
 from model.formats.common import (
+    CLAIMSCOPE_FHIR,
+    MEMBER,
+    NPI,
+    NUCC,
     UNKNOWN_STRENGTH_MG,
     ConversionError,
     Unmappable,
@@ -60,19 +64,14 @@ PROCEDURE_SYSTEMS = frozenset({
 })
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NDC = "http://hl7.org/fhir/sid/ndc"
-# ClaimScope's own slots, for what FHIR has no element for. `.example` is reserved: these
-# name ClaimScope's definitions, they resolve nowhere.
-BASE = "https://claimscope.example/fhir"
-DRUG = f"{BASE}/CodeSystem/drug"  # code = vocabulary name, display = "name 500 MG"
-DAYS_SUPPLY = f"{BASE}/StructureDefinition/days-supply"  # on Claim.item, valueInteger
-MEMBER = f"{BASE}/sid/member-id"
-PROVIDER = f"{BASE}/sid/provider-id"
+# ClaimScope's own slots, for what FHIR has no element for (common.CLAIMSCOPE_FHIR).
+DRUG = f"{CLAIMSCOPE_FHIR}/CodeSystem/drug"  # code = vocabulary name, display = "name 500 MG"
+DAYS_SUPPLY = f"{CLAIMSCOPE_FHIR}/StructureDefinition/days-supply"  # on Claim.item
+PROVIDER = f"{CLAIMSCOPE_FHIR}/sid/provider-id"
 DRUG_SYSTEMS = {DRUG: "", RXNORM: "rxnorm", NDC: "ndc"}  # system -> unknown-name prefix
-NUCC = "http://nucc.org/provider-taxonomy"
 POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
 INFO = "http://terminology.hl7.org/CodeSystem/claiminformationcategory"
-NPI = "http://hl7.org/fhir/sid/us-npi"
 MODELS = {"Claim": FhirClaim, "ExplanationOfBenefit": ExplanationOfBenefit}
 # An EOB line's billed amount when it has neither net nor unitPrice: the amount of its
 # adjudication of these categories, first found first (CARIN Blue Button: `submitted`).

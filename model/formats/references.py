@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from model.formats.common import MEMBER, NPI, NUCC
+
 PEOPLE = ("Patient", "Practitioner", "PractitionerRole", "Organization")
 PROVIDERS = PEOPLE[1:]
 MEMBER_COLUMNS = ("id", "birth_date")  # sex is optional: unknown when absent
@@ -252,8 +254,6 @@ class References:
                 self.problems.append(f"{name} line {lineno}: {why}")
 
     def _member(self, row: dict[str, str]) -> str | None:
-        from model.formats.fhir import MEMBER  # fhir imports this module
-
         mid, born, sex = row.get("id", ""), row.get("birth_date", ""), row.get("sex", "")
         if not mid:
             return "no id"
@@ -271,8 +271,6 @@ class References:
         return None
 
     def _provider(self, row: dict[str, str]) -> str | None:
-        from model.formats.fhir import NPI, NUCC  # fhir imports this module
-
         npi, taxonomy = row.get("npi", ""), row.get("taxonomy", "")
         if not npi:
             return "no npi"
