@@ -295,10 +295,10 @@ def score(
     from model.checks import MemoryState
     from model.formats import ConversionError
 
-    scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
     bad = 0
     batch: list = []
-    with claims_in(fmt, path, references) as items:
+    with claims_in(fmt, path, references) as items:  # a bad references file: before the model
+        scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
         for item in items:
             if isinstance(item, ConversionError):
                 bad += 1
