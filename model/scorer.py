@@ -26,6 +26,7 @@ batch, then for the claims to explain three more rows each (`attribute`: leave-o
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,18 +81,78 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def fixed_shape(values: np.ndarray, fields: np.ndarray, cls_value: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """A batch padded to one of a few shapes: rows up to a power of two (filler rows hold a
-    lone [CLS]), tokens up to a multiple of 4 (padding, which attention masks out).
+# A forward pass costs about as much as this many more tokens whatever its size (op
+# dispatch, oneDNN setup): ~1.3 ms against ~6.5 µs a token on one core of an EPYC with
+# native bf16, batches of 8 to 256 rows (docs/operations.md, "Compute only what a claim has")
+PASS_OVERHEAD_TOKENS = 200
 
-    Every new input shape costs oneDNN a new primitive and the memory behind it: with the
-    batch sizes a stream makes, these shapes halve a scoring process's memory, for ~5%
-    more forward-pass work (docs/model-history.md). Rows are independent, so the real
-    rows' outputs do not change.
+
+def pass_shape(rows: int, tokens: int) -> tuple[int, int]:
+    """The shape a pass of `rows` claims up to `tokens` long runs at: rows up to 8 or a
+    multiple of 16 past it, tokens up to a multiple of 4.
+
+    Every new input shape costs oneDNN a new primitive and the memory behind it (~1.4 MB a
+    shape here): these give 9 row counts x 12 widths at 128 rows, the same count as
+    rounding rows to a power of two, but a 70-claim pass pads to 80 rows, not 128.
+
+    >>> pass_shape(5, 21), pass_shape(70, 48), pass_shape(128, 9)
+    ((8, 24), (80, 48), (128, 12))
     """
+    return (8 if rows <= 8 else -(-rows // 16) * 16), -(-tokens // 4) * 4
+
+
+def pass_cost(rows: int, tokens: int) -> int:
+    """A pass's cost in token-equivalents (`PASS_OVERHEAD_TOKENS`)."""
+    r, t = pass_shape(rows, tokens)
+    return PASS_OVERHEAD_TOKENS + r * t
+
+
+def plan_passes(lengths: np.ndarray, max_rows: int) -> list[np.ndarray]:
+    """Row indices of each forward pass for claims `lengths` tokens long: shortest first,
+    cut where the cost model (`pass_cost`) says, so a pass pads its claims to a length near
+    their own instead of the longest claim's, and no pass has more than `max_rows` rows.
+
+    Cuts fall only where the padded width changes; between them a dynamic programme picks
+    the cheapest grouping (a group over `max_rows` is split evenly). Rows are independent,
+    so the grouping never changes an output.
+
+    >>> [p.tolist() for p in plan_passes(np.array([40, 5, 6, 44, 7]), 128)]  # one pass
+    [[1, 2, 4, 0, 3]]
+    >>> [len(p) for p in plan_passes(np.array([8] * 60 + [44] * 60), 128)]  # 712 + 3,016
+    [60, 60]
+    >>> [len(p) for p in plan_passes(np.array([30] * 300), 128)]
+    [100, 100, 100]
+    """
+    order = np.argsort(lengths, kind="stable")
+    width = -(-lengths[order] // 4) * 4
+    cuts = np.concatenate([[0], np.flatnonzero(np.diff(width)) + 1, [len(order)]])
+
+    def split(a: int, b: int) -> list[tuple[int, int]]:
+        k = -(-(b - a) // max_rows)
+        edges = [a + (b - a) * i // k for i in range(k + 1)]
+        return list(itertools.pairwise(edges))
+
+    def cost(a: int, b: int) -> int:
+        return sum(pass_cost(hi - lo, int(width[hi - 1])) for lo, hi in split(a, b))
+
+    best = [0] + [0] * (len(cuts) - 1)  # best[j]: cheapest cover of the first cuts[j] rows
+    came = [0] * len(cuts)
+    for j in range(1, len(cuts)):
+        best[j], came[j] = min((best[i] + cost(cuts[i], cuts[j]), i) for i in range(j))
+    groups, j = [], len(cuts) - 1
+    while j > 0:
+        groups[:0] = split(int(cuts[came[j]]), int(cuts[j]))
+        j = came[j]
+    return [order[lo:hi] for lo, hi in groups]
+
+
+def padded(values: np.ndarray, fields: np.ndarray, cls_value: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """A pass's claims padded to its `pass_shape`: filler rows hold a lone [CLS], filler
+    tokens are padding (attention masks them out), so the real rows' outputs do not
+    change."""
     B, T = values.shape
-    rows, width = 1 << (B - 1).bit_length(), -(-T // 4) * 4
+    rows, width = pass_shape(B, T)
     if (rows, width) == (B, T):
         return values, fields
     v = np.zeros((rows, width), dtype=values.dtype)
@@ -171,23 +232,30 @@ class Scorer:
     # -- numbers ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def raw(self, values: np.ndarray, fields: np.ndarray, attention: bool = False,
-            chunk: int = 2048) -> Raw:
-        """Model outputs for pre-encoded claims, `chunk` rows at a time. Attention weights
-        (B x layers x heads x T x T floats) are kept only when asked for."""
-        fl, sp, att = [], [], []
-        for s in range(0, len(values), chunk):
-            part_v, part_f = values[s:s + chunk], fields[s:s + chunk]
-            B, T = part_v.shape
-            v, f = (torch.as_tensor(x, device=self.device) for x in fixed_shape(
-                part_v, part_f, self.tokenizer.cls_token.value))
+    def raw(self, values: np.ndarray, fields: np.ndarray, attention: bool = False) -> Raw:
+        """Model outputs for pre-encoded claims (any number, any order), in passes of
+        claims of like length (`plan_passes`, at most `batch_size` rows). Attention
+        weights (B x layers x heads x T x T floats) are kept only when asked for."""
+        B, T = values.shape
+        real = values != 0
+        lengths = np.where(real.any(axis=1), T - np.argmax(real[:, ::-1], axis=1), 1)
+        out = Raw(np.zeros(B, np.float32), np.full((B, T), -np.inf, np.float32), [])
+        if attention:
+            nh = self.model.cfg.n_heads
+            out.attentions = [torch.zeros(B, nh, T, T, device=self.device)
+                              for _ in range(self.model.cfg.n_layers)]
+        for rows in plan_passes(lengths, self.batch_size):
+            n, width = len(rows), int(lengths[rows].max())
+            v, f = (torch.as_tensor(x, device=self.device) for x in padded(
+                values[rows, :width], fields[rows, :width], self.tokenizer.cls_token.value))
             fraud, surprise, a = read_claims(self.model, v, f, attention)
-            fl.append(fraud[:B].float().cpu().numpy())
-            sp.append(surprise[:B, :T].float().cpu().numpy())
+            out.fraud_logit[rows] = fraud[:n].float().cpu().numpy()
+            out.surprise[rows, :width] = surprise[:n, :width].float().cpu().numpy()
             if attention:
-                att.append([layer[:B, :, :T, :T] for layer in a])
-        attentions = [torch.cat(layer) for layer in zip(*att, strict=True)] if att else []
-        return Raw(np.concatenate(fl), np.concatenate(sp), attentions)
+                at = torch.as_tensor(rows, device=self.device)
+                for whole, layer in zip(out.attentions, a, strict=True):
+                    whole[at, :, :width, :width] = layer[:n, :, :width, :width].float()
+        return out
 
     def combined_logit(self, raw: Raw) -> np.ndarray:
         """The Platt-stacked logit of the fraud and anomaly logits (module docstring)."""
@@ -206,7 +274,7 @@ class Scorer:
         (B, k) each one's fall (-inf for a padding position)."""
         at = explain.candidates(raw.surprise, values, fields)
         B, k = at.shape
-        gone = self.raw(*explain.without(values, fields, at), chunk=self.batch_size)
+        gone = self.raw(*explain.without(values, fields, at))
         fall = (self.deciding_logit(raw, anomaly_only)[:, None]
                 - self.deciding_logit(gone, np.repeat(anomaly_only, k)).reshape(B, k))
         fall = np.where(np.take_along_axis(raw.surprise, at, 1) > -np.inf, fall, -np.inf)
@@ -229,23 +297,14 @@ class Scorer:
     def score(self, claims: Sequence[Claim], now: dt.datetime | None = None) -> list[Score]:
         """Score and explain `claims` (any number), returned in the order given.
 
-        Claims are batched by token length (`batch_size` at a time) so short claims are
-        not padded to the longest one: about twice the throughput of arrival-order batches.
-        The claims to explain are then explained together, whichever batch they came in.
+        Claims run in passes of like length (`raw`), so short claims are not padded to the
+        longest one. The claims to explain are then explained together, whichever pass
+        they came in.
         """
         hits = self.checks.run(claims) if self.checks else [[] for _ in claims]
         seqs = [self.tokenizer.tokens_of(c) for c in claims]
-        order = sorted(range(len(claims)), key=lambda i: len(seqs[i][0]))
-        width = max((len(t) for t, _ in seqs), default=1)
-        # float32, the batches' own dtype: the flags below read exactly what each gave
-        raw = Raw(np.zeros(len(claims), np.float32),
-                  np.full((len(claims), width), -np.inf, np.float32), [])
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            enc = self.tokenizer.pack([seqs[i] for i in idx])
-            part = self.raw(enc.values, enc.fields)
-            raw.fraud_logit[idx] = part.fraud_logit
-            raw.surprise[idx, :part.surprise.shape[1]] = part.surprise
+        enc = self.tokenizer.pack(seqs)
+        raw = self.raw(enc.values, enc.fields)
         return self._scores(claims, seqs, raw, hits, now or dt.datetime.now(dt.UTC))
 
     def inspect(self, claim: Claim) -> tuple[Score, Encoded, Raw]:
@@ -318,8 +377,7 @@ class Scorer:
             enc = self.tokenizer.pack([seqs[i] for i in rows])
             T = enc.values.shape[1]
             attentions = ([a[rows, :, :T, :T] for a in raw.attentions] if raw.attentions
-                          else self.raw(enc.values, enc.fields, attention=True,
-                                        chunk=self.batch_size).attentions)
+                          else self.raw(enc.values, enc.fields, attention=True).attentions)
             mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :T], attentions)
             out.update(zip(rows.tolist(), self._explain(enc, mine, anomaly_only[rows]),
                            strict=True))

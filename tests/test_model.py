@@ -18,7 +18,7 @@ from model.dataset import make_claim_set
 from model.explain import AS_A_WHOLE, NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
 from model.score import ANOMALY_FPRS, CHANNELS
-from model.scorer import Scorer, fixed_shape
+from model.scorer import Scorer, padded, plan_passes
 from model.tokenizer import (
     FIELD_ID,
     HEADER,
@@ -202,10 +202,10 @@ def test_forward_shapes_and_padding_is_ignored(tiny_checkpoint):
     assert torch.allclose(fraud, fraud2, atol=1e-5)
 
 
-def test_fixed_shapes_pad_rows_and_tokens_without_changing_outputs(tiny_checkpoint):
+def test_passes_pad_rows_and_tokens_without_changing_outputs(tiny_checkpoint):
     scorer = Scorer.load(str(tiny_checkpoint), device="cpu", precision="fp32")
     enc = scorer.tokenizer.encode(claims(5))
-    v, f = fixed_shape(enc.values, enc.fields, scorer.tokenizer.cls_token.value)
+    v, f = padded(enc.values, enc.fields, scorer.tokenizer.cls_token.value)
     assert v.shape[0] == 8 and v.shape[1] % 4 == 0 and v.shape[1] >= enc.values.shape[1]
     cls = scorer.tokenizer.cls_token.value
     assert (v[5:, 0] == cls).all() and (f[5:, 0] == FIELD_ID["cls"]).all()
@@ -217,7 +217,27 @@ def test_fixed_shapes_pad_rows_and_tokens_without_changing_outputs(tiny_checkpoi
     assert np.allclose(raw.fraud_logit, fraud.numpy(), atol=1e-5)
     real = np.isfinite(raw.surprise)  # tokens after [CLS]
     assert np.allclose(raw.surprise[real], surprise.numpy()[real], atol=1e-5)
-    assert torch.allclose(raw.attentions[0], atts[0], atol=1e-5)
+    # a shorter claim's weights stop at its own width: compare over its tokens only
+    n = enc.lengths
+    for i in range(5):
+        assert torch.allclose(raw.attentions[0][i, :, :n[i], :n[i]], atts[0][i, :, :n[i], :n[i]],
+                              atol=1e-5)
+
+
+def test_passes_of_like_length_give_each_claim_what_it_gets_alone(tiny_checkpoint):
+    """However `raw` groups claims into passes, each gets the outputs of a pass of its own."""
+    scorer = Scorer.load(str(tiny_checkpoint), device="cpu", precision="fp32", batch_size=4)
+    enc = scorer.tokenizer.encode(claims(40))
+    passes = plan_passes(enc.lengths, 4)
+    assert sorted(np.concatenate(passes).tolist()) == list(range(40))
+    assert all(len(p) <= 4 for p in passes) and len(passes) >= 10
+    together = scorer.raw(enc.values, enc.fields)
+    for i in (0, 17, 39):
+        n = enc.lengths[i]
+        alone = scorer.raw(enc.values[i:i + 1, :n], enc.fields[i:i + 1, :n])
+        assert np.allclose(together.fraud_logit[i], alone.fraud_logit[0], atol=1e-5)
+        assert np.allclose(together.surprise[i, :n], alone.surprise[0], atol=1e-5)
+        assert np.isneginf(together.surprise[i, n:]).all()
 
 
 def test_checkpoint_round_trip_and_version_is_the_weights_hash(tiny_checkpoint):
