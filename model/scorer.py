@@ -31,6 +31,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from model.score import (
     AttributedToken,
     Components,
     Explanation,
+    Precision,
     Score,
     SurprisingToken,
     TokenPair,
@@ -74,7 +76,7 @@ def cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> bool:
     """True when the encoder blocks should run in bf16 (`ClaimFormer.blocks_in`)."""
-    if precision not in ("auto", "fp32", "bf16"):
+    if precision not in get_args(Precision):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     if precision == "auto":
         return device.type == "cuda" or cpu_has_bf16()
@@ -188,7 +190,7 @@ class Raw:
 class Scorer:
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", batch_size: int | None = None,
                  threshold: float | None = None, check_state: CheckState | None = None,
-                 explain: str = "flagged", precision: str = "auto",
+                 explain: str = "flagged", precision: Precision = "auto",
                  anomaly_fpr: float = ANOMALY_FPR) -> None:
         """`explain`: "flagged" explains the claims the model flags (`model.explain`; the
         others' reason says nothing is unusual); "all" explains every claim.
@@ -228,6 +230,15 @@ class Scorer:
     @property
     def model_version(self) -> str:
         return self.ck.model_version
+
+    @property
+    def precision(self) -> str:
+        """The encoder blocks' number format as resolved: bf16 or fp32."""
+        return "bf16" if self.bf16 else "fp32"
+
+    # How the forward passes run: PyTorch eager, in passes of like length. ONNX Runtime,
+    # torch.compile and int8 were measured and not kept (docs/operations.md)
+    path = "torch eager"
 
     # -- numbers ------------------------------------------------------------------------
 

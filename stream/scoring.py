@@ -95,7 +95,7 @@ def load_scorer(settings: Settings) -> Scorer:
     try:
         return Scorer.load(settings.checkpoint, device=settings.device,
                            threshold=settings.threshold, check_state=state,
-                           anomaly_fpr=settings.anomaly_fpr)
+                           anomaly_fpr=settings.anomaly_fpr, precision=settings.precision)
     except (CheckpointError, ValueError, OSError, RuntimeError) as e:
         # RuntimeError: weights that do not fit this code's model (an older checkpoint)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -216,10 +216,12 @@ def _exit_with(worker_pid: int, every_s: float = 1.0) -> None:
 
 
 def _ready() -> dict[str, str] | str:
-    """What the loaded scorer is (device, model version, threshold), or why it is not."""
+    """What the loaded scorer is (device, precision, path, model version, threshold), or
+    why it is not."""
     if _scorer is None:
         return _failed or "the scorer did not load"
-    return {"device": str(_scorer.device), "model_version": _scorer.model_version,
+    return {"device": str(_scorer.device), "precision": _scorer.precision,
+            "path": _scorer.path, "model_version": _scorer.model_version,
             "threshold": str(_scorer.threshold)}
 
 

@@ -41,7 +41,7 @@ from pydantic_settings import (
 )
 
 from model.claims import Format
-from model.score import ANOMALY_FPR, ANOMALY_FPRS
+from model.score import ANOMALY_FPR, ANOMALY_FPRS, Precision
 
 ENV_PREFIX = "CLAIMSCOPE_"
 # Kafka's compression codecs; every ClaimScope consumer reads all of them.
@@ -145,6 +145,9 @@ class Settings(BaseSettings):
                                description=(
         "the anomaly channel's false-positive budget on clean claims: it flags a claim on "
         "its own past the checkpoint's cut for this budget"))
+    precision: Precision = Field("auto", description=(
+        "the encoder's number format: auto = bf16 on GPUs and on CPUs with native bf16 "
+        "(AVX512-BF16, AMX), else fp32; fp32 is the reference bf16 is checked against"))
     scoring_processes: int = Field(0, ge=0, le=64, description=(
         "scoring processes per worker, each scoring its share of a batch (split by member) "
         "on its own core; 0 = one per core, at most 4"))

@@ -240,6 +240,23 @@ def test_passes_of_like_length_give_each_claim_what_it_gets_alone(tiny_checkpoin
         assert np.isneginf(together.surprise[i, n:]).all()
 
 
+def test_bench_parity_counts_decisions_the_path_changes(tiny_checkpoint):
+    """`claimscope bench`'s parity: the same path against itself changes nothing; bf16
+    against fp32 reports its share and its score differences."""
+    from stream.dev.bench import parity
+    from stream.settings import Settings
+
+    wire = [(b"", json.dumps(c.model_dump(mode="json")).encode()) for c in claims(60)]
+    same = parity(Settings(checkpoint=str(tiny_checkpoint), device="cpu", precision="fp32"),
+                  wire)
+    assert same == {"claims": 60, "changed": 0, "share_changed": 0.0, "max_score_diff": 0.0,
+                    "mean_score_diff": 0.0}
+    bf16 = parity(Settings(checkpoint=str(tiny_checkpoint), device="cpu", precision="bf16"),
+                  wire)
+    assert bf16["claims"] == 60 and bf16["share_changed"] == bf16["changed"] / 60
+    assert 0 < bf16["max_score_diff"] < 0.1  # bf16 moves scores, a little
+
+
 def test_checkpoint_round_trip_and_version_is_the_weights_hash(tiny_checkpoint):
     ck = load_checkpoint(tiny_checkpoint)
     config = json.loads((tiny_checkpoint / "config.json").read_text())

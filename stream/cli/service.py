@@ -399,3 +399,8 @@ def _bench_table(r: dict) -> None:
           f"{mem['scoring_processes']:.0f} scoring process(es) {mem['scoring']:.0f}")
     conv = ", ".join(f"{k} {v:.0f}" for k, v in r["conversion_cpu_per_claim_us"].items())
     print(f"converting to contract claims, CPU per claim (µs): {conv}")
+    d = r["parity_detail"]
+    print(f"scoring path: {r['precision']}, {r['path']} (CPU native bf16: "
+          f"{'yes' if r['cpu_bf16'] else 'no'}); against fp32 eager, {d['changed']} of "
+          f"{d['claims']} decisions differ ({r['parity']:.2%}), scores by at most "
+          f"{d['max_score_diff']:.4f}")

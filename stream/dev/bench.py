@@ -45,6 +45,7 @@ from stream.sinks import KafkaSink
 from stream.store import ScoreStore, redis_client
 
 CONVERSION_CLAIMS = 1_000  # claims converted from each input format for its cost
+PARITY_CLAIMS = 5_000  # claims scored on the workers' path and on fp32 eager, for parity
 
 
 class BenchError(RuntimeError):
@@ -108,6 +109,8 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         stop_all(pool)
         say("conversion: FHIR and X12 to contract claims")
         conversion = conversion_cost(claims[:CONVERSION_CLAIMS])
+        say(f"parity: {PARITY_CLAIMS} claims on the workers' path and on fp32 eager")
+        same = parity(settings, claims[count:count + PARITY_CLAIMS])
     finally:
         stop_all(pool)
         cleanup(pipe_s, [noop_s, pipe_s])
@@ -119,6 +122,8 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         "resident_mb": memory,
         "conversion_cpu_per_claim_us": conversion,
         "at_rate": at_rate, "workers": workers, "device": info.get("device", "?"),
+        "cpu_bf16": cpu_bf16(), "precision": info.get("precision", "?"),
+        "path": info.get("path", "?"), "parity": same["share_changed"], "parity_detail": same,
         "count": count, "model_version": info.get("model_version"),
         "max_batch": settings.max_batch, "max_wait_s": settings.max_wait,
         "partitions": settings.partitions,
@@ -156,6 +161,35 @@ def conversion_cost(claims: list[tuple[bytes, bytes]]) -> dict[str, float]:
             raise BenchError(f"{fmt}: {len(got)} records read back, not the {len(parsed)} claims")
         out[fmt] = round(spent / len(parsed) * 1e6, 1)
     return out
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU has native bf16 (the scorer's own test, without loading torch here
+    before it is needed)."""
+    from model.scorer import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+def parity(settings: Settings, claims: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """How far the workers' path (their precision, passes of like length) moves decisions
+    against the fp32 eager reference: the same claims scored by both in this process, on
+    the workers' device, without the cross-claim checks (their state depends on arrival
+    order, not on the path). `share_changed`: the share of claims flagged by one and not
+    the other; the score differences beside it."""
+    from model.scorer import Scorer
+
+    parsed = [parse_claim(v) for _, v in claims]
+    common = {"device": settings.device, "threshold": settings.threshold,
+              "anomaly_fpr": settings.anomaly_fpr}
+    ref = Scorer.load(settings.checkpoint, precision="fp32", **common).score(parsed)
+    run = Scorer.load(settings.checkpoint, precision=settings.precision, **common).score(parsed)
+    changed = sum(a.flagged != b.flagged for a, b in zip(ref, run, strict=True))
+    diff = np.abs(np.array([a.score - b.score for a, b in zip(ref, run, strict=True)]))
+    return {"claims": len(parsed), "changed": changed,
+            "share_changed": round(changed / len(parsed), 5),
+            "max_score_diff": round(float(diff.max()), 6),
+            "mean_score_diff": round(float(diff.mean()), 7)}
 
 
 def local_listeners(addresses: list[tuple[str | None, int]]) -> list[psutil.Process]:
