@@ -243,29 +243,37 @@ class Scorer:
     # -- numbers ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def raw(self, values: np.ndarray, fields: np.ndarray, attention: bool = False) -> Raw:
+    def raw(self, values: np.ndarray, fields: np.ndarray,
+            attention: bool | np.ndarray = False) -> Raw:
         """Model outputs for pre-encoded claims (any number, any order), in passes of
-        claims of like length (`plan_passes`, at most `batch_size` rows). Attention
-        weights (B x layers x heads x T x T floats) are kept only when asked for."""
+        claims of like length (`plan_passes`, at most `batch_size` rows).
+
+        Attention weights (rows x layers x heads x T x T floats) are kept only when asked
+        for: `True` for every row, or a boolean mask of the rows to keep them for (in row
+        order); a pass with none of those rows runs the fused kernel, which never writes
+        them out."""
         B, T = values.shape
         real = values != 0
         lengths = np.where(real.any(axis=1), T - np.argmax(real[:, ::-1], axis=1), 1)
         out = Raw(np.zeros(B, np.float32), np.full((B, T), -np.inf, np.float32), [])
-        if attention:
-            nh = self.model.cfg.n_heads
-            out.attentions = [torch.zeros(B, nh, T, T, device=self.device)
+        keep = np.full(B, attention) if isinstance(attention, bool) else attention
+        slot = np.cumsum(keep) - 1  # a kept row's place among the kept ones
+        if keep.any():
+            out.attentions = [torch.zeros(int(keep.sum()), self.model.cfg.n_heads, T, T,
+                                          device=self.device)
                               for _ in range(self.model.cfg.n_layers)]
         for rows in plan_passes(lengths, self.batch_size):
-            n, width = len(rows), int(lengths[rows].max())
+            n, width, mine = len(rows), int(lengths[rows].max()), keep[rows]
             v, f = (torch.as_tensor(x, device=self.device) for x in padded(
                 values[rows, :width], fields[rows, :width], self.tokenizer.cls_token.value))
-            fraud, surprise, a = read_claims(self.model, v, f, attention)
+            fraud, surprise, a = read_claims(self.model, v, f, bool(mine.any()))
             out.fraud_logit[rows] = fraud[:n].float().cpu().numpy()
             out.surprise[rows, :width] = surprise[:n, :width].float().cpu().numpy()
-            if attention:
-                at = torch.as_tensor(rows, device=self.device)
+            if mine.any():
+                to = torch.as_tensor(slot[rows[mine]], device=self.device)
+                at = torch.as_tensor(np.flatnonzero(mine), device=self.device)
                 for whole, layer in zip(out.attentions, a, strict=True):
-                    whole[at, :, :width, :width] = layer[:n, :, :width, :width].float()
+                    whole[to, :, :width, :width] = layer[at, :, :width, :width].float()
         return out
 
     def combined_logit(self, raw: Raw) -> np.ndarray:
@@ -279,18 +287,32 @@ class Scorer:
         return np.where(anomaly_only, raw.anomaly_logit, self.combined_logit(raw))
 
     def attribute(self, values: np.ndarray, fields: np.ndarray, raw: Raw,
-                  anomaly_only: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  anomaly_only: np.ndarray, attention: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, list[torch.Tensor]]:
         """Leave-one-out attribution of the deciding logit (`model.explain`) for claims
-        whose plain pass is `raw`: (B, k) candidate positions, largest fall first, and
-        (B, k) each one's fall (-inf for a padding position)."""
+        whose plain pass is `raw`: (B, k) candidate positions, largest fall first, (B, k)
+        each one's fall (-inf for a padding position), and, with `attention`, the claims'
+        attention weights.
+
+        With `attention` the claims run again beside their removals, in the same passes,
+        keeping the claims' weights: one pass for what took two (a pass costs ~200 tokens
+        of overhead, and a share's few flagged claims make a small one). The falls are
+        then measured from that pass's own logits, so both sides come from one kernel."""
         at = explain.candidates(raw.surprise, values, fields)
         B, k = at.shape
-        gone = self.raw(*explain.without(values, fields, at))
+        gone_v, gone_f = explain.without(values, fields, at)
+        if attention:
+            both = self.raw(np.concatenate([values, gone_v]), np.concatenate([fields, gone_f]),
+                            attention=np.arange(B * (k + 1)) < B)
+            raw = Raw(both.fraud_logit[:B], both.surprise[:B], both.attentions)
+            gone = Raw(both.fraud_logit[B:], both.surprise[B:], [])
+        else:
+            gone = self.raw(gone_v, gone_f)
         fall = (self.deciding_logit(raw, anomaly_only)[:, None]
                 - self.deciding_logit(gone, np.repeat(anomaly_only, k)).reshape(B, k))
         fall = np.where(np.take_along_axis(raw.surprise, at, 1) > -np.inf, fall, -np.inf)
         order = np.argsort(-fall, axis=1)
-        return np.take_along_axis(at, order, 1), np.take_along_axis(fall, order, 1)
+        return np.take_along_axis(at, order, 1), np.take_along_axis(fall, order, 1), raw.attentions
 
     def anomalous(self, anomaly_logit: np.ndarray) -> np.ndarray:
         """Where the anomaly channel fires on its own."""
@@ -380,27 +402,27 @@ class Scorer:
         """Per claim in `want`: its attribution read out as top tokens, pairs, field shares
         and a reason (`model.explain`), `chunk` claims at a time, shortest first (less
         padding). Their attention weights come from `raw` when it kept them (`inspect`),
-        else from a pass of their own."""
+        else from the leave-one-out pass (`attribute`)."""
         want = want[np.argsort([len(seqs[i][0]) for i in want], kind="stable")]
         out: dict[int, Why] = {}
         for s in range(0, len(want), chunk):
             rows = want[s:s + chunk]
             enc = self.tokenizer.pack([seqs[i] for i in rows])
             T = enc.values.shape[1]
-            attentions = ([a[rows, :, :T, :T] for a in raw.attentions] if raw.attentions
-                          else self.raw(enc.values, enc.fields, attention=True).attentions)
-            mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :T], attentions)
+            mine = Raw(raw.fraud_logit[rows], raw.surprise[rows, :T],
+                       [a[rows, :, :T, :T] for a in raw.attentions])
             out.update(zip(rows.tolist(), self._explain(enc, mine, anomaly_only[rows]),
                            strict=True))
         return out
 
     def _explain(self, enc: Encoded, raw: Raw, only: np.ndarray) -> list[Why]:
-        """The explanations of the claims in `enc` (plain pass `raw`, with attention);
-        `only`: those the anomaly channel alone flagged."""
+        """The explanations of the claims in `enc` (plain pass `raw`, with or without its
+        attention weights); `only`: those the anomaly channel alone flagged."""
         values, fields = enc.values, enc.fields
-        at, fall = self.attribute(values, fields, raw, only)
+        at, fall, attentions = self.attribute(values, fields, raw, only,
+                                              attention=not raw.attentions)
         top = at[:, : explain.N_TOP]
-        layer, head, key, weight, found = explain.partners(raw.attentions, fields, top)
+        layer, head, key, weight, found = explain.partners(attentions, fields, top)
         fall = fall.astype(np.float64).round(4)
         named = (fall > 0) & (fall > explain.MINOR * fall[:, :1])  # ranked: a prefix per row
         per_token = np.zeros(values.shape)

@@ -439,7 +439,7 @@ def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.nd
     order = np.zeros((len(values), explain.N_CANDIDATES), dtype=int)  # ranked, on `rows`
     if len(rows):
         v, f = values[rows], fields[rows]
-        order[rows], _ = scorer.attribute(v, f, scorer.raw(v, f), odd[rows] & ~fired[rows])
+        order[rows], _, _ = scorer.attribute(v, f, scorer.raw(v, f), odd[rows] & ~fired[rows])
     out: dict[str, dict[str, float]] = {
         name: {} for name in ("comprehensiveness", "sufficiency", "random_comprehensiveness",
                               "random_sufficiency")}
