@@ -74,13 +74,18 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> bool:
-    """True when the encoder blocks should run in bf16 (`ClaimFormer.blocks_in`)."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The encoder blocks' number format, bf16, int8 or fp32, for `precision` on `device`:
+    auto = bf16 on GPUs and on CPUs with native bf16 (`ClaimFormer.blocks_in`), else int8
+    (`ClaimFormer.blocks_int8`, CPU only)."""
     if precision not in get_args(Precision):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        raise ValueError(f"precision must be one of {', '.join(get_args(Precision))}, "
+                         f"not {precision!r}")
     if precision == "auto":
-        return device.type == "cuda" or cpu_has_bf16()
-    return precision == "bf16"
+        return "bf16" if device.type == "cuda" or cpu_has_bf16() else "int8"
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision int8 runs on a CPU only, not on {device}")
+    return precision
 
 
 # A forward pass costs about as much as this many more tokens whatever its size (op
@@ -204,15 +209,18 @@ class Scorer:
         checks take what is normal from the checkpoint (`checks.json`).
         `precision`: "auto" runs the encoder blocks in bf16 on GPUs and on CPUs with
         native bf16 (embeddings, softmax, the final norm and the heads stay fp32; logits
-        move by up to ~0.05), else fp32."""
+        move by up to ~0.05), else with int8 linear layers (`ClaimFormer.blocks_int8`);
+        "fp32" is the reference both are checked against (`claimscope bench`'s parity)."""
         if explain not in ("flagged", "all"):
             raise ValueError(f"explain must be 'flagged' or 'all', not {explain!r}")
         self.explain_all = explain == "all"
         self.ck = checkpoint
         self.device = resolve_device(device)
-        self.bf16 = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device)
         self.model = checkpoint.model.to(self.device).eval().blocks_in(
-            torch.bfloat16 if self.bf16 else torch.float32)
+            torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        if self.precision == "int8":
+            self.model.blocks_int8()
         self.tokenizer = checkpoint.tokenizer
         self.cal = checkpoint.calibration
         self.threshold = self.cal.threshold if threshold is None else threshold
@@ -231,13 +239,8 @@ class Scorer:
     def model_version(self) -> str:
         return self.ck.model_version
 
-    @property
-    def precision(self) -> str:
-        """The encoder blocks' number format as resolved: bf16 or fp32."""
-        return "bf16" if self.bf16 else "fp32"
-
-    # How the forward passes run: PyTorch eager, in passes of like length. ONNX Runtime,
-    # torch.compile and int8 were measured and not kept (docs/operations.md)
+    # How the forward passes run: PyTorch eager, in passes of like length. ONNX Runtime
+    # and torch.compile were measured and not kept (docs/operations.md)
     path = "torch eager"
 
     # -- numbers ------------------------------------------------------------------------

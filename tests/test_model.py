@@ -249,12 +249,15 @@ def test_bench_parity_counts_decisions_the_path_changes(tiny_checkpoint):
     wire = [(b"", json.dumps(c.model_dump(mode="json")).encode()) for c in claims(60)]
     same = parity(Settings(checkpoint=str(tiny_checkpoint), device="cpu", precision="fp32"),
                   wire)
-    assert same == {"claims": 60, "changed": 0, "share_changed": 0.0, "max_score_diff": 0.0,
-                    "mean_score_diff": 0.0}
-    bf16 = parity(Settings(checkpoint=str(tiny_checkpoint), device="cpu", precision="bf16"),
-                  wire)
-    assert bf16["claims"] == 60 and bf16["share_changed"] == bf16["changed"] / 60
-    assert 0 < bf16["max_score_diff"] < 0.1  # bf16 moves scores, a little
+    assert same.to_json() == {"precision": "fp32", "claims": 60, "changed": 0,
+                              "share_changed": 0.0, "max_score_diff": 0.0,
+                              "mean_score_diff": 0.0}
+    for path in ("bf16", "int8"):
+        p = parity(Settings(checkpoint=str(tiny_checkpoint), device="cpu", precision=path),
+                   wire)
+        assert p.precision == path and p.claims == 60
+        assert p.share_changed == round(p.changed / 60, 5)
+        assert 0 < p.max_score_diff < 0.1  # each moves scores, a little
 
 
 def test_checkpoint_round_trip_and_version_is_the_weights_hash(tiny_checkpoint):

@@ -66,6 +66,7 @@ from model.generator import (
     unlisted_siblings,
 )
 from model.metrics import auroc, pr_auc
+from model.parity import Parity, parity
 from model.quality.baselines import (
     FlatEncoder,
     PairSupport,
@@ -209,6 +210,23 @@ def model_scores(scorer: Scorer, values: np.ndarray, fields: np.ndarray
     raw = scorer.raw(values, fields, attention=False)
     _, _, combined = scorer.combine(raw)
     return combined, raw.surprise
+
+
+def path_parity(scorer: Scorer, values: np.ndarray, fields: np.ndarray, combined: np.ndarray,
+                surprise: np.ndarray) -> Parity | None:
+    """The model's decisions on the yardstick (without the checks) on this scorer's path
+    (bf16, int8) against fp32 eager from the same checkpoint; None for a checkpoint held
+    only in memory (nothing to load the reference from)."""
+    flagged = (combined >= scorer.threshold) | scorer.anomalous(surprise.max(axis=1))
+    if scorer.precision == "fp32":
+        return parity("fp32", combined, flagged, combined, flagged)
+    if scorer.ck.path is None:
+        return None
+    ref = Scorer.load(str(scorer.ck.path), device=str(scorer.device), precision="fp32",
+                      threshold=scorer.threshold, anomaly_fpr=scorer.anomaly_fpr)
+    c, s = model_scores(ref, values, fields)
+    return parity(scorer.precision, c, (c >= ref.threshold) | ref.anomalous(s.max(axis=1)),
+                  combined, flagged)
 
 
 def cross_claim(claims: Sequence[Claim], limits: CheckLimits
@@ -521,6 +539,8 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
     keep, fired = cross_claim(test.claims, scorer.ck.check_limits)
     values, fields = encode(scorer, test.claims)
     model, surprise = model_scores(scorer, values, fields)
+    log(f"parity of the {scorer.precision} path against fp32 eager")
+    same = path_parity(scorer, values, fields, model, surprise)
     lap("model")
     raw = {"claimformer": model, **baselines(scorer, test, log)}
     lap("baselines")
@@ -565,7 +585,7 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
         methods=methods, single_claim=single_claim, flagged=flags,
         anomaly_channel=anomaly_channel, checks=checks, checks_flat=checks_flat, probes=probes,
         everyday=care, invariance=moved, heldout=held, explanations=named, heads=ablated,
-        throughput=speed,
+        throughput=speed, parity=same,
         seconds={**times, "total": round(time.monotonic() - started, 1)})
 
 
@@ -615,5 +635,6 @@ def throughput(scorer: Scorer, claims: list, batch: int = 256, n: int = 8192) ->
     scorer.checks = checks
     return Throughput(claims_per_s=round(per_s, 1), batch=batch, claims=len(part),
                       threads=torch.get_num_threads(), device=str(scorer.device),
-                      bf16=scorer.bf16, explain="all" if scorer.explain_all else "flagged")
+                      precision=scorer.precision,
+                      explain="all" if scorer.explain_all else "flagged")
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.checks import CheckLimits
+from model.parity import Parity
 from model.results import Result, jsonable
 
 
@@ -223,7 +224,7 @@ class Throughput(Result):
     claims: int
     threads: int
     device: str
-    bf16: bool
+    precision: str  # the encoder blocks' number format: bf16, int8 or fp32
     explain: str  # "all" or "flagged"
 
 
@@ -262,6 +263,7 @@ class EvalResult(Result):
     explanations: Explanations
     heads: dict[str, HeadAblation]  # "L<layer>H<head>" -> its ablation
     throughput: Throughput
+    parity: Parity | None  # the scoring path's decisions against fp32 eager (`model.parity`)
     seconds: dict[str, float]  # per part, and "total"
     novelty: dict[str, NoveltyFigures] | None = None  # only when asked for (`--novelty`)
 

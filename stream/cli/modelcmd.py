@@ -202,6 +202,10 @@ def eval_table(r: EvalResult) -> str:
                  f"(random {x.random_comprehensiveness.get('k3')}), sufficiency k3 "
                  f"{x.sufficiency.get('k3')} (random {x.random_sufficiency.get('k3')}), "
                  f"top-3 hit {x.top3_hit} (chance {x.top3_chance})")
+    if (p := r.parity) is not None:
+        lines.append(f"{p.precision} path against fp32 eager: {p.changed} of {p.claims:,} "
+                     f"decisions differ ({p.share_changed:.3%}), scores by at most "
+                     f"{p.max_score_diff} (mean {p.mean_score_diff})")
     return "\n".join(line for line in lines if line)
 
 

@@ -36,6 +36,8 @@ import psutil
 from model.claims import parse_claim
 from model.formats import convert, to_fhir, to_x12
 from model.generator import ClaimGenerator
+from model.parity import Parity
+from model.parity import parity as model_parity
 from stream.dev.procs import WorkerProcess, stop_all
 from stream.dev.services import Services
 from stream.metrics import percentiles
@@ -123,7 +125,8 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
         "conversion_cpu_per_claim_us": conversion,
         "at_rate": at_rate, "workers": workers, "device": info.get("device", "?"),
         "cpu_bf16": cpu_bf16(), "precision": info.get("precision", "?"),
-        "path": info.get("path", "?"), "parity": same["share_changed"], "parity_detail": same,
+        "path": info.get("path", "?"), "parity": same.share_changed,
+        "parity_detail": same.to_json(),
         "count": count, "model_version": info.get("model_version"),
         "max_batch": settings.max_batch, "max_wait_s": settings.max_wait,
         "partitions": settings.partitions,
@@ -171,25 +174,22 @@ def cpu_bf16() -> bool:
     return cpu_has_bf16()
 
 
-def parity(settings: Settings, claims: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def parity(settings: Settings, claims: list[tuple[bytes, bytes]]) -> Parity:
     """How far the workers' path (their precision, passes of like length) moves decisions
-    against the fp32 eager reference: the same claims scored by both in this process, on
-    the workers' device, without the cross-claim checks (their state depends on arrival
-    order, not on the path). `share_changed`: the share of claims flagged by one and not
-    the other; the score differences beside it."""
+    against the fp32 eager reference (`model.parity`): the same claims scored by both in
+    this process, on the workers' device, without the cross-claim checks (their state
+    depends on arrival order, not on the path)."""
     from model.scorer import Scorer
 
     parsed = [parse_claim(v) for _, v in claims]
     common = {"device": settings.device, "threshold": settings.threshold,
               "anomaly_fpr": settings.anomaly_fpr}
-    ref = Scorer.load(settings.checkpoint, precision="fp32", **common).score(parsed)
-    run = Scorer.load(settings.checkpoint, precision=settings.precision, **common).score(parsed)
-    changed = sum(a.flagged != b.flagged for a, b in zip(ref, run, strict=True))
-    diff = np.abs(np.array([a.score - b.score for a, b in zip(ref, run, strict=True)]))
-    return {"claims": len(parsed), "changed": changed,
-            "share_changed": round(changed / len(parsed), 5),
-            "max_score_diff": round(float(diff.max()), 6),
-            "mean_score_diff": round(float(diff.mean()), 7)}
+    ref = Scorer.load(settings.checkpoint, precision="fp32", **common)
+    run = Scorer.load(settings.checkpoint, precision=settings.precision, **common)
+    a, b = ref.score(parsed), run.score(parsed)
+    return model_parity(run.precision, np.array([s.score for s in a]),
+                        np.array([s.flagged for s in a]), np.array([s.score for s in b]),
+                        np.array([s.flagged for s in b]))
 
 
 def local_listeners(addresses: list[tuple[str | None, int]]) -> list[psutil.Process]:
