@@ -102,6 +102,14 @@ class CheckState(Protocol):
         a claim sees what came before it, and a redelivered batch gets the same answers)."""
         ...
 
+    def day_units(self, keys: Sequence[str], claim_ids: Sequence[str], units: Sequence[int]
+                  ) -> list[int]:
+        """Record `units[i]` for claim `claim_ids[i]` under `keys[i]` (a provider, member,
+        day and code: `model.edits.day_key`; one entry per claim and key); return per entry
+        the units under its key over every claim recorded, except the claims after it in
+        this batch (so, as `member_near`, a redelivered batch gets the same answers)."""
+        ...
+
 
 class MemoryState:
     """In-process `CheckState` (unbounded: for evaluation and one-off scoring)."""
@@ -109,6 +117,7 @@ class MemoryState:
     def __init__(self) -> None:
         self.lines: dict[str, str] = {}
         self.members: dict[str, dict[str, tuple[int, str]]] = {}
+        self.days: dict[str, dict[str, int]] = {}
 
     def claim_lines(self, keys: Sequence[str], claim_ids: Sequence[str]) -> list[str | None]:
         return [self.lines.setdefault(k, c) for k, c in zip(keys, claim_ids, strict=True)]
@@ -126,6 +135,18 @@ class MemoryState:
                                    if cid not in after and abs(d - days[i]) < window))
             after.add(claim_ids[i])
         return near
+
+    def day_units(self, keys: Sequence[str], claim_ids: Sequence[str], units: Sequence[int]
+                  ) -> list[int]:
+        for k, c, n in zip(keys, claim_ids, units, strict=True):
+            self.days.setdefault(k, {})[c] = n
+        out = [0] * len(keys)
+        later: dict[str, set[str]] = {}
+        for i in range(len(keys) - 1, -1, -1):
+            after = later.setdefault(keys[i], set())
+            out[i] = sum(n for c, n in self.days[keys[i]].items() if c not in after)
+            after.add(claim_ids[i])
+        return out
 
 
 @dataclass

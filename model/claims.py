@@ -36,8 +36,10 @@ from pydantic import (
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 # ICD-10-CM: letter, digit, alphanumeric category; optional dot and 1-4 more characters.
 ICD10CM_PATTERN = r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$"
-# CPT Category I (5 digits), II (4 digits + F), III (+T), PLA (+U); HCPCS Level II (A-V + 4 digits).
-PROCEDURE_PATTERN = r"^([0-9]{4}[0-9FTU]|[A-V][0-9]{4})$"
+# CPT Category I (5 digits; vaccine products and administrations 4 digits + A; MAAA
+# 4 digits + M), II (+F), III (+T), PLA (+U); HCPCS Level II (A-V + 4 digits). The CMS edit
+# tables carry every one of these kinds (0001A, 0015M).
+PROCEDURE_PATTERN = r"^([0-9]{4}[0-9AFMTU]|[A-V][0-9]{4})$"
 MODIFIER_PATTERN = r"^[0-9A-Z]{2}$"
 # CMS place-of-service codes that are assigned (the rest of 01-99 are unassigned).
 ASSIGNED_POS = frozenset(

@@ -20,6 +20,13 @@ def render(scorer: Scorer, claim: Claim, console: Console) -> None:
     if s.flagged_by:
         console.print(f"  flagged by: {', '.join(s.flagged_by)}")
     console.print(f"  reason: {s.explanation.reason}", markup=False)
+    if s.explanation.edits:
+        edits = Table(title="payer edits the claim breaks (CMS tables)", title_justify="left")
+        for col in ("edit", "codes", "what the rule says", "table"):
+            edits.add_column(col)
+        for e in s.explanation.edits:
+            edits.add_row(e.edit, "/".join(e.codes), e.detail, e.table_version)
+        console.print(edits)
     if s.explanation.explained:
         what = "what decided" if s.flagged else "not flagged; what raises the score most"
         top = Table(title=f"{what} ({s.explanation.explained}): the fall of its logit "

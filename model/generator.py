@@ -83,7 +83,7 @@ from dataclasses import dataclass
 
 from model.cms.tables import conflicts, mce_edit, mue, ptp_edits
 from model.codes import range_span
-from model.rules import NCCI_MODIFIERS, VISIT_MODIFIERS, ptp_breaks
+from model.edits import NCCI_MODIFIERS, VISIT_MODIFIERS, addon_hits, is_visit, ptp_breaks
 from model.vocabulary import (
     Diagnosis,
     Drug,
@@ -567,7 +567,7 @@ class ClaimGenerator:
             n = r.choice((0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 7)) if visits else r.choice(
                 (1, 2, 2, 3, 3, 4, 5, 6))
             procs = self._edited(self._lines(pool, n, p.place))
-            procs += self._repeats(procs, primary.area, p.place)
+            procs = self._edited(procs + self._repeats(procs, primary.area, p.place))
             drugs = self._fitting(("drug", primary.area), self.area_drugs[primary.area], m.age,
                                   m.sex)
             # most visits for a problem end with a prescription on the claim
@@ -593,23 +593,33 @@ class ClaimGenerator:
         return self._claim(m, p, day, dx, procs, meds)
 
     def _edited(self, procs: list[dict]) -> list[dict]:
-        """The lines as a careful biller sends them under the NCCI procedure-to-procedure
-        edits: of a pair never allowed together (indicator 0) the column-2 line goes; of a
-        pair allowed with a modifier (1) the column-2 line carries one (25 on a visit,
-        which always stays; else 59, XS or XU, KEEP_PAIR of the time) or goes."""
+        """The lines as a careful biller sends them under the payer edits (`model.edits`):
+        of a pair the NCCI PTP edits never allow together (indicator 0) the column-2 line
+        goes; of a pair allowed with a modifier (1) the column-2 line carries one (25 on a
+        visit, which always stays; else 59, XS or XU, KEEP_PAIR of the time) or goes; a
+        repeated line goes while the code's units that day pass an MUE that counts the
+        day (MAI 2 or 3); an add-on without any of its primaries goes."""
         r, out = self.rng, list(procs)
-        while breaks := ptp_breaks([(x["code"], x["modifiers"]) for x in out], self.v):
-            _, b, ind = breaks[0]
-            allow = VISIT_MODIFIERS if b in self.em_codes else NCCI_MODIFIERS
+        while breaks := ptp_breaks([(x["code"], x["modifiers"]) for x in out]):
+            b, ind = breaks[0].column2, breaks[0].indicator
+            allow = VISIT_MODIFIERS if is_visit(b) else NCCI_MODIFIERS
             line = next(x for x in out if x["code"] == b and (
                 ind != 1 or not set(x["modifiers"]) & allow))
-            if ind == 1 and b in self.em_codes:
+            if ind == 1 and is_visit(b):
                 line["modifiers"] = [*line["modifiers"], "25"]
             elif ind == 1 and r.random() < KEEP_PAIR:
                 line["modifiers"] = [*line["modifiers"], r.choice(("59", "59", "XS", "XU"))]
             else:
                 out.remove(line)
-        return out
+        for code in {x["code"] for x in out}:
+            limit = mue(code)
+            if limit is None or not limit.units or limit.mai == 1:
+                continue
+            same = [x for x in out if x["code"] == code]
+            while len(same) > 1 and sum(x["units"] for x in same) > limit.units:
+                out.remove(same.pop())
+        orphans = {h.codes[0] for h in addon_hits([x["code"] for x in out])}
+        return [x for x in out if x["code"] not in orphans]
 
     def _relevel(self, visit: dict, dx: list[str], procs: list[dict], meds: list[dict],
                  place: str) -> dict:
@@ -995,15 +1005,15 @@ class ClaimGenerator:
             procs = c["procedures"]
             pairs = [(a, b) for a in procs for b in procs if a["code"] != b["code"]
                      and edits.indicator(a["code"], b["code"]) == 1
-                     and set(b["modifiers"]) & (VISIT_MODIFIERS if b["code"] in self.em_codes
+                     and set(b["modifiers"]) & (VISIT_MODIFIERS if is_visit(b["code"])
                                                 else NCCI_MODIFIERS)]
             if not pairs:
                 continue
             a, b = r.choice(pairs)
-            allow = VISIT_MODIFIERS if b["code"] in self.em_codes else NCCI_MODIFIERS
+            allow = VISIT_MODIFIERS if is_visit(b["code"]) else NCCI_MODIFIERS
             moved = [m for m in b["modifiers"] if m in allow]
             b["modifiers"] = [m for m in b["modifiers"] if m not in allow]
-            if b["code"] in self.em_codes and r.random() < 0.5:
+            if is_visit(b["code"]) and r.random() < 0.5:
                 b["modifiers"] += ["59"] * len(moved)
             else:
                 a["modifiers"] = [*a["modifiers"], *moved]

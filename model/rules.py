@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from model.claims import Claim
-from model.cms.tables import conflicts, mue, ptp_edits
+from model.cms.tables import conflicts, mue
+from model.edits import ptp_breaks
 from model.vocabulary import Vocabulary
 
 Rule = Callable[[dict, Vocabulary], bool]
@@ -80,40 +81,11 @@ def over_mue(lines: Iterable[tuple[str, int]]) -> bool:
                for code, units in lines)
 
 
-# Modifiers that let a pair of codes the NCCI PTP edits bundle be billed together, where
-# the edit's modifier indicator is 1 (CMS NCCI policy manual, chapter I); on a visit
-# (column 2 an E/M code) only 25 and 57 do: 59 and the X{EPSU} modifiers may not be used
-# with E/M services.
-NCCI_MODIFIERS = frozenset({"24", "25", "27", "57", "58", "59", "78", "79", "91", "E1", "E2",
-                            "E3", "E4", "FA", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8",
-                            "F9", "LC", "LD", "LM", "LT", "RC", "RI", "RT", "TA", "T1", "T2",
-                            "T3", "T4", "T5", "T6", "T7", "T8", "T9", "XE", "XP", "XS", "XU"})
-VISIT_MODIFIERS = frozenset({"25", "57"})
-
-
-def ptp_breaks(lines: Sequence[tuple[str, Sequence[str]]], v: Vocabulary
-               ) -> list[tuple[str, str, int]]:
-    """The NCCI procedure-to-procedure edits a claim's (code, modifiers) lines break:
-    (column 1, column 2, modifier indicator) for each pair billed together that the edits
-    never allow (0), or allow only with a modifier the column-2 line lacks (1)."""
-    edits = ptp_edits()
-    out = []
-    for a, _ in lines:
-        for b, modifiers in lines:
-            if a == b or (ind := edits.indicator(a, b)) is None:
-                continue
-            q = v.procedures.get(b)
-            allow = VISIT_MODIFIERS if q is not None and q.em_level else NCCI_MODIFIERS
-            if ind != 1 or not allow.intersection(modifiers or ()):
-                out.append((a, b, ind))
-    return out
-
-
 def unbundling(c: dict, v: Vocabulary) -> bool:
     """An NCCI procedure-to-procedure edit broken (`ptp_breaks`): a panel and one of its
     tests, a procedure and the visit it includes, billed together without the modifier
     the edit allows them with."""
-    return bool(ptp_breaks([(p["code"], p.get("modifiers")) for p in c["procedures"]], v))
+    return bool(ptp_breaks([(p["code"], p.get("modifiers")) for p in c["procedures"]]))
 
 
 def demographic_impossibility(c: dict, v: Vocabulary) -> bool:
@@ -156,7 +128,7 @@ def claim_edits(claim: Claim, v: Vocabulary) -> tuple[str, ...]:
     `unbundling`, `price_inflation` (its units part), `demographic_impossibility` and
     `upcoding`, on a parsed claim. ~20 µs a claim of a few lines."""
     codes = [p.code for p in claim.procedures]
-    broken = (bool(ptp_breaks([(p.code, p.modifiers) for p in claim.procedures], v)),
+    broken = (bool(ptp_breaks([(p.code, p.modifiers) for p in claim.procedures])),
               over_mue((p.code, p.units) for p in claim.procedures),
               mce_conflict(claim.diagnoses, claim.member_age, claim.member_sex),
               above_mdm(claim.diagnoses, codes, len(claim.medications), v))

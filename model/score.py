@@ -22,7 +22,9 @@ ANOMALY_FPRS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)  # budgets a checkpo
 # The encoder blocks' number format: auto = bf16 on GPUs and on CPUs with native bf16, else
 # int8 (dynamically quantised linear layers); fp32 is the reference the others are checked on
 Precision = Literal["auto", "fp32", "bf16", "int8"]
-CHANNELS = ("fraud_model", "anomaly", "duplicate_billing", "member_velocity")
+# The payer edits (`model.edits`): CMS's rules, each citing itself in `explanation.edits`
+EDIT_CHANNELS = ("ncci_ptp", "mue", "add_on", "mce_age", "mce_sex")
+CHANNELS = ("fraud_model", "anomaly", "duplicate_billing", "member_velocity", *EDIT_CHANNELS)
 
 
 class ScoreModel(BaseModel):
@@ -62,6 +64,15 @@ class SurprisingToken(ScoreModel):
     surprise: float = Field(description="-log p(token | rest of claim), in nats")
 
 
+class EditCitation(ScoreModel):
+    """A payer edit the claim breaks, cited: what an SIU reviewer can act on."""
+
+    edit: str = Field(description="the channel: ncci_ptp, mue, add_on, mce_age or mce_sex")
+    codes: list[str] = Field(description="the codes the edit names (column 1 first for PTP)")
+    detail: str = Field(description="what the rule says, with its indicator and rationale")
+    table_version: str = Field(description="the CMS table and release the edit is from")
+
+
 class Explanation(ScoreModel):
     """Why, for the channel that decided (`explained`); a claim the model does not flag
     (and that `Scorer(explain="all")` did not ask about) has only its reason, which says
@@ -84,6 +95,8 @@ class Explanation(ScoreModel):
     checks: list[str] = Field(
         default_factory=list, description="cross-claim checks that fired (duplicate, velocity)"
     )
+    edits: list[EditCitation] = Field(
+        default_factory=list, description="payer edits the claim breaks, each cited")
 
 
 class Components(ScoreModel):
@@ -101,7 +114,8 @@ class Score(ScoreModel):
     flagged_by: list[str] = Field(
         default_factory=list, description="channels that fired: fraud_model (the combined "
         "score alone at or above threshold), anomaly (the self-supervised channel past its "
-        "false-positive budget), duplicate_billing, member_velocity")
+        "false-positive budget), duplicate_billing, member_velocity, and the payer edits "
+        "ncci_ptp, mue, add_on, mce_age, mce_sex (`explanation.edits` cites each)")
     components: Components
     explanation: Explanation
     model_version: str

@@ -40,10 +40,13 @@ from model import explain
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.checks import CheckHit, CheckState, CrossClaimChecks
 from model.claims import Claim
+from model.edits import EditHit, PayerEdits
 from model.score import (
     ANOMALY_FPR,
+    EDIT_CHANNELS,
     AttributedToken,
     Components,
+    EditCitation,
     Explanation,
     Precision,
     Score,
@@ -206,7 +209,9 @@ class Scorer:
         channel flags a claim on its own past the checkpoint's cut for it (ValueError for
         a budget outside those the checkpoint calibrated).
         `check_state`: where the cross-claim checks remember claims (none: no checks); the
-        checks take what is normal from the checkpoint (`checks.json`).
+        checks take what is normal from the checkpoint (`checks.json`). The payer edits
+        (`model.edits`) always run; their per-day MUEs count across claims in this state
+        (none: each claim alone).
         `precision`: "auto" runs the encoder blocks in bf16 on GPUs and on CPUs with
         native bf16 (embeddings, softmax, the final norm and the heads stay fp32; logits
         move by up to ~0.05), else with int8 linear layers (`ClaimFormer.blocks_int8`);
@@ -229,6 +234,7 @@ class Scorer:
         self.batch_size = batch_size or (512 if self.device.type == "cuda" else 128)
         self.checks = (CrossClaimChecks(check_state, checkpoint.check_limits)
                        if check_state is not None else None)
+        self.edits = PayerEdits(check_state)
         self.vocab = default_vocabulary()
 
     @classmethod
@@ -338,24 +344,30 @@ class Scorer:
         they came in.
         """
         hits = self.checks.run(claims) if self.checks else [[] for _ in claims]
+        edits = self.edits.run(claims)
         seqs = [self.tokenizer.tokens_of(c) for c in claims]
         enc = self.tokenizer.pack(seqs)
         raw = self.raw(enc.values, enc.fields)
-        return self._scores(claims, seqs, raw, hits, now or dt.datetime.now(dt.UTC))
+        return self._scores(claims, seqs, raw, hits, edits, now or dt.datetime.now(dt.UTC))
 
     def inspect(self, claim: Claim) -> tuple[Score, Encoded, Raw]:
         """One claim's Score with the tokens and model outputs behind it (per-token
         surprise, every head's attention): what the CLI's `explain` and the console's heat
         map show."""
         hits = self.checks.run([claim]) if self.checks else [[]]
+        edits = self.edits.run([claim])
         enc = self.tokenizer.encode([claim])
         raw = self.raw(enc.values, enc.fields, attention=True)
         seqs = list(zip(enc.tokens, enc.truncated.tolist(), strict=True))
-        return self._scores([claim], seqs, raw, hits, dt.datetime.now(dt.UTC))[0], enc, raw
+        return (self._scores([claim], seqs, raw, hits, edits, dt.datetime.now(dt.UTC))[0],
+                enc, raw)
 
     def _scores(self, claims: Sequence[Claim], seqs: list[tuple[list[Token], bool]], raw: Raw,
-                hits: list[list[CheckHit]], scored_at: dt.datetime) -> list[Score]:
-        """The Scores of claims whose tokens are `seqs` and whose plain pass is `raw`."""
+                hits: list[list[CheckHit]], edits: list[list[EditHit]],
+                scored_at: dt.datetime) -> list[Score]:
+        """The Scores of claims whose tokens are `seqs` and whose plain pass is `raw`. The
+        score is the model's and the checks' (the score rule); a payer edit flags a claim
+        whatever its score, names its channel in `flagged_by` and cites itself."""
         fraud, anomaly, combined = self.combine(raw)
         keep = np.array([math.prod(1.0 - h.probability for h in hs) for hs in hits])
         score = 1.0 - (1.0 - combined) * keep  # the score rule: model, then checks
@@ -374,21 +386,25 @@ class Scorer:
         for b, claim in enumerate(claims):
             toks = seqs[b][0]
             p = score_l[b]
+            broke = edits[b]
             flagged_by = (["fraud_model"] if fired_l[b] else []) + (
-                ["anomaly"] if odd_l[b] else []) + [h.name for h in hits[b]]
+                ["anomaly"] if odd_l[b] else []) + [h.name for h in hits[b]] + [
+                e for e in EDIT_CHANNELS if any(h.edit == e for h in broke)]
             why = explained.get(b)
             surprising = [] if why is None else [  # a claim not explained names nothing
                 SurprisingToken.model_construct(token=toks[i].label, field=toks[i].field,
                                                 surprise=n)
                 for i, n in zip(order_l[b], nats_l[b], strict=True) if i < len(toks)]
             line = why.reason if why is not None and model_l[b] else explain.NOTHING_UNUSUAL
-            if hits[b]:  # checks first; the model's own reason only if it flags by itself
-                line = "; ".join([h.reason for h in hits[b]] + ([line] if model_l[b] else []))
+            rules = [h.detail for h in broke] + [h.reason for h in hits[b]]
+            if rules:  # edits, then checks; the model's own reason only if it flags itself
+                line = "; ".join(rules + ([line] if model_l[b] else []))
             # build(), not validation: every value is computed above from numbers we own
             out.append(Score.model_construct(
                 claim_id=claim.claim_id, member_id=claim.member_id,
                 provider_id=claim.provider_id, score=round(p, 6),
-                flagged=p >= self.threshold or odd_l[b], threshold=self.threshold,
+                flagged=p >= self.threshold or odd_l[b] or bool(broke),
+                threshold=self.threshold,
                 flagged_by=flagged_by,
                 components=Components.model_construct(fraud_probability=fraud_l[b],
                                             anomaly=anomaly_l[b]),
@@ -396,7 +412,10 @@ class Scorer:
                     reason=line, explained=why.channel if why else None,
                     top_tokens=why.tokens if why else [], top_pairs=why.pairs if why else [],
                     field_importance=why.fields if why else {},
-                    surprising_tokens=surprising, checks=[h.name for h in hits[b]]),
+                    surprising_tokens=surprising, checks=[h.name for h in hits[b]],
+                    edits=[EditCitation.model_construct(
+                        edit=h.edit, codes=list(h.codes), detail=h.detail,
+                        table_version=h.table_version) for h in broke]),
                 model_version=self.model_version, scored_at=scored_at, latency_ms=None))
         return out
 

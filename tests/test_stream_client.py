@@ -173,3 +173,12 @@ def test_redis_check_state_matches_memory_and_survives_a_restart(namespace: Sett
     fresh = RedisCheckState(r, namespace.key_prefix + "kinds:", ttl_s=60)
     assert fresh.member_near(*args) == MemoryState().member_near(*args)
     assert any(len(counts) > 1 for counts in fresh.member_near(*args))
+    # the per-day MUE units (model.edits), batch by batch, a batch redelivered
+    units = RedisCheckState(r, namespace.key_prefix + "units:", ttl_s=60)
+    memory_units = MemoryState()
+    batches = [(["a", "a", "b"], ["c1", "c2", "c3"], [2, 1, 5]), (["a", "b"], ["c4", "c3"], [3, 5])]
+    for batch in [*batches, batches[0]]:
+        assert units.day_units(*batch) == memory_units.day_units(*batch)
+    assert units.day_units(*batches[1]) == [6, 5]  # a: c1 2 + c2 1 + c4 3; b: c3 once
+    key = next(r.scan_iter(match=f"{namespace.key_prefix}units:check:units:*"))
+    assert 0 < r.ttl(key) <= 60

@@ -1,0 +1,149 @@
+"""The payer edits (`model.edits`) against cases drawn from the CMS tables themselves, not
+from the generator: every violation fires its channel with the exact citation, every case
+the rule allows passes; and the generator's clean stream breaks none of them."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from model.checks import MemoryState
+from model.claims import Claim
+from model.cms.tables import addon_table, folder, mce_table, mue_table
+from model.edits import NCCI_MODIFIERS, VISIT_MODIFIERS, PayerEdits, claim_edits, is_visit
+from model.generator import ClaimGenerator
+
+SEED = 20261204
+
+
+def claim(lines: list[tuple[str, int, list[str]]], dx: tuple[str, ...] = ("I10",), age: int = 40,
+          sex: str = "F", cid: str = "C1", member: str = "M1") -> Claim:
+    return Claim.model_validate({
+        "claim_id": cid, "member_id": member, "provider_id": "P1",
+        "provider_specialty": "family_medicine", "member_age": age, "member_sex": sex,
+        "service_date": "2026-03-02", "submitted_at": "2026-03-02T12:00:00+00:00",
+        "place_of_service": "11", "diagnoses": list(dx),
+        "procedures": [{"code": c, "units": u, "charge": 10.0 * u, "modifiers": m}
+                       for c, u, m in lines],
+        "medications": [], "total_charge": 10.0 * sum(u for _, u, _ in lines)})
+
+
+def cites(c: Claim, edit: str, codes: tuple[str, ...]) -> bool:
+    return any(h.edit == edit and h.codes == codes and h.table_version
+               for h in claim_edits(c))
+
+
+def test_ptp_pairs_from_the_table_fire_as_cms_writes_them():
+    """600 random active pairs, both indicators: indicator 0 fires with and without a
+    modifier; indicator 1 fires without one and passes with an NCCI-associated modifier on
+    the column-2 line (25 when that line is a visit)."""
+    rng = np.random.default_rng(SEED)
+    with np.load(folder() / "ncci_ptp_practitioner.npz", allow_pickle=False) as npz:
+        codes, mods = npz["codes"].tolist(), npz["modifier"]
+        col1, col2 = npz["column1"], npz["column2"]
+    picked = np.concatenate([rng.choice(np.flatnonzero(mods == m), 300, replace=False)
+                             for m in (0, 1)])
+    allowed = fired = 0
+    for i in picked:
+        a, b, ind = codes[col1[i]], codes[col2[i]], int(mods[i])
+        mod = "25" if is_visit(b) else "59"
+        assert cites(claim([(a, 1, []), (b, 1, [])]), "ncci_ptp", (a, b)), (a, b, ind)
+        with_mod = claim([(a, 1, []), (b, 1, [mod])])
+        assert cites(with_mod, "ncci_ptp", (a, b)) == (ind == 0), (a, b, ind, mod)
+        fired += 1
+        allowed += ind == 1
+    assert fired == 600 and allowed == 300
+    # a visit's 59 is not its 25: NCCI lets only 25 and 57 bypass an edit on an E/M code
+    assert cites(claim([("20610", 1, []), ("99213", 1, ["59"])]), "ncci_ptp", ("20610", "99213"))
+    assert VISIT_MODIFIERS < NCCI_MODIFIERS
+
+
+def test_mues_at_and_over_their_limits():
+    """300 codes: at the MUE passes; over it fires, on one line for MAI 1 and over the
+    day's lines for MAI 2 and 3; an MUE of 0 (Medicare pays none) never fires."""
+    r = random.Random(SEED)
+    table = mue_table()
+    codes = r.sample(sorted(c for c, m in table.items() if 0 < m.units <= 50), 300)
+    for code in codes:
+        m = table[code]
+        at = claim([(code, m.units, [])])
+        assert not any(h.edit == "mue" for h in claim_edits(at)), code
+        assert cites(claim([(code, m.units + 1, [])]), "mue", (code,)), code
+        split = claim([(code, m.units, []), (code, 1, ["76"])])
+        assert cites(split, "mue", (code,)) == (m.mai != 1), (code, m.mai)
+    zero = next(c for c, m in table.items() if m.units == 0)
+    assert not any(h.edit == "mue" for h in claim_edits(claim([(zero, 3, [])])))
+
+
+def test_per_day_mues_count_the_days_other_claims_once_each():
+    """A MAI-3 MUE counts the provider's lines for the member that day across claims, in
+    the cross-claim state; a batch seen again (redelivery) does not count twice."""
+    assert mue_table()["36415"].units == 2 and mue_table()["36415"].mai == 3
+    edits = PayerEdits(MemoryState())
+    one = claim([("36415", 2, [])], cid="D1")
+    two = claim([("36415", 2, [])], cid="D2")
+    other = claim([("36415", 2, [])], cid="D3", member="M2")
+    assert edits.run([one]) == [[]]
+    got = edits.run([two, other])
+    assert [h.edit for h in got[0]] == ["mue"] and "4 units that day" in got[0][0].detail
+    assert got[1] == []  # another member's day
+    assert edits.run([two, other]) == got  # redelivered: each claim counts once
+    assert PayerEdits(None).run([two]) == [[]]  # without state each claim stands alone
+
+
+def test_add_ons_without_and_with_their_primaries():
+    """100 add-ons NCCI lists primaries for: alone they fire, with a primary they pass."""
+    r = random.Random(SEED)
+    listed = sorted(c for c, a in addon_table().items() if a.primaries)
+    for code in r.sample(listed, 100):
+        primary = sorted(addon_table()[code].primaries)[0]
+        assert cites(claim([(code, 1, [])]), "add_on", (code,)), code
+        both = claim([(primary, 1, []), (code, 1, [])])
+        assert not cites(both, "add_on", (code,)), (code, primary)  # (a primary may be
+        # an add-on itself, citing its own primaries)
+    type2 = next((c for c, a in addon_table().items() if not a.primaries), None)
+    if type2 is not None:  # CMS names no primary: nothing to check it against
+        assert not any(h.edit == "add_on" for h in claim_edits(claim([(type2, 1, [])])))
+
+
+@pytest.mark.parametrize("kind", ["age", "sex"])
+def test_mce_conflicts_fire_and_plausible_members_pass(kind: str):
+    """100 diagnoses per kind with an MCE edit: a member outside it fires `mce_<kind>`
+    naming the code; one inside passes."""
+    r = random.Random(SEED)
+    table = mce_table()
+    if kind == "age":
+        codes = r.sample(sorted(c for c, e in table.items() if e.age_edit and e.min_age is not None
+                                and (e.min_age > 0 or (e.max_age or 124) < 124)), 100)
+    else:
+        codes = r.sample(sorted(c for c, e in table.items() if e.sex), 100)
+    for code in codes:
+        e = table[code]
+        fits_sex = e.sex or "F"
+        inside = ((e.min_age or 0) + (e.max_age if e.max_age is not None else 124)) // 2
+        if kind == "age":
+            outside = (e.max_age + 1) if e.max_age is not None and e.max_age < 124 else (
+                e.min_age - 1)
+            bad, good = claim([("99213", 1, [])], (code,), outside, fits_sex), \
+                claim([("99213", 1, [])], (code,), inside, fits_sex)
+        else:
+            other = "M" if e.sex == "F" else "F"
+            bad = claim([("99213", 1, [])], (code,), inside, other)
+            good = claim([("99213", 1, [])], (code,), inside, e.sex)
+        assert cites(bad, f"mce_{kind}", (code,)), (code, e)
+        assert not any(h.edit.startswith("mce_") for h in claim_edits(good)), (code, e)
+
+
+def test_the_generators_clean_stream_breaks_no_edit_and_its_frauds_do():
+    """Honest billers in the generator's world respect the edits; unbundling breaks PTP
+    and demographic impossibility an MCE edit, every time."""
+    items = list(ClaimGenerator(seed=31, fraud_rate=0.1, size=6000).generate(6000))
+    hits = PayerEdits(MemoryState()).run([Claim.model_validate(i.claim) for i in items])
+    clean = [h for i, h in zip(items, hits, strict=True) if i.fraud_pattern == "none"]
+    assert len(clean) > 5000 and not any(clean), [h for h in clean if h][:3]
+    for pattern, edits in (("unbundling", {"ncci_ptp"}),
+                           ("demographic_impossibility", {"mce_age", "mce_sex"})):
+        mine = [h for i, h in zip(items, hits, strict=True) if i.fraud_pattern == pattern]
+        assert mine and all({x.edit for x in h} & edits for h in mine), pattern
