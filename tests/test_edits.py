@@ -147,3 +147,19 @@ def test_the_generators_clean_stream_breaks_no_edit_and_its_frauds_do():
                            ("demographic_impossibility", {"mce_age", "mce_sex"})):
         mine = [h for i, h in zip(items, hits, strict=True) if i.fraud_pattern == pattern]
         assert mine and all({x.edit for x in h} & edits for h in mine), pattern
+
+
+def test_eval_reports_the_edits_alone_the_model_alone_and_either():
+    """`claimscope eval`'s edits report, on a small stream: the edits find every unbundled
+    claim and no clean one; `either` is the union of the two ways."""
+    from model.quality.evaluate import edits_report, make_stream
+
+    test = make_stream(3000, 43, 0.2)
+    model = np.zeros(len(test.patterns), dtype=bool)
+    model[::50] = True  # a stand-in model: every 50th claim
+    r = edits_report(test, model)
+    assert r.edits.per_pattern["unbundling"] == 1.0 and r.edits.clean_fpr == 0.0
+    assert not any(r.fired_clean.values()) and r.fired["ncci_ptp"] > 0
+    assert r.either.recall >= max(r.edits.recall, r.model.recall)
+    assert r.model.clean_fpr > 0 and set(r.to_json()) == {
+        "edits", "model", "either", "fired", "fired_clean"}

@@ -57,6 +57,7 @@ from model import explain
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState
 from model.claims import Claim
 from model.codes import range_span
+from model.edits import PayerEdits
 from model.generator import (
     CLEAN,
     CROSS_CLAIM_PATTERNS,
@@ -79,6 +80,7 @@ from model.quality.results import (
     AnomalyFigures,
     CheckFigures,
     CheckReport,
+    EditsReport,
     EvalResult,
     Explanations,
     Figures,
@@ -93,8 +95,10 @@ from model.quality.results import (
     Probes,
     SwapFigures,
     Throughput,
+    WayFigures,
 )
 from model.rules import rule_oracle_scores
+from model.score import EDIT_CHANNELS
 from model.scorer import Scorer
 from model.tokenizer import FIELD_ID, MAX_TOKENS
 from model.training import TrainConfig, heldout_set, train
@@ -255,6 +259,29 @@ def anomaly_report(test: Stream, odd: np.ndarray, scored: np.ndarray, scorer: Sc
         fraud_only_it_flags=int((odd & ~scored & fraud).sum()),
         per_pattern={p: round(float(odd[test.patterns == p].mean()), 4)
                      for p in sorted(set(test.patterns[fraud]))})
+
+
+def way(test: Stream, flagged: np.ndarray) -> WayFigures:
+    clean, fraud = test.patterns == CLEAN, test.patterns != CLEAN
+    return WayFigures(
+        precision=round(float(fraud[flagged].mean()), 4) if flagged.any() else float("nan"),
+        recall=round(float(flagged[fraud].mean()), 4),
+        clean_fpr=round(float(flagged[clean].mean()), 5),
+        per_pattern={p: round(float(flagged[test.patterns == p].mean()), 4)
+                     for p in sorted(set(test.patterns[fraud]))})
+
+
+def edits_report(test: Stream, model_flags: np.ndarray) -> EditsReport:
+    """The payer edits over the stream in its order (per-day MUEs across claims in memory),
+    alone, beside the model, and together."""
+    hits = PayerEdits(MemoryState()).run(test.claims)
+    by_edits = np.array([bool(h) for h in hits])
+    clean = test.patterns == CLEAN
+    fired = {e: np.array([any(x.edit == e for x in h) for h in hits]) for e in EDIT_CHANNELS}
+    return EditsReport(edits=way(test, by_edits), model=way(test, model_flags),
+                       either=way(test, by_edits | model_flags),
+                       fired={e: int(f.sum()) for e, f in fired.items()},
+                       fired_clean={e: int(f[clean].sum()) for e, f in fired.items()})
 
 
 def check_report(test: Stream, fired: dict[str, np.ndarray], limits: CheckLimits
@@ -561,6 +588,7 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
     anomaly_channel = anomaly_report(test, odd, final >= scorer.threshold, scorer)
     checks = check_report(test, fired, scorer.ck.check_limits)
     checks_flat = check_report(test, cross_claim(test.claims, CheckLimits())[1], CheckLimits())
+    edits = edits_report(test, (model >= scorer.threshold) | odd)
     probes = Probes(
         artefact=artefact_probe(test.wire, test.patterns, seed),
         artefact_all_clean=artefact_probe(test.wire, test.patterns, seed, eligible=False),
@@ -583,7 +611,8 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
         threshold=scorer.threshold,
         chance=Figures(auroc=0.5, pr_auc=round(float(y.mean()), 4), recall_at_1pct_fpr=0.01),
         methods=methods, single_claim=single_claim, flagged=flags,
-        anomaly_channel=anomaly_channel, checks=checks, checks_flat=checks_flat, probes=probes,
+        anomaly_channel=anomaly_channel, checks=checks, checks_flat=checks_flat, edits=edits,
+        probes=probes,
         everyday=care, invariance=moved, heldout=held, explanations=named, heads=ablated,
         throughput=speed, parity=same,
         seconds={**times, "total": round(time.monotonic() - started, 1)})

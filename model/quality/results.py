@@ -73,6 +73,28 @@ class AnomalyFigures(Result):
     per_pattern: dict[str, float]  # recall
 
 
+@dataclass
+class WayFigures(Result):
+    """The claims one way of flagging flags, against the labels."""
+
+    precision: float
+    recall: float
+    clean_fpr: float
+    per_pattern: dict[str, float]  # recall
+
+
+@dataclass
+class EditsReport(Result):
+    """The payer edits (`model.edits`) alone, the model alone (its fraud and anomaly
+    channels, no checks) and either, on the yardstick; and each edit's claims."""
+
+    edits: WayFigures
+    model: WayFigures
+    either: WayFigures
+    fired: dict[str, int]  # claims each edit fires on
+    fired_clean: dict[str, int]  # ... of them clean
+
+
 # -- cross-claim checks -------------------------------------------------------------------
 @dataclass
 class CheckFigures(Result):
@@ -256,6 +278,7 @@ class EvalResult(Result):
     anomaly_channel: AnomalyFigures
     checks: CheckReport
     checks_flat: CheckReport
+    edits: EditsReport
     probes: Probes
     everyday: EverydayReport
     invariance: Invariance

@@ -202,6 +202,11 @@ def eval_table(r: EvalResult) -> str:
                  f"(random {x.random_comprehensiveness.get('k3')}), sufficiency k3 "
                  f"{x.sufficiency.get('k3')} (random {x.random_sufficiency.get('k3')}), "
                  f"top-3 hit {x.top3_hit} (chance {x.top3_chance})")
+    e = r.edits
+    lines.append(f"payer edits alone: recall {e.edits.recall}, precision {e.edits.precision}, "
+                 f"clean FPR {e.edits.clean_fpr}; model alone: recall {e.model.recall}, "
+                 f"precision {e.model.precision}; either: recall {e.either.recall}, precision "
+                 f"{e.either.precision}, clean FPR {e.either.clean_fpr}")
     if (p := r.parity) is not None:
         lines.append(f"{p.precision} path against fp32 eager: {p.changed} of {p.claims:,} "
                      f"decisions differ ({p.share_changed:.3%}), scores by at most "
