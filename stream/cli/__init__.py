@@ -15,7 +15,7 @@ import importlib.util
 
 from rich.markup import escape
 
-from stream.cli import console, data, modelcmd, service  # noqa: F401  (registers commands)
+from stream.cli import console, data, edits, modelcmd, service  # noqa: F401  (registers commands)
 from stream.cli.common import app, fail
 
 # The optional libraries (pyproject.toml's extras), by the name they import as.
