@@ -23,7 +23,10 @@ def clean_claims(n: int) -> list[Claim]:
 def test_feedback_moves_the_labelled_claims_and_fresh_metrics_hold():
     ck = load_checkpoint("default")
     claims = clean_claims(40)  # investigators say: these "clean-looking" claims are fraud
-    cfg = RetrainConfig(steps=40, mix_count=3000, eval_count=1500)
+    # 80 steps, not 40: 40 one-cycle steps are mostly warm-up and cool-down, and moved the
+    # labelled claims' mean score by +-0.001 either way as the generator's world changed
+    # (0.0031 -> 0.0047, then 0.0096 -> 0.0085); 80 move it by ~3x (0.0096 -> 0.0267)
+    cfg = RetrainConfig(steps=80, mix_count=3000, eval_count=1500)
     new, report = retrain(ck, claims, [True] * 40, cfg, log=lambda m: None)
     before, after = report.before, report.after
     assert (after.feedback.mean_score_labelled_fraud
