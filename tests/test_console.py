@@ -58,8 +58,9 @@ def load_claims(settings: Settings, checkpoint: str, count: int = 150) -> dict[s
     assert flagged, "no flagged claim among the generated ones"
     clean = next(s.claim_id for s in scores if not s.flagged)
     explained = next(s.claim_id for s in scores if s.explanation.top_tokens)
+    edited = next(s.claim_id for s in scores if s.explanation.edits)
     return {"flagged": flagged[-1], "clean": clean, "hostile": "HOSTILE-1",
-            "n_flagged": str(len(flagged)), "explained": explained}
+            "n_flagged": str(len(flagged)), "explained": explained, "edited": edited}
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,13 @@ def test_pages_render(client: TestClient, ids: dict[str, str]) -> None:
     assert x["top_tokens"] and all(html.escape(t["token"]) in table for t in x["top_tokens"])
     clean = client.get(f"/claims/{ids['clean']}", headers=AUTH).text
     assert "Nothing the model flags: not explained." in clean
+    assert 'id="edits"' not in clean
+    # a payer edit's citation: its codes, what the rule says and the table's version
+    cited = client.get(f"/api/claims/{ids['edited']}", headers=AUTH).json()["explanation"]
+    table = client.get(f"/claims/{ids['edited']}", headers=AUTH).text.split(
+        'id="edits"')[1].split("</table>")[0]
+    assert all("/".join(e["codes"]) in table and html.escape(e["detail"]) in table
+               and html.escape(e["table_version"]) in table for e in cited["edits"])
 
 
 def test_hostile_description_is_escaped(client: TestClient, ids: dict[str, str]) -> None:
