@@ -106,8 +106,8 @@ class CheckState(Protocol):
                   ) -> list[int]:
         """Record `units[i]` for claim `claim_ids[i]` under `keys[i]` (a provider, member,
         day and code: `model.edits.day_key`; one entry per claim and key); return per entry
-        the units under its key over every claim recorded, except the claims after it in
-        this batch (so, as `member_near`, a redelivered batch gets the same answers)."""
+        the units under its key over every claim recorded, except the other claims after it
+        in this batch (so a claim sees what came before it, as in `member_near`)."""
         ...
 
 
@@ -144,7 +144,8 @@ class MemoryState:
         later: dict[str, set[str]] = {}
         for i in range(len(keys) - 1, -1, -1):
             after = later.setdefault(keys[i], set())
-            out[i] = sum(n for c, n in self.days[keys[i]].items() if c not in after)
+            out[i] = sum(n for c, n in self.days[keys[i]].items()
+                         if c not in after or c == claim_ids[i])
             after.add(claim_ids[i])
         return out
 

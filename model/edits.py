@@ -13,19 +13,20 @@ modifier indicator 0". The edits follow CMS's rules as written, from the vendore
 | `mue`      | a code's units pass its MUE: MAI 1 on one line; MAI 2 and 3 per day, the |
 |            | provider's lines for the member that day across claims (cross-claim      |
 |            | state, `CheckState.day_units`)                                           |
-| `add_on`   | an add-on code billed without any of the primaries NCCI lists for it on  |
-|            | the claim (type 2 add-ons list none and never fire)                      |
+| `add_on`   | a type-1 add-on code billed without any of the primaries NCCI lists for  |
+|            | it on the claim (types 2 and 3 let the contractor accept others)         |
 | `mce_age`  | a diagnosis the Medicare Code Editor's age edits rule out for the member |
 | `mce_sex`  | a diagnosis of the other sex under the FY2024 MCE                        |
 
 An MUE of 0 is not a units limit: CMS gives it to services Medicare does not pay at all
 (consultations, preventive visits), which other payers do pay. `mue` leaves them alone, as
-the rules that build the generator's stream do (`model.rules.over_mue`); the codes that
-have one (2,667 in the 2024-07-01 table).
+the rules that build the generator's stream do (`model.rules.over_mue`). 2,667 codes have an
+MUE of 0 in the 2024-07-01 table. This departs from CMS's own edit, which denies them.
 
 CMS has applied no MCE sex edits since 2024-10-01. A conflict is still worth an SIU's
 look (a prostate code on a woman's claim is a wrong member or a made-up claim), so
-`mce_sex` still fires, and its citation says CMS no longer denies on it.
+`mce_sex` still fires; its citation says CMS denies it for a date of service before then
+and no longer does after.
 
 Add-on primaries are looked for on the claim itself, not on the provider's other claims of
 that day: an add-on billed on a claim of its own beside its primary on another fires.
@@ -33,6 +34,7 @@ that day: an add-on billed on a claim of its own beside its primary on another f
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -91,6 +93,8 @@ def ptp_breaks(lines: Sequence[tuple[str, Sequence[str] | None]]) -> list[PtpBre
         for b, modifiers in lines:
             if a == b or (a, b) in seen or (edit := edits.edit(a, b)) is None:
                 continue
+            if edit.modifier not in (0, 1):  # 9: CMS marks the edit not applicable
+                continue
             allow = VISIT_MODIFIERS if is_visit(b) else NCCI_MODIFIERS
             if edit.modifier == 1 and allow.intersection(modifiers or ()):
                 continue
@@ -145,22 +149,27 @@ def mue_hits(claim: Claim, day_units: dict[str, int] | None = None) -> list[Edit
 
 
 def addon_hits(codes: Sequence[str]) -> list[EditHit]:
-    """Add-on codes billed without any primary NCCI lists for them."""
+    """Type-1 add-on codes billed without any of the primaries NCCI lists for them (a
+    type-3 add-on may go with primaries the contractor accepts beyond its list, a type-2
+    one has no list: neither is an edit a claim can be seen to break)."""
     table, billed, out = addon_table(), set(codes), []
     for code in sorted(billed):
         entry = table.get(code)
-        if entry is None or not entry.primaries or billed & entry.primaries:
+        if entry is None or entry.edit_type != 1 or billed & entry.primaries:
             continue
         shown = ", ".join(sorted(entry.primaries)[:6]) + (
             f" and {len(entry.primaries) - 6} more" if len(entry.primaries) > 6 else "")
         out.append(EditHit("add_on", (code,), f"add-on {code} billed without a primary "
-                           f"procedure (type {entry.edit_type}: {shown})",
+                           f"procedure (type 1, only with: {shown})",
                            _version("addon.csv")))
     return out
 
 
-def mce_hits(diagnoses: Sequence[str], age: int, sex: str) -> list[EditHit]:
-    """The MCE age and sex edits the member trips."""
+SEX_EDITS_END = dt.date(2024, 10, 1)  # CMS applies no MCE sex edit from this date
+
+
+def mce_hits(diagnoses: Sequence[str], age: int, sex: str, day: dt.date) -> list[EditHit]:
+    """The MCE age and sex edits the member trips on `day`, the date of service."""
     out = []
     for code in diagnoses:
         for kind in conflicts(code, age, sex):
@@ -172,10 +181,11 @@ def mce_hits(diagnoses: Sequence[str], age: int, sex: str) -> list[EditHit]:
                                    f"diagnosis, the member is {age}",
                                    "MCE FY2026 (age edits as of 2025-10-01)"))
             else:
+                why = ("a wrong member or a made-up claim? CMS has not denied on sex edits "
+                       "since 2024-10-01" if day >= SEX_EDITS_END else "CMS denies it")
                 out.append(EditHit("mce_sex", (code,), f"MCE sex edit: {code} is a diagnosis"
                                    f" for {'women' if edit.sex == 'F' else 'men'} only, the "
-                                   f"member is {sex} (CMS no longer denies on sex edits "
-                                   f"since 2024-10-01: a wrong member or a made-up claim?)",
+                                   f"member is {sex} ({why})",
                                    "MCE FY2024 (the last sex edits, to 2024-09-30)"))
     return out
 
@@ -185,7 +195,7 @@ def claim_edits(claim: Claim, day_units: dict[str, int] | None = None) -> list[E
     return (ptp_hits([(p.code, p.modifiers) for p in claim.procedures])
             + mue_hits(claim, day_units)
             + addon_hits([p.code for p in claim.procedures])
-            + mce_hits(claim.diagnoses, claim.member_age, claim.member_sex))
+            + mce_hits(claim.diagnoses, claim.member_age, claim.member_sex, claim.service_date))
 
 
 def day_key(claim: Claim, code: str) -> str:

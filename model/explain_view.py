@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from model.claims import Claim
@@ -25,7 +26,7 @@ def render(scorer: Scorer, claim: Claim, console: Console) -> None:
         for col in ("edit", "codes", "what the rule says", "table"):
             edits.add_column(col)
         for e in s.explanation.edits:
-            edits.add_row(e.edit, "/".join(e.codes), e.detail, e.table_version)
+            edits.add_row(e.edit, "/".join(e.codes), escape(e.detail), escape(e.table_version))
         console.print(edits)
     if s.explanation.explained:
         what = "what decided" if s.flagged else "not flagged; what raises the score most"

@@ -78,7 +78,7 @@ return table.concat(near, '\\n')
 
 
 # ARGV: base, ttl, day keys, claim_ids, units -> per entry (newline-joined) the units under
-# its key over every claim recorded, later entries of the batch excluded
+# its key over every claim recorded, other claims later in the batch excluded
 UNITS_SCRIPT = SPLIT + """
 local keys, ids, units = split(ARGV[3]), split(ARGV[4]), split(ARGV[5])
 for i = 1, #keys do
@@ -92,7 +92,7 @@ for i = #keys, 1, -1 do
   later[keys[i]] = after
   local all, total = redis.call('HGETALL', ARGV[1] .. 'units:' .. keys[i]), 0
   for j = 1, #all, 2 do
-    if not after[all[j]] then total = total + tonumber(all[j + 1]) end
+    if not after[all[j]] or all[j] == ids[i] then total = total + tonumber(all[j + 1]) end
   end
   after[ids[i]] = true
   out[i] = total

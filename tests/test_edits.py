@@ -57,6 +57,13 @@ def test_ptp_pairs_from_the_table_fire_as_cms_writes_them():
     assert fired == 600 and allowed == 300
     # a visit's 59 is not its 25: NCCI lets only 25 and 57 bypass an edit on an E/M code
     assert cites(claim([("20610", 1, []), ("99213", 1, ["59"])]), "ncci_ptp", ("20610", "99213"))
+    assert not cites(claim([("20610", 1, []), ("99213", 1, ["57"])]), "ncci_ptp",
+                     ("20610", "99213"))
+    # the modifier belongs on the column-2 line: on column 1 it bypasses nothing
+    assert cites(claim([("93000", 1, ["59"]), ("93010", 1, [])]), "ncci_ptp", ("93000", "93010"))
+    # indicator 0 with modifiers on both lines: still never together
+    assert cites(claim([("45380", 1, ["59"]), ("45378", 1, ["59", "XS"])]), "ncci_ptp",
+                 ("45380", "45378"))
     assert VISIT_MODIFIERS < NCCI_MODIFIERS
 
 
@@ -90,22 +97,27 @@ def test_per_day_mues_count_the_days_other_claims_once_each():
     assert [h.edit for h in got[0]] == ["mue"] and "4 units that day" in got[0][0].detail
     assert got[1] == []  # another member's day
     assert edits.run([two, other]) == got  # redelivered: each claim counts once
+    twice = PayerEdits(MemoryState()).run([one, one])  # a duplicate message in one batch
+    assert twice == [[], []]
+    together = PayerEdits(MemoryState()).run([one, two])  # one batch, in order
+    assert together[0] == [] and [h.edit for h in together[1]] == ["mue"]
     assert PayerEdits(None).run([two]) == [[]]  # without state each claim stands alone
 
 
 def test_add_ons_without_and_with_their_primaries():
-    """100 add-ons NCCI lists primaries for: alone they fire, with a primary they pass."""
+    """100 type-1 add-ons: alone they fire, with a listed primary they pass. Types 2 and 3
+    let the contractor accept other primaries: alone they do not fire."""
     r = random.Random(SEED)
-    listed = sorted(c for c, a in addon_table().items() if a.primaries)
-    for code in r.sample(listed, 100):
-        primary = sorted(addon_table()[code].primaries)[0]
+    table = addon_table()
+    for code in r.sample(sorted(c for c, a in table.items() if a.edit_type == 1), 100):
+        primary = sorted(table[code].primaries)[0]
         assert cites(claim([(code, 1, [])]), "add_on", (code,)), code
         both = claim([(primary, 1, []), (code, 1, [])])
         assert not cites(both, "add_on", (code,)), (code, primary)  # (a primary may be
         # an add-on itself, citing its own primaries)
-    type2 = next((c for c, a in addon_table().items() if not a.primaries), None)
-    if type2 is not None:  # CMS names no primary: nothing to check it against
-        assert not any(h.edit == "add_on" for h in claim_edits(claim([(type2, 1, [])])))
+    for kind in (2, 3):
+        code = next(c for c, a in sorted(table.items()) if a.edit_type == kind)
+        assert not cites(claim([(code, 1, [])]), "add_on", (code,)), (kind, code)
 
 
 @pytest.mark.parametrize("kind", ["age", "sex"])
@@ -134,6 +146,10 @@ def test_mce_conflicts_fire_and_plausible_members_pass(kind: str):
             good = claim([("99213", 1, [])], (code,), inside, e.sex)
         assert cites(bad, f"mce_{kind}", (code,)), (code, e)
         assert not any(h.edit.startswith("mce_") for h in claim_edits(good)), (code, e)
+        if kind == "age":  # the band's own ends are inside it
+            for edge in {e.min_age or 0, min(120, e.max_age if e.max_age is not None else 120)}:
+                at = claim([("99213", 1, [])], (code,), edge, fits_sex)
+                assert not cites(at, "mce_age", (code,)), (code, edge)
 
 
 def test_the_generators_clean_stream_breaks_no_edit_and_its_frauds_do():

@@ -16,7 +16,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import sys
+import tempfile
 import time
 import zipfile
 from collections import Counter
@@ -151,20 +153,30 @@ def write_addon(out: Path, rows: list[list[str]], release: Release) -> dict[str,
 
 def write_edits(out: Path, tables: EditTables) -> dict[str, dict[str, Any]]:
     """Write the three edit tables into `out` and merge their entries into its
-    VERSION.json (the other tables' entries and the top-level keys are kept)."""
+    VERSION.json (the other tables' entries and the top-level keys are kept).
+
+    All or nothing: every file is written into a staging folder inside `out` first, then
+    each replaces its old self (an atomic rename), VERSION.json last. A failure on the way
+    leaves the old tables and their VERSION.json as they were, so a scoring process that
+    loads them meanwhile never reads a half-written table."""
     out.mkdir(parents=True, exist_ok=True)
-    entries = {
-        MUE_FILE: write_mue(out, tables.mue, tables.mue_release),
-        ADDON_FILE: write_addon(out, tables.addon, tables.addon_release),
-        PTP_FILE: write_ptp(out, tables.ptp, tables.ptp_release),
-    }
     version_path = out / "VERSION.json"
     try:
         version = (json.loads(version_path.read_text(encoding="utf-8"))
                    if version_path.exists() else {"tables": {}})
     except (OSError, ValueError) as exc:
         raise BuildError(f"cannot read {version_path}: {exc}") from None
-    version.setdefault("tables", {}).update(entries)
-    version_path.write_text(json.dumps(version, indent=1) + "\n", encoding="utf-8")
+    with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as staging:
+        stage = Path(staging)
+        entries = {
+            MUE_FILE: write_mue(stage, tables.mue, tables.mue_release),
+            ADDON_FILE: write_addon(stage, tables.addon, tables.addon_release),
+            PTP_FILE: write_ptp(stage, tables.ptp, tables.ptp_release),
+        }
+        version.setdefault("tables", {}).update(entries)
+        (stage / "VERSION.json").write_text(json.dumps(version, indent=1) + "\n",
+                                            encoding="utf-8")
+        for name in [*entries, "VERSION.json"]:
+            os.replace(stage / name, out / name)
     progress(f"wrote {version_path}")
     return entries

@@ -97,8 +97,11 @@ class Member(NamedTuple):
             with self.path.open("rb") as f:
                 yield f
         else:
-            with zipfile.ZipFile(self.path) as zf, zf.open(self.inner) as f:
-                yield f
+            try:
+                with zipfile.ZipFile(self.path) as zf, zf.open(self.inner) as f:
+                    yield f
+            except (zipfile.BadZipFile, NotImplementedError) as exc:  # bad CRC, Deflate64
+                raise BuildError(f"{self}: cannot read it from its zip: {exc}") from None
 
     def source(self, digest: str, size: int) -> dict[str, Any]:
         """What VERSION.json records of a file read: its name, zip, size and sha256."""
