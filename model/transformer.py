@@ -86,8 +86,9 @@ class SelfAttention(nn.Module):
         returned when `weights`; without them the fused `scaled_dot_product_attention`
         runs, which never writes them out: faster on full-length claims, slower on short
         ones, ~15% less scoring CPU over the bench's claims (docs/model.md, "Cost").
-        (Its sums are blocked by length, so in bf16 a claim's score moves by ~1e-5 with
-        the padding its batch adds.)"""
+        (Sums are blocked by shape, so in bf16 a claim's score moves with the rows and
+        width of the pass it lands in: by up to ~5e-4 seen in the stream; fp32 by float
+        rounding.)"""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)

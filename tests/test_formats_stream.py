@@ -41,8 +41,12 @@ def read_all(s: Settings, topic: str, want: int, timeout: float = 90) -> list[by
 def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
         namespace: Settings, tmp_path: Path) -> None:
     ns = namespace.topic_claims.removesuffix(".claims")
+    # fp32: in bf16 a claim's score moves by up to ~5e-4 with the rows and width of the
+    # pass it lands in (oneDNN blocks its sums by shape), which is not what this test is
+    # about; the bench's parity measures that
     s = namespace.model_copy(update={"topic_fhir": f"{ns}.fhir", "topic_x12": f"{ns}.x12",
-                                     "input_formats": ("claim", "fhir", "x12")})
+                                     "input_formats": ("claim", "fhir", "x12"),
+                                     "precision": "fp32"})
     create_topics(s)
     items = list(ClaimGenerator(seed=81, fraud_rate=0.2).generate(400))
     by_member: dict[str, list] = defaultdict(list)
@@ -86,8 +90,8 @@ def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
     errors = [d["error"] for d in dead]
     assert all(len(v) == 3 for v in scores.values()), (
         {k: len(v) for k, v in scores.items()}, errors)
-    # the same tokens; bf16 encoder blocks move a score by ~1e-5 with its batch's padding
-    assert all(max(v) - min(v) < 1e-4 for v in scores.values()), scores
+    # the same tokens, the same score (fp32: to float rounding, whatever the pass)
+    assert all(max(v) - min(v) < 1e-5 for v in scores.values()), scores
     assert len(dead) == 3, errors
     assert any("Patient" in e and "not-a-claim" in e for e in errors), errors
     assert any("item[0].productOrService" in e for e in errors), errors
