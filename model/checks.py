@@ -102,12 +102,13 @@ class CheckState(Protocol):
         a claim sees what came before it, and a redelivered batch gets the same answers)."""
         ...
 
-    def day_units(self, keys: Sequence[str], claim_ids: Sequence[str], units: Sequence[int]
-                  ) -> list[int]:
-        """Record `units[i]` for claim `claim_ids[i]` under `keys[i]` (a provider, member,
-        day and code: `model.edits.day_key`; one entry per claim and key); return per entry
-        the units under its key over every claim recorded, except the other claims after it
-        in this batch (so a claim sees what came before it, as in `member_near`)."""
+    def day_lines(self, days: Sequence[str], claim_ids: Sequence[str], lines: Sequence[str]
+                  ) -> list[list[str]]:
+        """Record claim `claim_ids[i]`'s service lines `lines[i]` (one string,
+        `model.edits.line_text`) under `days[i]` (a provider, member and date:
+        `model.edits.day_of`); return per entry the lines of the other claims recorded
+        under its day, except those after it in this batch (a claim sees what came before
+        it, as in `member_near`; a claim recorded again replaces itself)."""
         ...
 
 
@@ -117,7 +118,7 @@ class MemoryState:
     def __init__(self) -> None:
         self.lines: dict[str, str] = {}
         self.members: dict[str, dict[str, tuple[int, str]]] = {}
-        self.days: dict[str, dict[str, int]] = {}
+        self.days: dict[str, dict[str, str]] = {}
 
     def claim_lines(self, keys: Sequence[str], claim_ids: Sequence[str]) -> list[str | None]:
         return [self.lines.setdefault(k, c) for k, c in zip(keys, claim_ids, strict=True)]
@@ -136,16 +137,16 @@ class MemoryState:
             after.add(claim_ids[i])
         return near
 
-    def day_units(self, keys: Sequence[str], claim_ids: Sequence[str], units: Sequence[int]
-                  ) -> list[int]:
-        for k, c, n in zip(keys, claim_ids, units, strict=True):
-            self.days.setdefault(k, {})[c] = n
-        out = [0] * len(keys)
+    def day_lines(self, days: Sequence[str], claim_ids: Sequence[str], lines: Sequence[str]
+                  ) -> list[list[str]]:
+        for d, c, text in zip(days, claim_ids, lines, strict=True):
+            self.days.setdefault(d, {})[c] = text
+        out: list[list[str]] = [[] for _ in days]
         later: dict[str, set[str]] = {}
-        for i in range(len(keys) - 1, -1, -1):
-            after = later.setdefault(keys[i], set())
-            out[i] = sum(n for c, n in self.days[keys[i]].items()
-                         if c not in after or c == claim_ids[i])
+        for i in range(len(days) - 1, -1, -1):
+            after = later.setdefault(days[i], set())
+            out[i] = [text for c, text in self.days[days[i]].items()
+                      if c != claim_ids[i] and c not in after]
             after.add(claim_ids[i])
         return out
 

@@ -7,14 +7,14 @@ modifier indicator 0". The edits follow CMS's rules as written, from the vendore
 
 | channel    | fires when                                                               |
 | ---------- | ------------------------------------------------------------------------ |
-| `ncci_ptp` | a column-2 code is billed with its column-1 code on one claim: modifier  |
-|            | indicator 0 always; indicator 1 unless the column-2 line carries an      |
-|            | NCCI-associated modifier (only 25 or 57 when it is an E/M visit)         |
-| `mue`      | a code's units pass its MUE: MAI 1 on one line; MAI 2 and 3 per day, the |
-|            | provider's lines for the member that day across claims (cross-claim      |
-|            | state, `CheckState.day_units`)                                           |
+| `ncci_ptp` | a column-2 code is billed with its column-1 code by one provider for one |
+|            | member on one day: modifier indicator 0 always; indicator 1 unless the   |
+|            | column-2 line carries an NCCI-associated modifier (only 25 or 57 when it |
+|            | is an E/M visit)                                                         |
+| `mue`      | a code's units pass its MUE: MAI 1 on one line; MAI 2 and 3 over the     |
+|            | provider's lines for the member that day                                 |
 | `add_on`   | a type-1 add-on code billed without any of the primaries NCCI lists for  |
-|            | it on the claim (types 2 and 3 let the contractor accept others)         |
+|            | it that day (types 2 and 3 let the contractor accept others)             |
 | `mce_age`  | a diagnosis the Medicare Code Editor's age edits rule out for the member |
 | `mce_sex`  | a diagnosis of the other sex under the FY2024 MCE                        |
 
@@ -28,8 +28,11 @@ look (a prostate code on a woman's claim is a wrong member or a made-up claim), 
 `mce_sex` still fires; its citation says CMS denies it for a date of service before then
 and no longer does after.
 
-Add-on primaries are looked for on the claim itself, not on the provider's other claims of
-that day: an add-on billed on a claim of its own beside its primary on another fires.
+"That day" is the provider's lines for the member on the claim's date of service, over the
+claims that came before it and its own (`CheckState.day_lines`: in Redis in the stream, in
+memory for `claimscope score`). A stream cannot wait for the rest of a day: an add-on whose
+primary arrives on a later claim fires on its own claim, and a PTP pair split over two
+claims is cited on the second.
 """
 
 from __future__ import annotations
@@ -116,28 +119,52 @@ def ptp_hits(lines: Sequence[tuple[str, Sequence[str] | None]]) -> list[EditHit]
     return out
 
 
-def units_by_code(claim: Claim) -> dict[str, int]:
-    """Units billed per code on the claim, over all its lines."""
-    out: dict[str, int] = {}
-    for p in claim.procedures:
-        out[p.code] = out.get(p.code, 0) + p.units
+Line = tuple[str, int, tuple[str, ...]]  # code, units, modifiers
+
+
+def lines_of(claim: Claim) -> list[Line]:
+    return [(p.code, p.units, tuple(p.modifiers)) for p in claim.procedures]
+
+
+def line_text(lines: Sequence[Line]) -> str:
+    """A claim's lines as one string for the day state ("99213*1*25 36415*2*"; "-" for
+    none: the state's scripts split their batches on newlines and skip empty parts)."""
+    return " ".join(f"{c}*{u}*{'+'.join(m)}" for c, u, m in lines) or "-"
+
+
+def text_lines(text: str) -> list[Line]:
+    """`line_text`'s lines back."""
+    out: list[Line] = []
+    for item in text.split():
+        if item == "-":
+            continue
+        code, units, mods = item.split("*")
+        out.append((code, int(units), tuple(m for m in mods.split("+") if m)))
     return out
 
 
-def mue_hits(claim: Claim, day_units: dict[str, int] | None = None) -> list[EditHit]:
-    """The MUEs the claim passes: a line over a MAI-1 MUE; a day over a MAI-2/3 one, counting
-    `day_units` (code -> the provider's units for the member that day, this claim's
-    included; None: this claim's alone)."""
-    out, day = [], day_units or units_by_code(claim)
-    for code, units in sorted(units_by_code(claim).items()):
+def units_by_code(lines: Sequence[Line]) -> dict[str, int]:
+    """Units per code, over all the lines."""
+    out: dict[str, int] = {}
+    for code, units, _ in lines:
+        out[code] = out.get(code, 0) + units
+    return out
+
+
+def mue_hits(own: Sequence[Line], earlier: Sequence[Line] = ()) -> list[EditHit]:
+    """The MUEs a claim's lines `own` pass: a line over a MAI-1 MUE; a day over a MAI-2/3
+    one, counting the `earlier` lines of the provider's other claims for the member that
+    day."""
+    out, day = [], units_by_code([*earlier, *own])
+    for code, units in sorted(units_by_code(own).items()):
         edit = mue(code)
         if edit is None or edit.units == 0:  # 0: Medicare pays none (module docstring)
             continue
         if edit.mai == 1:
-            worst = max(p.units for p in claim.procedures if p.code == code)
+            worst = max(u for c, u, _ in own if c == code)
             over, unit = worst > edit.units, f"{worst} units on one line"
         else:
-            total = max(day.get(code, units), units)
+            total = day[code]
             over = total > edit.units
             unit = (f"{total} units that day" if total == units else
                     f"{total} units that day over this and earlier claims")
@@ -148,12 +175,13 @@ def mue_hits(claim: Claim, day_units: dict[str, int] | None = None) -> list[Edit
     return out
 
 
-def addon_hits(codes: Sequence[str]) -> list[EditHit]:
-    """Type-1 add-on codes billed without any of the primaries NCCI lists for them (a
-    type-3 add-on may go with primaries the contractor accepts beyond its list, a type-2
-    one has no list: neither is an edit a claim can be seen to break)."""
-    table, billed, out = addon_table(), set(codes), []
-    for code in sorted(billed):
+def addon_hits(codes: Sequence[str], earlier: Sequence[str] = ()) -> list[EditHit]:
+    """Type-1 add-on codes among `codes` billed without any of the primaries NCCI lists for
+    them, on the claim or `earlier` that day (a type-3 add-on may go with primaries the
+    contractor accepts beyond its list, a type-2 one has no list: neither is an edit a
+    claim can be seen to break)."""
+    table, billed, out = addon_table(), {*codes, *earlier}, []
+    for code in sorted(set(codes)):
         entry = table.get(code)
         if entry is None or entry.edit_type != 1 or billed & entry.primaries:
             continue
@@ -190,40 +218,36 @@ def mce_hits(diagnoses: Sequence[str], age: int, sex: str, day: dt.date) -> list
     return out
 
 
-def claim_edits(claim: Claim, day_units: dict[str, int] | None = None) -> list[EditHit]:
-    """Every edit the claim breaks, by channel (`EDIT_CHANNELS` order)."""
-    return (ptp_hits([(p.code, p.modifiers) for p in claim.procedures])
-            + mue_hits(claim, day_units)
-            + addon_hits([p.code for p in claim.procedures])
+def claim_edits(claim: Claim, earlier: Sequence[Line] = ()) -> list[EditHit]:
+    """Every edit the claim breaks, by channel (`EDIT_CHANNELS` order); `earlier`: the
+    lines of the provider's claims for the member that day that came before it."""
+    own = lines_of(claim)
+    codes = {c for c, _, _ in own}
+    cited = {h.codes for h in ptp_hits([(c, m) for c, _, m in earlier])}  # on their claims
+    pairs = [h for h in ptp_hits([(c, m) for c, _, m in [*earlier, *own]])
+             if h.codes not in cited and codes.intersection(h.codes)]
+    return (pairs + mue_hits(own, earlier)
+            + addon_hits([c for c, _, _ in own], [c for c, _, _ in earlier])
             + mce_hits(claim.diagnoses, claim.member_age, claim.member_sex, claim.service_date))
 
 
-def day_key(claim: Claim, code: str) -> str:
-    """Whose day an MUE counts: CMS's per-day MUEs are per provider, member and date."""
-    return f"{claim.member_id}|{claim.provider_id}|{claim.service_date}|{code}"
+def day_of(claim: Claim) -> str:
+    """Whose day the day's edits count: CMS's are per provider, member and date."""
+    return f"{claim.member_id}|{claim.provider_id}|{claim.service_date}"
 
 
 @dataclass
 class PayerEdits:
-    """The edits over a batch, per-day MUEs counted in `state` (any `CheckState`: in
+    """The edits over a batch, each claim's day read from `state` (any `CheckState`: in
     Redis in the stream, in memory for `claimscope score`; None: each claim alone)."""
 
     state: CheckState | None = None
 
     def run(self, claims: Sequence[Claim]) -> list[list[EditHit]]:
-        days: list[dict[str, int] | None] = [None] * len(claims)
-        if self.state is not None:
-            keys, ids, units, owners = [], [], [], []
-            for i, c in enumerate(claims):
-                for code, n in units_by_code(c).items():
-                    edit = mue(code)
-                    if edit is not None and edit.units and edit.mai != 1:
-                        keys.append(day_key(c, code))
-                        ids.append(c.claim_id)
-                        units.append(n)
-                        owners.append((i, code))
-            totals = self.state.day_units(keys, ids, units) if keys else []
-            for (i, code), total in zip(owners, totals, strict=True):
-                days[i] = (days[i] or {}) | {code: total}
-        return [claim_edits(c, d) for c, d in zip(claims, days, strict=True)]
-
+        earlier: list[list[Line]] = [[] for _ in claims]
+        if self.state is not None and claims:
+            days = self.state.day_lines([day_of(c) for c in claims],
+                                        [c.claim_id for c in claims],
+                                        [line_text(lines_of(c)) for c in claims])
+            earlier = [[x for text in texts for x in text_lines(text)] for texts in days]
+        return [claim_edits(c, e) for c, e in zip(claims, earlier, strict=True)]

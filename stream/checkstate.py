@@ -5,7 +5,8 @@ Keys (under `{prefix}check:`, each with a TTL refreshed on write):
 
     {prefix}check:line:{member}|{provider}|{date}|{code}   first claim_id billing that line
     {prefix}check:member:{member}                          zset "claim_id kind" -> service day
-    {prefix}check:units:{member}|{provider}|{date}|{code}  hash claim_id -> units (per-day MUEs)
+    {prefix}check:day:{member}|{provider}|{date}           hash claim_id -> its service lines
+                                                           (the payer edits' day: model.edits)
 
 Each `CheckState` call is one Lua script: one round trip per batch, its inputs as a few
 joined strings (`stream.lua`) and its answer as one string. (Returning each member's
@@ -13,7 +14,7 @@ history for Python to count was ~15,000 replies to parse per 1,000 claims in the
 stream, the scoring processes' largest cost after the model.) Keys are named in ARGV: one
 Redis, not Redis Cluster. Both calls are idempotent per claim_id: `SET NX GET` keeps the
 first owner of a line, so a redelivered claim finds itself and is not its own duplicate;
-the member zset and the units hash are keyed by claim_id, so a claim counts once.
+the member zset and the day hash are keyed by claim_id, so a claim counts once.
 """
 
 from __future__ import annotations
@@ -77,25 +78,25 @@ return table.concat(near, '\\n')
 """
 
 
-# ARGV: base, ttl, day keys, claim_ids, units -> per entry (newline-joined) the units under
-# its key over every claim recorded, other claims later in the batch excluded
-UNITS_SCRIPT = SPLIT + """
-local keys, ids, units = split(ARGV[3]), split(ARGV[4]), split(ARGV[5])
-for i = 1, #keys do
-  local key = ARGV[1] .. 'units:' .. keys[i]
-  redis.call('HSET', key, ids[i], units[i])
+# ARGV: base, ttl, days, claim_ids, lines -> per entry (newline-joined) the lines of the
+# other claims under its day, tab-joined, other claims later in the batch excluded
+DAY_SCRIPT = SPLIT + """
+local days, ids, lines = split(ARGV[3]), split(ARGV[4]), split(ARGV[5])
+for i = 1, #days do
+  local key = ARGV[1] .. 'day:' .. days[i]
+  redis.call('HSET', key, ids[i], lines[i])
   redis.call('EXPIRE', key, ARGV[2])
 end
 local later, out = {}, {}
-for i = #keys, 1, -1 do
-  local after = later[keys[i]] or {}
-  later[keys[i]] = after
-  local all, total = redis.call('HGETALL', ARGV[1] .. 'units:' .. keys[i]), 0
+for i = #days, 1, -1 do
+  local after = later[days[i]] or {}
+  later[days[i]] = after
+  local all, mine = redis.call('HGETALL', ARGV[1] .. 'day:' .. days[i]), {}
   for j = 1, #all, 2 do
-    if not after[all[j]] or all[j] == ids[i] then total = total + tonumber(all[j + 1]) end
+    if all[j] ~= ids[i] and not after[all[j]] then mine[#mine + 1] = all[j + 1] end
   end
   after[ids[i]] = true
-  out[i] = total
+  out[i] = table.concat(mine, '\\t')
 end
 return table.concat(out, '\\n')
 """
@@ -111,7 +112,7 @@ class RedisCheckState:
         self.ttl_s = ttl_s
         self._lines = client.register_script(LINES_SCRIPT)
         self._members = client.register_script(MEMBERS_SCRIPT)
-        self._units = client.register_script(UNITS_SCRIPT)
+        self._day = client.register_script(DAY_SCRIPT)
 
     def claim_lines(self, keys: Sequence[str], claim_ids: Sequence[str]) -> list[str | None]:
         """Record `keys[i] -> claim_ids[i]` where absent; return the id each key had first.
@@ -137,11 +138,11 @@ class RedisCheckState:
         return [{k: int(n) for k, n in (kv.split("=") for kv in line.split())}
                 for line in reply.decode().split("\n")]
 
-    def day_units(self, keys: Sequence[str], claim_ids: Sequence[str], units: Sequence[int]
-                  ) -> list[int]:
-        """See `model.checks.CheckState.day_units`; the sums run in Redis."""
-        if not keys:
+    def day_lines(self, days: Sequence[str], claim_ids: Sequence[str], lines: Sequence[str]
+                  ) -> list[list[str]]:
+        """See `model.checks.CheckState.day_lines`; one round trip."""
+        if not days:
             return []
-        reply = self._units(keys=[], args=[self.base, self.ttl_s, joined(keys),
-                                            joined(claim_ids), joined(units)])
-        return [int(n) for n in reply.decode().split("\n")]
+        reply = self._day(keys=[], args=[self.base, self.ttl_s, joined(days),
+                                          joined(claim_ids), joined(lines)])
+        return [[t for t in entry.split("\t") if t] for entry in reply.decode().split("\n")]

@@ -104,6 +104,29 @@ def test_per_day_mues_count_the_days_other_claims_once_each():
     assert PayerEdits(None).run([two]) == [[]]  # without state each claim stands alone
 
 
+def test_a_day_spans_the_providers_claims_for_the_member():
+    """PTP pairs and add-on primaries count the provider's earlier claims for the member
+    that day, as CMS counts the day: a pair split over two claims is cited on the second,
+    an add-on whose primary came earlier passes, a pair already cited is not cited again,
+    another member's or another day's claim counts for nothing."""
+    edits = PayerEdits(MemoryState())
+    colon = claim([("45380", 1, [])], cid="A1")
+    split = claim([("45378", 1, [])], cid="A2")
+    other = claim([("45378", 1, [])], cid="A3", member="M2")
+    got = edits.run([colon, split, other])
+    assert got[0] == [] and got[2] == []
+    assert [(h.edit, h.codes) for h in got[1]] == [("ncci_ptp", ("45380", "45378"))]
+    visit = edits.run([claim([("99213", 1, [])], cid="A4")])  # a visit the same day
+    assert {h.codes for h in visit[0]} == {("45380", "99213"), ("45378", "99213")}
+    again = edits.run([claim([("99213", 1, ["25"])], cid="A5")])  # with its 25 it passes
+    assert again == [[]]  # and the pair of A1 and A2, cited on A2, is not cited again
+    assert edits.run([claim([("99215", 1, [])], cid="B1", member="M3"),
+                      claim([("99417", 1, [])], cid="B2", member="M3")])[1] == []
+    late = PayerEdits(MemoryState()).run([claim([("99417", 1, [])], cid="L1"),
+                                         claim([("99215", 1, [])], cid="L2")])
+    assert [h.edit for h in late[0]] == ["add_on"] and late[1] == []  # a stream cannot wait
+
+
 def test_add_ons_without_and_with_their_primaries():
     """100 type-1 add-ons: alone they fire, with a listed primary they pass. Types 2 and 3
     let the contractor accept other primaries: alone they do not fire."""

@@ -173,12 +173,16 @@ def test_redis_check_state_matches_memory_and_survives_a_restart(namespace: Sett
     fresh = RedisCheckState(r, namespace.key_prefix + "kinds:", ttl_s=60)
     assert fresh.member_near(*args) == MemoryState().member_near(*args)
     assert any(len(counts) > 1 for counts in fresh.member_near(*args))
-    # the per-day MUE units (model.edits), batch by batch, a batch redelivered
-    units = RedisCheckState(r, namespace.key_prefix + "units:", ttl_s=60)
-    memory_units = MemoryState()
-    batches = [(["a", "a", "b"], ["c1", "c2", "c3"], [2, 1, 5]), (["a", "b"], ["c4", "c3"], [3, 5])]
+    # the payer edits' day (model.edits): batch by batch, a batch redelivered
+    day = RedisCheckState(r, namespace.key_prefix + "day:", ttl_s=60)
+    memory_day = MemoryState()
+    batches = [(["a", "a", "b"], ["c1", "c2", "c3"], ["36415*2*", "99213*1*25", "-"]),
+               (["a", "b", "a"], ["c4", "c3", "c4"], ["36415*3*", "-", "36415*3*"])]
     for batch in [*batches, batches[0]]:
-        assert units.day_units(*batch) == memory_units.day_units(*batch)
-    assert units.day_units(*batches[1]) == [6, 5]  # a: c1 2 + c2 1 + c4 3; b: c3 once
-    key = next(r.scan_iter(match=f"{namespace.key_prefix}units:check:units:*"))
+        got = day.day_lines(*batch)
+        assert [sorted(x) for x in got] == [sorted(x) for x in memory_day.day_lines(*batch)]
+    # c4 (twice: a duplicate message) sees c1 and c2 only, never itself; c3 sees nothing
+    assert [sorted(x) for x in day.day_lines(*batches[1])] == [
+        ["36415*2*", "99213*1*25"], [], ["36415*2*", "99213*1*25"]]
+    key = next(r.scan_iter(match=f"{namespace.key_prefix}day:check:day:*"))
     assert 0 < r.ttl(key) <= 60
