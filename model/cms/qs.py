@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zstandard
 
 __all__ = ["NA_INTEGER", "QsError", "RObject", "data_frame", "read_qs"]
 
@@ -150,6 +149,8 @@ def _decompress(data: bytes) -> tuple[bytes, int]:
         )
     (n_blocks,) = struct.unpack_from("<Q", data, 12)
     pos, parts = 20, []
+    import zstandard  # the tables extra: only a rebuild from northstar reads qs files
+
     zstd = zstandard.ZstdDecompressor()
     for i in range(n_blocks):
         if pos + 4 > len(data):

