@@ -236,11 +236,13 @@ class ClaimGenerator:
 
     def __init__(self, *, seed: int = 0, fraud_rate: float = 0.05,
                  patterns: tuple[str, ...] = PATTERNS, size: int = 20_000,
-                 members: int | None = None, vocab: Vocabulary | None = None,
+                 members: int | None = None, providers: int | None = None,
+                 vocab: Vocabulary | None = None,
                  oov_rate: float = 0.1, label_noise: float = 0.0,
                  heldout: frozenset[str] = frozenset()) -> None:
         """`size`: the claims the population is for (members: a sixth of it, at least
-        500, unless `members` says); the clock then covers `size` claims in about
+        500, unless `members` says; providers: a fortieth, at least 150, unless
+        `providers` says); the clock then covers `size` claims in about
         size / 6 / CLAIMS_PER_MEMBER_YEAR years. `heldout`: diagnosis codes, procedure
         codes and drug names never billed (`model.training.heldout_codes`): a training
         history that has not seen them, as an insurer's never saw every code."""
@@ -260,7 +262,7 @@ class ClaimGenerator:
         self.seed, self.fraud_rate, self.patterns = seed, fraud_rate, tuple(patterns)
         self._index()
         self.members = [self._member(k) for k in range(members or max(500, size // 6))]
-        self.providers = self._providers(max(150, size // 40))
+        self.providers = self._providers(providers or max(150, size // 40))
         self.claims_per_day = len(self.members) * CLAIMS_PER_MEMBER_YEAR / 365
         self.plans: dict[str, Plan] = {}  # member id -> their frequent care
         # clean claims emitted so far, by kind: what fraud bases are drawn in proportion to

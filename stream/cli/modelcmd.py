@@ -113,13 +113,15 @@ def _history(claims: Path, labels: Path | None):  # -> (model.training.TrainingD
 @app.command(name="eval")
 def evaluate(
     checkpoint: Checkpoint = "default",
-    count: Annotated[int, typer.Option(min=1000, help="fresh test claims (the yardstick: "
-                                       "100,000)")] = 100_000,
-    seed: Annotated[int, typer.Option(help="seed of the test claims (never a training "
-                                      "seed)")] = 11,
+    count: Annotated[int | None, typer.Option(min=1000, help="fresh test claims (default: "
+                                              "100,000, the yardstick; 80,000 with "
+                                              "--providers)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the test claims, never a training "
+                                             "seed (default 11; 29 with --providers)")] = None,
     fraud_rate: Annotated[float, typer.Option(min=0.001, max=0.9)] = 0.05,
-    bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples behind each "
-                                           "95% interval")] = 200,
+    bootstrap: Annotated[int | None, typer.Option(min=10, help="bootstrap resamples behind "
+                                                  "each 95% interval (default 200; 1,000 "
+                                                  "with --providers)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="print markdown tables")]
     = False,
@@ -129,9 +131,19 @@ def evaluate(
     novelty_steps: Annotated[int, typer.Option(min=10, help="training steps per novelty "
                                                "model")] = 1500,
     device: Device = "cpu",
+    providers: Annotated[bool, typer.Option(
+        "--providers", help="the provider yardstick instead: a world of schemers and honest "
+        "outliers (--count claims, default 80,000; --seed, default 29), providers ranked "
+        "by risk against peers, against the flagged-share baseline")] = False,
 ) -> None:
     """Measure a checkpoint on the yardstick: every method on the same fresh claims, with
-    95% intervals, artefact probe, invariance, explanations (ERASER) and head ablation."""
+    95% intervals, artefact probe, invariance, explanations (ERASER) and head ablation; or,
+    with --providers, whom the provider risk ranks first."""
+    if providers:
+        _provider_eval(checkpoint, device, count or 80_000, 29 if seed is None else seed,
+                       fraud_rate, bootstrap or 1_000, as_json)
+        return
+    count, seed, bootstrap = count or 100_000, 11 if seed is None else seed, bootstrap or 200
     from model.generator import SINGLE_CLAIM_PATTERNS
     from model.quality.evaluate import EvalError
     from model.quality.evaluate import evaluate as run_eval
@@ -157,6 +169,28 @@ def evaluate(
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(eval_markdown(result) if markdown else eval_table(result))
+
+
+def _provider_eval(checkpoint: str, device: str, count: int, seed: int, fraud_rate: float,
+                   bootstrap: int, as_json: bool) -> None:
+    """`eval --providers`: the provider yardstick, printed or as {"providers": ...}."""
+    from model.checks import MemoryState
+    from model.quality.providers import evaluate_providers
+
+    scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
+    train_seed = scorer.ck.training.get("seed")
+    if train_seed is not None and train_seed <= seed <= train_seed + 3:
+        raise fail(f"seed {seed} is one of the checkpoint's training seeds "
+                   f"({train_seed}-{train_seed + 3}): pick another")
+    out = evaluate_providers(scorer, count, seed, fraud_rate, bootstrap, log=_log)
+    if as_json:
+        print(json.dumps({"providers": out}, indent=2))
+        return
+    for name, f in (("provider risk", out), ("flagged share (baseline)", out["baseline"])):
+        print(f"{name:26} AUROC {f['auroc']:.3f} {f['auroc_ci95']}  precision@20 "
+              f"{f['precision_at_20']:.2f} {f['precision_at_20_ci95']}  honest outliers in "
+              f"top 20: {f['honest_outliers_in_top20']}")
+    print(f"{'chance':26} AUROC 0.500  precision@20 {out['chance']['precision_at_20']:.2f}")
 
 
 def _ci(m: Interval) -> str:

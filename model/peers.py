@@ -1,0 +1,451 @@
+"""Provider risk against specialty peers: what each claim adds to its provider's profile,
+the profiles over a rolling window, and a risk score with reasons an investigator can check.
+
+Why peers, and why not a z-score: CMS's Comparative Billing Reports and PEPPER judge a
+provider by how far its billing sits from its peers', and an SIU reads a provider, not a
+claim: 99215 is fine on one claim and a scheme on 62% of a quarter's visits. A raw share on
+ten claims is noise, so every measure here is a count against an expectation:
+
+- each claim adds (measure, stratum, n, k) rows (`Contribution`): n things looked at (visits,
+  lines, fills, claims, days), k of them of the kind the measure counts (level 5, modifier
+  59, a controlled drug...), or for a count measure k units;
+- the stratum is the case mix the claim shows: an established visit's stratum is the level
+  its diagnoses, services and prescriptions support (`Vocabulary.max_em_level`), so a
+  geriatric practice whose patients support level 5 is expected to bill it;
+- a provider's expectation E is, stratum by stratum, its n times its peers' pooled rate
+  (indirect standardisation, peers without the provider itself); peers are its specialty at
+  its place of service, or its specialty where that group is small;
+- how surprising its observed O is comes from a gamma-Poisson (negative binomial) model
+  whose dispersion is fitted on all providers (method of moments, refitted without the
+  providers it flags): a provider's true rate varies around its peers', and small counts stay
+  unremarkable. The surprise is -log10 P(X >= O); the risk is a provider's largest;
+- a reason is a measure at surprise >= REASON_SURPRISE (p <= 0.001), in words with the
+  figures behind it: "99215 on 62% of 410 established office visits; peers: median 9%, 99th
+  percentile 28%; expected for its patients' diagnoses: 12%".
+
+`ProfileBook` keeps profiles in memory (eval, tests); `stream.profiles.ProfileStore` keeps
+the same profiles in Redis for workers, with the same rules (`Contribution` is what both
+consume). Rolling windows are whole weeks of service dates, up to the newest week seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from model.score import EDIT_CHANNELS
+from model.vocabulary import Vocabulary
+
+ESTABLISHED_OFFICE = "9921"  # 99211-99215: the family CBRs compare level mixes on
+# DEA schedules II-IV of the vocabulary's drugs (21 CFR 1308.12-1308.14)
+CONTROLLED = {
+    "oxycodone-acetaminophen": 2, "hydrocodone-acetaminophen": 2, "methylphenidate": 2,
+    "amphetamine-dextroamphetamine": 2, "acetaminophen-codeine": 3,
+    "buprenorphine-naloxone": 3, "tramadol": 4, "alprazolam": 4, "lorazepam": 4,
+    "zolpidem": 4,
+}
+# Minutes a unit of a timed service takes: office visits at the 2021 total-time floors
+# (CMS MLN006764, E/M services guide), psychotherapy at its time band, therapy codes at
+# Medicare's 15-minute unit, chemotherapy infusion by the hour.
+TIMED_MINUTES = {
+    "99202": 15, "99203": 30, "99204": 45, "99205": 60, "99212": 10, "99213": 20,
+    "99214": 30, "99215": 40, "90832": 30, "90834": 45, "90837": 60, "97110": 15,
+    "97112": 15, "97116": 15, "97140": 15, "97530": 15, "96413": 60, "96415": 60,
+}
+UNBUNDLING_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})
+LONG_DAY = 24 * 60  # minutes of timed services past which a day holds more than it can
+WINDOW_WEEKS = 13  # ~90 days: the risk window
+SHORT_WEEKS = 5  # ~30 days: shown beside it
+REASON_SURPRISE = 3.0  # p <= 0.001: with ~10 measures x hundreds of providers, few by chance
+DISPERSION_TRIM = 0.1  # providers with the largest O / E left out of the spread's first fit
+PEER_ROUNDS = 3  # judgements of a measure, each later one without whom the last one flags
+GROUP_PRIOR = 1.0  # pseudo-providers at the all-provider rate behind a peer group's rate
+HALF_WEIGHT = 20.0  # a provider's n at which its rate weighs half a provider
+MIN_GROUP = 5  # providers a peer group needs; smaller: the whole specialty
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A profile measure: `share` (k of n) or `count` (k units over n things)."""
+
+    name: str
+    kind: str
+    what: str  # what n counts, for reasons
+    counted: str  # what k counts
+    scored: bool = True  # counts towards the risk (else shown only)
+
+
+MEASURES = {m.name: m for m in (
+    Measure("level5", "share", "established office visits", "level 5 (99215)"),
+    Measure("modifier59", "share", "procedure lines", "modifier 59/XE/XP/XS/XU"),
+    Measure("unseen", "share", "service claims (sessions of ongoing care aside)",
+            "billed for members it never saw at a visit"),
+    Measure("controlled", "share", "fills", "Schedule II-IV drugs"),
+    Measure("dme_units", "count", "DME lines", "units"),
+    Measure("long_days", "share", "days billed", "over 24 hours of timed services"),
+    Measure("flag_model", "share", "claims", "flagged by the fraud model"),
+    Measure("flag_edits", "share", "claims", "breaking a payer edit"),
+    # shown, not scored: the member checks follow members in frequent care, the anomaly
+    # channel rare case mix (measured: they put honest therapy and psychiatry practices
+    # in the top 20; docs/providers.md)
+    Measure("flag_checks", "share", "claims", "flagged by a cross-claim check", False),
+    Measure("flag_anomaly", "share", "claims", "flagged as anomalous", False),
+)}
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one scored claim adds to its provider's profile. `rows`: (measure, stratum, n,
+    k). The visit-dependent measure (unseen: a claim without a visit for a member the
+    provider never saw for one) and the day measure (long_days) need the provider's state,
+    so the claim carries what they need: `visit`, `services` (stratum of `unseen`, or None
+    for a claim without procedures) and `minutes`."""
+
+    provider_id: str
+    group: str  # "specialty|place"
+    claim_id: str
+    member_id: str
+    day: int  # service date's ordinal
+    rows: tuple[tuple[str, str, int, int], ...]
+    visit: bool
+    services: str | None
+    minutes: int
+
+    @property
+    def week(self) -> int:
+        return self.day // 7
+
+
+SESSION_CODES = frozenset({"90935", "96413", "96415", "97110", "97112", "97116", "97140",
+                           "97530", "90832", "90834", "90837"})
+
+
+def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contribution:
+    """The profile rows of a scored claim (`model.claims.Claim`, and its Score's
+    flagged_by)."""
+    v = vocab
+    codes = [x.code for x in claim.procedures]
+    rows: list[tuple[str, str, int, int]] = []
+    visit = False
+    supported: int | None = None
+    minutes = 0
+    for x in claim.procedures:
+        q = v.procedures.get(x.code)
+        minutes += TIMED_MINUTES.get(x.code, 0) * x.units
+        if q is not None and q.em_level:
+            visit = True
+            if x.code[:4] == ESTABLISHED_OFFICE:
+                if supported is None:
+                    supported = max(1, min(5, v.max_em_level(claim.diagnoses, codes,
+                                                             len(claim.medications))))
+                rows.append(("level5", str(supported), 1, int(q.em_level == 5)))
+            continue
+        rows.append(("modifier59", x.code, 1, int(bool(UNBUNDLING_MODIFIERS & set(x.modifiers)))))
+        if q is not None and q.category == "dme":
+            rows.append(("dme_units", x.code, 1, x.units))
+    if claim.medications:
+        indicated = bool(v.justified_drugs(claim.diagnoses) & CONTROLLED.keys())
+        stratum = "indicated" if indicated else "other"
+        rows += [("controlled", stratum, 1, int(m.name in CONTROLLED))
+                 for m in claim.medications]
+    fired = set(flagged_by)
+    rows += [("flag_model", "all", 1, int("fraud_model" in fired)),
+             ("flag_edits", "all", 1, int(bool(fired & set(EDIT_CHANNELS)))),
+             ("flag_checks", "all", 1,
+              int(bool(fired & {"duplicate_billing", "member_velocity"}))),
+             ("flag_anomaly", "all", 1, int("anomaly" in fired))]
+    # a session of ongoing care (dialysis, infusion, therapy) is no first contact: not
+    # counted
+    services = "all" if claim.procedures and not SESSION_CODES & set(codes) else None
+    return Contribution(claim.provider_id, f"{claim.provider_specialty}|{claim.place_of_service}",
+                        claim.claim_id, claim.member_id, claim.service_date.toordinal(),
+                        tuple(rows), visit, services, minutes)
+
+
+@dataclass(slots=True)
+class Profile:
+    """A provider's counts over a window: (measure, stratum) -> [n, k]; distinct members."""
+
+    provider_id: str
+    group: str
+    counts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    members: int = 0
+
+    def add(self, measure: str, stratum: str, n: float, k: float) -> None:
+        nk = self.counts.setdefault((measure, stratum), [0.0, 0.0])
+        nk[0] += n
+        nk[1] += k
+
+    def total(self, measure: str) -> tuple[float, float]:
+        n = sum(nk[0] for (m, _), nk in self.counts.items() if m == measure)
+        k = sum(nk[1] for (m, _), nk in self.counts.items() if m == measure)
+        return n, k
+
+
+class ProfileBook:
+    """Provider profiles in memory, by week, with `ProfileStore`'s rules: a claim counts
+    once (by claim_id); `unseen` counts a claim with services and no visit for a member the
+    provider has not billed a visit for; `long_days` counts each day billed (n) and each
+    day whose timed minutes pass LONG_DAY (k) once."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.visited: dict[str, set[str]] = defaultdict(set)
+        self.minutes: dict[tuple[str, int], int] = defaultdict(int)
+        self.weeks: dict[str, dict[tuple[int, str, str], list[float]]] = defaultdict(dict)
+        self.members: dict[str, dict[str, int]] = defaultdict(dict)
+        self.groups: dict[str, str] = {}
+        self.clock = 0  # the newest week seen
+
+    def add(self, c: Contribution) -> None:
+        if c.claim_id in self.seen:
+            return
+        self.seen.add(c.claim_id)
+        self.groups[c.provider_id] = c.group
+        self.clock = max(self.clock, c.week)
+        book = self.weeks[c.provider_id]
+
+        def bump(measure: str, stratum: str, n: float, k: float) -> None:
+            nk = book.setdefault((c.week, measure, stratum), [0.0, 0.0])
+            nk[0] += n
+            nk[1] += k
+
+        for row in c.rows:
+            bump(*row)
+        if c.services is not None:
+            bump("unseen", c.services, 1,
+                 int(not c.visit and c.member_id not in self.visited[c.provider_id]))
+        if c.visit:
+            self.visited[c.provider_id].add(c.member_id)
+        day = (c.provider_id, c.day)
+        before = self.minutes[day]
+        self.minutes[day] = after = before + c.minutes
+        bump("long_days", "all", int(before == 0 and after > 0),
+             int(before <= LONG_DAY < after))
+        seen = self.members[c.provider_id]
+        seen[c.member_id] = max(seen.get(c.member_id, 0), c.day)
+
+    def profiles(self, weeks: int = WINDOW_WEEKS) -> dict[str, Profile]:
+        """Every provider's profile over the last `weeks` weeks up to the clock."""
+        return {p: window(p, self.groups[p], rows.items(), self.clock, weeks,
+                          sum(d // 7 > self.clock - weeks for d in self.members[p].values()))
+                for p, rows in self.weeks.items()}
+
+
+def window(provider: str, group: str, rows: Iterable[tuple[tuple[int, str, str], list[float]]],
+           clock: int, weeks: int, members: int) -> Profile:
+    """The profile of weekly rows ((week, measure, stratum), [n, k]) within `weeks` of
+    `clock`."""
+    out = Profile(provider, group, members=members)
+    for (week, measure, stratum), (n, k) in rows:
+        if week > clock - weeks:
+            out.add(measure, stratum, n, k)
+    return out
+
+
+# -- peer comparison ------------------------------------------------------------------------
+
+class MeasureView(BaseModel):
+    """One measure of a provider against its peers."""
+
+    measure: str
+    n: float = Field(description="what was looked at (visits, lines, fills, claims, days)")
+    k: float = Field(description="how many were of the measure's kind (or units)")
+    value: float = Field(description="k / n: the provider's share (or units per line)")
+    expected: float = Field(description="k / n its peers' rates give for its case mix")
+    peer_median: float
+    peer_p99: float
+    surprise: float = Field(description="-log10 P(X >= k) under the peers' model")
+    short_value: float | None = Field(None, description="the share over the short window")
+    peers: list[float] = Field(default_factory=list,
+                               description="peers' values (at most 200), for a histogram")
+
+
+class ProviderRisk(BaseModel):
+    """A provider's risk: its largest surprise, and the measures that make it, in words."""
+
+    provider_id: str
+    specialty: str
+    place_of_service: str
+    peer_group: str
+    risk: float = Field(description="largest surprise of any measure (-log10 p)")
+    reasons: list[str]
+    claims: float
+    members: int
+    measures: list[MeasureView]
+
+
+def nb_surprise(observed: float, mean: float, size: float) -> float:
+    """-log10 P(X >= observed) for X negative binomial with `mean` and `size` (the gamma
+    shape of the rate's spread; large: Poisson). Summed term by term in log space: the
+    counts are at most thousands, and this keeps scipy out of the worker."""
+    o = math.ceil(observed - 1e-9)
+    if o <= 0:
+        return 0.0
+    mean = max(mean, 1e-3)
+    p = size / (size + mean)
+    lp, lq = math.log(p), math.log1p(-p)
+
+    def logpmf(x: int) -> float:
+        return (math.lgamma(x + size) - math.lgamma(size) - math.lgamma(x + 1)
+                + size * lp + x * lq)
+
+    mode = int((size - 1) * (1 - p) / p) if size > 1 else 0
+    if o > mode:  # the upper tail, from o, term ratios falling
+        first, total, term, x = logpmf(o), 1.0, 1.0, o
+        while term > total * 1e-12 and x < o + 100_000:
+            term *= (x + size) / (x + 1) * (1 - p)
+            total += term
+            x += 1
+        log10_sf = (first + math.log(total)) / math.log(10)
+        return min(50.0, max(0.0, -log10_sf))
+    below = math.fsum(math.exp(logpmf(x)) for x in range(o))
+    return max(0.0, -math.log10(max(1e-300, 1.0 - below)))
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
+
+
+def _moments(pairs: list[tuple[float, float]], trim: float = 0.0) -> float:
+    """1 / gamma shape, by the moments pooled over providers: sum((O - E)^2 - O) /
+    sum(E^2), without the `trim` share with the largest O / E; at least 0.01, at most 4."""
+    usable = sorted(((o, e) for o, e in pairs if e > 0), key=lambda oe: oe[0] / oe[1])
+    usable = usable[:len(usable) - int(len(usable) * trim)]
+    if len(usable) < 3:
+        return 0.25
+    phi = math.fsum((o - e) ** 2 - o for o, e in usable) / math.fsum(e * e for _, e in usable)
+    return min(4.0, max(0.01, phi))
+
+
+def _weighted(profiles: Iterable[Profile], measure: str) -> dict[str, list[float]]:
+    """stratum -> [sum w, sum w x rate] over `profiles`, w = n / (n + HALF_WEIGHT): a
+    provider counts once however much it bills (pooled counts would let the biggest
+    practice set its peers' rate), a small one less."""
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for x in profiles:
+        for (m, s), (n, k) in x.counts.items():
+            if m == measure and n > 0:
+                w = n / (n + HALF_WEIGHT)
+                acc[s][0] += w
+                acc[s][1] += w * k / n
+    return acc
+
+
+def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[str, list[str]]]
+           ) -> tuple[dict[str, tuple[float, float, float]], float]:
+    """provider -> (n, O, E) for `measure`, and the gamma shape.
+
+    E is, stratum by stratum, the provider's n times its peers' weighted rate, shrunk
+    towards every provider's by GROUP_PRIOR pseudo-providers (a group of few says little
+    alone). Schemers would raise the rate and widen the spread they are judged by, and
+    some measures have few providers, a third of them schemers: so the judgement is made
+    PEER_ROUNDS times, each later one without the providers the one before flagged (at
+    REASON_SURPRISE) among the peers and in the spread's fit; the first fit of the spread
+    leaves out the DISPERSION_TRIM share with the largest O / E."""
+    active = {p: x for p, x in profiles.items() if x.total(measure)[0] > 0}
+    excluded: set[str] = set()
+    rows: dict[str, tuple[float, float, float]] = {}
+    size = 4.0
+    for round_ in range(PEER_ROUNDS):
+        everywhere = _weighted((x for p, x in active.items() if p not in excluded), measure)
+        pooled: dict[str, dict[str, list[float]]] = {}
+        rows = {}
+        for p, x in active.items():
+            name, pool = peers[p]
+            if name not in pooled:
+                pooled[name] = _weighted((profiles[q] for q in pool if q in active
+                                          and q not in excluded), measure)
+            n, o = x.total(measure)
+            e = 0.0
+            for (m, s), (pn, pk) in x.counts.items():
+                if m != measure or pn <= 0:
+                    continue
+                sw, swr = pooled[name].get(s, [0.0, 0.0])
+                if p not in excluded:  # peers without p itself
+                    w = pn / (pn + HALF_WEIGHT)
+                    sw, swr = sw - w, swr - w * pk / pn
+                aw, awr = everywhere.get(s, [0.0, 0.0])
+                prior = awr / aw if aw > 0 else pk / pn
+                e += pn * (max(0.0, swr) + GROUP_PRIOR * prior) / (max(0.0, sw) + GROUP_PRIOR)
+            rows[p] = (n, o, e)
+        size = 1 / _moments([(o, e) for p, (_, o, e) in rows.items() if p not in excluded],
+                            DISPERSION_TRIM if round_ == 0 else 0.0)
+        excluded = {p for p, (_, o, e) in rows.items()
+                    if o > e and nb_surprise(o, e, size) >= REASON_SURPRISE}
+    return rows, size
+
+
+def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
+         ) -> list[ProviderRisk]:
+    """Every provider's risk against its peers, highest first (ties by provider id)."""
+    by_group: dict[str, list[str]] = defaultdict(list)
+    by_spec: dict[str, list[str]] = defaultdict(list)
+    for p, x in profiles.items():
+        by_group[x.group].append(p)
+        by_spec[x.group.split("|")[0]].append(p)
+
+    def peers_of(p: str, measure: str) -> tuple[str, list[str]]:
+        """Its specialty at its place, else its specialty, else every provider: the first
+        with MIN_GROUP providers that have the measure."""
+        g = profiles[p].group
+        for name, pool in ((g, by_group[g]), (g.split("|")[0], by_spec[g.split("|")[0]])):
+            if sum(profiles[q].total(measure)[0] > 0 for q in pool) >= MIN_GROUP:
+                return name, pool
+        return "all", list(profiles)
+
+    views: dict[str, list[MeasureView]] = defaultdict(list)
+    peer_name: dict[str, str] = {}
+    for measure in MEASURES:
+        peers = {p: peers_of(p, measure) for p, x in profiles.items()
+                 if x.total(measure)[0] > 0}
+        rows, size = _judge(profiles, measure, peers)
+        value = {p: o / n for p, (n, o, _) in rows.items()}
+        if MEASURES[measure].kind == "count":  # units per line against what E expects
+            value = {p: o / max(1e-9, e) for p, (_, o, e) in rows.items()}
+        for p, (n, o, e) in rows.items():
+            name, pool = peers[p]
+            peer_name.setdefault(p, name)
+            peer_values = sorted(value[q] for q in pool if q != p and q in rows
+                                 and rows[q][0] >= 5)
+            sx = short.get(p) if short else None
+            sn, sk = sx.total(measure) if sx else (0.0, 0.0)
+            views[p].append(MeasureView(
+                measure=measure, n=n, k=o, value=o / n, expected=e / n,
+                peer_median=_quantile(peer_values, 0.5), peer_p99=_quantile(peer_values, 0.99),
+                surprise=round(nb_surprise(o, e, size) if o > e else 0.0, 3),
+                short_value=sk / sn if sn else None, peers=peer_values[:200]))
+    out = []
+    for p, x in profiles.items():
+        vs = sorted(views[p], key=lambda v: (not MEASURES[v.measure].scored, -v.surprise))
+        scored = [v for v in vs if MEASURES[v.measure].scored]
+        spec, _, place = x.group.partition("|")
+        claims, _ = x.total("flag_model")
+        out.append(ProviderRisk(
+            provider_id=p, specialty=spec, place_of_service=place,
+            peer_group=peer_name.get(p, x.group), risk=scored[0].surprise if scored else 0.0,
+            reasons=[reason(v) for v in scored if v.surprise >= REASON_SURPRISE],
+            claims=claims, members=x.members, measures=vs))
+    out.sort(key=lambda r: (-r.risk, r.provider_id))
+    return out
+
+
+def reason(v: MeasureView) -> str:
+    """The measure in words, with the figures behind it."""
+    m = MEASURES[v.measure]
+    if m.kind == "count":
+        return (f"{v.value:.1f} {m.counted} a line over {v.n:.0f} {m.what}, "
+                f"{v.value / max(v.expected, 1e-9):.1f}x what peers bill for the same codes "
+                f"(peers: median {v.peer_median:.1f}x, 99th percentile {v.peer_p99:.1f}x)")
+    text = (f"{m.counted} on {v.value:.0%} of {v.n:.0f} {m.what}; peers: median "
+            f"{v.peer_median:.0%}, 99th percentile {v.peer_p99:.0%}")
+    if v.measure == "level5":
+        text += f"; expected for its patients' diagnoses: {v.expected:.0%}"
+    return text

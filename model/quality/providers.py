@@ -1,0 +1,112 @@
+"""`claimscope eval --providers`: the provider yardstick. Whom would an SIU look at first?
+
+Protocol:
+
+- **Population**: a `model.schemes.ProviderWorld` from a fresh seed (never a training seed),
+  `count` claims over one risk window (~13 weeks: members are sized so), a provider per 200
+  claims, SCHEME_SHARE of them schemers at 20-50% intensity, honest outliers among the rest,
+  and the generator's scattered single-claim frauds as everywhere else.
+- **Scoring**: every claim through the checkpoint's `Scorer` (model, checks, payer edits),
+  in stream order, as a worker scores them; each Score's channels and the claim go into a
+  `model.peers.ProfileBook`; `model.peers.rank` ranks the providers.
+- **Metrics** (a provider is positive when it runs a scheme): AUROC of the risk, precision
+  among the top 20, honest outliers in the top 20, each scheme's best rank; the same for the
+  baseline, the provider's share of flagged claims. 95% intervals: percentile bootstrap over
+  providers (`bootstrap` resamples; top-20 figures re-ranked within each resample). Chance:
+  AUROC 0.5, precision at 20 the schemers' share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from model.claims import Claim
+from model.metrics import auroc
+from model.peers import SHORT_WEEKS, WINDOW_WEEKS, ProfileBook, contribution, rank
+from model.schemes import SCHEMES, ProviderWorld
+from model.scorer import Scorer
+
+CLAIMS_PER_PROVIDER = 200
+CHUNK = 2_000  # claims scored at once
+
+
+def top_precision(y: np.ndarray, s: np.ndarray, k: int = 20) -> float:
+    """Share of positives among the k highest scores (ties: the order of the input)."""
+    order = np.argsort(-s, kind="stable")[:k]
+    return float(y[order].mean()) if len(order) else float("nan")
+
+
+def top_count(mask: np.ndarray, s: np.ndarray, k: int = 20) -> int:
+    return int(mask[np.argsort(-s, kind="stable")[:k]].sum())
+
+
+def _interval(fn: Callable[[np.ndarray], float], resamples: list[np.ndarray]) -> list[float]:
+    boots = np.array([fn(idx) for idx in resamples], dtype=float)
+    boots = boots[~np.isnan(boots)]
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if len(boots) else (np.nan, np.nan)
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 29,
+                       fraud_rate: float = 0.05, bootstrap: int = 1_000,
+                       log: Callable[[str], None] = print) -> dict:
+    """The provider yardstick (module docstring) as the `providers` section of eval JSON."""
+    started = time.monotonic()
+    world = ProviderWorld(seed=seed, size=count, fraud_rate=fraud_rate,
+                          members=count * 365 // (10 * 7 * WINDOW_WEEKS),
+                          providers=max(60, count // CLAIMS_PER_PROVIDER))
+    log(f"generating {count:,} claims of {len(world.labels)} providers (seed {seed})")
+    items = list(world.generate(count))
+    book = ProfileBook()
+    flagged: dict[str, list[int]] = {}
+    for i in range(0, len(items), CHUNK):
+        claims = [Claim.model_validate(x.claim) for x in items[i:i + CHUNK]]
+        for c, s in zip(claims, scorer.score(claims), strict=True):
+            book.add(contribution(c, s.flagged_by, scorer.vocab))
+            flagged.setdefault(c.provider_id, []).append(int(s.flagged))
+        log(f"scored {min(i + CHUNK, len(items)):,} of {len(items):,} claims")
+    ranked = rank(book.profiles(), book.profiles(SHORT_WEEKS))
+    ids = [r.provider_id for r in ranked]
+    labels = [world.labels[p] for p in ids]
+    y = np.array([x.fraud for x in labels], dtype=float)
+    risk = np.array([r.risk for r in ranked])
+    share = np.array([np.mean(flagged[p]) for p in ids])
+    honest = np.array([x.outlier is not None for x in labels])
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, len(y), len(y)) for _ in range(bootstrap)]
+
+    def figures(s: np.ndarray) -> dict:
+        return {
+            "auroc": round(auroc(y, s), 4),
+            "auroc_ci95": _interval(lambda idx: auroc(y[idx], s[idx]), resamples),
+            "precision_at_20": round(top_precision(y, s), 4),
+            "precision_at_20_ci95": _interval(lambda idx: top_precision(y[idx], s[idx]),
+                                              resamples),
+            "honest_outliers_in_top20": top_count(honest, s),
+        }
+
+    def best_rank(scheme: str, s: np.ndarray) -> int | None:
+        order = list(np.argsort(-s, kind="stable"))
+        ranks = [order.index(i) + 1 for i, x in enumerate(labels) if x.scheme == scheme]
+        return min(ranks) if ranks else None
+
+    ours, base = figures(risk), figures(share)
+    return {
+        **ours,
+        "baseline": {"name": "the provider's share of flagged claims", **base},
+        "chance": {"auroc": 0.5, "precision_at_20": round(float(y.mean()), 4)},
+        "providers": len(y), "schemers": int(y.sum()), "honest_outliers": int(honest.sum()),
+        "claims": len(items), "seed": seed, "window_weeks": WINDOW_WEEKS,
+        "by_scheme": {s: {"providers": sum(x.scheme == s for x in labels),
+                          "best_rank": best_rank(s, risk),
+                          "baseline_best_rank": best_rank(s, share),
+                          "intensities": sorted(x.intensity for x in labels if x.scheme == s)}
+                      for s in SCHEMES},
+        "top20": [{"provider_id": r.provider_id, "scheme": world.labels[r.provider_id].scheme,
+                   "outlier": world.labels[r.provider_id].outlier, "risk": r.risk,
+                   "reason": r.reasons[0] if r.reasons else None} for r in ranked[:20]],
+        "seconds": round(time.monotonic() - started, 1),
+    }
