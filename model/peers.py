@@ -210,6 +210,8 @@ class ProfileBook:
         book = self.weeks[c.provider_id]
 
         def bump(measure: str, stratum: str, n: float, k: float) -> None:
+            if not n and not k:
+                return
             nk = book.setdefault((c.week, measure, stratum), [0.0, 0.0])
             nk[0] += n
             nk[1] += k
@@ -257,12 +259,13 @@ class MeasureView(BaseModel):
     k: float = Field(description="how many were of the measure's kind (or units)")
     value: float = Field(description="k / n: the provider's share (or units per line)")
     expected: float = Field(description="k / n its peers' rates give for its case mix")
-    peer_median: float
-    peer_p99: float
+    peer_median: float = Field(description="its peers' median value (peers with n >= 5 "
+                               "that the measure does not flag)")
+    peer_p99: float = Field(description="their 99th percentile")
     surprise: float = Field(description="-log10 P(X >= k) under the peers' model")
     short_value: float | None = Field(None, description="the share over the short window")
-    peers: list[float] = Field(default_factory=list,
-                               description="peers' values (at most 200), for a histogram")
+    peers: list[float] = Field(default_factory=list, description="those peers' values, "
+                               "sorted (at most 200), for a histogram")
 
 
 class ProviderRisk(BaseModel):
@@ -340,8 +343,9 @@ def _weighted(profiles: Iterable[Profile], measure: str) -> dict[str, list[float
 
 
 def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[str, list[str]]]
-           ) -> tuple[dict[str, tuple[float, float, float]], float]:
-    """provider -> (n, O, E) for `measure`, and the gamma shape.
+           ) -> tuple[dict[str, tuple[float, float, float]], float, set[str]]:
+    """provider -> (n, O, E) for `measure`, the gamma shape, and the providers it flags
+    (left out of their peers' figures).
 
     E is, stratum by stratum, the provider's n times its peers' weighted rate, shrunk
     towards every provider's by GROUP_PRIOR pseudo-providers (a group of few says little
@@ -380,7 +384,7 @@ def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[st
                             DISPERSION_TRIM if round_ == 0 else 0.0)
         excluded = {p for p, (_, o, e) in rows.items()
                     if o > e and nb_surprise(o, e, size) >= REASON_SURPRISE}
-    return rows, size
+    return rows, size, excluded
 
 
 def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
@@ -406,7 +410,7 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
     for measure in MEASURES:
         peers = {p: peers_of(p, measure) for p, x in profiles.items()
                  if x.total(measure)[0] > 0}
-        rows, size = _judge(profiles, measure, peers)
+        rows, size, flagged = _judge(profiles, measure, peers)
         value = {p: o / n for p, (n, o, _) in rows.items()}
         if MEASURES[measure].kind == "count":  # units per line against what E expects
             value = {p: o / max(1e-9, e) for p, (_, o, e) in rows.items()}
@@ -414,7 +418,7 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
             name, pool = peers[p]
             peer_name.setdefault(p, name)
             peer_values = sorted(value[q] for q in pool if q != p and q in rows
-                                 and rows[q][0] >= 5)
+                                 and rows[q][0] >= 5 and q not in flagged)
             sx = short.get(p) if short else None
             sn, sk = sx.total(measure) if sx else (0.0, 0.0)
             views[p].append(MeasureView(

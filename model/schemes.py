@@ -16,7 +16,9 @@ claims (its intensity, 20-50% by default, never all of them):
 
 and a few honest outliers whose case mix justifies unusual billing: a geriatric practice
 that sees the complex older patients of its specialty (high visit levels, supported), and a
-dialysis centre that treats every dialysis patient three times a week. Labels are per
+dialysis centre that treats every dialysis patient three times a week. Most of the
+generator's single-claim frauds move to a schemer of their specialty (CONCENTRATION).
+Labels are per
 claim (`LabelledClaim.fraud_pattern`: a scheme's pattern on the claims it touched) and per
 provider (`ProviderWorld.labels`).
 
@@ -32,8 +34,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from model.cms.tables import conflicts, ptp_edits
-from model.generator import CLEAN, PATTERNS, ClaimGenerator, LabelledClaim, Provider
-from model.peers import CONTROLLED, ESTABLISHED_OFFICE, TIMED_MINUTES
+from model.generator import (
+    CLAIMS_PER_MEMBER_YEAR,
+    CLEAN,
+    PATTERNS,
+    SINGLE_CLAIM_PATTERNS,
+    ClaimGenerator,
+    LabelledClaim,
+    Provider,
+)
+from model.peers import CONTROLLED, ESTABLISHED_OFFICE, TIMED_MINUTES, WINDOW_WEEKS
 
 # scheme -> the claim-level pattern its claims carry
 SCHEMES = {
@@ -47,6 +57,7 @@ SCHEMES = {
 OUTLIERS = ("complex_geriatric", "dialysis_centre")
 NONE = "none"
 SCHEME_SHARE = 0.08  # providers casting a scheme: a small share, as SIUs find
+CONCENTRATION = 0.7  # single-claim frauds moved to a schemer of their specialty and place
 SPECIALTY_SHARE = 0.15  # most of a specialty's providers casting schemes
 INTENSITY = (0.2, 0.5)  # share of a schemer's claims its scheme touches, drawn per provider
 GERIATRIC_TAKE = 0.6  # complex older patients of its specialty the geriatric practice sees
@@ -74,8 +85,10 @@ class ProviderWorld:
     """`ClaimGenerator`'s stream with schemers and honest outliers among its providers.
 
     `providers`: default a hundredth of `size` (at least 150), so that a provider bills
-    ~100 claims in the stream, as a small practice does in a quarter; `intensity` fixes
-    every schemer's share of touched claims (default: drawn from INTENSITY)."""
+    ~100 claims in the stream, as a small practice does in a quarter; `members`: default
+    as many as make `size` claims one risk window long (`model.peers.WINDOW_WEEKS`, at
+    the generator's CLAIMS_PER_MEMBER_YEAR); `intensity` fixes every schemer's share of
+    touched claims (default: drawn from INTENSITY)."""
 
     def __init__(self, *, seed: int = 0, size: int = 20_000, fraud_rate: float = 0.05,
                  scheme_share: float = SCHEME_SHARE, intensity: float | None = None,
@@ -85,7 +98,9 @@ class ProviderWorld:
             if not 0 <= x <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {x}")
         self.g = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, size=size, patterns=patterns,
-                                providers=providers or max(150, size // 100), members=members,
+                                providers=providers or max(150, size // 100),
+                                members=members or max(500, size * 365 // (
+                                    round(CLAIMS_PER_MEMBER_YEAR) * 7 * WINDOW_WEEKS)),
                                 oov_rate=oov_rate)
         self.rng = random.Random(seed + 104_729)  # casting: its own stream
         self.labels = {p.id: ProviderLabel(p.id, p.specialty, p.place) for p in self.g.providers}
@@ -93,6 +108,10 @@ class ProviderWorld:
         self.by_id = {m.id: m for m in self.g.members}
         self._cast(scheme_share, intensity)
         self._outliers()
+        self.schemers: dict[tuple[str, str], list[ProviderLabel]] = {}
+        for x in self.labels.values():
+            if x.fraud:
+                self.schemers.setdefault((x.specialty, x.place), []).append(x)
 
     # -- casting ------------------------------------------------------------------------
     def _eligible(self, scheme: str) -> list[Provider]:
@@ -171,6 +190,8 @@ class ProviderWorld:
         c = item.claim
         if item.fraud_pattern == CLEAN:
             self._geriatric(c)
+        elif item.fraud_pattern in SINGLE_CLAIM_PATTERNS:
+            self._concentrate(c)
         label = self.labels.get(c["provider_id"])
         out = [item]
         if (label is not None and label.fraud and item.fraud_pattern == CLEAN
@@ -179,6 +200,20 @@ class ProviderWorld:
         for x in out:
             self.seen.setdefault(x.claim["provider_id"], set()).add(x.claim["member_id"])
         return out
+
+    def _concentrate(self, c: dict) -> None:
+        """A single-claim fraud moves, CONCENTRATION of the time, to a schemer of its
+        provider's specialty and place where there is one: a provider who runs a scheme
+        cuts other corners too, and fraud concentrates in few providers."""
+        pool = self.schemers.get((c["provider_specialty"], c["place_of_service"]))
+        if not pool or self.rng.random() >= CONCENTRATION:
+            return
+        p = self.rng.choice(pool)
+        key = (c["member_id"], p.provider_id, dt.date.fromisoformat(c["service_date"]))
+        if key in self.g.visits:
+            return
+        self.g._remember_visit(key)
+        c["provider_id"] = p.provider_id
 
     def _geriatric(self, c: dict) -> None:
         """A complex older patient's internal-medicine visit goes, GERIATRIC_TAKE of the

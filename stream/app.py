@@ -19,13 +19,16 @@ import logging
 from typing import Any
 
 import faust
+import redis
 from aiokafka.errors import KafkaError
 
 from model.claims import Format
 from stream.message import Message
 from stream.metrics import WorkerStats, add_views
 from stream.pipeline import Pipeline
+from stream.profiles import ProfileStore, Ranking
 from stream.settings import Settings
+from stream.store import redis_client
 from stream.transport import App
 
 log = logging.getLogger("claimscope.worker")
@@ -127,6 +130,26 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
             for task in in_flight:
                 await finish(task)
             await pipeline.stop()
+
+    if settings.provider_profiles:
+        ranking = Ranking(ProfileStore(redis_client(settings), settings.key_prefix))
+
+        @app.timer(settings.provider_risk_s, on_leader=True)
+        async def rank_providers() -> None:
+            """Rank every provider against its peers (on one worker: the group's leader),
+            store the ranking in Redis, and send the snapshots that changed to
+            `providers.risk`, keyed by provider_id. A failure is logged and the next tick
+            tries again: the profiles are safe in Redis."""
+            if not pipeline.started:
+                return
+            try:
+                changed = await asyncio.to_thread(ranking.run)
+                futures = await pipeline.sink.send(settings.topic_provider_risk, [
+                    (r.provider_id.encode(), r.model_dump_json().encode()) for r in changed])
+                await asyncio.gather(*futures)
+            except (redis.RedisError, KafkaError) as e:
+                log.warning("provider ranking failed (next in %.0f s): %s: %s",
+                            settings.provider_risk_s, type(e).__name__, e)
 
     return app
 

@@ -68,15 +68,18 @@ class Pipeline:
         self.scoring, self.store, self.sink, self.stats = scoring, store, sink, stats
         self.executor: ThreadPoolExecutor | None = None
         self.scoring_turn = asyncio.Lock()  # one batch in the scoring processes at a time
+        self.started = False  # the sink is up: others (the provider ranking) may send
 
     async def start(self) -> None:
         # Threads for the blocking calls, off the event loop: the previous batch's Redis
         # write, and a restart of the scoring processes.
         self.executor = ThreadPoolExecutor(2, thread_name_prefix="claimscope-io")
         await self.sink.start([self.s.topic_scored, self.s.topic_flagged,
-                               self.s.topic_deadletter])
+                               self.s.topic_deadletter, self.s.topic_provider_risk])
+        self.started = True
 
     async def stop(self) -> None:
+        self.started = False
         await self.sink.stop()
         if self.executor is not None:
             self.executor.shutdown(wait=True)

@@ -44,9 +44,11 @@ import redis
 from pydantic import ValidationError
 
 from model.claims import Claim, parse_claim
+from model.peers import contribution
 from stream.checkstate import RedisCheckState
 from stream.deadletter import reason
 from stream.message import PENDING, Message, Outcome, Verdict
+from stream.profiles import ProfileStore
 from stream.settings import Settings
 from stream.store import redis_client
 
@@ -178,13 +180,14 @@ def split_by_key(messages: Sequence[Message], n: int) -> list[list[int]]:
 
 # -- in each scoring process -------------------------------------------------------------
 _scorer: Scorer | None = None
+_profiles: ProfileStore | None = None  # provider profiles (settings.provider_profiles)
 _failed: str | None = None  # why the model did not load, for the pool's start to report
 
 
 def _load(settings: Settings, worker_pid: int) -> None:
     """Initializer: load the scorer once. A load error is kept and reported by `_ready`,
     as one line, instead of breaking the pool with a traceback."""
-    global _scorer, _failed
+    global _scorer, _profiles, _failed
     threading.Thread(target=_exit_with, args=(worker_pid,), daemon=True,
                      name="claimscope-orphan-watch").start()
     # The worker owns this process and stops it through the pool. A terminal's Ctrl-C
@@ -198,6 +201,8 @@ def _load(settings: Settings, worker_pid: int) -> None:
     except ScoringError as e:
         _failed = str(e)
         return
+    if settings.provider_profiles:
+        _profiles = ProfileStore(redis_client(settings), settings.key_prefix)
     # The model, vocabulary and modules live as long as the process: freezing them keeps the
     # cyclic GC from rescanning them every few batches (measured here: ~25% of scoring time).
     # A batch then makes tens of thousands of short-lived objects (tokens, Scores) and no
@@ -243,7 +248,9 @@ def score_share(messages: list[Message]) -> list[list[Verdict]]:
     if scorer is None:
         raise ScoringError(_failed or "the scorer did not load")
     parsed = [read(m) for m in messages]
-    score_parsed(scorer, [p for ps in parsed for p in ps if p.claim is not None])
+    scored = score_parsed(scorer, [p for ps in parsed for p in ps if p.claim is not None])
+    if _profiles is not None:
+        _profiles.add([contribution(c, s.flagged_by, scorer.vocab) for c, s in scored])
     return [[p.verdict for p in ps] for ps in parsed]
 
 
@@ -269,10 +276,10 @@ def read(m: Message) -> list[Parsed]:
             for c in convert(m.fmt, raw)]
 
 
-def score_parsed(scorer: Scorer, parsed: list[Parsed]) -> None:
-    """Score the claims of `parsed` together and set each verdict. If the scorer raises,
-    score them one by one, so one bad claim fails alone (FAILED) and does not sink the
-    batch. A Redis error propagates."""
+def score_parsed(scorer: Scorer, parsed: list[Parsed]) -> list[tuple[Claim, Score]]:
+    """Score the claims of `parsed` together, set each verdict, and return the scored
+    (claim, Score) pairs. If the scorer raises, score them one by one, so one bad claim
+    fails alone (FAILED) and does not sink the batch. A Redis error propagates."""
     try:
         pairs = list(zip(parsed, scorer.score([p.claim for p in parsed]), strict=True))
     except redis.RedisError:
@@ -289,6 +296,7 @@ def score_parsed(scorer: Scorer, parsed: list[Parsed]) -> None:
                                     f"scoring failed: {type(one).__name__}: {one}")
     for p, s in pairs:
         p.verdict = scored(s, p.message.timestamp_ms, p.claim_json)
+    return [(p.claim, s) for p, s in pairs if p.claim is not None]
 
 
 def scored(s: Score, timestamp_ms: int | None, claim_json: bytes) -> Verdict:

@@ -180,6 +180,15 @@ class Settings(BaseSettings):
     topic_feedback: str = Field("claims.feedback", description=(
         "investigator labels from the console (JSON, contract in docs/console.md)"))
 
+    # -- provider risk (docs/providers.md) ----------------------------------------------
+    provider_profiles: bool = Field(True, description=(
+        "keep each provider's billing profile in Redis as claims are scored, and rank "
+        "providers by risk against their peers"))
+    provider_risk_s: float = Field(5.0, gt=0, description=(
+        "seconds between rankings of the providers (on the leader worker)"))
+    topic_provider_risk: str = Field("providers.risk", description=(
+        "snapshots of providers whose risk changed (JSON, model.peers.ProviderRisk)"))
+
     # -- validation ---------------------------------------------------------------------
     @field_validator("input_formats", mode="before")
     @classmethod
@@ -245,7 +254,7 @@ class Settings(BaseSettings):
         """Every topic a worker reads or writes (the input topics of `input_formats`)."""
         inputs = {"claims" if f == "claim" else f: t for t, f in self.input_topics.items()}
         return {**inputs, "scored": self.topic_scored, "flagged": self.topic_flagged,
-                "deadletter": self.topic_deadletter}
+                "deadletter": self.topic_deadletter, "provider_risk": self.topic_provider_risk}
 
     def display(self) -> dict[str, Any]:
         """Every field as JSON-ready values, secrets masked: what `claimscope config` prints."""

@@ -196,8 +196,9 @@ def namespace(services: tuple[str, str], checkpoint: str) -> Settings:
         broker=broker, redis_url=redis_url, checkpoint=checkpoint,
         topic_claims=f"{ns}.claims", topic_scored=f"{ns}.scored",
         topic_flagged=f"{ns}.flagged", topic_deadletter=f"{ns}.deadletter",
-        app_id=f"claimscope-{ns}", key_prefix=f"{ns}:", broker_session_timeout=6.0,
-        broker_rebalance_timeout=6.0, max_message_bytes=1_048_576)
+        topic_provider_risk=f"{ns}.providers.risk", app_id=f"claimscope-{ns}",
+        key_prefix=f"{ns}:", broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
+        max_message_bytes=1_048_576)
     create_topics(s)
     return s
 

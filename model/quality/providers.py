@@ -14,6 +14,9 @@ Protocol:
   baseline, the provider's share of flagged claims. 95% intervals: percentile bootstrap over
   providers (`bootstrap` resamples; top-20 figures re-ranked within each resample). Chance:
   AUROC 0.5, precision at 20 the schemers' share.
+- **Upcoders at 30%**: a second world (the next seed, half the claims and providers) whose
+  schemers all work 30% of their claims: how many upcoders get a reason, how many by the
+  level-5 measure itself, how many rank in the top 20.
 """
 
 from __future__ import annotations
@@ -25,11 +28,20 @@ import numpy as np
 
 from model.claims import Claim
 from model.metrics import auroc
-from model.peers import SHORT_WEEKS, WINDOW_WEEKS, ProfileBook, contribution, rank
+from model.peers import (
+    REASON_SURPRISE,
+    SHORT_WEEKS,
+    WINDOW_WEEKS,
+    ProfileBook,
+    ProviderRisk,
+    contribution,
+    rank,
+)
 from model.schemes import SCHEMES, ProviderWorld
 from model.scorer import Scorer
 
 CLAIMS_PER_PROVIDER = 200
+UPCODING_INTENSITY = 0.3  # the issue's bar: upcoders found at 30% of their claims
 CHUNK = 2_000  # claims scored at once
 
 
@@ -50,15 +62,11 @@ def _interval(fn: Callable[[np.ndarray], float], resamples: list[np.ndarray]) ->
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
-def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 29,
-                       fraud_rate: float = 0.05, bootstrap: int = 1_000,
-                       log: Callable[[str], None] = print) -> dict:
-    """The provider yardstick (module docstring) as the `providers` section of eval JSON."""
-    started = time.monotonic()
-    world = ProviderWorld(seed=seed, size=count, fraud_rate=fraud_rate,
-                          members=count * 365 // (10 * 7 * WINDOW_WEEKS),
-                          providers=max(60, count // CLAIMS_PER_PROVIDER))
-    log(f"generating {count:,} claims of {len(world.labels)} providers (seed {seed})")
+def ranked_world(scorer: Scorer, world: ProviderWorld, count: int,
+                 log: Callable[[str], None]) -> tuple[list[ProviderRisk], dict[str, float]]:
+    """The world's providers ranked as a worker ranks them, and each one's share of
+    flagged claims (the baseline)."""
+    log(f"generating {count:,} claims of {len(world.labels)} providers")
     items = list(world.generate(count))
     book = ProfileBook()
     flagged: dict[str, list[int]] = {}
@@ -69,11 +77,22 @@ def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 29,
             flagged.setdefault(c.provider_id, []).append(int(s.flagged))
         log(f"scored {min(i + CHUNK, len(items)):,} of {len(items):,} claims")
     ranked = rank(book.profiles(), book.profiles(SHORT_WEEKS))
+    return ranked, {p: float(np.mean(f)) for p, f in flagged.items()}
+
+
+def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 2029,
+                       fraud_rate: float = 0.05, bootstrap: int = 1_000,
+                       log: Callable[[str], None] = print) -> dict:
+    """The provider yardstick (module docstring) as the `providers` section of eval JSON."""
+    started = time.monotonic()
+    providers = max(60, count // CLAIMS_PER_PROVIDER)
+    world = ProviderWorld(seed=seed, size=count, fraud_rate=fraud_rate, providers=providers)
+    ranked, flagged = ranked_world(scorer, world, count, log)
     ids = [r.provider_id for r in ranked]
     labels = [world.labels[p] for p in ids]
     y = np.array([x.fraud for x in labels], dtype=float)
     risk = np.array([r.risk for r in ranked])
-    share = np.array([np.mean(flagged[p]) for p in ids])
+    share = np.array([flagged[p] for p in ids])
     honest = np.array([x.outlier is not None for x in labels])
     rng = np.random.default_rng(seed)
     resamples = [rng.integers(0, len(y), len(y)) for _ in range(bootstrap)]
@@ -94,13 +113,27 @@ def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 29,
         return min(ranks) if ranks else None
 
     ours, base = figures(risk), figures(share)
+    log(f"upcoders at {UPCODING_INTENSITY:.0%} of their claims (seed {seed + 1})")
+    fixed = ProviderWorld(seed=seed + 1, size=count // 2, fraud_rate=fraud_rate,
+                          providers=providers // 2, intensity=UPCODING_INTENSITY)
+    again, _ = ranked_world(scorer, fixed, count // 2, log)
+    upcoders = [r for r in again if fixed.labels[r.provider_id].scheme == "upcoder"]
     return {
         **ours,
         "baseline": {"name": "the provider's share of flagged claims", **base},
         "chance": {"auroc": 0.5, "precision_at_20": round(float(y.mean()), 4)},
         "providers": len(y), "schemers": int(y.sum()), "honest_outliers": int(honest.sum()),
-        "claims": len(items), "seed": seed, "window_weeks": WINDOW_WEEKS,
+        "claims": count, "seed": seed, "window_weeks": WINDOW_WEEKS,
+        "upcoders_at_30pct": {
+            "providers": len(upcoders), "with_reasons": sum(bool(r.reasons) for r in upcoders),
+            "in_top20": sum(again.index(r) < 20 for r in upcoders),
+            "seed": seed + 1, "claims": count // 2,
+            "by_level5": sum(any(v.measure == "level5" and v.surprise >= REASON_SURPRISE
+                                 for v in r.measures) for r in upcoders)},
         "by_scheme": {s: {"providers": sum(x.scheme == s for x in labels),
+                          "with_reasons": sum(bool(r.reasons) for r, x in zip(ranked, labels,
+                                                                               strict=True)
+                                              if x.scheme == s),
                           "best_rank": best_rank(s, risk),
                           "baseline_best_rank": best_rank(s, share),
                           "intensities": sorted(x.intensity for x in labels if x.scheme == s)}

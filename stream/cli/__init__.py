@@ -15,7 +15,14 @@ import importlib.util
 
 from rich.markup import escape
 
-from stream.cli import console, data, edits, modelcmd, service  # noqa: F401  (registers commands)
+from stream.cli import (  # noqa: F401  (registers commands)
+    console,
+    data,
+    edits,
+    modelcmd,
+    providers,
+    service,
+)
 from stream.cli.common import app, fail
 
 # The optional libraries (pyproject.toml's extras), by the name they import as.

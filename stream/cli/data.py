@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +23,7 @@ from model.formats import (
 )
 from model.generator import PATTERNS, ClaimGenerator
 from model.progress import progress_bar
+from model.schemes import SCHEME_SHARE, ProviderWorld, provider_labels_json
 from stream.cli.common import app, err, fail, open_input
 
 FormatOption = Annotated[Format, typer.Option(
@@ -133,14 +135,33 @@ def generate(
     fmt: Annotated[Format, typer.Option("--format", help="claim (contract JSONL), fhir (NDJSON, "
                                      "one FHIR R4 Claim a line) or x12 (one 837P "
                                      "interchange)")] = "claim",
+    scheme_share: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="share of providers running a billing scheme (model/schemes.py); "
+        "0: the single-claim stream alone, providers as many as before")] = SCHEME_SHARE,
+    provider_labels: Annotated[Path | None, typer.Option(
+        help="also write each provider's scheme, intensity and honest-outlier kind here "
+        "(JSON)")] = None,
 ) -> None:
-    """Write synthetic claims on stdout (progress on stderr for long runs)."""
+    """Write synthetic claims on stdout (progress on stderr for long runs): the generator's
+    stream, with a share of providers working billing schemes beside honest outliers."""
     chosen = tuple(p.strip() for p in patterns.split(",") if p.strip())
+    if provider_labels is not None and not scheme_share:
+        raise fail("--provider-labels needs a world with schemes (--scheme-share > 0)")
     try:
-        gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=chosen, size=count,
-                             oov_rate=oov_rate, label_noise=label_noise)
+        if scheme_share:
+            if label_noise:
+                raise ValueError("--label-noise is for the single-claim stream "
+                                 "(--scheme-share 0)")
+            world = ProviderWorld(seed=seed, fraud_rate=fraud_rate, patterns=chosen, size=count,
+                                  oov_rate=oov_rate, scheme_share=scheme_share)
+            gen: ClaimGenerator | ProviderWorld = world
+        else:
+            gen = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, patterns=chosen, size=count,
+                                 oov_rate=oov_rate, label_noise=label_noise)
     except ValueError as e:
         raise fail(str(e)) from None
+    if provider_labels is not None:
+        provider_labels.write_text(json.dumps(provider_labels_json(world), indent=1) + "\n")
     if fmt != "claim":  # the formats' writers; labels have a slot in contract JSONL only
         if labels:
             raise fail("--labels writes contract JSONL only (labels have no FHIR/X12 slot)")

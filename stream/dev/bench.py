@@ -64,6 +64,7 @@ def bench_settings(settings: Settings, run: str, kind: str) -> Settings:
     return settings.model_copy(update={
         "topic_claims": f"{base}.claims", "topic_scored": f"{base}.scored",
         "topic_flagged": f"{base}.flagged", "topic_deadletter": f"{base}.deadletter",
+        "topic_provider_risk": f"{base}.providers.risk",
         "app_id": f"claimscope-{base}", "key_prefix": f"csbench:{run}:",
         "broker_rebalance_timeout": 6.0, "broker_session_timeout": 10.0, "web_port": 0,
     })

@@ -1,0 +1,238 @@
+"""Provider profiles and their risk in Redis: kept by the scoring processes as claims are
+scored, ranked by the leader worker, read by the CLI and the console.
+
+Keys (under `{prefix}profile:`; each profile key's TTL is refreshed on write):
+
+    {prefix}profile:p:{provider}        hash "week|measure|stratum|n" and "...|k" -> counts,
+                                        "group" -> "specialty|place" (model.peers)
+    {prefix}profile:seen:{provider}     set of claim_ids counted: a claim counts once
+    {prefix}profile:visited:{provider}  set of members it billed a visit for (`unseen`)
+    {prefix}profile:minutes:{provider}  hash service day -> timed minutes billed (`long_days`)
+    {prefix}profile:members:{provider}  zset member -> newest service day
+    {prefix}profile:all                 set of every provider with a profile
+    {prefix}profile:clock               the newest service week seen
+    {prefix}profile:risk                zset provider -> risk, the latest ranking
+    {prefix}profile:risk:{provider}     its ProviderRisk JSON, the latest ranking's
+
+Why Redis rather than a Faust table: the profiles are written where the claims are scored
+(the scoring processes, which already hold a Redis connection for the cross-claim checks,
+and which a Faust table's changelog cannot reach), a provider's claims arrive on every
+partition (claims are keyed by member), and the ranking needs every provider at once. One
+Lua script per share of a batch keeps a claim's rows, its visit and its day atomic and
+idempotent by claim_id: a batch retried after a crash, or a claim a killed worker scored
+whose offset was never committed, is not counted twice (`model.peers.ProfileBook` keeps the
+same rules in memory; tests hold them to each other).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import redis
+
+from model.peers import (
+    LONG_DAY,
+    REASON_SURPRISE,
+    SHORT_WEEKS,
+    WINDOW_WEEKS,
+    Contribution,
+    Profile,
+    ProviderRisk,
+    rank,
+    window,
+)
+from stream.lua import SPLIT, joined
+
+# ARGV: base, ttl, long day (minutes), then newline-joined per claim: providers, groups,
+# claim_ids, members, days, rows ("measure|stratum|n|k" space-joined), visits ("1"/"0"),
+# services (the unseen stratum, "-" for none), minutes -> claims counted (new)
+ADD_SCRIPT = SPLIT + """
+local base, ttl, long = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local providers, groups, ids, members = split(ARGV[4]), split(ARGV[5]), split(ARGV[6]),
+  split(ARGV[7])
+local days, rows, visits = split(ARGV[8]), split(ARGV[9]), split(ARGV[10])
+local services, minutes = split(ARGV[11]), split(ARGV[12])
+local clock = tonumber(redis.call('GET', base .. 'clock') or '0')
+local counted = 0
+for i = 1, #providers do
+  local p = providers[i]
+  if redis.call('SADD', base .. 'seen:' .. p, ids[i]) == 1 then
+    counted = counted + 1
+    local key, day = base .. 'p:' .. p, tonumber(days[i])
+    local week = math.floor(day / 7)
+    if week > clock then clock = week end
+    local function bump(measure, stratum, n, k)
+      local field = week .. '|' .. measure .. '|' .. stratum
+      if n ~= 0 then redis.call('HINCRBY', key, field .. '|n', n) end
+      if k ~= 0 then redis.call('HINCRBY', key, field .. '|k', k) end
+    end
+    redis.call('HSET', key, 'group', groups[i])
+    if rows[i] ~= '-' then
+      for row in string.gmatch(rows[i], '%S+') do
+        local m, s, n, k = string.match(row, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
+        bump(m, s, tonumber(n), tonumber(k))
+      end
+    end
+    local visited = base .. 'visited:' .. p
+    if services[i] ~= '-' then
+      local unseen = 0
+      if visits[i] == '0' and redis.call('SISMEMBER', visited, members[i]) == 0 then
+        unseen = 1
+      end
+      bump('unseen', services[i], 1, unseen)
+    end
+    if visits[i] == '1' then
+      redis.call('SADD', visited, members[i])
+      redis.call('EXPIRE', visited, ttl)
+    end
+    local mkey = base .. 'minutes:' .. p
+    local before = tonumber(redis.call('HGET', mkey, days[i]) or '0')
+    local after = before + tonumber(minutes[i])
+    if after ~= before then
+      redis.call('HSET', mkey, days[i], after)
+      redis.call('EXPIRE', mkey, ttl)
+    end
+    local first, long_now = 0, 0
+    if before == 0 and after > 0 then first = 1 end
+    if before <= long and long < after then long_now = 1 end
+    bump('long_days', 'all', first, long_now)
+    redis.call('ZADD', base .. 'members:' .. p, 'GT', day, members[i])
+    redis.call('SADD', base .. 'all', p)
+    for _, k in ipairs({key, base .. 'seen:' .. p, base .. 'members:' .. p}) do
+      redis.call('EXPIRE', k, ttl)
+    end
+  end
+end
+redis.call('SET', base .. 'clock', clock)
+return counted
+"""
+
+
+class ProfileStore:
+    """Provider profiles and risk in Redis (module docstring for the keys)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "cs:", ttl_s: int = 120 * 86400
+                 ) -> None:
+        self.r = client
+        self.base = f"{prefix}profile:"
+        self.ttl_s = ttl_s
+        self._add = client.register_script(ADD_SCRIPT)
+
+    # -- writes (scoring processes) -----------------------------------------------------
+    def add(self, contributions: Sequence[Contribution]) -> int:
+        """Count each claim's rows once (by claim_id); the number newly counted. One round
+        trip; raises redis.RedisError (adding again is safe)."""
+        if not contributions:
+            return 0
+        cs = contributions
+        return int(self._add(keys=[], args=[
+            self.base, self.ttl_s, LONG_DAY,
+            joined(c.provider_id for c in cs), joined(c.group for c in cs),
+            joined(c.claim_id for c in cs), joined(c.member_id for c in cs),
+            joined(c.day for c in cs),
+            joined(" ".join(f"{m}|{s}|{n}|{k}" for m, s, n, k in c.rows) or "-" for c in cs),
+            joined("1" if c.visit else "0" for c in cs),
+            joined(c.services or "-" for c in cs), joined(c.minutes for c in cs)]))
+
+    # -- reads (the ranking) ------------------------------------------------------------
+    def profiles(self, weeks: Sequence[int] = (WINDOW_WEEKS, SHORT_WEEKS)
+                 ) -> list[dict[str, Profile]]:
+        """Every provider's profile over each window of `weeks` weeks up to the clock.
+        Weeks older than the longest window are deleted from the hashes as they are read."""
+        clock = int(self.r.get(self.base + "clock") or 0)
+        providers = sorted(p.decode() for p in self.r.smembers(self.base + "all"))
+        pipe = self.r.pipeline(transaction=False)
+        for p in providers:
+            pipe.hgetall(self.base + "p:" + p)
+            for w in weeks:
+                pipe.zcount(self.base + "members:" + p, (clock - w + 1) * 7, "+inf")
+        replies = pipe.execute()
+        out: list[dict[str, Profile]] = [{} for _ in weeks]
+        stale = self.r.pipeline(transaction=False)
+        step = 1 + len(weeks)
+        for i, p in enumerate(providers):
+            raw, counts = replies[i * step], replies[i * step + 1:(i + 1) * step]
+            if not raw:
+                self.r.srem(self.base + "all", p)  # expired
+                continue
+            group = raw.pop(b"group", b"|").decode()
+            rows: dict[tuple[int, str, str], list[float]] = {}
+            old = []
+            for field, value in raw.items():
+                week, measure, stratum, nk = field.decode().split("|")
+                if int(week) <= clock - max(weeks):
+                    old.append(field)
+                    continue
+                pair = rows.setdefault((int(week), measure, stratum), [0.0, 0.0])
+                pair[nk == "k"] += float(value)
+            if old:
+                stale.hdel(self.base + "p:" + p, *old)
+            for j, w in enumerate(weeks):
+                out[j][p] = window(p, group, rows.items(), clock, w, int(counts[j]))
+        stale.execute()
+        return out
+
+    # -- the ranking's results ----------------------------------------------------------
+    def put_risk(self, ranked: Sequence[ProviderRisk]) -> None:
+        """Replace the ranking: the zset of providers with a reason (a measure at
+        REASON_SURPRISE or more: the list an investigator works), and every provider's
+        snapshot (which lives as long as the profiles)."""
+        zset, tmp = self.base + "risk", self.base + "risk:next"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(tmp)
+        scored = {r.provider_id: r.risk for r in ranked if r.reasons}
+        if scored:
+            pipe.zadd(tmp, scored)
+        for r in ranked:
+            pipe.set(self.base + "risk:" + r.provider_id, r.model_dump_json(), ex=self.ttl_s)
+        if scored:
+            pipe.rename(tmp, zset)
+        else:
+            pipe.delete(zset)
+        pipe.execute()
+
+    def top(self, n: int = 20, specialty: str | None = None) -> list[ProviderRisk]:
+        """The n providers of highest risk (of `specialty` only, if given), highest first."""
+        ids = [p.decode() for p in self.r.zrevrange(self.base + "risk", 0, -1)]
+        out: list[ProviderRisk] = []
+        for i in range(0, len(ids), 500):
+            raws = self.r.mget([self.base + "risk:" + p for p in ids[i:i + 500]])
+            for raw in raws:
+                if raw is None:
+                    continue
+                r = ProviderRisk.model_validate(json.loads(raw))
+                if specialty is None or r.specialty == specialty:
+                    out.append(r)
+                    if len(out) >= n:
+                        return out
+        return out
+
+    def risk(self, provider_id: str) -> ProviderRisk | None:
+        """The provider's snapshot from the latest ranking, or None."""
+        raw = self.r.get(self.base + "risk:" + provider_id)
+        return ProviderRisk.model_validate(json.loads(raw)) if raw is not None else None
+
+
+class Ranking:
+    """The leader worker's periodic ranking: every profile -> `model.peers.rank` -> Redis;
+    returns the snapshots whose risk (to a tenth) or reasons changed since its last run,
+    for `providers.risk` (after a restart, every provider with any risk once more)."""
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+        self.last: dict[str, tuple[float, tuple[str, ...]]] = {}
+
+    def run(self) -> list[ProviderRisk]:
+        long, short = self.store.profiles()
+        ranked = rank(long, short)
+        self.store.put_risk(ranked)
+        changed = []
+        for r in ranked:
+            key = (round(r.risk, 1), tuple(v.measure for v in r.measures
+                                           if v.surprise >= REASON_SURPRISE))
+            before = self.last.get(r.provider_id)
+            if key != before and (r.risk > 0 or before is not None):
+                changed.append(r)
+            self.last[r.provider_id] = key
+        return changed

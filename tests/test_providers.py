@@ -1,0 +1,274 @@
+"""Provider risk: the world's schemers, the profile rules, the peer statistics, the Redis
+store against the in-memory book, the CLI and the stream (issue: provider risk)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+
+import pytest
+from kafka import KafkaConsumer
+from scipy.stats import nbinom
+
+from model.claims import Claim
+from model.peers import (
+    LONG_DAY,
+    REASON_SURPRISE,
+    Profile,
+    ProfileBook,
+    contribution,
+    nb_surprise,
+    rank,
+)
+from model.schemes import SCHEMES, ProviderWorld
+from model.vocabulary import default_vocabulary
+
+V = default_vocabulary()
+
+
+def claim(**kw) -> Claim:
+    base = {"claim_id": "C1", "member_id": "M1", "provider_id": "P1",
+            "provider_specialty": "family_medicine", "member_age": 50, "member_sex": "F",
+            "service_date": "2026-03-02", "submitted_at": "2026-03-03T00:00:00+00:00",
+            "place_of_service": "11", "diagnoses": ["I10"], "procedures": [],
+            "medications": [], "total_charge": 0.0}
+    base.update(kw)
+    base["total_charge"] = round(sum(x["charge"] for x in base["procedures"]) +
+                                 sum(m["charge"] for m in base["medications"]), 2)
+    return Claim.model_validate(base)
+
+
+def line(code: str, units: int = 1, mods: tuple[str, ...] = ()) -> dict:
+    return {"code": code, "units": units, "charge": 100.0 * units, "modifiers": list(mods)}
+
+
+def fill(name: str) -> dict:
+    return {"name": name, "strength_mg": 5.0, "quantity": 30.0, "days_supply": 30,
+            "charge": 20.0}
+
+
+# -- the statistics ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("o,mean,size", [(1, 0.5, 2.0), (5, 1.2, 0.8), (30, 10.0, 4.0),
+                                         (12, 20.0, 3.0), (400, 100.0, 25.0), (3, 0.01, 1.0)])
+def test_negative_binomial_tail_matches_scipy(o: int, mean: float, size: float) -> None:
+    want = -math.log10(nbinom.sf(o - 1, size, size / (size + mean)))
+    assert nb_surprise(o, mean, size) == pytest.approx(min(50.0, want), rel=1e-6, abs=1e-9)
+    assert nb_surprise(0, mean, size) == 0.0
+
+
+def test_contribution_counts_what_each_measure_looks_at() -> None:
+    c = claim(procedures=[line("99215"), line("93000", mods=("59",)), line("E0601", units=3)],
+              medications=[fill("oxycodone-acetaminophen"), fill("lisinopril")],
+              diagnoses=["I10", "M54.50"])
+    x = contribution(c, ["fraud_model", "ncci_ptp"], V)
+    rows = Counter({(m, s if m != "level5" else "*"): (n, k) for m, s, n, k in x.rows})
+    assert rows[("level5", "*")] == (1, 1)
+    assert rows[("modifier59", "93000")] == (1, 1) and rows[("modifier59", "E0601")] == (1, 0)
+    assert rows[("dme_units", "E0601")] == (1, 3)
+    assert sorted(k for m, _, _, k in x.rows if m == "controlled") == [0, 1]
+    assert {m: k for m, _, _, k in x.rows if m.startswith("flag_")} == {
+        "flag_model": 1, "flag_edits": 1, "flag_checks": 0, "flag_anomaly": 0}
+    assert x.visit and x.services == "all" and x.minutes == 40  # 99215: 40 minutes
+    assert contribution(claim(procedures=[line("90935")]), [], V).services is None  # a session
+
+
+def test_book_counts_a_claim_once_and_follows_visits_and_days() -> None:
+    book = ProfileBook()
+    visit = claim(claim_id="A", procedures=[line("99213")])
+    labs = claim(claim_id="B", procedures=[line("93000")])  # the same member: seen at a visit
+    ghost = claim(claim_id="C", member_id="M9", procedures=[line("93000")])  # never seen
+    for c in (visit, labs, labs, ghost):
+        book.add(contribution(c, [], V))
+    prof = book.profiles()["P1"]
+    assert prof.total("unseen") == (3.0, 1.0) and prof.total("flag_model") == (3.0, 0.0)
+    assert prof.members == 2
+    day = [claim(claim_id=f"T{i}", member_id=f"M{i}", provider_specialty="psychiatry",
+                 procedures=[line("90837")]) for i in range(LONG_DAY // 60 + 1)]
+    for c in day:
+        book.add(contribution(c, [], V))
+    assert book.profiles()["P1"].total("long_days") == (1.0, 1.0)  # one day, over 24 hours
+    late = claim(claim_id="L", service_date="2026-12-01", procedures=[line("99213")],
+                 submitted_at="2026-12-02T00:00:00+00:00")
+    book.add(contribution(late, [], V))
+    assert book.profiles()["P1"].total("flag_model") == (1.0, 0.0)  # March is out of window
+
+
+def peers(level5: dict[str, list[tuple[str, int, int]]]) -> dict[str, Profile]:
+    """Profiles with only the level-5 measure: provider -> [(stratum, visits, level 5)]."""
+    out = {}
+    for p, strata in level5.items():
+        x = Profile(p, "family_medicine|11")
+        for stratum, n, k in strata:
+            x.add("level5", stratum, n, k)
+        out[p] = x
+    return out
+
+
+def test_rank_finds_the_outlier_and_not_small_counts_or_case_mix() -> None:
+    # peers bill level 5 on ~8% of visits that support level 3 and half of those that
+    # support level 5
+    group = {f"P{i:02d}": [("3", 200, 14 + i % 7), ("5", 20, 10)] for i in range(30)}
+    group["UP"] = [("3", 400, 160), ("5", 20, 10)]  # 40% where peers bill ~8%
+    group["SMALL"] = [("3", 5, 2)]  # 40%, but of five visits
+    group["SICK"] = [("3", 20, 2), ("5", 300, 150)]  # 47%: its patients support it
+    ranked = rank(peers(group))
+    by = {r.provider_id: r for r in ranked}
+    assert ranked[0].provider_id == "UP" and by["UP"].risk >= REASON_SURPRISE
+    assert by["UP"].reasons[0].startswith("level 5 (99215) on 40% of 420 established")
+    assert "peers: median 12%" in by["UP"].reasons[0]
+    assert "expected for its patients' diagnoses: 1" in by["UP"].reasons[0]
+    assert by["UP"].measures[0].expected == pytest.approx((400 * 0.085 + 20 * 0.5) / 420,
+                                                          abs=0.01)
+    assert not by["SMALL"].reasons and not by["SICK"].reasons
+    assert by["SICK"].measures[0].expected == pytest.approx(0.47, abs=0.02)
+
+
+# -- the world -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def world() -> tuple[ProviderWorld, list]:
+    w = ProviderWorld(seed=3, size=6_000, scheme_share=0.1)
+    return w, list(w.generate(6_000))
+
+
+def test_world_casts_each_scheme_and_labels_its_claims(world) -> None:
+    w, items = world
+    schemers = [x for x in w.labels.values() if x.fraud]
+    assert {x.scheme for x in schemers} == set(SCHEMES)
+    assert len(schemers) <= 0.15 * len(w.labels)
+    assert all(0.2 <= x.intensity <= 0.5 for x in schemers)
+    by_pattern = Counter(i.fraud_pattern for i in items)
+    for scheme, pattern in SCHEMES.items():
+        if scheme != "dme_mill":  # DME suppliers bill few claims in 6,000
+            assert by_pattern[pattern] > 0, pattern
+    for i in items:
+        if i.fraud_pattern in ("phantom_billing", "controlled_substances", "impossible_day"):
+            assert w.labels[i.claim["provider_id"]].fraud
+    assert {x.outlier for x in w.labels.values()} >= {"complex_geriatric", "dialysis_centre"}
+    centre = {x.provider_id for x in w.labels.values() if x.outlier == "dialysis_centre"}
+    assert all(p.provider.id in centre for p in w.g.plans.values()
+               if p.series.name == "dialysis")
+    assert len({i.claim["claim_id"] for i in items}) == len(items) == 6_000
+    again = ProviderWorld(seed=3, size=6_000, scheme_share=0.1)
+    assert [i.claim for i in again.generate(200)] == [i.claim for i in items[:200]]
+
+
+def test_world_upcodes_only_where_the_claim_does_not_support_level_5(world) -> None:
+    w, items = world
+    up = [Claim.model_validate(i.claim) for i in items if i.fraud_pattern == "upcoding"
+          and w.labels[i.claim["provider_id"]].scheme == "upcoder"]
+    assert up
+    for c in up:
+        codes = [x.code for x in c.procedures]
+        assert "99215" in codes
+        allowed = V.max_em_level(c.diagnoses, codes, len(c.medications))
+        assert V.em_ceiling("99215", allowed) < 5
+
+
+def test_world_claims_are_valid_contract_claims(world) -> None:
+    _, items = world
+    for i in items[::7]:
+        Claim.model_validate(i.claim)
+
+
+# -- Redis, the CLI and the stream ----------------------------------------------------------
+
+@pytest.mark.integration
+def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, world) -> None:
+    from stream.profiles import ProfileStore, Ranking
+    from stream.store import redis_client
+
+    _, items = world
+    claims = [Claim.model_validate(i.claim) for i in items[:3_000]]
+    rows = [contribution(c, ["fraud_model"] if k % 9 == 0 else [], V)
+            for k, c in enumerate(claims)]
+    book = ProfileBook()
+    for x in rows:
+        book.add(x)
+    store = ProfileStore(redis_client(namespace), namespace.key_prefix)
+    assert store.add(rows[:1_000]) == 1_000
+    assert store.add(rows) == 2_000  # the first thousand again: counted once
+    long, short = store.profiles()
+    want = book.profiles()
+    assert set(long) == set(want)
+    for p, x in want.items():
+        assert long[p].counts == x.counts and long[p].members == x.members, p
+        assert long[p].group == x.group
+    assert short.keys() == book.profiles(5).keys()
+    ranking = Ranking(store)
+    changed = ranking.run()
+    assert changed and ranking.run() == []  # nothing new: nothing to send
+    top = store.top(50)
+    assert [r.provider_id for r in top] == [r.provider_id for r in rank(want) if r.reasons][:50]
+    assert all(r.reasons for r in top)
+    if top:
+        assert store.risk(top[0].provider_id) == top[0]
+        assert all(r.specialty == top[0].specialty for r in store.top(50, top[0].specialty))
+
+
+@pytest.mark.integration
+def test_cli_top_says_when_nothing_is_ranked(namespace, cli) -> None:
+    r = cli(["providers", "top"], namespace)
+    assert r.returncode == 1 and "no provider ranked" in r.stderr
+    r = cli(["providers", "show", "P-nobody"], namespace)
+    assert r.returncode == 1 and "not ranked" in r.stderr
+
+
+@pytest.mark.integration
+def test_a_worker_ranks_providers_and_sends_what_changed(namespace, tmp_path, cli) -> None:
+    from stream.client import ClaimPublisher
+    from stream.dev.procs import WorkerProcess, stop_all
+    from stream.profiles import ProfileStore
+    from stream.store import ScoreStore, redis_client
+
+    s = namespace.model_copy(update={"provider_risk_s": 1.0})
+    w = ProviderWorld(seed=8, size=4_000, scheme_share=0.15, intensity=0.9)
+    claims = [i.claim for i in w.generate(4_000)]
+    worker = WorkerProcess(s, log=tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready(timeout=90)
+        with ClaimPublisher(s) as pub:
+            assert pub.publish(claims).sent == len(claims)
+        store, profiles = ScoreStore.from_settings(s), ProfileStore(redis_client(s),
+                                                                    s.key_prefix)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(store.recent(5_000)) < len(claims):
+            time.sleep(1)
+        assert len(store.recent(5_000)) == len(claims)
+        time.sleep(3 * s.provider_risk_s)
+        top = profiles.top(20)
+        assert top and all(r.reasons for r in top)
+        assert sum(w.labels[r.provider_id].fraud for r in top) >= 0.8 * len(top)
+        # the same claims again (a redelivery): nothing is counted twice
+        before = profiles.profiles()[0]
+        with ClaimPublisher(s) as pub:
+            pub.publish(claims[:500])
+        time.sleep(5)
+        after = profiles.profiles()[0]
+        assert {p: x.counts for p, x in after.items()} == {p: x.counts for p, x in before.items()}
+    finally:
+        stop_all([worker])
+    r = cli(["providers", "top", "--json", "--n", "5"], s)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["providers"]
+    assert 0 < len(rows) <= 5 and rows[0]["reasons"]
+    consumer = KafkaConsumer(s.topic_provider_risk, bootstrap_servers=s.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    sent = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert {x["provider_id"] for x in sent} >= {x["provider_id"] for x in rows}
+
+
+def test_eval_providers_json_has_the_figures_the_issue_names(cli) -> None:
+    r = cli(["eval", "--providers", "--count", "4000", "--bootstrap", "20", "--seed", "77",
+             "--json"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)["providers"]
+    for key in ("auroc", "precision_at_20", "honest_outliers_in_top20"):
+        assert isinstance(p[key], (int, float)) and isinstance(p["baseline"][key], (int, float))
+    assert p["auroc_ci95"][0] <= p["auroc"] <= p["auroc_ci95"][1]
+    assert p["chance"]["auroc"] == 0.5 and 0 < p["chance"]["precision_at_20"] < 1
+    assert set(p["by_scheme"]) == set(SCHEMES) and p["upcoders_at_30pct"]["providers"] >= 1
