@@ -117,7 +117,7 @@ def evaluate(
                                               "100,000, the yardstick; 80,000 with "
                                               "--providers)")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the test claims, never a training "
-                                             "seed (default 11; 29 with --providers)")] = None,
+                                             "seed (default 11; 2029 with --providers)")] = None,
     fraud_rate: Annotated[float, typer.Option(min=0.001, max=0.9)] = 0.05,
     bootstrap: Annotated[int | None, typer.Option(min=10, help="bootstrap resamples behind "
                                                   "each 95% interval (default 200; 1,000 "
@@ -133,14 +133,14 @@ def evaluate(
     device: Device = "cpu",
     providers: Annotated[bool, typer.Option(
         "--providers", help="the provider yardstick instead: a world of schemers and honest "
-        "outliers (--count claims, default 80,000; --seed, default 29), providers ranked "
+        "outliers (--count claims, default 80,000; --seed, default 2029), providers ranked "
         "by risk against peers, against the flagged-share baseline")] = False,
 ) -> None:
     """Measure a checkpoint on the yardstick: every method on the same fresh claims, with
     95% intervals, artefact probe, invariance, explanations (ERASER) and head ablation; or,
     with --providers, whom the provider risk ranks first."""
     if providers:
-        _provider_eval(checkpoint, device, count or 80_000, 29 if seed is None else seed,
+        _provider_eval(checkpoint, device, count or 80_000, 2029 if seed is None else seed,
                        fraud_rate, bootstrap or 1_000, as_json)
         return
     count, seed, bootstrap = count or 100_000, 11 if seed is None else seed, bootstrap or 200
