@@ -255,6 +255,8 @@ class MeasureView(BaseModel):
     """One measure of a provider against its peers."""
 
     measure: str
+    peer_group: str = Field(description="whom it is compared with: specialty|place, else "
+                            "the specialty, else all (the first with MIN_GROUP providers)")
     n: float = Field(description="what was looked at (visits, lines, fills, claims, days)")
     k: float = Field(description="how many were of the measure's kind (or units)")
     value: float = Field(description="k / n: the provider's share (or units per line)")
@@ -274,7 +276,8 @@ class ProviderRisk(BaseModel):
     provider_id: str
     specialty: str
     place_of_service: str
-    peer_group: str
+    peer_group: str = Field(description="its own group, specialty|place (each measure says "
+                            "whom it was compared with)")
     risk: float = Field(description="largest surprise of any measure (-log10 p)")
     reasons: list[str]
     claims: float
@@ -406,7 +409,6 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
         return "all", list(profiles)
 
     views: dict[str, list[MeasureView]] = defaultdict(list)
-    peer_name: dict[str, str] = {}
     for measure in MEASURES:
         peers = {p: peers_of(p, measure) for p, x in profiles.items()
                  if x.total(measure)[0] > 0}
@@ -416,13 +418,12 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
             value = {p: o / max(1e-9, e) for p, (_, o, e) in rows.items()}
         for p, (n, o, e) in rows.items():
             name, pool = peers[p]
-            peer_name.setdefault(p, name)
             peer_values = sorted(value[q] for q in pool if q != p and q in rows
                                  and rows[q][0] >= 5 and q not in flagged)
             sx = short.get(p) if short else None
             sn, sk = sx.total(measure) if sx else (0.0, 0.0)
             views[p].append(MeasureView(
-                measure=measure, n=n, k=o, value=o / n, expected=e / n,
+                measure=measure, peer_group=name, n=n, k=o, value=o / n, expected=e / n,
                 peer_median=_quantile(peer_values, 0.5), peer_p99=_quantile(peer_values, 0.99),
                 surprise=round(nb_surprise(o, e, size) if o > e else 0.0, 3),
                 short_value=sk / sn if sn else None, peers=peer_values[:200]))
@@ -434,7 +435,7 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
         claims, _ = x.total("flag_model")
         out.append(ProviderRisk(
             provider_id=p, specialty=spec, place_of_service=place,
-            peer_group=peer_name.get(p, x.group), risk=scored[0].surprise if scored else 0.0,
+            peer_group=x.group, risk=scored[0].surprise if scored else 0.0,
             reasons=[reason(v) for v in scored if v.surprise >= REASON_SURPRISE],
             claims=claims, members=x.members, measures=vs))
     out.sort(key=lambda r: (-r.risk, r.provider_id))

@@ -88,13 +88,17 @@ class ProviderWorld:
     ~100 claims in the stream, as a small practice does in a quarter; `members`: default
     as many as make `size` claims one risk window long (`model.peers.WINDOW_WEEKS`, at
     the generator's CLAIMS_PER_MEMBER_YEAR); `intensity` fixes every schemer's share of
-    touched claims (default: drawn from INTENSITY)."""
+    touched claims (default: drawn from INTENSITY); `concentration`: the share of
+    single-claim frauds that move to a schemer (0: schemes alone make schemers stand
+    out)."""
 
     def __init__(self, *, seed: int = 0, size: int = 20_000, fraud_rate: float = 0.05,
                  scheme_share: float = SCHEME_SHARE, intensity: float | None = None,
                  providers: int | None = None, members: int | None = None,
-                 patterns: tuple[str, ...] = PATTERNS, oov_rate: float = 0.1) -> None:
-        for name, x in (("scheme share", scheme_share), ("intensity", intensity or 0.0)):
+                 patterns: tuple[str, ...] = PATTERNS, oov_rate: float = 0.1,
+                 concentration: float = CONCENTRATION) -> None:
+        for name, x in (("scheme share", scheme_share), ("intensity", intensity or 0.0),
+                        ("concentration", concentration)):
             if not 0 <= x <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {x}")
         self.g = ClaimGenerator(seed=seed, fraud_rate=fraud_rate, size=size, patterns=patterns,
@@ -103,6 +107,7 @@ class ProviderWorld:
                                     round(CLAIMS_PER_MEMBER_YEAR) * 7 * WINDOW_WEEKS)),
                                 oov_rate=oov_rate)
         self.rng = random.Random(seed + 104_729)  # casting: its own stream
+        self.concentration = concentration
         self.labels = {p.id: ProviderLabel(p.id, p.specialty, p.place) for p in self.g.providers}
         self.seen: dict[str, set[str]] = {}  # provider -> members it billed
         self.by_id = {m.id: m for m in self.g.members}
@@ -202,11 +207,11 @@ class ProviderWorld:
         return out
 
     def _concentrate(self, c: dict) -> None:
-        """A single-claim fraud moves, CONCENTRATION of the time, to a schemer of its
+        """A single-claim fraud moves, `concentration` of the time, to a schemer of its
         provider's specialty and place where there is one: a provider who runs a scheme
         cuts other corners too, and fraud concentrates in few providers."""
         pool = self.schemers.get((c["provider_specialty"], c["place_of_service"]))
-        if not pool or self.rng.random() >= CONCENTRATION:
+        if not pool or self.rng.random() >= self.concentration:
             return
         p = self.rng.choice(pool)
         key = (c["member_id"], p.provider_id, dt.date.fromisoformat(c["service_date"]))

@@ -22,6 +22,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from model.claims import Claim
 from model.score import Score
 from stream.console.app import COOKIE, create_app
 from stream.console.server import ConsoleServer
@@ -63,6 +64,26 @@ def load_claims(settings: Settings, checkpoint: str, count: int = 150) -> dict[s
             "n_flagged": str(len(flagged)), "explained": explained, "edited": edited}
 
 
+def load_providers(settings: Settings) -> list[str]:
+    """Profiles of a small world whose schemers work 90% of their claims, ranked into the
+    store as the leader worker would; the ids of the providers it lists."""
+    from model.peers import contribution
+    from model.schemes import ProviderWorld
+    from model.vocabulary import default_vocabulary
+    from stream.profiles import ProfileStore, Ranking
+    from stream.store import redis_client
+
+    v = default_vocabulary()
+    world = ProviderWorld(seed=8, size=4_000, scheme_share=0.15, intensity=0.9)
+    rows = [contribution(Claim.model_validate(i.claim), [], v) for i in world.generate(4_000)]
+    profiles = ProfileStore(redis_client(settings), settings.key_prefix)
+    profiles.add(rows)
+    Ranking(profiles).run()
+    listed = [r.provider_id for r in profiles.top(100)]
+    assert listed, "no provider of the world stands out"
+    return listed
+
+
 @pytest.fixture(scope="module")
 def console_settings(services: tuple[str, str], checkpoint: str) -> Settings:
     broker, redis_url = services
@@ -75,6 +96,11 @@ def console_settings(services: tuple[str, str], checkpoint: str) -> Settings:
 @pytest.fixture(scope="module")
 def ids(console_settings: Settings, checkpoint: str) -> dict[str, str]:
     return load_claims(console_settings, checkpoint)
+
+
+@pytest.fixture(scope="module")
+def ranked(console_settings: Settings) -> list[str]:
+    return load_providers(console_settings)
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +339,25 @@ def test_openapi_fuzz_no_server_errors(client: TestClient, ids: dict[str, str]) 
         fuzz()
     assert calls[0] >= 50, f"only {calls[0]} fuzzed requests"
     assert not failures, failures[:5]
+
+
+def test_providers_by_risk_and_a_provider_against_its_peers(client: TestClient,
+                                                            ranked: list[str]) -> None:
+    api = client.get("/api/providers?n=5", headers=AUTH).json()
+    assert [r["provider_id"] for r in api] == ranked[:5] and all(r["reasons"] for r in api)
+    page = client.get("/risk", headers=AUTH).text
+    table = page.split('id="providers"')[1].split("</table>")[0]
+    assert all(f'data-provider-id="{p}"' in table for p in ranked)
+    assert html.escape(api[0]["reasons"][0]) in table
+    spec = api[0]["specialty"]
+    only = client.get(f"/risk?specialty={spec}", headers=AUTH).text
+    assert f'data-provider-id="{ranked[0]}"' in only
+    assert "no-providers" in client.get("/risk?specialty=nobody", headers=AUTH).text
+    one = client.get(f"/providers/{ranked[0]}", headers=AUTH).text
+    assert 'id="risk"' in one and html.escape(api[0]["reasons"][0]) in one
+    figures = one.split('class="histogram"')[1:]
+    assert len(figures) == len(api[0]["measures"]) and all('class="mark"' in f for f in figures)
+    risk = client.get(f"/api/providers/{ranked[0]}/risk", headers=AUTH).json()
+    assert risk == api[0]
+    assert client.get("/api/providers/nobody/risk", headers=AUTH).status_code == 404
+    assert 'id="risk"' not in client.get("/providers/nobody", headers=AUTH).text

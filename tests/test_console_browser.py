@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from test_console import load_claims
+from test_console import load_claims, load_providers
 
 from stream.console.server import ConsoleServer
 from stream.settings import Settings
@@ -40,6 +40,7 @@ def console(services: tuple[str, str], checkpoint: str) -> Iterator[tuple[Consol
     s = Settings(broker=broker, redis_url=redis_url, checkpoint=checkpoint, key_prefix=f"{ns}:",
                  topic_feedback=f"{ns}.feedback", console_token=TOKEN)
     ids = load_claims(s, checkpoint, count=80)
+    ids["providers"] = load_providers(s)
     server = ConsoleServer(s).start()
     try:
         yield server, ids
@@ -90,6 +91,24 @@ def test_queue_then_claim_then_feedback(console, page) -> None:
     stored = json.loads(r.get(f"{server.settings.key_prefix}feedback:{first}"))
     r.close()
     assert stored["label"] == "false_alarm" and stored["note"] == "billing error, not fraud"
+
+
+def test_providers_by_risk_then_one_against_its_peers(console, page) -> None:
+    server, ids = console
+    page.goto(f"{server.url}risk?token={TOKEN}")
+    rows = page.locator("#providers tbody tr")
+    rows.first.wait_for(timeout=10_000)
+    assert rows.count() == len(ids["providers"])
+    first = rows.first.get_attribute("data-provider-id")
+    assert first == ids["providers"][0] and rows.first.locator("li").count() >= 1
+    rows.first.locator("a").click()
+    page.wait_for_url(f"**/providers/{first}")
+    assert page.locator("#risk").inner_text().startswith("Risk ")
+    figures = page.locator("figure.histogram")
+    assert figures.count() >= 1
+    mark = figures.first.locator("line.mark")
+    assert mark.count() == 1 and float(mark.get_attribute("x1")) > 0
+    page.screenshot(path=str(ARTIFACTS / "console-provider.png"), full_page=True)
 
 
 def test_hostile_description_is_inert(console, page) -> None:

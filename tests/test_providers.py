@@ -177,7 +177,7 @@ def test_world_claims_are_valid_contract_claims(world) -> None:
 # -- Redis, the CLI and the stream ----------------------------------------------------------
 
 @pytest.mark.integration
-def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, world) -> None:
+def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, world, cli) -> None:
     from stream.profiles import ProfileStore, Ranking
     from stream.store import redis_client
 
@@ -204,9 +204,13 @@ def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, worl
     top = store.top(50)
     assert [r.provider_id for r in top] == [r.provider_id for r in rank(want) if r.reasons][:50]
     assert all(r.reasons for r in top)
-    if top:
-        assert store.risk(top[0].provider_id) == top[0]
-        assert all(r.specialty == top[0].specialty for r in store.top(50, top[0].specialty))
+    assert top, "the world's schemers stand out"
+    assert store.risk(top[0].provider_id) == top[0]
+    assert all(r.specialty == top[0].specialty for r in store.top(50, top[0].specialty))
+    shown = cli(["providers", "show", top[0].provider_id], namespace)
+    assert shown.returncode == 0 and top[0].reasons[0][:40] in shown.stdout
+    listed = cli(["providers", "top", "--n", "3"], namespace)
+    assert listed.returncode == 0 and top[0].provider_id in listed.stdout
 
 
 @pytest.mark.integration

@@ -14,9 +14,11 @@ Protocol:
   baseline, the provider's share of flagged claims. 95% intervals: percentile bootstrap over
   providers (`bootstrap` resamples; top-20 figures re-ranked within each resample). Chance:
   AUROC 0.5, precision at 20 the schemers' share.
-- **Upcoders at 30%**: a second world (the next seed, half the claims and providers) whose
-  schemers all work 30% of their claims: how many upcoders get a reason, how many by the
-  level-5 measure itself, how many rank in the top 20.
+- **Schemes alone, at 30%**: a second world (the next seed, half the claims and providers)
+  whose schemers all work 30% of their claims and whose single-claim frauds stay scattered
+  (concentration 0): AUROC and precision at 20 when only the schemes set schemers apart,
+  each scheme's schemers with a reason, and the upcoders: how many get a reason, how many
+  by the level-5 measure itself, how many rank in the top 20 (the issue's bar).
 """
 
 from __future__ import annotations
@@ -113,21 +115,33 @@ def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 2029,
         return min(ranks) if ranks else None
 
     ours, base = figures(risk), figures(share)
-    log(f"upcoders at {UPCODING_INTENSITY:.0%} of their claims (seed {seed + 1})")
+    log(f"schemes alone, at {UPCODING_INTENSITY:.0%} of claims (seed {seed + 1})")
     fixed = ProviderWorld(seed=seed + 1, size=count // 2, fraud_rate=fraud_rate,
-                          providers=providers // 2, intensity=UPCODING_INTENSITY)
-    again, _ = ranked_world(scorer, fixed, count // 2, log)
+                          providers=providers // 2, intensity=UPCODING_INTENSITY,
+                          concentration=0.0)
+    again, share2 = ranked_world(scorer, fixed, count // 2, log)
     upcoders = [r for r in again if fixed.labels[r.provider_id].scheme == "upcoder"]
+    y2 = np.array([fixed.labels[r.provider_id].fraud for r in again], dtype=float)
+    risk2 = np.array([r.risk for r in again])
+    base2 = np.array([share2[r.provider_id] for r in again])
     return {
         **ours,
         "baseline": {"name": "the provider's share of flagged claims", **base},
         "chance": {"auroc": 0.5, "precision_at_20": round(float(y.mean()), 4)},
         "providers": len(y), "schemers": int(y.sum()), "honest_outliers": int(honest.sum()),
         "claims": count, "seed": seed, "window_weeks": WINDOW_WEEKS,
+        "schemes_alone_at_30pct": {
+            "seed": seed + 1, "claims": count // 2, "providers": len(y2),
+            "schemers": int(y2.sum()), "auroc": round(auroc(y2, risk2), 4),
+            "precision_at_20": round(top_precision(y2, risk2), 4),
+            "baseline_auroc": round(auroc(y2, base2), 4),
+            "by_scheme": {s: sum(bool(r.reasons) for r in again
+                                 if fixed.labels[r.provider_id].scheme == s) for s in SCHEMES},
+            "schemers_by_scheme": {s: sum(x.scheme == s for x in fixed.labels.values())
+                                   for s in SCHEMES}},
         "upcoders_at_30pct": {
             "providers": len(upcoders), "with_reasons": sum(bool(r.reasons) for r in upcoders),
             "in_top20": sum(again.index(r) < 20 for r in upcoders),
-            "seed": seed + 1, "claims": count // 2,
             "by_level5": sum(any(v.measure == "level5" and v.surprise >= REASON_SURPRISE
                                  for v in r.measures) for r in upcoders)},
         "by_scheme": {s: {"providers": sum(x.scheme == s for x in labels),

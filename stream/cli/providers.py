@@ -74,11 +74,12 @@ def show(provider_id: Annotated[str, typer.Argument(help="provider id")],
     if as_json:
         print(r.model_dump_json(indent=2))
         return
-    print(f"{r.provider_id}: {r.specialty} at place {r.place_of_service}, risk {r.risk:.1f} "
-          f"against {r.peer_group}; {r.claims:.0f} claims, {r.members} members")
-    table = Table("measure", "n", "value", "expected", "peers median", "peers p99", "surprise")
+    print(f"{r.provider_id}: {r.specialty} at place {r.place_of_service}, risk {r.risk:.1f}; "
+          f"{r.claims:.0f} claims, {r.members} members")
+    table = Table("measure", "peers", "n", "value", "expected", "peers median", "peers p99",
+                  "surprise")
     for v in r.measures:
-        table.add_row(v.measure, f"{v.n:.0f}", f"{v.value:.3f}", f"{v.expected:.3f}",
+        table.add_row(v.measure, v.peer_group, f"{v.n:.0f}", f"{v.value:.3f}", f"{v.expected:.3f}",
                       f"{v.peer_median:.3f}", f"{v.peer_p99:.3f}", f"{v.surprise:.1f}")
     Console().print(table)
     for line in r.reasons:

@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from kafka.errors import KafkaError
 
+from model.peers import ProviderRisk
 from model.score import Score
-from stream.console.deps import AttentionDep, FeedbackDep, StoreDep
+from stream.console.deps import AttentionDep, FeedbackDep, ProfilesDep, StoreDep
 from stream.console.views import (
     ClaimRecord,
     EntitySummary,
@@ -124,3 +125,19 @@ def api_feedback(claim_id: str, body: FeedbackIn, store: StoreDep,
     except KafkaError as e:
         raise HTTPException(503, f"feedback stored in Redis, but publishing failed: "
                             f"{type(e).__name__}") from None
+
+
+@router.get("/providers", response_model=list[ProviderRisk], tags=["providers"])
+def api_providers(profiles: ProfilesDep, n: Annotated[int, Query(ge=1, le=1000)] = 20,
+                  specialty: str | None = None) -> list[ProviderRisk]:
+    """Providers ranked by risk against their peers, highest first (the workers' latest
+    ranking), each with its reasons and every measure."""
+    return profiles.top(n, specialty)
+
+
+@router.get("/providers/{provider_id}/risk", response_model=ProviderRisk, tags=["providers"])
+def api_provider_risk(provider_id: str, profiles: ProfilesDep) -> ProviderRisk:
+    risk = profiles.risk(provider_id)
+    if risk is None:
+        raise HTTPException(404, f"provider {provider_id} is not ranked")
+    return risk

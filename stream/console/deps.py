@@ -1,6 +1,6 @@
 """What the console's routes share, as FastAPI dependencies over `app.state` (set once by
-`create_app`): the store, the feedback sink, the attention model, the settings and the
-page templates.
+`create_app`): the store, the feedback sink, the attention model, the settings, the page
+templates and the provider profiles' ranking.
 
     @router.get("/api/recent")
     def api_recent(store: StoreDep, n: int = 50) -> list[Score]: ...
@@ -17,6 +17,7 @@ from jinja2 import Environment
 
 from stream.console.heatmap import Attention
 from stream.feedback import FeedbackSink
+from stream.profiles import ProfileStore
 from stream.settings import Settings
 from stream.store import ScoreStore
 
@@ -41,8 +42,13 @@ async def get_templates(request: Request) -> Environment:
     return request.app.state.templates
 
 
+async def get_profiles(request: Request) -> ProfileStore:
+    return request.app.state.profiles
+
+
 StoreDep = Annotated[ScoreStore, Depends(get_store)]
 FeedbackDep = Annotated[FeedbackSink, Depends(get_feedback)]
 AttentionDep = Annotated[Attention, Depends(get_attention)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TemplatesDep = Annotated[Environment, Depends(get_templates)]
+ProfilesDep = Annotated[ProfileStore, Depends(get_profiles)]

@@ -1,5 +1,6 @@
-"""The console's HTML pages: the flagged queue, a claim, a member, a provider (Jinja2
-templates with autoescape; the queue itself polls /api/queue from static/queue.js)."""
+"""The console's HTML pages: the flagged queue, a claim, a member, a provider (with its
+measures against its peers), and providers by risk (Jinja2 templates with autoescape; the
+queue itself polls /api/queue from static/queue.js)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 
+from model.peers import ProviderRisk
 from model.score import Score
-from stream.console.deps import AttentionDep, FeedbackDep, StoreDep, TemplatesDep
-from stream.console.views import plot, summary
+from stream.console.deps import (
+    AttentionDep,
+    FeedbackDep,
+    ProfilesDep,
+    StoreDep,
+    TemplatesDep,
+)
+from stream.console.views import histogram, plot, summary
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -20,10 +28,11 @@ def page(templates: Environment, name: str, status: int = 200, **ctx: Any) -> HT
     return HTMLResponse(templates.get_template(name).render(**ctx), status_code=status)
 
 
-def entity_page(templates: Environment, kind: str, ident: str,
-                scores: list[Score]) -> HTMLResponse:
+def entity_page(templates: Environment, kind: str, ident: str, scores: list[Score],
+                risk: ProviderRisk | None = None) -> HTMLResponse:
     return page(templates, "entity.html", title=f"{kind} {ident}", kind=kind,
-                s=summary(ident, scores), plot=plot(scores))
+                s=summary(ident, scores), plot=plot(scores), risk=risk,
+                histograms=[histogram(v) for v in risk.measures] if risk else [])
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -61,5 +70,17 @@ def member_page(member_id: str, store: StoreDep, templates: TemplatesDep) -> HTM
 
 
 @router.get("/providers/{provider_id}", response_class=HTMLResponse)
-def provider_page(provider_id: str, store: StoreDep, templates: TemplatesDep) -> HTMLResponse:
-    return entity_page(templates, "Provider", provider_id, store.by_provider(provider_id, 500))
+def provider_page(provider_id: str, store: StoreDep, profiles: ProfilesDep,
+                  templates: TemplatesDep) -> HTMLResponse:
+    """The provider's recent claims and, once the workers have ranked it, each measure
+    drawn against its peers."""
+    return entity_page(templates, "Provider", provider_id, store.by_provider(provider_id, 500),
+                       profiles.risk(provider_id))
+
+
+@router.get("/risk", response_class=HTMLResponse)
+def risk_page(profiles: ProfilesDep, templates: TemplatesDep,
+              specialty: str | None = None) -> HTMLResponse:
+    """Providers ranked by risk against their peers, with their reasons."""
+    return page(templates, "risk.html", title="Providers by risk", specialty=specialty,
+                ranked=profiles.top(100, specialty or None))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from model.peers import MEASURES, MeasureView
 from model.score import Score
 
 
@@ -116,3 +117,27 @@ def plot(scores: list[Score], w: int = 640, h: int = 180, pad: int = 30) -> dict
             "thr_y": round(h - pad - thr * (h - 2 * pad), 1), "thr": thr,
             "t0": min(s.scored_at for s in scores).strftime("%Y-%m-%d %H:%M"),
             "t1": max(s.scored_at for s in scores).strftime("%Y-%m-%d %H:%M")}
+
+
+def histogram(v: MeasureView, bins: int = 20, w: int = 320, h: int = 90, pad: int = 18
+              ) -> dict:
+    """A measure's peers as SVG bars, with the provider's own value marked: `bars` (x, y,
+    width, height, count), `mark` (its x), and the axis ends. Shares run from 0 to the
+    largest of the peers' and its own value; a count measure is drawn as value / expected
+    (1 = what peers bill)."""
+    count = MEASURES[v.measure].kind == "count"
+    own = v.value / v.expected if count and v.expected else v.value
+    top = max([own, *v.peers, 1e-9])
+    width = (w - 2 * pad) / bins
+    counts = [0] * bins
+    for x in v.peers:
+        counts[min(bins - 1, int(x / top * bins))] += 1
+    tallest = max(counts) or 1
+    bars = [{"x": round(pad + i * width, 1), "w": round(width - 1, 1), "n": n,
+             "h": round(n / tallest * (h - 2 * pad), 1),
+             "y": round(h - pad - n / tallest * (h - 2 * pad), 1)}
+            for i, n in enumerate(counts)]
+    return {"w": w, "h": h, "pad": pad, "bars": bars, "peers": len(v.peers),
+            "mark": round(pad + min(own / top, 1.0) * (w - 2 * pad), 1),
+            "own": own, "top": top, "count": count, "measure": v.measure, "group": v.peer_group,
+            "what": MEASURES[v.measure].counted, "of": MEASURES[v.measure].what}
