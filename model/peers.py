@@ -161,6 +161,12 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
     # a session of ongoing care (dialysis, infusion, therapy) is no first contact: not
     # counted
     services = "all" if claim.procedures and not SESSION_CODES & set(codes) else None
+    summed: dict[tuple[str, str], list[int]] = {}
+    for m, st, n, k in rows:  # one row per (measure, stratum): fewer writes to the store
+        nk = summed.setdefault((m, st), [0, 0])
+        nk[0] += n
+        nk[1] += k
+    rows = [(m, st, n, k) for (m, st), (n, k) in summed.items()]
     return Contribution(claim.provider_id, f"{claim.provider_specialty}|{claim.place_of_service}",
                         claim.claim_id, claim.member_id, claim.service_date.toordinal(),
                         tuple(rows), visit, services, minutes)

@@ -26,9 +26,8 @@ from model.claims import Format
 from stream.message import Message
 from stream.metrics import WorkerStats, add_views
 from stream.pipeline import Pipeline
-from stream.profiles import ProfileStore, Ranking
+from stream.ranking import RankingProcess
 from stream.settings import Settings
-from stream.store import redis_client
 from stream.transport import App
 
 log = logging.getLogger("claimscope.worker")
@@ -132,24 +131,27 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
             await pipeline.stop()
 
     if settings.provider_profiles:
-        ranking = Ranking(ProfileStore(redis_client(settings), settings.key_prefix))
+        ranking = RankingProcess(settings)
 
         @app.timer(settings.provider_risk_s, on_leader=True)
         async def rank_providers() -> None:
-            """Rank every provider against its peers (on one worker: the group's leader),
-            store the ranking in Redis, and send the snapshots that changed to
-            `providers.risk`, keyed by provider_id. A failure is logged and the next tick
-            tries again: the profiles are safe in Redis."""
+            """Rank every provider against its peers (on one worker: the group's leader;
+            in a process of its own, `stream.ranking`), and send the snapshots that
+            changed to `providers.risk`, keyed by provider_id. A failure is logged and the
+            next tick tries again: the profiles are safe in Redis."""
             if not pipeline.started:
                 return
             try:
-                changed = await asyncio.to_thread(ranking.run)
-                futures = await pipeline.sink.send(settings.topic_provider_risk, [
-                    (r.provider_id.encode(), r.model_dump_json().encode()) for r in changed])
+                futures = await pipeline.sink.send(settings.topic_provider_risk,
+                                                   await ranking.run())
                 await asyncio.gather(*futures)
             except (redis.RedisError, KafkaError) as e:
                 log.warning("provider ranking failed (next in %.0f s): %s: %s",
                             settings.provider_risk_s, type(e).__name__, e)
+
+        @app.on_before_shutdown.connect
+        async def stop_ranking(sender: Any, **kwargs: Any) -> None:
+            await asyncio.to_thread(ranking.stop)
 
     return app
 

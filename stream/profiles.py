@@ -33,13 +33,11 @@ import redis
 
 from model.peers import (
     LONG_DAY,
-    REASON_SURPRISE,
     SHORT_WEEKS,
     WINDOW_WEEKS,
     Contribution,
     Profile,
     ProviderRisk,
-    rank,
     window,
 )
 from stream.lua import SPLIT, joined
@@ -54,7 +52,7 @@ local providers, groups, ids, members = split(ARGV[4]), split(ARGV[5]), split(AR
 local days, rows, visits = split(ARGV[8]), split(ARGV[9]), split(ARGV[10])
 local services, minutes = split(ARGV[11]), split(ARGV[12])
 local clock = tonumber(redis.call('GET', base .. 'clock') or '0')
-local counted = 0
+local counted, touched = 0, {}
 for i = 1, #providers do
   local p = providers[i]
   if redis.call('SADD', base .. 'seen:' .. p, ids[i]) == 1 then
@@ -62,12 +60,15 @@ for i = 1, #providers do
     local key, day = base .. 'p:' .. p, tonumber(days[i])
     local week = math.floor(day / 7)
     if week > clock then clock = week end
+    if not touched[p] then
+      touched[p] = true
+      redis.call('HSET', key, 'group', groups[i])
+    end
     local function bump(measure, stratum, n, k)
       local field = week .. '|' .. measure .. '|' .. stratum
       if n ~= 0 then redis.call('HINCRBY', key, field .. '|n', n) end
       if k ~= 0 then redis.call('HINCRBY', key, field .. '|k', k) end
     end
-    redis.call('HSET', key, 'group', groups[i])
     if rows[i] ~= '-' then
       for row in string.gmatch(rows[i], '%S+') do
         local m, s, n, k = string.match(row, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
@@ -82,26 +83,22 @@ for i = 1, #providers do
       end
       bump('unseen', services[i], 1, unseen)
     end
-    if visits[i] == '1' then
-      redis.call('SADD', visited, members[i])
-      redis.call('EXPIRE', visited, ttl)
+    if visits[i] == '1' then redis.call('SADD', visited, members[i]) end
+    local add = tonumber(minutes[i])
+    if add > 0 then
+      local before = redis.call('HINCRBY', base .. 'minutes:' .. p, days[i], add) - add
+      local first, long_now = 0, 0
+      if before == 0 then first = 1 end
+      if before <= long and long < before + add then long_now = 1 end
+      bump('long_days', 'all', first, long_now)
     end
-    local mkey = base .. 'minutes:' .. p
-    local before = tonumber(redis.call('HGET', mkey, days[i]) or '0')
-    local after = before + tonumber(minutes[i])
-    if after ~= before then
-      redis.call('HSET', mkey, days[i], after)
-      redis.call('EXPIRE', mkey, ttl)
-    end
-    local first, long_now = 0, 0
-    if before == 0 and after > 0 then first = 1 end
-    if before <= long and long < after then long_now = 1 end
-    bump('long_days', 'all', first, long_now)
     redis.call('ZADD', base .. 'members:' .. p, 'GT', day, members[i])
-    redis.call('SADD', base .. 'all', p)
-    for _, k in ipairs({key, base .. 'seen:' .. p, base .. 'members:' .. p}) do
-      redis.call('EXPIRE', k, ttl)
-    end
+  end
+end
+for p in pairs(touched) do
+  redis.call('SADD', base .. 'all', p)
+  for _, kind in ipairs({'p:', 'seen:', 'members:', 'visited:', 'minutes:'}) do
+    redis.call('EXPIRE', base .. kind .. p, ttl)
   end
 end
 redis.call('SET', base .. 'clock', clock)
@@ -213,26 +210,3 @@ class ProfileStore:
         raw = self.r.get(self.base + "risk:" + provider_id)
         return ProviderRisk.model_validate(json.loads(raw)) if raw is not None else None
 
-
-class Ranking:
-    """The leader worker's periodic ranking: every profile -> `model.peers.rank` -> Redis;
-    returns the snapshots whose risk (to a tenth) or reasons changed since its last run,
-    for `providers.risk` (after a restart, every provider with any risk once more)."""
-
-    def __init__(self, store: ProfileStore) -> None:
-        self.store = store
-        self.last: dict[str, tuple[float, tuple[str, ...]]] = {}
-
-    def run(self) -> list[ProviderRisk]:
-        long, short = self.store.profiles()
-        ranked = rank(long, short)
-        self.store.put_risk(ranked)
-        changed = []
-        for r in ranked:
-            key = (round(r.risk, 1), tuple(v.measure for v in r.measures
-                                           if v.surprise >= REASON_SURPRISE))
-            before = self.last.get(r.provider_id)
-            if key != before and (r.risk > 0 or before is not None):
-                changed.append(r)
-            self.last[r.provider_id] = key
-        return changed

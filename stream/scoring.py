@@ -188,7 +188,7 @@ def _load(settings: Settings, worker_pid: int) -> None:
     """Initializer: load the scorer once. A load error is kept and reported by `_ready`,
     as one line, instead of breaking the pool with a traceback."""
     global _scorer, _profiles, _failed
-    threading.Thread(target=_exit_with, args=(worker_pid,), daemon=True,
+    threading.Thread(target=exit_with, args=(worker_pid,), daemon=True,
                      name="claimscope-orphan-watch").start()
     # The worker owns this process and stops it through the pool. A terminal's Ctrl-C
     # reaches the whole process group and must not kill it under the batch the worker
@@ -212,7 +212,7 @@ def _load(settings: Settings, worker_pid: int) -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def _exit_with(worker_pid: int, every_s: float = 1.0) -> None:
+def exit_with(worker_pid: int, every_s: float = 1.0) -> None:
     """Exit once the worker is gone. A pool process holds both ends of its task pipe, so a
     worker killed with SIGKILL would otherwise leave it waiting for work forever."""
     while os.getppid() == worker_pid:

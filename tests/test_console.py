@@ -70,7 +70,8 @@ def load_providers(settings: Settings) -> list[str]:
     from model.peers import contribution
     from model.schemes import ProviderWorld
     from model.vocabulary import default_vocabulary
-    from stream.profiles import ProfileStore, Ranking
+    from stream.profiles import ProfileStore
+    from stream.ranking import Ranking
     from stream.store import redis_client
 
     v = default_vocabulary()
