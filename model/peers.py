@@ -56,6 +56,7 @@ TIMED_MINUTES = {
     "99214": 30, "99215": 40, "90832": 30, "90834": 45, "90837": 60, "97110": 15,
     "97112": 15, "97116": 15, "97140": 15, "97530": 15, "96413": 60, "96415": 60,
 }
+OVERCHARGE = 1.5  # a unit charge this far above its code's range (model.vocabulary) is high
 UNBUNDLING_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})
 LONG_DAY = 24 * 60  # minutes of timed services past which a day holds more than it can
 WINDOW_WEEKS = 13  # ~90 days: the risk window
@@ -77,6 +78,7 @@ class Measure:
     what: str  # what n counts, for reasons
     counted: str  # what k counts
     scored: bool = True  # counts towards the risk (else shown only)
+    like: str = ""  # a count measure: what peers' expectation is matched on
 
 
 MEASURES = {m.name: m for m in (
@@ -85,7 +87,14 @@ MEASURES = {m.name: m for m in (
     Measure("unseen", "share", "service claims (sessions of ongoing care aside)",
             "billed for members it never saw at a visit"),
     Measure("controlled", "share", "fills", "Schedule II-IV drugs"),
-    Measure("dme_units", "count", "DME lines", "units"),
+    Measure("dme_units", "count", "DME lines", "units a line", like="for the same codes"),
+    # shown, not scored: the generator's scattered price inflations sit on honest
+    # providers too, a few lines each against a peer rate near 0 (measured: four honest
+    # practices in a top 30; docs/providers.md)
+    Measure("overcharge", "share", "priced procedure lines",
+            f"charged over {OVERCHARGE:g}x the top of the code's range", False),
+    Measure("lines", "count", "claims with services", "service lines a claim",
+            like="for claims with and without a visit alike"),
     Measure("long_days", "share", "days billed", "over 24 hours of timed services"),
     Measure("flag_model", "share", "claims", "flagged by the fraud model"),
     Measure("flag_edits", "share", "claims", "breaking a payer edit"),
@@ -145,6 +154,12 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
                 rows.append(("level5", str(supported), 1, int(q.em_level == 5)))
             continue
         rows.append(("modifier59", x.code, 1, int(bool(UNBUNDLING_MODIFIERS & set(x.modifiers)))))
+        top = v.charge_top(x.code)
+        if top is not None:  # the unit charge against the code's range, at its place
+            mult = v.places[claim.place_of_service].charge_multiplier if (
+                claim.place_of_service in v.places) else 1.0
+            rows.append(("overcharge", "all", 1,
+                         int(x.charge / x.units > OVERCHARGE * top * mult)))
         if q is not None and q.category == "dme":
             rows.append(("dme_units", x.code, 1, x.units))
     if claim.medications:
@@ -152,6 +167,8 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
         stratum = "indicated" if indicated else "other"
         rows += [("controlled", stratum, 1, int(m.name in CONTROLLED))
                  for m in claim.medications]
+    if claim.procedures:  # services a claim: stratum the specialty's visit or not
+        rows.append(("lines", "visit" if visit else "other", 1, len(claim.procedures)))
     fired = set(flagged_by)
     rows += [("flag_model", "all", 1, int("fraud_model" in fired)),
              ("flag_edits", "all", 1, int(bool(fired & set(EDIT_CHANNELS)))),
@@ -452,8 +469,8 @@ def reason(v: MeasureView) -> str:
     """The measure in words, with the figures behind it."""
     m = MEASURES[v.measure]
     if m.kind == "count":
-        return (f"{v.value:.1f} {m.counted} a line over {v.n:.0f} {m.what}, "
-                f"{v.value / max(v.expected, 1e-9):.1f}x what peers bill for the same codes "
+        return (f"{v.value:.1f} {m.counted} over {v.n:.0f} {m.what}, "
+                f"{v.value / max(v.expected, 1e-9):.1f}x what peers bill {m.like} "
                 f"(peers: median {v.peer_median:.1f}x, 99th percentile {v.peer_p99:.1f}x)")
     text = (f"{m.counted} on {v.value:.0%} of {v.n:.0f} {m.what}; peers: median "
             f"{v.peer_median:.0%}, 99th percentile {v.peer_p99:.0%}")
