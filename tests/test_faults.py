@@ -113,15 +113,17 @@ def committed(s: Settings) -> dict[int, int]:
 
 def children(pid: int) -> list[int]:
     """The scoring processes of worker `pid`: its children that the process pool spawned
-    (not multiprocessing's resource tracker), whichever of its threads started them."""
+    (not multiprocessing's resource tracker, nor the provider ranking's process, which runs
+    at RANK_NICE), whichever of its threads started them."""
     try:
-        kids = psutil.Process(pid).children()
+        parent = psutil.Process(pid)
+        kids, nice = parent.children(), parent.nice()
     except psutil.NoSuchProcess:
         return []
     out = []
     for c in kids:
         with contextlib.suppress(psutil.Error):
-            if any("spawn_main" in part for part in c.cmdline()):
+            if any("spawn_main" in part for part in c.cmdline()) and c.nice() == nice:
                 out.append(c.pid)
     return out
 
@@ -318,6 +320,9 @@ def test_kill_9_of_a_scoring_process_restarts_the_pool_and_loses_nothing(
         assert at_kill < len(claims), "the kill came after the end: test proves nothing"
         wait_until("every claim stored", lambda: progress(r, s) >= len(claims), 120,
                    every=0.2)
+        # (the ranking's process may be starting: it is niced only once it has imported)
+        wait_until("the scoring processes alone", lambda: len(children(w.pid)) <= len(before),
+                   30, every=0.2)
         after = children(w.pid)
         assert w.alive(), f"the worker died with its scoring process: {w.last_log_line()}"
         assert len(after) == len(before) and before[0] not in after, (before, after)

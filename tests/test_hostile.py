@@ -361,7 +361,8 @@ def test_hostile_corpus_dead_letters_every_bad_message_and_scores_every_valid_on
         assert json.loads(r.get(f"{s.key_prefix}claim:{cid}"))["claim"] in versions
     stray = [k for k in r.scan_iter(match=f"{s.key_prefix}*", count=5000)
              if not k.decode().removeprefix(s.key_prefix).startswith(
-                 ("claim:", "recent", "flagged", "member:", "provider:", "check:"))]
+                 ("claim:", "recent", "flagged", "member:", "provider:", "check:",
+                  "profile:"))]
     assert not stray, stray[:5]
 
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as resp:
