@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import faust
@@ -138,7 +139,8 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
             """Rank every provider against its peers (on one worker: the group's leader;
             in a process of its own, `stream.ranking`), and send the snapshots that
             changed to `providers.risk`, keyed by provider_id. A failure is logged and the
-            next tick tries again: the profiles are safe in Redis."""
+            next tick tries again (a ranking process that died is started afresh): the
+            profiles are safe in Redis, and the ranking never stops the scoring."""
             if not pipeline.started:
                 return
             try:
@@ -148,6 +150,12 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
             except (redis.RedisError, KafkaError) as e:
                 log.warning("provider ranking failed (next in %.0f s): %s: %s",
                             settings.provider_risk_s, type(e).__name__, e)
+            except BrokenProcessPool:
+                log.warning("the provider ranking's process died; starting another")
+                await asyncio.to_thread(ranking.stop)
+            except Exception:  # a bug in the ranking must not stop the scoring
+                log.exception("provider ranking failed (next in %.0f s)",
+                              settings.provider_risk_s)
 
         @app.on_before_shutdown.connect
         async def stop_ranking(sender: Any, **kwargs: Any) -> None:

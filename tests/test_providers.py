@@ -3,11 +3,13 @@ store against the in-memory book, the CLI and the stream (issue: provider risk).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from collections import Counter
 
+import psutil
 import pytest
 from kafka import KafkaConsumer
 from scipy.stats import nbinom
@@ -222,6 +224,18 @@ def test_cli_top_says_when_nothing_is_ranked(namespace, cli) -> None:
     assert r.returncode == 1 and "not ranked" in r.stderr
 
 
+def ranking_processes(worker_pid: int) -> list[int]:
+    """The worker's children at the ranking's nice (stream.ranking.RANK_NICE)."""
+    from stream.ranking import RANK_NICE
+
+    out = []
+    for c in psutil.Process(worker_pid).children():
+        with contextlib.suppress(psutil.Error):
+            if c.nice() == psutil.Process(worker_pid).nice() + RANK_NICE:
+                out.append(c.pid)
+    return out
+
+
 @pytest.mark.integration
 def test_a_worker_ranks_providers_and_sends_what_changed(namespace, tmp_path, cli) -> None:
     from stream.client import ClaimPublisher
@@ -254,6 +268,15 @@ def test_a_worker_ranks_providers_and_sends_what_changed(namespace, tmp_path, cl
         time.sleep(5)
         after = profiles.profiles()[0]
         assert {p: x.counts for p, x in after.items()} == {p: x.counts for p, x in before.items()}
+        # the ranking's process (nice 10) killed: the worker goes on and starts another
+        first = ranking_processes(worker.pid)
+        assert len(first) == 1
+        psutil.Process(first[0]).kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ranking_processes(worker.pid) in ([], first):
+            time.sleep(0.5)
+        assert worker.alive() and len(ranking_processes(worker.pid)) == 1
+        assert ranking_processes(worker.pid) != first
     finally:
         stop_all([worker])
     r = cli(["providers", "top", "--json", "--n", "5"], s)
