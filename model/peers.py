@@ -12,9 +12,10 @@ ten claims is noise, so every measure here is a count against an expectation:
 - the stratum is the case mix the claim shows: an established visit's stratum is the level
   its diagnoses, services and prescriptions support (`Vocabulary.max_em_level`), so a
   geriatric practice whose patients support level 5 is expected to bill it;
-- a provider's expectation E is, stratum by stratum, its n times its peers' pooled rate
-  (indirect standardisation, peers without the provider itself); peers are its specialty at
-  its place of service, or its specialty where that group is small;
+- a provider's expectation E is, stratum by stratum, its n times its peers' weighted rate
+  (indirect standardisation, the provider itself left out of its peers and of the prior);
+  peers are its specialty at its place of service, or its specialty where that group is
+  small; a provider billing at several places is judged at its latest;
 - how surprising its observed O is comes from a gamma-Poisson (negative binomial) model
   whose dispersion is fitted on all providers (method of moments, refitted without the
   providers it flags): a provider's true rate varies around its peers', and small counts stay
@@ -66,6 +67,7 @@ DISPERSION_TRIM = 0.1  # providers with the largest O / E left out of the spread
 PEER_ROUNDS = 3  # judgements of a measure, each later one without whom the last one flags
 GROUP_PRIOR = 1.0  # pseudo-providers at the all-provider rate behind a peer group's rate
 HALF_WEIGHT = 20.0  # a provider's n at which its rate weighs half a provider
+PEERS_KEPT = 100  # peers' values a snapshot carries for its histogram
 MIN_GROUP = 5  # providers a peer group needs; smaller: the whole specialty
 
 
@@ -290,7 +292,7 @@ class MeasureView(BaseModel):
     surprise: float = Field(description="-log10 P(X >= k) under the peers' model")
     short_value: float | None = Field(None, description="the share over the short window")
     peers: list[float] = Field(default_factory=list, description="those peers' values, "
-                               "sorted (at most 200), for a histogram")
+                               "sorted (at most PEERS_KEPT, evenly spaced), for a histogram")
 
 
 class ProviderRisk(BaseModel):
@@ -334,6 +336,14 @@ def nb_surprise(observed: float, mean: float, size: float) -> float:
         return min(50.0, max(0.0, -log10_sf))
     below = math.fsum(math.exp(logpmf(x)) for x in range(o))
     return max(0.0, -math.log10(max(1e-300, 1.0 - below)))
+
+
+def spread(xs: list[float], most: int = PEERS_KEPT) -> list[float]:
+    """At most `most` of the sorted `xs`, evenly spaced, first and last kept: a group's
+    whole range for a histogram, in a snapshot of bounded size."""
+    if len(xs) <= most:
+        return xs
+    return [xs[round(i * (len(xs) - 1) / (most - 1))] for i in range(most)]
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -386,6 +396,8 @@ def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[st
     size = 4.0
     for round_ in range(PEER_ROUNDS):
         everywhere = _weighted((x for p, x in active.items() if p not in excluded), measure)
+        total_w = sum(w for w, _ in everywhere.values())
+        overall = sum(wr for _, wr in everywhere.values()) / total_w if total_w else 0.0
         pooled: dict[str, dict[str, list[float]]] = {}
         rows = {}
         for p, x in active.items():
@@ -399,11 +411,13 @@ def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[st
                 if m != measure or pn <= 0:
                     continue
                 sw, swr = pooled[name].get(s, [0.0, 0.0])
-                if p not in excluded:  # peers without p itself
+                aw, awr = everywhere.get(s, [0.0, 0.0])
+                if p not in excluded:  # peers, and every provider, without p itself
                     w = pn / (pn + HALF_WEIGHT)
                     sw, swr = sw - w, swr - w * pk / pn
-                aw, awr = everywhere.get(s, [0.0, 0.0])
-                prior = awr / aw if aw > 0 else pk / pn
+                    aw, awr = aw - w, awr - w * pk / pn
+                # a stratum nobody else bills (a code of its own): the measure's rate
+                prior = awr / aw if aw > 1e-9 else overall
                 e += pn * (max(0.0, swr) + GROUP_PRIOR * prior) / (max(0.0, sw) + GROUP_PRIOR)
             rows[p] = (n, o, e)
         size = 1 / _moments([(o, e) for p, (_, o, e) in rows.items() if p not in excluded],
@@ -449,7 +463,7 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
                 measure=measure, peer_group=name, n=n, k=o, value=o / n, expected=e / n,
                 peer_median=_quantile(peer_values, 0.5), peer_p99=_quantile(peer_values, 0.99),
                 surprise=round(nb_surprise(o, e, size) if o > e else 0.0, 3),
-                short_value=sk / sn if sn else None, peers=peer_values[:200]))
+                short_value=sk / sn if sn else None, peers=spread(peer_values)))
     out = []
     for p, x in profiles.items():
         vs = sorted(views[p], key=lambda v: (not MEASURES[v.measure].scored, -v.surprise))

@@ -5,12 +5,15 @@ Keys (under `{prefix}profile:`; each profile key's TTL is refreshed on write):
 
     {prefix}profile:p:{provider}        hash "week|measure|stratum|n" and "...|k" -> counts,
                                         "group" -> "specialty|place" (model.peers)
-    {prefix}profile:seen:{provider}     set of claim_ids counted: a claim counts once
-    {prefix}profile:visited:{provider}  set of members it billed a visit for (`unseen`)
+    {prefix}profile:seen:{provider}:{week}  set of the week's claim_ids counted: a claim
+                                        counts once (expires with the window)
+    {prefix}profile:visited:{provider}  zset member -> newest day it billed them a visit
     {prefix}profile:minutes:{provider}  hash service day -> timed minutes billed (`long_days`)
     {prefix}profile:members:{provider}  zset member -> newest service day
     {prefix}profile:all                 set of every provider with a profile
-    {prefix}profile:clock               the newest service week seen
+    {prefix}profile:clock               the newest service week seen, never past the week
+                                        after today's (a mistyped year must not empty
+                                        every window)
     {prefix}profile:risk                zset provider -> risk, the latest ranking
     {prefix}profile:risk:{provider}     its ProviderRisk JSON, the latest ranking's
 
@@ -26,6 +29,7 @@ same rules in memory; tests hold them to each other).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 
@@ -45,25 +49,28 @@ from stream.lua import SPLIT, joined
 # ARGV: base, ttl, long day (minutes), then newline-joined per claim: providers, groups,
 # claim_ids, members, days, rows ("measure|stratum|n|k" space-joined), visits ("1"/"0"),
 # services (the unseen stratum, "-" for none), minutes -> claims counted (new)
+# ARGV: base, ttl, long day (minutes), newest week the clock may reach, then newline-joined
+# per claim: providers, groups, claim_ids, members, days, rows ("measure|stratum|n|k"
+# space-joined), visits ("1"/"0"), services (the unseen stratum, "-" for none), minutes
+# -> claims counted (new)
 ADD_SCRIPT = SPLIT + """
-local base, ttl, long = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local providers, groups, ids, members = split(ARGV[4]), split(ARGV[5]), split(ARGV[6]),
-  split(ARGV[7])
-local days, rows, visits = split(ARGV[8]), split(ARGV[9]), split(ARGV[10])
-local services, minutes = split(ARGV[11]), split(ARGV[12])
+local base, ttl, long, horizon = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local providers, groups, ids, members = split(ARGV[5]), split(ARGV[6]), split(ARGV[7]),
+  split(ARGV[8])
+local days, rows, visits = split(ARGV[9]), split(ARGV[10]), split(ARGV[11])
+local services, minutes = split(ARGV[12]), split(ARGV[13])
 local clock = tonumber(redis.call('GET', base .. 'clock') or '0')
 local counted, touched = 0, {}
 for i = 1, #providers do
-  local p = providers[i]
-  if redis.call('SADD', base .. 'seen:' .. p, ids[i]) == 1 then
+  local p, day = providers[i], tonumber(days[i])
+  local week = math.floor(day / 7)
+  local seen = base .. 'seen:' .. p .. ':' .. week
+  if redis.call('SADD', seen, ids[i]) == 1 then
+    redis.call('EXPIRE', seen, ttl)
     counted = counted + 1
-    local key, day = base .. 'p:' .. p, tonumber(days[i])
-    local week = math.floor(day / 7)
-    if week > clock then clock = week end
-    if not touched[p] then
-      touched[p] = true
-      redis.call('HSET', key, 'group', groups[i])
-    end
+    local key = base .. 'p:' .. p
+    if week > clock and week <= horizon then clock = week end
+    touched[p] = groups[i]  -- the provider's latest group, as model.peers.ProfileBook
     local function bump(measure, stratum, n, k)
       local field = week .. '|' .. measure .. '|' .. stratum
       if n ~= 0 then redis.call('HINCRBY', key, field .. '|n', n) end
@@ -78,12 +85,12 @@ for i = 1, #providers do
     local visited = base .. 'visited:' .. p
     if services[i] ~= '-' then
       local unseen = 0
-      if visits[i] == '0' and redis.call('SISMEMBER', visited, members[i]) == 0 then
+      if visits[i] == '0' and not redis.call('ZSCORE', visited, members[i]) then
         unseen = 1
       end
       bump('unseen', services[i], 1, unseen)
     end
-    if visits[i] == '1' then redis.call('SADD', visited, members[i]) end
+    if visits[i] == '1' then redis.call('ZADD', visited, 'GT', day, members[i]) end
     local add = tonumber(minutes[i])
     if add > 0 then
       local before = redis.call('HINCRBY', base .. 'minutes:' .. p, days[i], add) - add
@@ -95,14 +102,26 @@ for i = 1, #providers do
     redis.call('ZADD', base .. 'members:' .. p, 'GT', day, members[i])
   end
 end
-for p in pairs(touched) do
+for p, group in pairs(touched) do
+  redis.call('HSET', base .. 'p:' .. p, 'group', group)
   redis.call('SADD', base .. 'all', p)
-  for _, kind in ipairs({'p:', 'seen:', 'members:', 'visited:', 'minutes:'}) do
+  for _, kind in ipairs({'p:', 'members:', 'visited:', 'minutes:'}) do
     redis.call('EXPIRE', base .. kind .. p, ttl)
   end
 end
 redis.call('SET', base .. 'clock', clock)
 return counted
+"""
+
+
+# KEYS none; ARGV: a provider's minutes hash, the window's first day: drop earlier days
+TRIM_DAYS = """
+local old = {}
+for _, day in ipairs(redis.call('HKEYS', ARGV[1])) do
+  if tonumber(day) < tonumber(ARGV[2]) then old[#old + 1] = day end
+end
+if #old > 0 then redis.call('HDEL', ARGV[1], unpack(old)) end
+return #old
 """
 
 
@@ -123,8 +142,9 @@ class ProfileStore:
         if not contributions:
             return 0
         cs = contributions
+        horizon = (dt.date.today() + dt.timedelta(days=7)).toordinal() // 7
         return int(self._add(keys=[], args=[
-            self.base, self.ttl_s, LONG_DAY,
+            self.base, self.ttl_s, LONG_DAY, horizon,
             joined(c.provider_id for c in cs), joined(c.group for c in cs),
             joined(c.claim_id for c in cs), joined(c.member_id for c in cs),
             joined(c.day for c in cs),
@@ -136,7 +156,8 @@ class ProfileStore:
     def profiles(self, weeks: Sequence[int] = (WINDOW_WEEKS, SHORT_WEEKS)
                  ) -> list[dict[str, Profile]]:
         """Every provider's profile over each window of `weeks` weeks up to the clock.
-        Weeks older than the longest window are deleted from the hashes as they are read."""
+        What lies before the longest window (weeks of counts, days of minutes, members,
+        visits) is deleted as it is read: the keys of an active provider stay bounded."""
         clock = int(self.r.get(self.base + "clock") or 0)
         providers = sorted(p.decode() for p in self.r.smembers(self.base + "all"))
         pipe = self.r.pipeline(transaction=False)
@@ -165,6 +186,10 @@ class ProfileStore:
                 pair[nk == "k"] += float(value)
             if old:
                 stale.hdel(self.base + "p:" + p, *old)
+            start = (clock - max(weeks) + 1) * 7  # the window's first day
+            for kind in ("members:", "visited:"):
+                stale.zremrangebyscore(self.base + kind + p, "-inf", f"({start}")
+            stale.eval(TRIM_DAYS, 0, self.base + "minutes:" + p, start)
             for j, w in enumerate(weeks):
                 out[j][p] = window(p, group, rows.items(), clock, w, int(counts[j]))
         stale.execute()

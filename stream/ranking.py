@@ -6,7 +6,7 @@ and parse the profiles, ~0.45 s to rank). In a thread of the worker it held the 
 event loop needs: claims/s fell by a fifth and the p99 latency at 500 claims/s went from
 ~110 ms to ~500-600 ms (docs/providers.md). In a process niced by RANK_NICE it takes what
 CPU the stream leaves. One process, started on the first tick of the leader (followers
-never pay for it), ~80 MB without torch.
+never pay for it), ~90 MB without torch (measured by the bench).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
-from model.peers import REASON_SURPRISE, ProviderRisk, rank
+from model.peers import MEASURES, REASON_SURPRISE, ProviderRisk, rank
 from stream.profiles import ProfileStore
 from stream.scoring import exit_with
 from stream.settings import Settings
@@ -29,8 +29,8 @@ RANK_NICE = 10  # below the scoring processes and the worker
 
 class Ranking:
     """Rank every provider and store the ranking; return the snapshots whose risk (to a
-    tenth) or reasons changed since its last run, for `providers.risk` (after a restart,
-    every provider with any risk once more)."""
+    tenth) or reasons (the measures behind them) changed since its last run, for
+    `providers.risk` (after a restart, every provider with any risk once more)."""
 
     def __init__(self, store: ProfileStore) -> None:
         self.store = store
@@ -43,7 +43,8 @@ class Ranking:
         changed = []
         for r in ranked:
             key = (round(r.risk, 1), tuple(v.measure for v in r.measures
-                                           if v.surprise >= REASON_SURPRISE))
+                                           if MEASURES[v.measure].scored
+                                           and v.surprise >= REASON_SURPRISE))
             before = self.last.get(r.provider_id)
             if key != before and (r.risk > 0 or before is not None):
                 changed.append(r)

@@ -161,7 +161,11 @@ def generate(
     except ValueError as e:
         raise fail(str(e)) from None
     if provider_labels is not None:
-        provider_labels.write_text(json.dumps(provider_labels_json(world), indent=1) + "\n")
+        try:
+            provider_labels.write_text(json.dumps(provider_labels_json(world), indent=1) + "\n")
+        except OSError as e:
+            raise fail(f"cannot write --provider-labels {provider_labels}: "
+                       f"{e.strerror or e}") from None
     if fmt != "claim":  # the formats' writers; labels have a slot in contract JSONL only
         if labels:
             raise fail("--labels writes contract JSONL only (labels have no FHIR/X12 slot)")

@@ -140,6 +140,9 @@ def evaluate(
     95% intervals, artefact probe, invariance, explanations (ERASER) and head ablation; or,
     with --providers, whom the provider risk ranks first."""
     if providers:
+        if markdown or novelty is not None:
+            raise fail("--providers prints a table or --json; --markdown and --novelty are "
+                       "for the claim yardstick")
         _provider_eval(checkpoint, device, count or 80_000, 2029 if seed is None else seed,
                        fraud_rate, bootstrap or 1_000, as_json)
         return
@@ -179,9 +182,9 @@ def _provider_eval(checkpoint: str, device: str, count: int, seed: int, fraud_ra
 
     scorer = _load_scorer(checkpoint, device, check_state=MemoryState())
     train_seed = scorer.ck.training.get("seed")
-    if train_seed is not None and train_seed <= seed <= train_seed + 3:
-        raise fail(f"seed {seed} is one of the checkpoint's training seeds "
-                   f"({train_seed}-{train_seed + 3}): pick another")
+    if train_seed is not None and train_seed - 1 <= seed <= train_seed + 3:
+        raise fail(f"seed {seed} or the second world's {seed + 1} is one of the checkpoint's "
+                   f"training seeds ({train_seed}-{train_seed + 3}): pick another")
     out = evaluate_providers(scorer, count, seed, fraud_rate, bootstrap, log=_log)
     if as_json:
         print(json.dumps({"providers": out}, indent=2))

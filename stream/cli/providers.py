@@ -76,10 +76,12 @@ def show(provider_id: Annotated[str, typer.Argument(help="provider id")],
         return
     print(f"{r.provider_id}: {r.specialty} at place {r.place_of_service}, risk {r.risk:.1f}; "
           f"{r.claims:.0f} claims, {r.members} members")
-    table = Table("measure", "peers", "n", "value", "expected", "peers median", "peers p99",
-                  "surprise")
+    table = Table("measure", "peers", "n", "value (13 wk)", "last 5 wk", "expected",
+                  "peers median", "peers p99", "surprise")
     for v in r.measures:
-        table.add_row(v.measure, v.peer_group, f"{v.n:.0f}", f"{v.value:.3f}", f"{v.expected:.3f}",
+        short = "-" if v.short_value is None else f"{v.short_value:.3f}"
+        table.add_row(v.measure, v.peer_group, f"{v.n:.0f}", f"{v.value:.3f}", short,
+                      f"{v.expected:.3f}",
                       f"{v.peer_median:.3f}", f"{v.peer_p99:.3f}", f"{v.surprise:.1f}")
     Console().print(table)
     for line in r.reasons:

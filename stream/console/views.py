@@ -140,4 +140,5 @@ def histogram(v: MeasureView, bins: int = 20, w: int = 320, h: int = 90, pad: in
     return {"w": w, "h": h, "pad": pad, "bars": bars, "peers": len(v.peers),
             "mark": round(pad + min(own / top, 1.0) * (w - 2 * pad), 1),
             "own": own, "top": top, "count": count, "measure": v.measure, "group": v.peer_group,
+            "value": v.value, "short": v.short_value,
             "what": MEASURES[v.measure].counted, "of": MEASURES[v.measure].what}
