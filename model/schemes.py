@@ -268,7 +268,7 @@ class ProviderWorld:
         v, edits, r = self.g.v, ptp_edits(), self.rng
         bills = v.specialties[c["provider_specialty"]].procedures
         on = {x["code"] for x in c["procedures"]}
-        options = [(b) for x in c["procedures"] if x["code"] not in self.g.em_codes
+        options = [b for x in c["procedures"] if x["code"] not in self.g.em_codes
                    for b in edits.column2_codes(x["code"])
                    if b in bills and b not in on and b in v.procedures
                    and edits.indicator(x["code"], b) == 1 and not v.procedures[b].em_level

@@ -134,6 +134,7 @@ class ProfileStore:
         self.base = f"{prefix}profile:"
         self.ttl_s = ttl_s
         self._add = client.register_script(ADD_SCRIPT)
+        self._trim_days = client.register_script(TRIM_DAYS)
 
     # -- writes (scoring processes) -----------------------------------------------------
     def add(self, contributions: Sequence[Contribution]) -> int:
@@ -172,7 +173,7 @@ class ProfileStore:
         for i, p in enumerate(providers):
             raw, counts = replies[i * step], replies[i * step + 1:(i + 1) * step]
             if not raw:
-                self.r.srem(self.base + "all", p)  # expired
+                stale.srem(self.base + "all", p)  # expired
                 continue
             group = raw.pop(b"group", b"|").decode()
             rows: dict[tuple[int, str, str], list[float]] = {}
@@ -189,7 +190,7 @@ class ProfileStore:
             start = (clock - max(weeks) + 1) * 7  # the window's first day
             for kind in ("members:", "visited:"):
                 stale.zremrangebyscore(self.base + kind + p, "-inf", f"({start}")
-            stale.eval(TRIM_DAYS, 0, self.base + "minutes:" + p, start)
+            self._trim_days(keys=[], args=[self.base + "minutes:" + p, start], client=stale)
             for j, w in enumerate(weeks):
                 out[j][p] = window(p, group, rows.items(), clock, w, int(counts[j]))
         stale.execute()
