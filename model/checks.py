@@ -82,8 +82,9 @@ class CheckLimits:
 
 
 def kind(c: Claim) -> str:
-    """The kind of care a claim is, for velocity: specialty and place of service."""
-    return f"{c.provider_specialty}@{c.place_of_service}"
+    """The kind of care a claim is, for velocity: specialty (`unknown` when the claim does
+    not know it) and place of service."""
+    return f"{c.provider_specialty or 'unknown'}@{c.place_of_service}"
 
 
 class CheckState(Protocol):

@@ -9,6 +9,11 @@ message). `stream` re-exports it; `model` reads it. Decisions written down once:
 - Charge consistency: `total_charge` must equal the sum of every procedure line's
   `charge` plus every medication's `charge`, to the cent (|difference| <= 0.01).
   A line's `charge` is the line total (all units), not a unit price.
+- Unknowns are written explicitly: `member_age` and `provider_specialty` are `null` when the
+  producer does not know them (a member or provider missing from its reference data),
+  `member_sex` is `"U"`. The keys stay required, so a producer that forgets one gets a
+  dead letter, not a claim silently read as unknown. The model reads an unknown as its
+  field's unknown token and the Score lists it (`Score.unknown`).
 - Codes are checked for *format* (ICD-10-CM, CPT/HCPCS Level II, CMS POS). Whether a code
   is one the model knows is the tokenizer's business: unknown-but-well-formed codes are
   valid claims and read as their nearest ancestor in their code system (model.codes).
@@ -84,8 +89,8 @@ class Claim(ClaimModel):
     claim_id: Ident
     member_id: Ident
     provider_id: Ident
-    provider_specialty: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{1,47}$")]
-    member_age: Annotated[int, Field(ge=0, le=120, strict=True)]
+    provider_specialty: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{1,47}$")] | None
+    member_age: Annotated[int, Field(ge=0, le=120, strict=True)] | None
     member_sex: Literal["F", "M", "U"]
     service_date: dt.date
     submitted_at: AwareDatetime
@@ -128,6 +133,14 @@ class Claim(ClaimModel):
             )
         return self
 
+    @property
+    def unknown(self) -> list[str]:
+        """The header fields this claim does not know (written null, or sex "U")."""
+        return [name for name, known in (("member_age", self.member_age is not None),
+                                         ("member_sex", self.member_sex != "U"),
+                                         ("provider_specialty",
+                                          self.provider_specialty is not None)) if not known]
+
 
 CLAIM_ADAPTER = TypeAdapter(Claim)
 
@@ -139,7 +152,8 @@ def claim_json_schema() -> dict:
     schema["description"] = (
         "ClaimScope claim (topic `claims`, JSON, one per message, key = member_id). "
         "Unknown fields are rejected. total_charge = sum of line charges (to the cent). "
-        "service_date <= submitted_at; at least one procedure or medication."
+        "service_date <= submitted_at; at least one procedure or medication. "
+        "member_age and provider_specialty are null when unknown, member_sex \"U\"."
     )
     return schema
 
@@ -152,7 +166,10 @@ def claim_json(claim: Claim) -> str:
     >>> parse_claim(claim_json(claim)) == claim
     True
     """
-    return json.dumps(claim.model_dump(exclude_none=True), default=_plain)
+    fields = claim.model_dump()
+    if fields["description"] is None:  # optional; the unknowns' nulls stay (required keys)
+        del fields["description"]
+    return json.dumps(fields, default=_plain)
 
 
 def _plain(v: object) -> object:

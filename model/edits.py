@@ -196,7 +196,8 @@ def addon_hits(codes: Sequence[str], earlier: Sequence[str] = ()) -> list[EditHi
 SEX_EDITS_END = dt.date(2024, 10, 1)  # CMS applies no MCE sex edit from this date
 
 
-def mce_hits(diagnoses: Sequence[str], age: int, sex: str, day: dt.date) -> list[EditHit]:
+def mce_hits(diagnoses: Sequence[str], age: int | None, sex: str, day: dt.date
+             ) -> list[EditHit]:
     """The MCE age and sex edits the member trips on `day`, the date of service."""
     out = []
     for code in diagnoses:

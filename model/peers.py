@@ -186,7 +186,9 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
         nk[0] += n
         nk[1] += k
     rows = [(m, st, n, k) for (m, st), (n, k) in summed.items()]
-    return Contribution(claim.provider_id, f"{claim.provider_specialty}|{claim.place_of_service}",
+    # a claim that does not know the specialty is judged with the other unknowns
+    group = f"{claim.provider_specialty or 'unknown'}|{claim.place_of_service}"
+    return Contribution(claim.provider_id, group,
                         claim.claim_id, claim.member_id, claim.service_date.toordinal(),
                         tuple(rows), visit, services, minutes)
 

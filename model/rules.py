@@ -93,7 +93,7 @@ def demographic_impossibility(c: dict, v: Vocabulary) -> bool:
     return mce_conflict(c["diagnoses"], c["member_age"], c["member_sex"])
 
 
-def mce_conflict(diagnoses: Iterable[str], age: int, sex: str) -> bool:
+def mce_conflict(diagnoses: Iterable[str], age: int | None, sex: str) -> bool:
     """Whether the MCE's age or sex edits rule out one of `diagnoses` for the member."""
     return any(conflicts(x, age, sex) for x in diagnoses)
 

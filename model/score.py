@@ -118,6 +118,9 @@ class Score(ScoreModel):
         "ncci_ptp, mue, add_on, mce_age, mce_sex (`explanation.edits` cites each)")
     components: Components
     explanation: Explanation
+    unknown: list[str] = Field(
+        default_factory=list, description="header fields the claim did not know (member_age, "
+        "member_sex, provider_specialty): the model read each as its field's unknown token")
     model_version: str
     scored_at: dt.datetime
     latency_ms: float | None = Field(

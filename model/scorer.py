@@ -416,7 +416,8 @@ class Scorer:
                     edits=[EditCitation.model_construct(
                         edit=h.edit, codes=list(h.codes), detail=h.detail,
                         table_version=h.table_version) for h in broke]),
-                model_version=self.model_version, scored_at=scored_at, latency_ms=None))
+                unknown=claim.unknown, model_version=self.model_version,
+                scored_at=scored_at, latency_ms=None))
         return out
 
     def _explanations(self, seqs: list[tuple[list[Token], bool]], raw: Raw, want: np.ndarray,

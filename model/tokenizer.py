@@ -231,6 +231,8 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
             return f"{p[0]} unit(s)" + (f", modifier {', '.join(p[1])}" if p[1] else "")
         if f == "edits":
             return "; ".join(EDIT_WORDS[e] for e in p) if p else "no payer edit broken"
+        if p == (None,):  # a header field the claim did not know (model.claims)
+            return f"{f} unknown"
         return LABELS.get(f, "{}").format(*p) if p else "[CLS]"
 
 
@@ -471,7 +473,7 @@ class ClaimTokenizer:
         levels = procedure_levels(code)
         return self.ids["procedure"].get(f"[{levels.range}]") if levels else None
 
-    def _named(self, field: str, value: str) -> Token:
+    def _named(self, field: str, value: str | None) -> Token:
         """A token whose label is its value (codes, sex, specialty, place). Known values
         come from a cache (claims repeat them); unknown ones are made fresh, so hostile
         input cannot grow the cache."""
@@ -479,7 +481,10 @@ class ClaimTokenizer:
         return t if t is not None else Token(field, self.oov[field], (value,))
 
     @functools.cache  # noqa: B019  (ages 0-120 and small unit counts: a few hundred entries)
-    def _age(self, age: int) -> Token:
+    def _age(self, age: int | None) -> Token:
+        """The age band's token; an unknown age (None) reads as the field's unknown token."""
+        if age is None:
+            return Token("age", self.oov["age"], (None,))
         return self._tok("age", _band(age, AGE_BANDS), (age,))
 
     def _units(self, units: int, modifiers: list[str]) -> Token:

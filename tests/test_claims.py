@@ -119,4 +119,6 @@ def test_json_schema_describes_the_contract():
     schema = claim_json_schema()
     assert schema["additionalProperties"] is False
     assert {"claim_id", "diagnoses", "total_charge"} <= set(schema["required"])
-    assert schema["properties"]["member_age"]["maximum"] == 120
+    age = schema["properties"]["member_age"]
+    assert {"type": "null"} in age["anyOf"] and "member_age" in schema["required"]
+    assert next(t for t in age["anyOf"] if t.get("type") == "integer")["maximum"] == 120

@@ -139,13 +139,38 @@ def test_unmappable_field_names_the_record_and_the_path():
         "coding"]
 
 
+def test_reversal_lines_cancel_the_line_they_reverse():
+    """An adjusted EOB lists a line, its reversal (negative) and the line again: the claim
+    is the line once. A negative line that reverses nothing on the claim is an error."""
+    claim = next(c for c in GENERATED if len(c.procedures) >= 1)
+    res = to_fhir(claim)
+    first = res["item"][0]
+    undo = json.loads(json.dumps(first))
+    undo["net"]["value"] = -first["net"]["value"]
+    res["item"] = [first, undo, *res["item"]]
+    assert claims_of(convert("fhir", json.dumps(res))) == [claim]
+    res["item"] = [undo, *res["item"][2:]]
+    undo["net"]["value"] += 1
+    assert "a reversal that cancels no line of this claim" in one_error("fhir", json.dumps(res))
+
+
+@pytest.mark.parametrize("fmt", ["fhir", "x12"])
+def test_unknown_member_and_provider_round_trip(fmt):
+    """Null age and specialty and sex U are written as the formats leave them out (no
+    birthDate or DMG, no taxonomy or PRV) and read back as unknown."""
+    claim = GENERATED[0].model_copy(update={"member_age": None, "member_sex": "U",
+                                            "provider_specialty": None})
+    text = json.dumps(to_fhir(claim)) if fmt == "fhir" else to_x12([claim])
+    assert claims_of(convert(fmt, text)) == [claim]
+
+
 # -- real samples ---------------------------------------------------------------------------
 
 def test_real_samples_convert_to_claims_or_to_errors_with_their_paths():
     expect = {
         "bfd-eobReadCarrier.json": "claim 1 (carrier-9991831999): ExplanationOfBenefit.meta."
                                    "lastUpdated: invalid FHIR R4",
-        "demo.example1.837": "claim 1 (26463774): 2000A.PRV03: NUCC taxonomy '203BF0100Y'",
+        "demo.example1.837": "claim 1 (26463774): 2300.HI01-1: qualifier BK is ICD-9-CM",
         "demo.drug.example10.1.837": "claim 1 (CLMNO12345): 2300.HI01-1: qualifier BK is "
                                      "ICD-9-CM",
         "two-claims-single-provider.837i": "claim 1 (756048Q): ST 987654.ST01: ClaimScope "
@@ -187,7 +212,7 @@ def test_hostile_fhir_inputs_become_errors_with_paths():
         "fhir", '{"resourceType": "Claim", "id": "x"}')
     missing = hand()
     missing["contained"] = missing["contained"][1:]
-    assert "Claim.patient: reference '#pat' is neither contained nor in the Bundle" in \
+    assert "Claim.patient: reference '#pat' names no contained resource" in \
         one_error("fhir", json.dumps(missing))
     assert "not JSON" in one_error("fhir", '{"resourceType": "Claim",')
     assert one_error("fhir", '{\n "resourceType": "Claim",\n "id": \n}') == (

@@ -13,7 +13,7 @@ import torch
 
 from model.checkpoint import Calibration, CheckpointError, load_checkpoint, save_checkpoint
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState, fit_limits
-from model.claims import Claim
+from model.claims import Claim, claim_json
 from model.dataset import make_claim_set
 from model.explain import AS_A_WHOLE, NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
@@ -699,3 +699,27 @@ def test_the_everyday_suite_scores_each_stream_on_its_own(tiny_checkpoint):
         assert 0 <= m.auroc <= 1 and 0 <= m.named_top1 <= 1
     assert r.mutations["dose_x10"].claims < r.mutations["price_x10"].claims
     assert "duplicate_billing" not in r.clean_flagged_by  # no stream saw a copy twice
+
+
+def test_unknown_header_fields_read_as_their_unknown_tokens_and_the_score_names_them():
+    """A claim whose member or provider the producer does not know (null age and specialty,
+    sex U) is scored, reads each as its field's unknown token, trips no MCE age edit, and
+    its Score lists what was unknown. The shipped checkpoint, as the stream runs it."""
+    scorer = Scorer.load("default", device="cpu")
+    # an MCE age edit (Z38.00, a newborn born in hospital) on a 70-year-old: read with the
+    # age unknown the edit cannot apply
+    wire = next(iter(ClaimGenerator(seed=3, fraud_rate=0.0).generate(1))).claim
+    known = Claim.model_validate(wire | {"member_age": 70, "diagnoses": ["Z38.00"]})
+    blank = known.model_copy(update={"member_age": None, "member_sex": "U",
+                                     "provider_specialty": None})
+    assert Claim.model_validate_json(claim_json(blank)) == blank  # the nulls round-trip
+    tok = scorer.tokenizer
+    seq, _ = tok.tokens_of(blank)
+    assert [t.value for t in seq[1:4:2]] == [tok.oov["age"], tok.oov["specialty"]]
+    assert [t.label for t in seq[1:4:2]] == ["age unknown", "specialty unknown"]
+    full, read = scorer.score([known, blank])
+    assert "mce_age" in full.flagged_by and "mce_age" not in read.flagged_by
+    assert (full.unknown, read.unknown) == ([], ["member_age", "member_sex",
+                                                 "provider_specialty"])
+    with pytest.raises(ValueError, match="member_age"):  # the key itself stays required
+        Claim.model_validate({k: v for k, v in wire.items() if k != "member_age"})

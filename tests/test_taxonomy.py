@@ -16,7 +16,7 @@ from pathlib import Path
 
 from model import taxonomy
 from model.claims import Claim
-from model.formats import ConversionError, convert, to_fhir, to_x12
+from model.formats import convert, to_fhir, to_x12
 from model.generator import ClaimGenerator
 from model.vocabulary import default_vocabulary
 
@@ -135,14 +135,14 @@ def test_newly_covered_codes_convert_in_x12_and_fhir():
         assert convert("fhir", fhir) == [claim], new
 
 
-def test_a_code_without_a_specialty_is_refused_naming_its_classification():
+def test_a_code_without_a_specialty_reads_as_an_unknown_specialty():
+    """Anesthesiology has no specialty of ours, 207Z99999X is no NUCC code, and a claim
+    without PRV names none: each claim is still read, its specialty unknown."""
     claim = CLAIMS[0]
-    x12, fhir = with_code(claim, taxonomy.CANONICAL[claim.provider_specialty], "207L00000X")
-    for fmt, text in [("x12", x12), ("fhir", fhir)]:
-        (err,) = convert(fmt, text)
-        assert isinstance(err, ConversionError)
-        assert "NUCC taxonomy '207L00000X' (Allopathic & Osteopathic Physicians / " \
-               "Anesthesiology) has no specialty" in str(err), str(err)
-    x12, _ = with_code(claim, taxonomy.CANONICAL[claim.provider_specialty], "207Z99999X")
-    (err,) = convert("x12", x12)
-    assert "is not a code of the NUCC code set (version 25.1)" in str(err)
+    for code in ("207L00000X", "207Z99999X"):
+        x12, fhir = with_code(claim, taxonomy.CANONICAL[claim.provider_specialty], code)
+        for fmt, text in [("x12", x12), ("fhir", fhir)]:
+            (got,) = convert(fmt, text)
+            assert isinstance(got, Claim), str(got)
+            assert got == claim.model_copy(update={"provider_specialty": None}), fmt
+            assert got.unknown == ["provider_specialty"]

@@ -338,14 +338,16 @@ def mce_edit(code: str) -> MceEdit | None:
     return mce_table().get(_dotted(code))
 
 
-def conflicts(code: str, age: int, sex: str | None) -> list[Literal["age", "sex"]]:
-    """Which of the code's MCE edits the patient trips: `age` in whole years; `sex` "F" or
-    "M" (anything else, e.g. None or "U", trips no sex edit)."""
+def conflicts(code: str, age: int | None, sex: str | None) -> list[Literal["age", "sex"]]:
+    """Which of the code's MCE edits the patient trips: `age` in whole years (None, an
+    unknown age, trips no age edit); `sex` "F" or "M" (anything else, e.g. None or "U",
+    trips no sex edit)."""
     edit = mce_edit(code)
     if edit is None:
         return []
     out: list[Literal["age", "sex"]] = []
-    if edit.age_edit and not (edit.min_age or 0) <= age <= (edit.max_age or 0):
+    if edit.age_edit and age is not None and not (
+            (edit.min_age or 0) <= age <= (edit.max_age or 0)):
         out.append("age")
     if edit.sex and sex in ("F", "M") and sex != edit.sex:
         out.append("sex")

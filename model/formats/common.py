@@ -184,15 +184,9 @@ def taxonomy_of(specialty: str) -> str:
     return taxonomy.code_of(specialty)
 
 
-def specialty_of(code: str, path: str) -> str:
-    """The specialty a NUCC taxonomy code reads as (model/taxonomy.py's rules); Unmappable,
-    naming the code and its NUCC levels, for a code NUCC lacks or one with no specialty of
-    ours (an unknown specialty the contract cannot carry yet)."""
-    name = taxonomy.specialty(code)
-    if name is not None:
-        return name
-    if taxonomy.lookup(code) is None:
-        raise Unmappable(path, f"NUCC taxonomy {code!r} is not a code of the NUCC code set "
-                         f"(version {taxonomy.NUCC_VERSION})")
-    raise Unmappable(path, f"NUCC taxonomy {code!r} ({taxonomy.describe(code)}) has no "
-                     "specialty ClaimScope scores (docs/formats.md)")
+def specialty_of(code: str | None) -> str | None:
+    """The specialty a NUCC taxonomy code reads as (model/taxonomy.py's rules); None, an
+    unknown specialty, for no code, a code NUCC lacks, or one with no specialty of ours.
+    A wrong or missing taxonomy is common in real claims and says nothing against the
+    claim itself, so it is scored, not rejected."""
+    return taxonomy.specialty(code) if code else None

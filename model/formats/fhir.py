@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
@@ -46,7 +47,7 @@ from model.formats.common import (
     taxonomy_of,
     usual_days_supply,
 )
-from model.formats.references import PEOPLE, References
+from model.formats.references import PEOPLE, TAIL, References
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 # Diagnoses: ICD-10-CM's URI and OID, and WHO ICD-10's, under which payers send ICD-10-CM
@@ -87,6 +88,9 @@ DSTU2_ELEMENTS = ("ruleset", "originalRuleset", "target", "coverage", "request",
 STU3_ELEMENTS = ("information", "totalCost", "totalBenefit", "unallocDeductable",
                  "organization", "employmentImpacted", "hospitalization")
 OLD_USES = ("complete", "proposed", "exploratory", "other")  # STU3 and DSTU2 `use` codes
+# Elements the mapping does not read (ICD-10-PCS procedures are not in the contract yet):
+# errors inside them do not cost the claim (`_validate`)
+UNREAD = frozenset({"procedure"})
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
         return ConversionError(index, f"{root}.use", f"{use!r}: FHIR R4 has claim, "
                                "preauthorization or predetermination", rid)
     try:
-        parsed = model.model_validate(res)
+        parsed = _validate(model, res)
     except ValidationError as e:
         return _validation_error(e, index, root, rid)
     try:
@@ -198,6 +202,18 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
     if prefix:
         paths = {k: prefix + v.removeprefix(kind) for k, v in paths.items()}
     return finish(index, rid, fields, paths)
+
+
+def _validate(model: Any, res: dict) -> Any:
+    """`res` validated as `model`. A resource whose only errors are in elements the mapping
+    does not read (UNREAD) is validated again without them: a CARIN example with a
+    `procedure` missing its sequence is still a readable claim. Any other error stands."""
+    try:
+        return model.model_validate(res)
+    except ValidationError as e:
+        if not all(err["loc"] and err["loc"][0] in UNREAD for err in e.errors()):
+            raise
+    return model.model_validate({k: v for k, v in res.items() if k not in UNREAD})
 
 
 def _older_release(res: dict) -> tuple[str, list[str]] | None:
@@ -234,10 +250,13 @@ def _validation_error(e: ValidationError, index: int, root: str, rid: str | None
 
 
 def _resolve(ref: Any, res: Any, known: tuple[References, ...], path: str,
-             kinds: tuple[str, ...]) -> Any:
-    """The resource a Reference points at: contained (`#id`), else in `known` in order (the
-    Bundle's, then the reference data), by its `reference` (relative, absolute or
-    conditional, see References.find) or, failing that, by its `identifier`."""
+             kinds: tuple[str, ...]) -> tuple[Any, str]:
+    """The resource a Reference points at, and the id it names it by: contained (`#id`),
+    else in `known` in order (the Bundle's, then the reference data), by its `reference`
+    (relative, absolute or conditional, see References.find) or, failing that, by its
+    `identifier`. A resource found nowhere is None: the claim is still read, its member's
+    or provider's details unknown (docs/formats.md, "Unknowns"). A Reference that names
+    nothing, or several resources, is Unmappable."""
     target = getattr(ref, "reference", None)
     ident = getattr(ref, "identifier", None)
     logical = (ident.system, ident.value) if ident is not None and ident.value else None
@@ -247,7 +266,8 @@ def _resolve(ref: Any, res: Any, known: tuple[References, ...], path: str,
     if target and target.startswith("#"):
         for c in res.contained or []:
             if c.id == target[1:] and c.get_resource_type() in kinds:
-                return c
+                return c, target[1:]
+        raise Unmappable(path, f"reference {name!r} names no contained resource")
     else:
         for refs in known:
             try:
@@ -260,10 +280,25 @@ def _resolve(ref: Any, res: Any, known: tuple[References, ...], path: str,
                 raise Unmappable(path, f"reference {name!r} matches {len(found)} resources "
                                  "(a reference must name one)")
             if found:
-                return _validated(found[0], name, path)
-    where = "neither contained nor in the Bundle" + (
-        ", nor in the reference data" if len(known) > 1 else "")
-    raise Unmappable(path, f"reference {name!r} is {where}")
+                return _validated(found[0], name, path), ""
+    return None, _logical_id(target, logical)
+
+
+def _logical_id(target: str | None, logical: tuple[str | None, str] | None) -> str:
+    """The id a reference names its resource by: `Patient/1` and `https://x/Patient/1` ->
+    `1`, `Organization?identifier=system|123` -> `123`, else the identifier's value."""
+    if target:
+        query = target.partition("?")[2]
+        if query:
+            values = [v.rpartition("|")[2] for k, v in parse_qsl(query) if k in (
+                "identifier", "_id")]
+            if values and values[0]:
+                return values[0]
+        elif m := TAIL.search(target):
+            return m[2]
+        else:
+            return target.rstrip("/").rpartition("/")[2].removeprefix("urn:uuid:")
+    return logical[1] if logical else ""
 
 
 def _validated(raw: dict, name: str, path: str) -> Any:
@@ -291,9 +326,9 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
              "member_id": f"{kind}.patient", "member_age": f"{kind}.patient",
              "member_sex": f"{kind}.patient", "service_date": f"{kind}.item",
              "place_of_service": f"{kind}.item", "description": f"{kind}.supportingInfo"}
-    patient = _resolve(r.patient, r, known, f"{kind}.patient", ("Patient",))
-    provider = _resolve(r.provider, r, known, f"{kind}.provider", PEOPLE[1:])
-    procedures, medications, dates, places = [], [], [], []
+    patient, member = _resolve(r.patient, r, known, f"{kind}.patient", ("Patient",))
+    provider, provider_id = _resolve(r.provider, r, known, f"{kind}.provider", PEOPLE[1:])
+    procedures, medications, dates, places, lines = [], [], [], [], []
     for i, item in enumerate(r.item or []):
         at = f"{kind}.item[{i}]"
         if item.servicedDate or item.servicedPeriod:
@@ -302,7 +337,8 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
             c.code for c in (getattr(item.locationCodeableConcept, "coding", None) or [])
             if c.code and len(c.code) == 2 and c.code.isdigit()]
         places += pos[:1]
-        line, kind_of = _line(item, at)
+        lines.append((*_line(item, at), at))
+    for line, kind_of, at in _net_reversals(lines):
         (procedures if kind_of == "procedure" else medications).append(line)
         paths[f"{kind_of}s.{len(procedures if kind_of == 'procedure' else medications) - 1}"] = at
     if not dates and r.billablePeriod and r.billablePeriod.start:
@@ -319,9 +355,7 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
         else:
             raise Unmappable(f"{kind}.item.locationCodeableConcept",
                              "no CMS place-of-service code on any item")
-    birth = patient.birthDate
-    if not isinstance(birth, dt.date):
-        raise Unmappable(f"{kind}.patient", "the Patient has no full birthDate (member_age)")
+    birth = getattr(patient, "birthDate", None)  # a partial birthDate reads as unknown
     created = r.created
     if not isinstance(created, dt.date):
         raise Unmappable(f"{kind}.created", "a partial date (a full date needed)")
@@ -329,11 +363,12 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
         created = dt.datetime.combine(created, dt.time())
     fields = {
         "claim_id": r.id,
-        "member_id": _identifier(patient, MEMBER, "MB"),
-        "provider_id": _identifier(provider, PROVIDER, None),
-        "provider_specialty": _specialty(provider, r, kind),
-        "member_age": age_on(birth, day),
-        "member_sex": {"female": "F", "male": "M"}.get(patient.gender or "", "U"),
+        "member_id": _identifier(patient, MEMBER, "MB") if patient else member,
+        "provider_id": _identifier(provider, PROVIDER, None) if provider else provider_id,
+        "provider_specialty": _specialty(provider, r),
+        "member_age": age_on(birth, day) if isinstance(birth, dt.date) else None,
+        "member_sex": {"female": "F", "male": "M"}.get(getattr(patient, "gender", None) or "",
+                                                       "U"),
         "service_date": day,
         # a created without a time zone is read as UTC (docs/formats.md)
         "submitted_at": created if created.tzinfo else created.replace(tzinfo=dt.UTC),
@@ -348,6 +383,23 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
     if notes:
         fields["description"] = "\n".join(notes)
     return fields, paths
+
+
+def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, str]]:
+    """The lines a claim stands for once its reversals are netted out. An adjusted EOB
+    lists a line, its reversal (the same line with a negative amount) and, often, the line
+    again: the reversal and the line it cancels are both dropped, as the payer means them.
+    A negative line that cancels no line of the claim is Unmappable."""
+    kept = list(lines)
+    for neg in [x for x in lines if x[0]["charge"] < 0]:
+        same = {**neg[0], "charge": -neg[0]["charge"]}
+        hit = next((x for x in kept if x[0] == same and x[1] == neg[1]), None)
+        if hit is None:
+            raise Unmappable(neg[2], f"a negative amount ({neg[0]['charge']}): a reversal "
+                             "that cancels no line of this claim")
+        kept.remove(hit)
+        kept.remove(neg)
+    return kept
 
 
 def _is_pharmacy(r: Any) -> bool:
@@ -366,17 +418,15 @@ def _identifier(res: Any, ours: str, type_code: str | None) -> str:
     return ids[0].value if ids else (res.id or "")
 
 
-def _specialty(provider: Any, r: Any, kind: str) -> str:
-    """NUCC taxonomy of the provider (Practitioner.qualification, PractitionerRole.specialty),
-    else of the claim's care team (CARIN Blue Button puts it there)."""
+def _specialty(provider: Any, r: Any) -> str | None:
+    """The specialty of the NUCC taxonomy of the provider (Practitioner.qualification,
+    PractitionerRole.specialty), else of the claim's care team (CARIN Blue Button puts it
+    there); None (unknown) where none names one."""
     kinds = [q.code for q in (getattr(provider, "qualification", None) or [])]
     kinds += list(getattr(provider, "specialty", None) or [])
     kinds += [t.qualification for t in (r.careTeam or []) if t.qualification]
-    for concept in kinds:
-        for _, code, _ in _codes(concept, {NUCC}):
-            return specialty_of(code, f"{kind}.provider")
-    raise Unmappable(f"{kind}.provider", "no NUCC provider-taxonomy code on the provider or "
-                     "the care team (provider_specialty)")
+    codes = [code for concept in kinds for _, code, _ in _codes(concept, {NUCC})]
+    return next((s for s in map(specialty_of, codes) if s is not None), None)
 
 
 def _diagnoses(r: Any, kind: str) -> list[str]:
@@ -474,7 +524,8 @@ def write(claim: Claim) -> dict:
     """One contract claim as a FHIR R4 Claim resource (a JSON-ready dict), its Patient and
     Practitioner contained. `read` gives back the same claim; docs/formats.md says where
     each field goes."""
-    birth = birth_date_for(claim.member_age, claim.service_date, claim.member_id)
+    birth = birth_date_for(claim.member_age, claim.service_date, claim.member_id
+                           ) if claim.member_age is not None else None
     pos = {"coding": [{"system": POS, "code": claim.place_of_service}]}
     n_dx = min(4, len(claim.diagnoses))
     common = {"servicedDate": claim.service_date.isoformat(), "locationCodeableConcept": pos,
@@ -508,11 +559,12 @@ def write(claim: Claim) -> dict:
                  "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]},
                  "system": MEMBER, "value": claim.member_id}],
              "gender": {"F": "female", "M": "male"}.get(claim.member_sex, "unknown"),
-             "birthDate": birth.isoformat()},
+             **({"birthDate": birth.isoformat()} if birth else {})},
             {"resourceType": "Practitioner", "id": "provider",
              "identifier": [{"system": PROVIDER, "value": claim.provider_id}],
-             "qualification": [{"code": {"coding": [{
-                 "system": NUCC, "code": taxonomy_of(claim.provider_specialty)}]}}]}],
+             **({"qualification": [{"code": {"coding": [{
+                 "system": NUCC, "code": taxonomy_of(claim.provider_specialty)}]}}]}
+                if claim.provider_specialty else {})}],
         "patient": {"reference": "#patient"},
         "created": claim.submitted_at.isoformat(),
         "provider": {"reference": "#provider"},

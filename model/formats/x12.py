@@ -358,15 +358,12 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
              "member_id": "2010BA.NM109", "member_age": "DMG02", "member_sex": "DMG03",
              "provider_id": "2010AA.NM109", "provider_specialty": "2000A.PRV03",
              "submitted_at": "BHT04", "service_date": "2400.DTP03", "description": "2300.NTE02"}
-    dmg = patient.dmg_segment
-    if dmg is None or not isinstance(dmg.date_time_period, dt.date):
-        raise Unmappable("DMG02", "no patient birth date (member_age)")
+    dmg = patient.dmg_segment  # situational: without it, age and sex are unknown
+    birth = dmg.date_time_period if dmg is not None else None
     rendering = clm.loop_2310b
     taxonomy = (rendering.prv_segment.reference_identification if rendering and
                 rendering.prv_segment else None) or (a.prv_segment.reference_identification
                                                      if a.prv_segment else None)
-    if not taxonomy:
-        raise Unmappable("2000A.PRV03", "no provider taxonomy code (PRV*BI or 2310B PRV*PE)")
     g2 = [r.reference_identification for r in b.loop_2010bb.ref_segment or []
           if r.reference_identification_qualifier == "G2"]
     provider = g2[0] if g2 else (rendering.nm1_segment.identification_code if rendering else
@@ -407,9 +404,10 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
         "claim_id": c.patient_control_number,
         "member_id": b.loop_2010ba.nm1_segment.identification_code or "",
         "provider_id": provider or "",
-        "provider_specialty": specialty_of(taxonomy, "2000A.PRV03"),
-        "member_age": age_on(dmg.date_time_period, day),
-        "member_sex": dmg.gender_code if dmg.gender_code in ("F", "M") else "U",
+        # PRV is situational, and a code outside our specialties is common: unknown
+        "provider_specialty": specialty_of(taxonomy),
+        "member_age": age_on(birth, day) if isinstance(birth, dt.date) else None,
+        "member_sex": dmg.gender_code if dmg and dmg.gender_code in ("F", "M") else "U",
         "service_date": day,
         "submitted_at": created,
         "place_of_service": (c.health_care_service_location_information or "").split(comp)[0],
@@ -525,7 +523,8 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
     if claim.description is not None:
         clm["nte_segment"] = {"note_reference_code": "ADD",
                               "description": _check_text(claim.description, "description", 80)}
-    birth = birth_date_for(claim.member_age, claim.service_date, claim.member_id)
+    birth = birth_date_for(claim.member_age, claim.service_date, claim.member_id
+                           ) if claim.member_age is not None else None
     member = _check_text(claim.member_id, "member_id", 60)
     provider = _check_text(claim.provider_id, "provider_id", 50)
     address = {"n3_segment": {"address_information_1": "ADDRESS UNKNOWN"},
@@ -557,8 +556,10 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
         "loop_2000a": [{
             "hl_segment": {"hierarchical_id_number": "1", "hierarchical_level_code": "20",
                            "hierarchical_child_code": "1"},
+            # PRV is situational: left out for an unknown specialty
             "prv_segment": {"provider_code": "BI", "reference_identification_qualifier": "PXC",
-                            "reference_identification": taxonomy_of(claim.provider_specialty)},
+                            "reference_identification": taxonomy_of(claim.provider_specialty)}
+            if claim.provider_specialty else None,
             "loop_2010aa": {"nm1_segment": {"entity_identifier_code": "85",
                                             "entity_type_qualifier": "2",
                                             "name_last_or_organization_name": provider,
@@ -579,11 +580,14 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
                                                 "name_last_or_organization_name": member,
                                                 "identification_code_qualifier": "MI",
                                                 "identification_code": member},
+                                # DMG needs the birth date: without it (an unknown age)
+                                # the segment, and with it the sex, is left out
                                 "dmg_segment": {"date_time_period_format_qualifier": "D8",
                                                 "date_time_period": birth.strftime("%Y%m%d"),
                                                 # x12sdk takes F/M only: U goes absent
                                                 "gender_code": claim.member_sex if
-                                                claim.member_sex != "U" else None}},
+                                                claim.member_sex != "U" else None}
+                                if birth else None},
                 "loop_2010bb": {"nm1_segment": {"entity_identifier_code": "PR",
                                                 "entity_type_qualifier": "2",
                                                 "name_last_or_organization_name": "PAYER",

@@ -62,7 +62,8 @@ class FlatEncoder:
             for p in c.procedures:
                 if (q := self.v.procedures.get(p.code)) is not None:
                     charge_ratio = max(charge_ratio, float(p.charge) / p.units / q.charge_high)
-            row[:14] = [c.member_age, len(c.diagnoses), len(c.procedures), len(c.medications),
+            age = math.nan if c.member_age is None else c.member_age  # unknown: missing
+            row[:14] = [age, len(c.diagnoses), len(c.procedures), len(c.medications),
                         math.log1p(float(c.total_charge)), math.log1p(max(unit)),
                         math.log1p(max(price)), over, under,
                         max([p.units for p in c.procedures] or [0]),
@@ -128,7 +129,9 @@ class PairSupport:
         self.firsts: dict[str, Counter] = {r: Counter() for r in self.RELATIONS}
 
     @staticmethod
-    def _band(age: int) -> int:
+    def _band(age: int | None) -> int | str:
+        if age is None:
+            return "unknown"
         return next(i for i, edge in enumerate(AGE_BANDS[1:]) if age < edge)
 
     def _pairs(self, c: Claim) -> dict[str, list[tuple[str, str]]]:

@@ -5,7 +5,7 @@ what scripts and docs/benchmarks read; model/quality/evaluate.py says what each 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from model.checks import CheckLimits
@@ -146,6 +146,15 @@ class MutationFigures(Result):
 
 
 @dataclass
+class UnknownFigures(Result):
+    """Clean claims read with some header fields unknown (the contract's nulls and "U")."""
+
+    flag_rate: float
+    flag_rate_ci95: list[float]
+    ratio: float | None  # to the same claims read in full (None when those flag none)
+
+
+@dataclass
 class EverydayReport(Result):
     """The everyday-care suite (`model.quality.everyday`)."""
 
@@ -156,6 +165,9 @@ class EverydayReport(Result):
     clean_flagged_by: dict[str, int]  # channel -> clean claims it flagged
     flagged_kinds: dict[str, float]  # kind -> its flag rate, highest first, flagged ones only
     mutations: dict[str, MutationFigures]
+    # the same clean claims read with header fields unknown (UNKNOWN_READINGS): each
+    # reading's flag rate, its 95% interval, and its ratio to the rate read in full
+    read_unknown: dict[str, UnknownFigures] = field(default_factory=dict)
 
 
 # -- invariance ---------------------------------------------------------------------------

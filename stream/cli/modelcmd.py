@@ -219,7 +219,8 @@ def eval_table(r: EvalResult) -> str:
     lines.append(f"everyday care ({ev.kinds} kinds, {ev.claims} claims): "
                  f"{ev.clean_flag_rate:.1%} flagged; " + "; ".join(
                      f"{k} AUROC {m.auroc:.3f}, first token names it {m.named_top1:.0%}"
-                     for k, m in ev.mutations.items()))
+                     for k, m in ev.mutations.items()) + "; read with unknowns: " + ", ".join(
+                     f"{k} {u.flag_rate:.1%} ({u.ratio}x)" for k, u in ev.read_unknown.items()))
     by_field = ", ".join(f"{f} {v}" for f, v in held.heldout_code_fpr.items())
     lines.append(f"clean FPR, claims with only seen codes {held.seen_code_fpr}; with "
                  f"held-out codes: {by_field}")
@@ -307,6 +308,10 @@ def eval_markdown(r: EvalResult) -> str:
             "names the change |", "|---|---|---|---|---|"]
     out += [f"| {k} | {m.claims} | {m.auroc:.3f} | {m.flag_rate} | "
             f"{m.named_top1:.0%} of {m.named_claims} |" for k, m in ev.mutations.items()]
+    out += ["", "| read as unknown | clean claims flagged | 95% interval | vs read in full |",
+            "|---|---|---|---|"]
+    out += [f"| {k} | {u.flag_rate:.1%} | {u.flag_rate_ci95[0]:.1%} to "
+            f"{u.flag_rate_ci95[1]:.1%} | {u.ratio}x |" for k, u in ev.read_unknown.items()]
     out += ["", "| explanations (ERASER) | k=1 | k=3 | k=5 |", "|---|---|---|---|"]
     for name, by_k in (("comprehensiveness", x.comprehensiveness),
                        ("random_comprehensiveness", x.random_comprehensiveness),
