@@ -73,6 +73,9 @@ class ProcedureLine(ClaimModel):
     charge: Money
     modifiers: Annotated[list[Annotated[str, StringConstraints(pattern=MODIFIER_PATTERN)]],
                          Field(max_length=4)] = []
+    # A service billed by time, not by units (anesthesia: X12 SV103 "MJ", a FHIR quantity in
+    # minutes): the minutes it took, with `units` 1. Absent for a service billed in units.
+    minutes: Annotated[int, Field(ge=1, le=1440, strict=True)] | None = None
 
 
 class MedicationLine(ClaimModel):
@@ -166,9 +169,9 @@ def claim_json(claim: Claim) -> str:
     >>> parse_claim(claim_json(claim)) == claim
     True
     """
-    fields = claim.model_dump()
-    if fields["description"] is None:  # optional; the unknowns' nulls stay (required keys)
-        del fields["description"]
+    fields = claim.model_dump(exclude_none=True)  # optional fields left out when absent
+    for unknown in ("member_age", "provider_specialty"):  # required keys: null when unknown
+        fields.setdefault(unknown, None)
     return json.dumps(fields, default=_plain)
 
 

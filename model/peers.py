@@ -51,7 +51,8 @@ CONTROLLED = {
 }
 # Minutes a unit of a timed service takes: office visits at the 2021 total-time floors
 # (CMS MLN006764, E/M services guide), psychotherapy at its time band, therapy codes at
-# Medicare's 15-minute unit, chemotherapy infusion by the hour.
+# Medicare's 15-minute unit, chemotherapy infusion by the hour. A line billed in minutes
+# (anesthesia, `ProcedureLine.minutes`) counts the minutes it states.
 TIMED_MINUTES = {
     "99202": 15, "99203": 30, "99204": 45, "99205": 60, "99212": 10, "99213": 20,
     "99214": 30, "99215": 40, "90832": 30, "90834": 45, "90837": 60, "97110": 15,
@@ -146,7 +147,8 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
     minutes = 0
     for x in claim.procedures:
         q = v.procedures.get(x.code)
-        minutes += TIMED_MINUTES.get(x.code, 0) * x.units
+        # a line billed by time states its minutes; else the code's minutes a unit
+        minutes += x.minutes or TIMED_MINUTES.get(x.code, 0) * x.units
         if q is not None and q.em_level:
             visit = True
             if x.code[:4] == ESTABLISHED_OFFICE:

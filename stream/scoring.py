@@ -49,6 +49,7 @@ from stream.checkstate import RedisCheckState
 from stream.deadletter import reason
 from stream.message import PENDING, Message, Outcome, Verdict
 from stream.profiles import ProfileStore
+from stream.references import RedisReferences
 from stream.settings import Settings
 from stream.store import redis_client
 
@@ -181,13 +182,14 @@ def split_by_key(messages: Sequence[Message], n: int) -> list[list[int]]:
 # -- in each scoring process -------------------------------------------------------------
 _scorer: Scorer | None = None
 _profiles: ProfileStore | None = None  # provider profiles (settings.provider_profiles)
+_references: RedisReferences | None = None  # members and providers (`reference load`)
 _failed: str | None = None  # why the model did not load, for the pool's start to report
 
 
 def _load(settings: Settings, worker_pid: int) -> None:
     """Initializer: load the scorer once. A load error is kept and reported by `_ready`,
     as one line, instead of breaking the pool with a traceback."""
-    global _scorer, _profiles, _failed
+    global _scorer, _profiles, _references, _failed
     threading.Thread(target=exit_with, args=(worker_pid,), daemon=True,
                      name="claimscope-orphan-watch").start()
     # The worker owns this process and stops it through the pool. A terminal's Ctrl-C
@@ -203,6 +205,7 @@ def _load(settings: Settings, worker_pid: int) -> None:
         return
     if settings.provider_profiles:
         _profiles = ProfileStore(redis_client(settings), settings.key_prefix)
+    _references = RedisReferences(redis_client(settings), settings.key_prefix)
     # The model, vocabulary and modules live as long as the process: freezing them keeps the
     # cyclic GC from rescanning them every few batches (measured here: ~25% of scoring time).
     # A batch then makes tens of thousands of short-lived objects (tokens, Scores) and no
@@ -271,9 +274,11 @@ def read(m: Message) -> list[Parsed]:
     # those topics only (~0.4 s and tens of MB a process)
     from model.formats import claim_json, convert
 
+    # a FHIR claim's Patient and provider, when it does not carry them: the reference data
+    # in Redis (a Redis error propagates: the share is retried)
     return [Parsed(m, c, claim_json(c).encode()) if isinstance(c, Claim)
             else Parsed(m, verdict=Verdict(Outcome.INVALID, str(c)))
-            for c in convert(m.fmt, raw)]
+            for c in convert(m.fmt, raw, _references)]
 
 
 def score_parsed(scorer: Scorer, parsed: list[Parsed]) -> list[tuple[Claim, Score]]:

@@ -135,8 +135,8 @@ def test_unmappable_field_names_the_record_and_the_path():
     results = convert("fhir", json.dumps(bundle))
     assert results[:2] == GENERATED[:2]  # the broken one sinks no other
     assert errors_of(results) == [
-        "claim 3 (hand-1): Bundle.entry[2].resource.item[1].productOrService: no CPT/HCPCS "
-        "coding"]
+        "claim 3 (hand-1): Bundle.entry[2].resource.item[1].productOrService: no CPT/HCPCS, "
+        "RxNorm or NDC coding (codings in http://snomed.info/sct)"]
 
 
 def test_reversal_lines_cancel_the_line_they_reverse():
@@ -352,3 +352,54 @@ def test_publish_sends_converted_claims_as_contract_json(cli, namespace) -> None
     bad = cli(["publish", "--format", "fhir", "-"], namespace,
               input='{"resourceType": "Patient", "id": "p"}')
     assert bad.returncode == 1 and bad.stdout.startswith("claim 1 (p): resourceType")
+
+
+def test_convert_report_counts_each_source_and_groups_the_reasons(tmp_path):
+    """`convert --report` over a directory: sources are its first directories, a file's
+    format is read from its content, Patient files are the source's reference data (not
+    records), and reasons that differ only in values count as one."""
+    a, b = tmp_path / "fhir-src", tmp_path / "x12-src"
+    a.mkdir(), b.mkdir()
+    good = to_fhir(GENERATED[0])
+    patient, practitioner = good.pop("contained")
+    good |= {"patient": {"reference": "Patient/p1"}, "provider": {"reference": "Practitioner/d1"}}
+    (a / "claim.json").write_text(json.dumps(good))
+    (a / "patient.json").write_text(json.dumps(patient | {"id": "p1"}))
+    (a / "doctor.json").write_text(json.dumps(practitioner | {"id": "d1"}))
+    for k in (1, 2):  # two SNOMED-coded lines: one reason, counted twice
+        bad = to_fhir(GENERATED[k])
+        bad["item"][0]["productOrService"] = {"coding": [{"system": "http://snomed.info/sct",
+                                                          "code": f"4090730{k}"}]}
+        (a / f"snomed{k}.json").write_text(json.dumps(bad))
+    (b / "two.837").write_text(to_x12(GENERATED[3:5]))
+    (b / "notes.txt").write_text("neither format")
+    out = runner.invoke(app, ["convert", "--report", "--json", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.stdout)
+    fh, x = rep["fhir-src"], rep["x12-src"]
+    assert (fh["files"], fh["other_files"], fh["records"], fh["converted"], fh["failed"]) == \
+        (5, 2, 3, 1, 2)
+    (reason, n), = fh["reasons"].items()
+    assert n == 2 and "no CPT/HCPCS, RxNorm or NDC coding (codings in http://snomed" in reason
+    assert (x["records"], x["converted"], x["failed"]) == (3, 2, 1)
+    assert x["reasons"] == {"neither FHIR JSON nor an X12 interchange": 1}
+    assert rep["all"]["converted"] == 3 and rep["all"]["converted_share"] == 0.5
+    table = runner.invoke(app, ["convert", "--report", str(tmp_path)])
+    assert table.exit_code == 0 and "| fhir-src | 5 | 2 | 3 | 1 | 0 | 2 | 33% |" in table.stdout
+    assert runner.invoke(app, ["convert", str(a / "claim.json")]).exit_code == 2
+    assert runner.invoke(app, ["convert", "--report", str(tmp_path / "none")]).exit_code == 2
+
+
+@pytest.mark.parametrize("fmt", ["fhir", "x12"])
+def test_a_line_billed_in_minutes_stays_minutes(fmt):
+    """Anesthesia bills time: X12 SV103 MJ with SV104 = 61 is 61 minutes, not 61 units
+    (and a FHIR quantity in UCUM `min` the same); it round-trips as minutes."""
+    base = GENERATED[0]
+    line = base.procedures[0].model_copy(update={"code": "00840", "units": 1, "minutes": 61})
+    claim = base.model_copy(update={"procedures": [line, *base.procedures[1:]]})
+    text = json.dumps(to_fhir(claim)) if fmt == "fhir" else to_x12([claim])
+    assert ("SV1*HC:00840*" in text and "*MJ*61*" in text) if fmt == "x12" else \
+        '"code": "min"' in text
+    (got,) = claims_of(convert(fmt, text))
+    assert got == claim and (got.procedures[0].units, got.procedures[0].minutes) == (1, 61)
+    assert '"minutes": 61' in claim_json(got) and '"minutes"' not in claim_json(base)

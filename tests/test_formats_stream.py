@@ -6,6 +6,9 @@ that names its record and path. Real Tansu, real redis-server, a worker subproce
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -56,6 +59,22 @@ def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
     # so the cross-claim checks see the same history each time
     claims = [Claim(**cs[0]) for cs in by_member.values() if len(cs) == 1][:40]
     assert len(claims) >= 30
+    # an EOB-style claim whose Patient and Practitioner come apart, loaded as reference
+    # data the way `claimscope reference load` does; a second one names a Patient nobody
+    # loaded, and is scored with its member unknown
+    apart = to_fhir(claims[1])
+    patient, practitioner = apart.pop("contained")
+    apart |= {"id": "apart-1", "patient": {"reference": "Patient/p-apart"},
+              "provider": {"reference": "Practitioner/d-apart"}}
+    nobody = apart | {"id": "apart-2", "patient": {"reference": "Patient/p-nobody"}}
+    refs = tmp_path / "refs.ndjson"
+    refs.write_text(json.dumps(patient | {"id": "p-apart"}) + "\n"
+                    + json.dumps(practitioner | {"id": "d-apart"}) + "\n")
+    out = subprocess.run([sys.executable, "-m", "stream", "reference", "load", str(refs)],
+                         env={**os.environ, "CLAIMSCOPE_REDIS_URL": s.redis_url,
+                              "CLAIMSCOPE_KEY_PREFIX": s.key_prefix},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("loaded 2 resources"), out
     w = WorkerProcess(s, log=tmp_path / "worker.log").start()
     try:
         w.wait_ready(90)
@@ -73,18 +92,24 @@ def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
         p.send(s.topic_fhir, value=json.dumps(broken).encode())
         p.send(s.topic_x12, value=to_x12(claims[:2]).encode()[:-40])  # truncated envelope
         p.send(s.topic_fhir, value=HAND_CLAIM.read_bytes())  # written by hand, not generated
+        p.send(s.topic_fhir, value=json.dumps(apart).encode())
+        p.send(s.topic_fhir, value=json.dumps(nobody).encode())
         p.flush()
         p.close()
-        scored = [json.loads(v) for v in read_all(s, s.topic_scored, 3 * len(claims) + 1)]
+        scored = [json.loads(v) for v in read_all(s, s.topic_scored, 3 * len(claims) + 3)]
         dead = [json.loads(v) for v in read_all(s, s.topic_deadletter, 3)]
         assert w.alive(), w.last_log_line()
     finally:
         stop_all([w])
     hand = [x for x in scored if x["claim_id"] == "hand-1"]
     assert len(hand) == 1 and 0 <= hand[0]["score"] <= 1, hand
+    by_id = {x["claim_id"]: x for x in scored}
+    assert by_id["apart-1"]["unknown"] == []  # joined with the reference data
+    assert by_id["apart-2"]["unknown"] == ["member_age", "member_sex"]
+    assert by_id["apart-2"]["member_id"] == "p-nobody"
     scores: dict[str, list[float]] = defaultdict(list)
     for x in scored:
-        if x["claim_id"] != "hand-1":
+        if x["claim_id"] not in ("hand-1", "apart-1", "apart-2"):
             scores[x["claim_id"]].append(x["score"])
     assert set(scores) == {c.claim_id for c in claims}
     errors = [d["error"] for d in dead]
@@ -99,3 +124,6 @@ def test_one_claim_three_formats_one_score_and_dead_letters_name_the_path(
     r = redis.Redis.from_url(s.redis_url)
     stored = json.loads(r.get(f"{s.key_prefix}claim:{claims[0].claim_id}"))
     assert Claim(**stored["claim"]) == claims[0]  # the contract claim, whatever came in
+    joined = json.loads(r.get(f"{s.key_prefix}claim:apart-1"))["claim"]
+    assert (joined["member_age"], joined["provider_specialty"]) == (
+        claims[1].member_age, claims[1].provider_specialty)

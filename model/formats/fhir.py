@@ -72,7 +72,11 @@ PROVIDER = f"{CLAIMSCOPE_FHIR}/sid/provider-id"
 DRUG_SYSTEMS = {DRUG: "", RXNORM: "rxnorm", NDC: "ndc"}  # system -> unknown-name prefix
 POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
+CARIN_CLAIM_TYPE = "http://hl7.org/fhir/us/carin/CodeSystem/carin-bb-claim-type"
 INFO = "http://terminology.hl7.org/CodeSystem/claiminformationcategory"
+# A procedure quantity in minutes (UCUM `min`, or the unit spelt out): a timed service
+MINUTES = frozenset({"min", "mins", "minute", "minutes"})
+MINUTE = {"unit": "min", "system": "http://unitsofmeasure.org", "code": "min"}
 MODELS = {"Claim": FhirClaim, "ExplanationOfBenefit": ExplanationOfBenefit}
 # An EOB line's billed amount when it has neither net nor unitPrice: the amount of its
 # adjudication of these categories, first found first (CARIN Blue Button: `submitted`).
@@ -337,7 +341,9 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
             c.code for c in (getattr(item.locationCodeableConcept, "coding", None) or [])
             if c.code and len(c.code) == 2 and c.code.isdigit()]
         places += pos[:1]
-        lines.append((*_line(item, at), at))
+        # a claim of one item bills on it what the claim bills, where the item says nothing
+        lines.append((*_line(item, at, _claim_total(r, kind) if len(r.item) == 1 else None),
+                      at))
     for line, kind_of, at in _net_reversals(lines):
         (procedures if kind_of == "procedure" else medications).append(line)
         paths[f"{kind_of}s.{len(procedures if kind_of == 'procedure' else medications) - 1}"] = at
@@ -403,7 +409,7 @@ def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, 
 
 
 def _is_pharmacy(r: Any) -> bool:
-    return any(c == "pharmacy" for _, c, _ in _codes(r.type, {CLAIM_TYPE}))
+    return any(c == "pharmacy" for _, c, _ in _codes(r.type, {CLAIM_TYPE, CARIN_CLAIM_TYPE}))
 
 
 def _identifier(res: Any, ours: str, type_code: str | None) -> str:
@@ -452,9 +458,21 @@ def _diagnoses(r: Any, kind: str) -> list[str]:
     return list(out)
 
 
-def _line(item: Any, at: str) -> tuple[dict, str]:
-    """One item as a procedure line or a fill, by the code system of its productOrService."""
+def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
+    """One item as a procedure line or a fill, by the code system of its productOrService.
+    `whole`: the claim's total, the amount of its only item when that item states none."""
     concept = item.productOrService
+    procs = _codes(concept, PROCEDURE_SYSTEMS)
+    drugs = _codes(concept, DRUG_SYSTEMS)
+    if not procs and not drugs:  # what the line is comes before what it costs
+        codes = [c.code for c in (getattr(concept, "coding", None) or []) if c.code]
+        systems = sorted({c.system or "no system" for c in
+                          (getattr(concept, "coding", None) or [])})
+        if any(re.fullmatch(PROCEDURE_PATTERN, c) for c in codes):
+            raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding (a CPT-like "
+                             "code without the CPT or HCPCS system)")
+        raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS, RxNorm or NDC coding" + (
+            f" (codings in {', '.join(systems)})" if systems else ""))
     qty = item.quantity.value if item.quantity and item.quantity.value is not None else None
     charge = money(item.net.value) if item.net and item.net.value is not None else None
     if charge is None and item.unitPrice and item.unitPrice.value is not None:
@@ -463,17 +481,28 @@ def _line(item: Any, at: str) -> tuple[dict, str]:
     if charge is None:
         charge = _adjudicated(item)
     if charge is None:
+        charge = whole
+    if charge is None:
         raise Unmappable(f"{at}.net", "no net (line total), unitPrice, nor a submitted or "
                          "eligible adjudication amount")
-    procs = _codes(concept, PROCEDURE_SYSTEMS)
+    if procs and not re.fullmatch(PROCEDURE_PATTERN, procs[0][1].strip().upper()):
+        code = procs[0][1]
+        revenue = item.revenue is not None and any(
+            c.code == code for c in (item.revenue.coding or []))
+        raise Unmappable(f"{at}.productOrService", f"{code!r} under {procs[0][0]} is no "
+                         "CPT/HCPCS code" + (": it is the line's revenue code (institutional "
+                                             "revenue-code lines are not read yet)"
+                                             if revenue else ""))
     if procs:
         units = qty if qty is not None else Decimal(1)
         if units != int(units):
             raise Unmappable(f"{at}.quantity", f"{units} units: a procedure bills whole units")
         mods = [c.code for m in item.modifier or [] for c in (m.coding or [])[:1] if c.code]
-        return {"code": procs[0][1].strip().upper(), "units": int(units),
-                "charge": charge.quantize(Decimal("0.01")), "modifiers": mods}, "procedure"
-    drugs = _codes(concept, DRUG_SYSTEMS)
+        timed = item.quantity is not None and (item.quantity.code or item.quantity.unit or ""
+                                               ).lower() in MINUTES
+        return {"code": procs[0][1].strip().upper(), "units": 1 if timed else int(units),
+                "charge": charge.quantize(Decimal("0.01")), "modifiers": mods,
+                **({"minutes": int(units)} if timed else {})}, "procedure"
     if drugs:
         system, code, display = drugs[0]
         text = display or getattr(concept, "text", None) or ""
@@ -489,11 +518,6 @@ def _line(item: Any, at: str) -> tuple[dict, str]:
                 "quantity": float(qty) if qty is not None else 1.0,
                 "days_supply": days if days is not None else usual_days_supply(name),
                 "charge": charge.quantize(Decimal("0.01"))}, "medication"
-    codes = [c.code for c in (getattr(concept, "coding", None) or []) if c.code]
-    if any(re.fullmatch(PROCEDURE_PATTERN, c) for c in codes):
-        raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding (a CPT-like code "
-                         "without the CPT or HCPCS system)")
-    raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding")
 
 
 def _adjudicated(item: Any) -> Decimal | None:
@@ -508,14 +532,22 @@ def _adjudicated(item: Any) -> Decimal | None:
 
 
 def _total(r: Any, kind: str, procedures: list, medications: list) -> Decimal:
-    if kind == "Claim":
-        if r.total is not None and r.total.value is not None:
-            return money(r.total.value)
-    else:
-        for t in r.total or []:
-            if any(c.code == "submitted" for c in (t.category.coding or [])):
-                return money(t.amount.value)
+    stated = _claim_total(r, kind)
+    if stated is not None:
+        return stated
     return sum((x["charge"] for x in procedures + medications), Decimal(0))
+
+
+def _claim_total(r: Any, kind: str) -> Decimal | None:
+    """The claim's stated total: Claim.total, an EOB's `total` of category submitted."""
+    if kind == "Claim":
+        return money(r.total.value) if r.total is not None and r.total.value is not None \
+            else None
+    for t in r.total or []:
+        if any(c.code == "submitted" for c in (t.category.coding or [])) and \
+                t.amount is not None and t.amount.value is not None:
+            return money(t.amount.value)
+    return None
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -538,7 +570,7 @@ def write(claim: Claim) -> dict:
             "productOrService": {"coding": [{"system": system, "code": p.code}]},
             **({"modifier": [{"coding": [{"system": system, "code": m}]}
                              for m in p.modifiers]} if p.modifiers else {}),
-            "quantity": {"value": p.units},
+            "quantity": {"value": p.minutes, **MINUTE} if p.minutes else {"value": p.units},
             "net": {"value": float(p.charge), "currency": "USD"}})
     for m in claim.medications:
         items.append({

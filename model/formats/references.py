@@ -30,7 +30,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -94,10 +94,10 @@ class References:
         base, _, query = target.partition("?")
         if query:
             return self._conditional(target, base.rsplit("/", 1)[-1], query, kinds)
-        key = self._by_url.get(target)
+        key = self._url_key(target)
         if key is None and (m := TAIL.search(target)):
             key = f"{m[1]}/{m[2]}"
-        res = self._by_key.get(key) if key else None
+        res = self._resource(key) if key else None
         return [res] if res is not None and res["resourceType"] in kinds else []
 
     def by_identifier(self, system: str | None, value: str, kinds: Collection[str]
@@ -105,7 +105,7 @@ class References:
         """The resources of `kinds` with this identifier (any system when `system` is None)."""
         keys: set[str] = set()
         for kind in kinds:
-            keys |= self._by_ident.get((kind, system or None, value), set())
+            keys |= self._keys((kind, system or None, value))
         return self._unique(keys, kinds)
 
     def _conditional(self, target: str, kind: str, query: str, kinds: Collection[str]
@@ -118,9 +118,9 @@ class References:
                 system, bar, value = token.partition("|")
                 if not bar:
                     system, value = "", token
-                found = self._by_ident.get((kind, system or None, value), set())
+                found = self._keys((kind, system or None, value))
             elif name == "_id":
-                found = {f"{kind}/{token}"} & self._by_key.keys()
+                found = {f"{kind}/{token}"} if self._resource(f"{kind}/{token}") else set()
             else:
                 raise ValueError(f"conditional reference {target!r}: ClaimScope resolves "
                                  f"identifier= and _id=, not {name}=")
@@ -128,9 +128,36 @@ class References:
         return self._unique(keys or set(), kinds)
 
     def _unique(self, keys: set[str], kinds: Collection[str]) -> list[dict]:
-        found = {id(r): r for k in sorted(keys) if (r := self._by_key[k])["resourceType"]
-                 in kinds}
+        found: dict[str, dict] = {}  # one resource under several keys (a CSV provider) once
+        for k in sorted(keys):
+            r = self._resource(k)
+            if r is not None and r["resourceType"] in kinds:
+                found.setdefault(json.dumps(r, sort_keys=True), r)
         return list(found.values())
+
+    # -- storage: memory here, Redis in the workers (stream.references) -----------------
+
+    def _resource(self, key: str) -> dict | None:
+        """The resource stored under "Patient/1" (or a fullUrl)."""
+        return self._by_key.get(key)
+
+    def _keys(self, ident: tuple[str, str | None, str]) -> set[str]:
+        """The keys of the resources with identifier (type, system or None, value)."""
+        return self._by_ident.get(ident, set())
+
+    def _url_key(self, url: str) -> str | None:
+        """The key of the Bundle entry or resource given under this fullUrl."""
+        return self._by_url.get(url)
+
+    def entries(self) -> Iterator[tuple[str, dict, list[tuple[str, str | None, str]]]]:
+        """(key, resource, its identifier index entries) of every resource held: what a
+        store copies (with `urls`)."""
+        for key, res in self._by_key.items():
+            yield key, res, self._idents.get(key, [])
+
+    def urls(self) -> dict[str, str]:
+        """fullUrl -> key, for the resources given under one."""
+        return dict(self._by_url)
 
     # -- building -----------------------------------------------------------------------
 

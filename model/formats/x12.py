@@ -376,7 +376,10 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
                   if d.date_time_qualifier == "472"]
         parts = (sv1.product_service_id_qualifier or "").split(comp)
         if parts[0] != "HC" or len(parts) < 2:
-            raise Unmappable(f"{at}.SV101", f"{parts[0]!r}: no HCPCS/CPT code (qualifier HC)")
+            other = next((c for c in ">:^" if c != comp and c in parts[0]), None)
+            raise Unmappable(f"{at}.SV101", f"{parts[0]!r}: no HCPCS/CPT code (qualifier HC)"
+                             + (f"; its components are separated by {other!r}, not by the "
+                                f"ISA16 separator {comp!r}" if other else ""))
         units = sv1.service_unit_count if sv1.service_unit_count is not None else Decimal(1)
         charge = money(sv1.line_item_charge_amount).quantize(Decimal("0.01"))
         if parts[1] == DRUG_CODE:
@@ -394,8 +397,10 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
             continue
         if units != int(units):
             raise Unmappable(f"{at}.SV104", f"{units} units: a procedure bills whole units")
-        procedures.append({"code": parts[1].upper(), "units": int(units), "charge": charge,
-                           "modifiers": [m for m in parts[2:6] if m]})
+        timed = sv1.unit_basis_measurement_code == "MJ"  # SV104 counts minutes, not units
+        procedures.append({"code": parts[1].upper(), "units": 1 if timed else int(units),
+                           "charge": charge, "modifiers": [m for m in parts[2:6] if m],
+                           **({"minutes": int(units)} if timed else {})})
         paths[f"procedures.{len(procedures) - 1}"] = f"{at}.SV1"
     if not dates:
         raise Unmappable("2400.DTP", "no service date (DTP*472) on any line")
@@ -493,20 +498,21 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
     day = claim.service_date.strftime("%Y%m%d")
     pointers = ":".join(str(k) for k in range(1, min(4, len(claim.diagnoses)) + 1))
     lines = []
-    for p in claim.procedures:
-        lines.append((":".join(["HC", p.code, *p.modifiers]), p.charge, number_units(p.units)))
+    for p in claim.procedures:  # a timed line bills its minutes (SV103 MJ)
+        lines.append((":".join(["HC", p.code, *p.modifiers]), p.charge,
+                      number_units(p.minutes or p.units), "MJ" if p.minutes else "UN"))
     for m in claim.medications:
         text = _check_text(f"{drug_text(m.name, m.strength_mg)} {m.days_supply} DAYS",
                            "drug", 80)
-        lines.append((f"HC:{DRUG_CODE}:::::{text}", m.charge, number_units(m.quantity)))
+        lines.append((f"HC:{DRUG_CODE}:::::{text}", m.charge, number_units(m.quantity), "UN"))
     service_lines = [{
         "lx_segment": {"assigned_number": str(k)},
         "sv1_segment": {"product_service_id_qualifier": sv101, "line_item_charge_amount": charge,
-                        "unit_basis_measurement_code": "UN", "service_unit_count": units,
+                        "unit_basis_measurement_code": basis, "service_unit_count": units,
                         "composite_diagnosis_code_pointer": pointers},
         "dtp_segment": [{"date_time_qualifier": "472", "date_time_period_format_qualifier": "D8",
                          "date_time_period": day}],
-    } for k, (sv101, charge, units) in enumerate(lines, 1)]
+    } for k, (sv101, charge, units, basis) in enumerate(lines, 1)]
     dx = [("ABK" if k == 0 else "ABF", code.replace(".", "")) for k, code in
           enumerate(claim.diagnoses)]
     clm: dict = {

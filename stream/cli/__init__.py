@@ -21,6 +21,7 @@ from stream.cli import (  # noqa: F401  (registers commands)
     edits,
     modelcmd,
     providers,
+    reference,
     service,
 )
 from stream.cli.common import app, fail

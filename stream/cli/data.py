@@ -21,6 +21,7 @@ from model.formats import (
     to_fhir,
     to_x12,
 )
+from model.formats.report import corpus_report
 from model.generator import PATTERNS, ClaimGenerator
 from model.progress import progress_bar
 from model.schemes import SCHEME_SHARE, ProviderWorld, provider_labels_json
@@ -80,16 +81,31 @@ def schema() -> None:
 
 @app.command(name="convert")
 def convert_command(
-    path: Annotated[str, typer.Argument(help="FHIR or X12 file, or - for stdin")],
-    from_: Annotated[Format, typer.Option("--from", help="fhir, x12 or claim (contract "
-                                          "JSONL, written back in its canonical form)")],
+    path: Annotated[str, typer.Argument(help="FHIR or X12 file, or - for stdin; with "
+                                        "--report a directory of them too")],
+    from_: Annotated[Format | None, typer.Option(
+        "--from", help="fhir, x12 or claim (contract JSONL, written back in its canonical "
+        "form); required unless --report, which tells FHIR from X12 by content")] = None,
     references: ReferencesOption = None,
+    report: Annotated[bool, typer.Option(
+        "--report", help="convert every file under PATH and print, per source (its first "
+        "directory), records converted, skipped and failed, and the failures' reasons "
+        "grouped; no claims are written")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the --report as JSON")] = False,
 ) -> None:
     """Convert FHIR R4 Claims/ExplanationOfBenefits or an X12 837P interchange to contract
     JSONL on stdout; each record that fails goes to stderr with its index and path.
 
-    Exits 1 when any record failed (the others are still written), 0 otherwise.
+    Exits 1 when any record failed (the others are still written), 0 otherwise. With
+    --report: exits 0 once the report is written, whatever it counts.
     """
+    if report:
+        _report(Path(path), from_, references or [], as_json)
+        return
+    if as_json:
+        raise fail("--json goes with --report")
+    if from_ is None:
+        raise fail("--from is required (fhir, x12 or claim) unless --report")
     bad = 0
     with claims_in(from_, path, references) as items:
         for item in items:
@@ -99,6 +115,37 @@ def convert_command(
             else:
                 sys.stdout.write(claim_json(item) + "\n")
     raise typer.Exit(1 if bad else 0)
+
+
+def _report(root: Path, fmt: Format | None, references: list[str], as_json: bool) -> None:
+    """`convert --report`: the corpus report (model.formats.report) as a table or JSON."""
+    if not root.exists():
+        raise fail(f"{root}: no such file or directory")
+    if fmt == "claim":
+        raise fail("--report reads FHIR and X12 files (--from fhir or x12, or leave it out)")
+    try:
+        rep = corpus_report(root, fmt, [Path(p) for p in references])
+    except ReferenceDataError as e:
+        raise fail(f"references: {e}") from None
+    rows = {**rep.sources, "all": rep.total}
+    if as_json:
+        print(json.dumps({name: {**s.to_json(), "converted_share": s.converted_share}
+                          for name, s in rows.items()}, indent=2))
+        return
+    print("| source | files | other resources | records | converted | skipped | failed "
+          "| converted of claims |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, s in rows.items():
+        share = f"{s.converted_share:.0%}" if s.converted_share is not None else "-"
+        print(f"| {name} | {s.files} | {s.other_files} | {s.records} | {s.converted} | "
+              f"{s.skipped} | {s.failed} | {share} |")
+    for name, s in rep.sources.items():
+        if s.reasons or s.reference_problems:
+            print(f"\n{name}:")
+        for reason, n in s.reasons.items():
+            print(f"  {n:5d}  {reason}")
+        for problem in s.reference_problems[:SHOWN_PROBLEMS]:
+            print(f"  references: skipped {problem}")
 
 
 @app.command()
