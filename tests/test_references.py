@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from model.claims import Claim
-from model.formats import ConversionError, ReferenceDataError, References, convert, to_fhir
-from model.formats.common import taxonomy_of
+from model.formats import (
+    ConversionError,
+    ReferenceDataError,
+    References,
+    convert,
+    to_fhir,
+    to_x12,
+)
+from model.formats.common import age_on, taxonomy_of
 from model.generator import ClaimGenerator
 from stream.cli import app
 
@@ -294,3 +302,27 @@ def test_real_carin_eobs_resolve_their_references(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nCARIN EOBs: {len(ok)} of {len(eobs)} convert with references; members "
               f"known {sum('member_age' not in c.unknown for c in ok)}")
+
+
+def test_an_x12_claim_takes_its_provider_and_member_from_the_reference_data(tmp_path):
+    """No PRV and no DMG (both situational): the billing NPI's taxonomy and the member's
+    birth date and sex come from the reference data, before any PRV; without it, unknown."""
+    claim = CLAIM.model_copy(update={"member_age": None, "member_sex": "U",
+                                     "provider_specialty": None})
+    text = to_x12([claim])
+    npi = re.search(r"NM1\*85\*2\*[^~]*\*XX\*(\d{10})~", text)[1]
+    born = dt.date(CLAIM.service_date.year - CLAIM.member_age - 1, CLAIM.service_date.month, 1)
+    (tmp_path / "members.csv").write_text(f"id,birth_date,sex\n{CLAIM.member_id},{born},"
+                                          f"{CLAIM.member_sex}\n")
+    code = taxonomy_of(CLAIM.provider_specialty)
+    (tmp_path / "providers.csv").write_text(f"npi,taxonomy\n{npi},{code}\n")
+    refs = References.load([tmp_path / "members.csv", tmp_path / "providers.csv"])
+    (alone,) = convert("x12", text)
+    assert alone == claim
+    (got,) = convert("x12", text, references=refs)
+    assert got == CLAIM.model_copy(update={"member_age": age_on(born, CLAIM.service_date)})
+    assert got.unknown == []
+    out = runner.invoke(app, ["convert", "--from", "x12", "--references",
+                              str(tmp_path / "providers.csv"), "-"], input=text)
+    assert out.exit_code == 0 and Claim.model_validate_json(out.stdout).provider_specialty \
+        == CLAIM.provider_specialty

@@ -108,6 +108,35 @@ class References:
             keys |= self._keys((kind, system or None, value))
         return self._unique(keys, kinds)
 
+    def member(self, member_id: str) -> tuple[dt.date | None, str] | None:
+        """(birth date or None, sex F/M/U) of the Patient with this member id (any
+        identifier system, else the id itself): X12 claims without a DMG segment. None
+        when no Patient or several answer to it."""
+        found = self.by_identifier(None, member_id, ("Patient",)) if member_id else []
+        if not found and member_id:
+            found = self.find(f"Patient/{member_id}", ("Patient",))
+        if len(found) != 1:
+            return None
+        born, sex = found[0].get("birthDate"), found[0].get("gender")
+        day = dt.date.fromisoformat(born) if isinstance(born, str) and ISO_DATE.fullmatch(
+            born) else None
+        return day, {"female": "F", "male": "M"}.get(sex if isinstance(sex, str) else "", "U")
+
+    def taxonomy(self, npi: str) -> str | None:
+        """The NUCC taxonomy code of the provider with this NPI (Practitioner.qualification,
+        PractitionerRole.specialty, Organization's NUCC type), first found; None if none."""
+        for res in self.by_identifier(NPI, npi, PROVIDERS) if npi else []:
+            concepts = [q.get("code") for q in res.get("qualification") or []
+                        if isinstance(q, dict)]
+            concepts += list(res.get("specialty") or []) + list(res.get("type") or [])
+            for concept in concepts:
+                for c in (concept or {}).get("coding") or [] if isinstance(concept, dict) \
+                        else []:
+                    if isinstance(c, dict) and c.get("system") == NUCC and isinstance(
+                            c.get("code"), str):
+                        return c["code"]
+        return None
+
     def _conditional(self, target: str, kind: str, query: str, kinds: Collection[str]
                      ) -> list[dict]:
         if kind not in kinds:

@@ -49,6 +49,7 @@ from model.formats.common import (
     taxonomy_of,
     usual_days_supply,
 )
+from model.formats.references import References
 
 PROFESSIONAL = "005010X222A2"
 READS = ("005010X222", "005010X222A1", "005010X222A2")  # x12sdk reads them as A2
@@ -72,7 +73,7 @@ class EnvelopeError(Exception):
 
 # -- reading ------------------------------------------------------------------------------
 
-def read(text: str) -> list[Claim | ConversionError]:
+def read(text: str, references: References | None = None) -> list[Claim | ConversionError]:
     """Every claim (CLM) of the X12 interchanges in `text`, in order; never raises for bad
     input.
 
@@ -81,6 +82,10 @@ def read(text: str) -> list[Claim | ConversionError]:
     when the file holds several). Otherwise each CLM is one record, numbered from 1 across
     the file; a transaction set that is not an 837P gives one error in the place of its
     claims.
+
+    `references`: member and provider reference data. A claim's rendering, else billing,
+    NPI is looked up there first for the provider's taxonomy (before PRV), and its member
+    id for the age and sex when the claim has no DMG.
     """
     chunks = _interchanges(text.lstrip("\ufeff \r\n\t"))
     out: list[Claim | ConversionError] = []
@@ -94,7 +99,7 @@ def read(text: str) -> list[Claim | ConversionError]:
                                        message))
             continue
         for version, segments in transactions:
-            out.extend(_transaction(version, segments, delimiters, len(out)))
+            out.extend(_transaction(version, segments, delimiters, len(out), references))
     return out
 
 
@@ -202,8 +207,8 @@ def _count(path: str, fields: list, k: int, actual: int) -> None:
         raise EnvelopeError(path, f"says {stated!r}, the interchange has {actual}")
 
 
-def _transaction(version: str, segments: list, delimiters: X12Delimiters, before: int
-                 ) -> list[Claim | ConversionError]:
+def _transaction(version: str, segments: list, delimiters: X12Delimiters, before: int,
+                 refs: References | None) -> list[Claim | ConversionError]:
     """The claims of one ST..SE, each a Claim or a ConversionError."""
     claim_ids = [_field(f, 1) for n, f in segments if n == "CLM"]
     st_ref = f"ST {_field(segments[0][1], 2)}"
@@ -219,10 +224,10 @@ def _transaction(version: str, segments: list, delimiters: X12Delimiters, before
     try:
         model = _parse(segments, delimiters)
     except Exception:  # any failure of the whole set (hostile input): retry claim by claim
-        return _claim_by_claim(segments, delimiters, before, st_ref)
-    results = list(_claims(model, delimiters, before, st_ref))
+        return _claim_by_claim(segments, delimiters, before, st_ref, refs)
+    results = list(_claims(model, delimiters, before, st_ref, refs))
     if len(results) != len(claim_ids):  # the library kept fewer CLMs than were sent
-        return _claim_by_claim(segments, delimiters, before, st_ref)
+        return _claim_by_claim(segments, delimiters, before, st_ref, refs)
     return results
 
 
@@ -243,8 +248,8 @@ def _parse(segments: list, delimiters: X12Delimiters) -> HealthCareClaimProfessi
     return model
 
 
-def _claim_by_claim(segments: list, delimiters: X12Delimiters, before: int, st_ref: str
-                    ) -> list[Claim | ConversionError]:
+def _claim_by_claim(segments: list, delimiters: X12Delimiters, before: int, st_ref: str,
+                    refs: References | None) -> list[Claim | ConversionError]:
     """Each CLM parsed as a transaction set of its own: the header, the HL loops above it,
     its own segments, and an SE counting them."""
     header: list = []
@@ -281,7 +286,7 @@ def _claim_by_claim(segments: list, delimiters: X12Delimiters, before: int, st_r
         se = ("SE", ["SE", str(len(body) + 1), control])
         try:
             model = _parse([*body, se], delimiters)
-            got = list(_claims(model, delimiters, index - 1, st_ref))
+            got = list(_claims(model, delimiters, index - 1, st_ref, refs))
         except ValidationError as e:
             got = [_validation_error(e, index, cid)]
         except Exception as e:  # the library's parser on hostile input: report, never crash
@@ -314,8 +319,8 @@ def _validation_error(e: ValidationError, index: int, cid: str | None) -> Conver
     return ConversionError(index, ".".join(parts) or "ST", f"invalid 837P: {msg}", cid)
 
 
-def _claims(model: Any, delimiters: X12Delimiters, before: int, st_ref: str
-            ) -> Iterator[Claim | ConversionError]:
+def _claims(model: Any, delimiters: X12Delimiters, before: int, st_ref: str,
+            refs: References | None) -> Iterator[Claim | ConversionError]:
     """Map each CLM of a validated 837P to the contract, in the order the file has them."""
     bht = model.header.bht_segment
     k = before
@@ -329,7 +334,7 @@ def _claims(model: Any, delimiters: X12Delimiters, before: int, st_ref: str
                     cid = clm.clm_segment.patient_control_number
                     try:
                         fields, paths = _fields(clm, a, b, patient, _bht_time(bht),
-                                                delimiters)
+                                                delimiters, refs)
                     except Unmappable as e:
                         yield ConversionError(k, e.path, e.message, cid)
                         continue
@@ -350,7 +355,8 @@ def _bht_time(bht: Any) -> dt.datetime:
 
 
 def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
-            delimiters: X12Delimiters) -> tuple[dict, dict[str, str]]:
+            delimiters: X12Delimiters, refs: References | None = None
+            ) -> tuple[dict, dict[str, str]]:
     comp = delimiters.component_separator
     c = clm.clm_segment
     paths = {"": "2300", "claim_id": "2300.CLM01", "total_charge": "2300.CLM02",
@@ -358,12 +364,18 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
              "member_id": "2010BA.NM109", "member_age": "DMG02", "member_sex": "DMG03",
              "provider_id": "2010AA.NM109", "provider_specialty": "2000A.PRV03",
              "submitted_at": "BHT04", "service_date": "2400.DTP03", "description": "2300.NTE02"}
-    dmg = patient.dmg_segment  # situational: without it, age and sex are unknown
-    birth = dmg.date_time_period if dmg is not None else None
+    dmg = patient.dmg_segment  # situational: without it, the reference data, else unknown
+    member = patient.nm1_segment.identification_code or ""
+    known = refs.member(member) if refs is not None and dmg is None else None
+    birth = dmg.date_time_period if dmg is not None else (known[0] if known else None)
+    sex = dmg.gender_code if dmg is not None else (known[1] if known else "U")
     rendering = clm.loop_2310b
-    taxonomy = (rendering.prv_segment.reference_identification if rendering and
-                rendering.prv_segment else None) or (a.prv_segment.reference_identification
-                                                     if a.prv_segment else None)
+    npis = [n for n in ((rendering.nm1_segment.identification_code if rendering else None),
+                        a.loop_2010aa.nm1_segment.identification_code) if n]
+    taxonomy = next((t for n in npis if refs is not None and (t := refs.taxonomy(n))), None) \
+        or (rendering.prv_segment.reference_identification if rendering and
+            rendering.prv_segment else None) or (a.prv_segment.reference_identification
+                                                 if a.prv_segment else None)
     g2 = [r.reference_identification for r in b.loop_2010bb.ref_segment or []
           if r.reference_identification_qualifier == "G2"]
     provider = g2[0] if g2 else (rendering.nm1_segment.identification_code if rendering else
@@ -412,7 +424,7 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
         # PRV is situational, and a code outside our specialties is common: unknown
         "provider_specialty": specialty_of(taxonomy),
         "member_age": age_on(birth, day) if isinstance(birth, dt.date) else None,
-        "member_sex": dmg.gender_code if dmg and dmg.gender_code in ("F", "M") else "U",
+        "member_sex": sex if sex in ("F", "M") else "U",
         "service_date": day,
         "submitted_at": created,
         "place_of_service": (c.health_care_service_location_information or "").split(comp)[0],

@@ -50,9 +50,9 @@ def claims_in(fmt: Format, path: str, references: list[str] | None = None
 
 
 def _references(fmt: Format, paths: list[str]) -> References:
-    if fmt != "fhir":
-        raise fail(f"--references is read with FHIR input only ({fmt} carries its member "
-                   "and provider in the claim)")
+    if fmt == "claim":
+        raise fail("--references is read with FHIR and X12 input (contract JSON carries its "
+                   "member and provider in the claim)")
     try:
         refs = References.load(paths)
     except ReferenceDataError as e:
