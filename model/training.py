@@ -71,6 +71,7 @@ class TrainConfig:
     val_count: int = 8_000
     fraud_rate: float = 0.25  # training mix
     replace_rate: float = 0.15  # share of tokens swapped for the surprise head
+    blank_rate: float = 0.05  # per header field: claims read with it unknown (Replacer.blank)
     eval_every: int = 250
     patience: int = 4
     seed: int = 1234
@@ -109,12 +110,20 @@ class Replacer:
     (Measurements: docs/model-history.md.)"""
 
     CODES = ("diagnosis", "procedure")  # the fields whose values have ancestor tokens
+    HEADER = ("age", "sex", "specialty")  # what a feed without reference data may not know
 
     def __init__(self, tok: ClaimTokenizer, vocab: Vocabulary, sample: ClaimSet,
-                 augment: float = 0.1) -> None:
+                 augment: float = 0.1, blank: float = 0.05) -> None:
         """`sample`: claims whose share of ancestor tokens the replacements match;
         `augment`: the share of listed codes read through their ancestor in training
-        batches (`read_through`)."""
+        batches (`read_through`); `blank`: per header field, the share of claims read with
+        it unknown (`blank`)."""
+        # header field -> the token a claim that does not know it reads as (model.claims):
+        # age and specialty their field's unknown token, sex "U"
+        self.unknown = torch.zeros(len(FIELDS), dtype=torch.long)
+        for f in self.HEADER:
+            self.unknown[FIELDS.index(f)] = tok.ids["sex"]["U"] if f == "sex" else tok.oov[f]
+        self.blank_rate = blank
         dx_ids, proc_ids = tok.ids["diagnosis"], tok.ids["procedure"]
         # tokens only an unlisted code reads as: categories and subcategories no listed
         # diagnosis is, and CPT/HCPCS range tokens
@@ -170,6 +179,16 @@ class Replacer:
         up = self.through[values]
         flip = (up > 0) & (torch.rand(values.shape, generator=gen) < p)
         return torch.where(flip, up, values)
+
+    def blank(self, values: torch.Tensor, fields: torch.Tensor, gen: torch.Generator
+              ) -> torch.Tensor:
+        """Each header token (age, sex, specialty) becomes its unknown token with
+        probability `blank_rate`, as a claim from a feed without reference data reads: so
+        the model learns what an unknown is, rather than meeting a token it rarely saw. On
+        a labelled batch the label stays (a fraud that hides its member is still fraud)."""
+        header = self.unknown[fields] > 0
+        flip = header & (torch.rand(values.shape, generator=gen) < self.blank_rate)
+        return torch.where(flip, self.unknown[fields], values)
 
     def __call__(self, values: torch.Tensor, fields: torch.Tensor, rate: float,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,18 +331,19 @@ def train_step(model: ClaimFormer, opt: torch.optim.Optimizer,
     batch (values, fields, labels; none: self-supervised only) plus the surprise head's
     replaced-token loss on an unlabelled batch (values, fields) with `rate` of its tokens
     swapped. In both, some listed codes read through their family's ancestor token, as
-    unlisted codes do (`Replacer.read_through`). Shared by training and retraining
+    unlisted codes do (`Replacer.read_through`), and some header fields read as unknown
+    (`Replacer.blank`). Shared by training and retraining
     (`model.retrain`)."""
     dev = next(model.parameters()).device
     model.train()
     loss = torch.zeros((), device=dev)
     if labelled is not None:
         v, f, y = labelled
-        v = replacer.read_through(v, replacer.augment, gen)
+        v = replacer.blank(replacer.read_through(v, replacer.augment, gen), f, gen)
         fraud, _, _ = model(v.to(dev), f.to(dev))
         loss = F.binary_cross_entropy_with_logits(fraud, y.to(dev))
     uv, uf = unlabelled
-    uv = replacer.read_through(uv, replacer.augment, gen)
+    uv = replacer.blank(replacer.read_through(uv, replacer.augment, gen), uf, gen)
     swapped, replaced = replacer(uv, uf, rate, gen)
     uf = uf.to(dev)
     _, surprise, _ = model(swapped.to(dev), uf)
@@ -495,7 +515,7 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.1)
-    replacer = Replacer(tok, default_vocabulary(), unlabelled)
+    replacer = Replacer(tok, default_vocabulary(), unlabelled, blank=cfg.blank_rate)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     labelled_batches = length_batches(train_set, cfg.batch_size, rng) if supervised else None

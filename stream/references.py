@@ -13,6 +13,7 @@ Keys, under the worker's key prefix:
     ref:url              hash: fullUrl -> that key
     ref:id:<json>        set: the keys of the resources with identifier
                          [type, system or null, value]
+    ref:ids              set: every ref:id: key, so that `clear` needs no SCAN
 
 Loading adds and replaces resources by key. An identifier a reloaded resource no longer
 carries still points at its key (which now holds the new resource): `reference clear`,
@@ -60,6 +61,7 @@ class RedisReferences(References):
             pipe.hset(f"{self.prefix}ref:res", key, json.dumps(res, separators=(",", ":")))
             for ident in idents:
                 pipe.sadd(self._ident_key(ident), key)
+                pipe.sadd(f"{self.prefix}ref:ids", self._ident_key(ident))
             n += 1
             if n % CHUNK == 0:
                 pipe.execute()
@@ -74,8 +76,9 @@ class RedisReferences(References):
 
     def clear(self) -> int:
         """Remove all reference data; how many keys were removed."""
-        keys = [f"{self.prefix}ref:res", f"{self.prefix}ref:url",
-                *self.client.scan_iter(match=f"{self.prefix}ref:id:*", count=1_000)]
+        ids = f"{self.prefix}ref:ids"
+        keys = [f"{self.prefix}ref:res", f"{self.prefix}ref:url", ids,
+                *(k.decode() for k in self.client.smembers(ids))]
         removed = 0
         for i in range(0, len(keys), CHUNK):
             removed += int(self.client.delete(*keys[i:i + CHUNK]))

@@ -171,7 +171,11 @@ def test_an_eob_line_amount_comes_from_net_then_unit_price_then_adjudication():
     assert claim_of(convert("fhir", json.dumps(eob))) == CLAIM  # net first
     item.pop("net"), item.pop("unitPrice")
     item["adjudication"] = [adjudication("copay", 5.0)]
-    err = error_of(convert("fhir", json.dumps(eob)))
+    # the only item of the claim: it bills what the claim bills
+    assert len(eob["item"]) == 1
+    assert claim_of(convert("fhir", json.dumps(eob))) == CLAIM
+    eob["item"].append({**item, "sequence": 2, "net": {"value": 1.0, "currency": "USD"}})
+    err = error_of(convert("fhir", json.dumps(eob)))  # one of two: no amount to take
     assert err.path == "ExplanationOfBenefit.item[0].net" and "submitted" in err.message
 
 

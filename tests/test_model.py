@@ -131,6 +131,28 @@ def test_replacements_carry_the_streams_share_of_ancestor_tokens(tok, field):
     assert not replaced[f == FIELD_ID["cls"]].any()
 
 
+def test_blanking_reads_header_fields_as_the_unknowns_a_feed_sends(tok):
+    """Training reads some claims' age, sex and specialty as unknown, the tokens a claim
+    with `"member_age": null`, `"member_sex": "U"`, `"provider_specialty": null` reads as;
+    nothing else changes, and each field is blanked on its own at about the rate asked."""
+    sample = make_claim_set(tok, 3000, 5, 0.05)
+    replacer = Replacer(tok, default_vocabulary(), sample, blank=0.2)
+    values, f = sample.batch(np.arange(3000))
+    out = replacer.blank(values, f, torch.Generator().manual_seed(0))
+    changed = out != values
+    blank = Claim.model_validate(claims(1)[0].model_dump() | {
+        "member_age": None, "member_sex": "U", "provider_specialty": None})
+    seq, _ = tok.tokens_of(blank)
+    unknown = {t.field: t.value for t in seq if t.field in Replacer.HEADER}
+    for field in Replacer.HEADER:
+        here = f == FIELD_ID[field]
+        assert set(out[here & changed].tolist()) == {unknown[field]}
+        share = float((out[here] == unknown[field]).float().mean())
+        assert 0.15 < share < 0.3, (field, share)
+    assert not changed[~torch.isin(f, torch.tensor([FIELD_ID[x] for x in Replacer.HEADER]))
+                       ].any()
+
+
 def test_support_reads_what_the_history_shows(tok):
     """A drug the history never shows with a diagnosis, where many co-occurrences were
     expected, reads as unjustified; a drug of the diagnosis's area reads as justified; a

@@ -326,3 +326,34 @@ def test_an_x12_claim_takes_its_provider_and_member_from_the_reference_data(tmp_
                               str(tmp_path / "providers.csv"), "-"], input=text)
     assert out.exit_code == 0 and Claim.model_validate_json(out.stdout).provider_specialty \
         == CLAIM.provider_specialty
+
+
+def test_reference_data_in_redis_answers_as_in_memory(namespace, tmp_path):
+    """What `claimscope reference load` stores, the workers' lookups read back the same as
+    the in-memory reference data: by key, by URL, conditionally, by identifier, members and
+    taxonomies; `clear` leaves no reference key behind."""
+    import redis
+
+    from stream.references import RedisReferences
+
+    _, pat, doc = apart()
+    (tmp_path / "members.csv").write_text("id,birth_date,sex\nM-9,1950-02-03,F\n")
+    (tmp_path / "providers.csv").write_text("npi,taxonomy\n1234567893,207RC0000X\n")
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "https://payer.example/fhir/Patient/p1", "resource": pat},
+        {"resource": doc}]}
+    (tmp_path / "people.json").write_text(json.dumps(bundle))
+    files = [tmp_path / n for n in ("members.csv", "providers.csv", "people.json")]
+    memory = References.load(files)
+    client = redis.Redis.from_url(namespace.redis_url)
+    stored = RedisReferences(client, namespace.key_prefix)
+    assert stored.store(memory) == len(list(memory.entries())) == stored.count()
+    people = ("Patient", "Practitioner", "PractitionerRole", "Organization")
+    for target in ("Patient/p1", "https://payer.example/fhir/Patient/p1", "Practitioner/d1",
+                   f"Patient?identifier=https://claimscope.example/fhir/sid/member-id|"
+                   f"{CLAIM.member_id}", "Organization/1234567893", "Patient/none"):
+        assert stored.find(target, people) == memory.find(target, people), target
+    assert stored.member("M-9") == memory.member("M-9") == (dt.date(1950, 2, 3), "F")
+    assert stored.taxonomy("1234567893") == memory.taxonomy("1234567893") == "207RC0000X"
+    assert stored.clear() > 0 and stored.count() == 0
+    assert not list(client.scan_iter(match=f"{namespace.key_prefix}ref:*"))

@@ -58,6 +58,9 @@ def train(
     labels: Annotated[Path | None, typer.Option(
         help='labels for some of --claims: JSONL of {"claim_id", "fraud": true|false, '
         '"pattern": optional}')] = None,
+    blank_rate: Annotated[float, typer.Option(
+        min=0.0, max=0.5, help="per header field (age, sex, specialty): the share of "
+        "training claims read with it unknown")] = 0.05,
 ) -> None:
     """Train a ClaimFormer and write a checkpoint directory: on generated claims, or on
     yours (--claims, --labels: self-supervised on every claim, supervised on the labelled
@@ -74,7 +77,7 @@ def train(
     if labels is not None and claims is None:
         raise fail("--labels needs --claims (the claims they label)")
     cfg = TrainConfig(preset=preset, steps=steps, train_count=train_count, seed=seed,
-                      holdout_pattern=holdout_pattern)
+                      holdout_pattern=holdout_pattern, blank_rate=blank_rate)
     data, bad = (_history(claims, labels) if claims is not None else (None, []))
     ck = run_training(cfg, log=_log, data=data)
     version = save_checkpoint(ck, out)
