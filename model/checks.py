@@ -50,6 +50,9 @@ class CheckHit:
     reason: str
 
 
+UNKNOWN_SPECIALTY = "unknown"  # a claim's kind when it does not know the specialty
+
+
 @dataclass(frozen=True)
 class CheckLimits:
     """What the checks take as normal. The defaults (a flat 3 claims a week, no repeats)
@@ -65,8 +68,22 @@ class CheckLimits:
     repeat_codes: frozenset[str] = frozenset()  # codes legitimately repeated the same day
 
     def visits(self, counts: dict[str, int]) -> int:
-        """Visits' worth of a window's claims, counted per kind (`kind` below)."""
-        return sum(math.ceil(n / self.per_kind.get(k, 1)) for k, n in counts.items())
+        """Visits' worth of a window's claims, counted per kind (`kind` below). A claim
+        whose specialty is unknown may be any care at its place: it counts as the kind
+        there that bills the most claims a visit (a series of therapy sessions without
+        PRV is not a run of visits).
+
+        >>> CheckLimits(per_kind={"physical_therapy@11": 4}).visits({"unknown@11": 6})
+        2
+        """
+        return sum(math.ceil(n / self._per_visit(k)) for k, n in counts.items())
+
+    def _per_visit(self, kind: str) -> int:
+        specialty, _, place = kind.partition("@")
+        if specialty != UNKNOWN_SPECIALTY:
+            return self.per_kind.get(kind, 1)
+        return max((v for k, v in self.per_kind.items() if k.endswith(f"@{place}")),
+                   default=1)
 
     def save(self, path: Path) -> None:
         d = asdict(self)
@@ -84,7 +101,7 @@ class CheckLimits:
 def kind(c: Claim) -> str:
     """The kind of care a claim is, for velocity: specialty (`unknown` when the claim does
     not know it) and place of service."""
-    return f"{c.provider_specialty or 'unknown'}@{c.place_of_service}"
+    return f"{c.provider_specialty or UNKNOWN_SPECIALTY}@{c.place_of_service}"
 
 
 class CheckState(Protocol):

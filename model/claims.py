@@ -77,6 +77,12 @@ class ProcedureLine(ClaimModel):
     # minutes): the minutes it took, with `units` 1. Absent for a service billed in units.
     minutes: Annotated[int, Field(ge=1, le=1440, strict=True)] | None = None
 
+    @model_validator(mode="after")
+    def _one_unit_when_timed(self) -> ProcedureLine:
+        if self.minutes is not None and self.units != 1:
+            raise ValueError("a line billed in minutes has units 1")
+        return self
+
 
 class MedicationLine(ClaimModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]

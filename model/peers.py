@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
+from model.checks import UNKNOWN_SPECIALTY
 from model.score import EDIT_CHANNELS
 from model.vocabulary import Vocabulary
 
@@ -189,7 +190,7 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
         nk[1] += k
     rows = [(m, st, n, k) for (m, st), (n, k) in summed.items()]
     # a claim that does not know the specialty is judged with the other unknowns
-    group = f"{claim.provider_specialty or 'unknown'}|{claim.place_of_service}"
+    group = f"{claim.provider_specialty or UNKNOWN_SPECIALTY}|{claim.place_of_service}"
     return Contribution(claim.provider_id, group,
                         claim.claim_id, claim.member_id, claim.service_date.toordinal(),
                         tuple(rows), visit, services, minutes)
@@ -234,7 +235,10 @@ class ProfileBook:
         if c.claim_id in self.seen:
             return
         self.seen.add(c.claim_id)
-        self.groups[c.provider_id] = c.group
+        # the latest group; a known specialty is not replaced by an unknown one (a claim
+        # without PRV), which would judge the provider against a mixed peer group
+        if c.provider_id not in self.groups or not c.group.startswith(f"{UNKNOWN_SPECIALTY}|"):
+            self.groups[c.provider_id] = c.group
         self.clock = max(self.clock, c.week)
         book = self.weeks[c.provider_id]
 

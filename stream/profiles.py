@@ -70,7 +70,11 @@ for i = 1, #providers do
     counted = counted + 1
     local key = base .. 'p:' .. p
     if week > clock and week <= horizon then clock = week end
-    touched[p] = groups[i]  -- the provider's latest group, as model.peers.ProfileBook
+    -- the provider's latest group, as model.peers.ProfileBook: a known specialty is not
+    -- replaced by an unknown one (a claim without PRV)
+    if touched[p] == nil or string.sub(groups[i], 1, 8) ~= 'unknown|' then
+      touched[p] = groups[i]
+    end
     local function bump(measure, stratum, n, k)
       local field = week .. '|' .. measure .. '|' .. stratum
       if n ~= 0 then redis.call('HINCRBY', key, field .. '|n', n) end
@@ -103,7 +107,11 @@ for i = 1, #providers do
   end
 end
 for p, group in pairs(touched) do
-  redis.call('HSET', base .. 'p:' .. p, 'group', group)
+  if string.sub(group, 1, 8) == 'unknown|' then
+    redis.call('HSETNX', base .. 'p:' .. p, 'group', group)
+  else
+    redis.call('HSET', base .. 'p:' .. p, 'group', group)
+  end
   redis.call('SADD', base .. 'all', p)
   for _, kind in ipairs({'p:', 'members:', 'visited:', 'minutes:'}) do
     redis.call('EXPIRE', base .. kind .. p, ttl)

@@ -16,7 +16,7 @@ from fhir.resources.R4B.claim import Claim as FhirClaim
 from typer.testing import CliRunner
 
 from model.claims import Claim
-from model.formats import ConversionError, claim_json, convert, to_fhir, to_x12
+from model.formats import ConversionError, References, claim_json, convert, to_fhir, to_x12
 from model.generator import ClaimGenerator
 from stream.cli import app
 
@@ -403,3 +403,24 @@ def test_a_line_billed_in_minutes_stays_minutes(fmt):
     (got,) = claims_of(convert(fmt, text))
     assert got == claim and (got.procedures[0].units, got.procedures[0].minutes) == (1, 61)
     assert '"minutes": 61' in claim_json(got) and '"minutes"' not in claim_json(base)
+
+
+def test_a_lookup_that_fails_is_the_callers_error_not_the_claims(tmp_path):
+    """Reference data in Redis that cannot be reached must not turn claims into dead
+    letters: the error reaches the worker, which retries the batch."""
+
+    class Down(References):
+        def _keys(self, ident):
+            raise OSError("reference store down")
+
+        _resource = _url_key = _keys
+
+    claim = GENERATED[0].model_copy(update={"member_age": None, "member_sex": "U"})
+    with pytest.raises(OSError):
+        convert("x12", to_x12([claim]), references=Down())
+    with pytest.raises(OSError):  # a set the library cannot parse whole: claim by claim
+        convert("x12", multi_claim_interchange(), references=Down())
+    res = to_fhir(claim)
+    res["patient"] = {"reference": "Patient/elsewhere"}
+    with pytest.raises(OSError):
+        convert("fhir", json.dumps(res), references=Down())

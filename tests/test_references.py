@@ -232,9 +232,27 @@ def test_an_ambiguous_or_unsupported_conditional_reference_says_so(tmp_path):
 def test_a_reference_of_the_wrong_type_does_not_resolve(tmp_path):
     res, pat, doc = apart()
     res |= {"patient": {"reference": "Practitioner/d1"}, "provider": {"reference": "Patient/p1"}}
-    got = converted(res, refs_of(tmp_path, pat, doc))
-    assert got.unknown == ["member_age", "member_sex", "provider_specialty"]
-    assert (got.member_id, got.provider_id) == ("d1", "p1")
+    got = error_of(res, refs_of(tmp_path, pat, doc))
+    assert (got.path, got.message) == ("Claim.patient", "reference 'Practitioner/d1' names a "
+                                       "Practitioner, where Patient belongs")
+
+
+def test_the_npi_is_looked_up_in_the_reference_data_first(tmp_path):
+    """A provider that states its NPI but no taxonomy (or one that maps to no specialty of
+    ours) takes the taxonomy the reference data holds for that NPI."""
+    from model.formats.common import NPI
+
+    res = to_fhir(CLAIM)
+    doc = res["contained"][1]
+    doc.pop("qualification")
+    doc["identifier"].append({"system": NPI, "value": "1234567893"})
+    assert converted(res).provider_specialty is None
+    (tmp_path / "providers.csv").write_text("npi,taxonomy\n1234567893,207RC0000X\n")
+    refs = References.load([tmp_path / "providers.csv"])
+    assert converted(res, refs).provider_specialty == "cardiology"
+    doc["qualification"] = [{"code": {"coding": [{"system": "http://nucc.org/provider-taxonomy",
+                                                  "code": "207L00000X"}]}}]  # unmapped
+    assert converted(res, refs).provider_specialty == "cardiology"
 
 
 # -- the CLI -------------------------------------------------------------------------------
@@ -355,5 +373,14 @@ def test_reference_data_in_redis_answers_as_in_memory(namespace, tmp_path):
         assert stored.find(target, people) == memory.find(target, people), target
     assert stored.member("M-9") == memory.member("M-9") == (dt.date(1950, 2, 3), "F")
     assert stored.taxonomy("1234567893") == memory.taxonomy("1234567893") == "207RC0000X"
+    # a reload that moves an identifier: the old one no longer joins (as in memory)
+    moved = pat | {"identifier": [{"system": "https://payer.example/id", "value": "NEW"}]}
+    (tmp_path / "again.json").write_text(json.dumps(moved))
+    again = References.load([tmp_path / "again.json"])
+    stored.store(again)
+    for value in (CLAIM.member_id, "NEW"):
+        assert stored.by_identifier(None, value, people) == again.by_identifier(
+            None, value, people) == ([moved] if value == "NEW" else []), value
     assert stored.clear() > 0 and stored.count() == 0
     assert not list(client.scan_iter(match=f"{namespace.key_prefix}ref:*"))
+

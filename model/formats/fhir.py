@@ -285,6 +285,10 @@ def _resolve(ref: Any, res: Any, known: tuple[References, ...], path: str,
                                  "(a reference must name one)")
             if found:
                 return _validated(found[0], name, path), ""
+    named = TAIL.search(target) if target and "?" not in target else None
+    if named and named[1] not in kinds:  # `patient: Practitioner/d1` is a wrong reference
+        raise Unmappable(path, f"reference {name!r} names a {named[1]}, where "
+                         f"{' or '.join(kinds)} belongs")
     return None, _logical_id(target, logical)
 
 
@@ -371,7 +375,7 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
         "claim_id": r.id,
         "member_id": _identifier(patient, MEMBER, "MB") if patient else member,
         "provider_id": _identifier(provider, PROVIDER, None) if provider else provider_id,
-        "provider_specialty": _specialty(provider, r),
+        "provider_specialty": _specialty(provider, r, known),
         "member_age": age_on(birth, day) if isinstance(birth, dt.date) else None,
         "member_sex": {"female": "F", "male": "M"}.get(getattr(patient, "gender", None) or "",
                                                        "U"),
@@ -424,14 +428,22 @@ def _identifier(res: Any, ours: str, type_code: str | None) -> str:
     return ids[0].value if ids else (res.id or "")
 
 
-def _specialty(provider: Any, r: Any) -> str | None:
-    """The specialty of the NUCC taxonomy of the provider (Practitioner.qualification,
-    PractitionerRole.specialty), else of the claim's care team (CARIN Blue Button puts it
-    there); None (unknown) where none names one."""
+def _specialty(provider: Any, r: Any, known: tuple[References, ...]) -> str | None:
+    """The specialty of the first NUCC taxonomy code that maps to one: the reference data's
+    for the provider's NPI, then for the care team's NPIs (the issue: the NPI is looked up
+    there first); then the provider's own (Practitioner.qualification,
+    PractitionerRole.specialty), then the care team's (CARIN Blue Button puts it there).
+    None (unknown) where none does."""
+    team = [t.provider for t in (r.careTeam or []) if t.provider is not None]
+    npis = [i.value for i in (getattr(provider, "identifier", None) or [])
+            if i.system == NPI and i.value]
+    npis += [t.identifier.value for t in team if t.identifier is not None and
+             t.identifier.system == NPI and t.identifier.value]
+    codes = [code for npi in npis for refs in known if (code := refs.taxonomy(npi))]
     kinds = [q.code for q in (getattr(provider, "qualification", None) or [])]
     kinds += list(getattr(provider, "specialty", None) or [])
     kinds += [t.qualification for t in (r.careTeam or []) if t.qualification]
-    codes = [code for concept in kinds for _, code, _ in _codes(concept, {NUCC})]
+    codes += [code for concept in kinds for _, code, _ in _codes(concept, {NUCC})]
     return next((s for s in map(specialty_of, codes) if s is not None), None)
 
 

@@ -5,7 +5,8 @@ whose provider is an absolute URL or `Organization?identifier=<NPI system>|<NPI>
 Synthea writes it), and ships those Patient, Practitioner, PractitionerRole and
 Organization resources in files of their own. `References` holds them, indexed every way a
 claim may name one; the FHIR adapter asks it after the claim's contained resources and its
-Bundle (docs/formats.md, "Reference data"):
+Bundle, and the X12 adapter for a provider's taxonomy by NPI and a member without DMG
+(docs/formats.md, "Reference data"):
 
     refs = References.load(["members.csv", "Practitioner.ndjson"])
     convert("fhir", eob_json, references=refs)

@@ -7,7 +7,7 @@ Each file's format is taken from its content when not given: JSON (a resource, a
 NDJSON) is FHIR, text that begins with `ISA` is X12; anything else is reported as a file
 that is neither, never guessed at.
 
-A FHIR file that holds a resource of another kind (a Patient, Practitioner, Organization,
+A FHIR file that holds only resources of other kinds (a Patient, Practitioner, Organization,
 Coverage: what claims point at) is no record: the Patients, Practitioners, PractitionerRoles
 and Organizations among them are the reference data of their source's claims, as a
 payer's API ships them beside its EOBs, and the rest is passed over (`other_files`).
@@ -44,6 +44,7 @@ VALUES = [(re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"), (re.compile(r"\[\d+\]"),
           (re.compile(r"\.\d+(?=[.:\s]|$)"), ".…"), (re.compile(r"-?\d+\.\d+"), "…"),
           (re.compile(r"\(and \d+ more\)"), "(and … more)"),
           (re.compile(r"\bST \w+"), "ST …"), (re.compile(r"\bhas \d+"), "has …")]
+NOT_SOURCES = {"LICENSES"}  # a corpus's licence texts, beside its sources
 READABLE_SUFFIXES = {".json", ".ndjson", ".837", ".837i", ".837p", ".837d", ".x12", ".edi",
                      ".txt", ".dat"}
 
@@ -105,16 +106,21 @@ class CorpusReport(Result):
         return out
 
 
-def resource_kind(data: bytes) -> str | None:
-    """The resourceType of a FHIR file's (first) resource; None when it has none."""
+def resource_kinds(data: bytes) -> set[str]:
+    """The resourceTypes of a FHIR file: its document's, else each NDJSON line's; empty
+    when none can be read (the file is then converted, and says why it is not a claim)."""
     text = data.decode("utf-8-sig", errors="replace").strip()
-    for doc in (text, text.partition("\n")[0]):  # a document, else NDJSON's first line
-        try:
-            kind = json.loads(doc).get("resourceType")
-        except (ValueError, AttributeError):
-            continue
-        return kind if isinstance(kind, str) else None
-    return None
+    try:
+        docs = [json.loads(text)]
+    except ValueError:
+        docs = []
+        for line in text.splitlines():
+            try:
+                docs.append(json.loads(line))
+            except ValueError:
+                return set()
+    kinds = {d.get("resourceType") for d in docs if isinstance(d, dict)}
+    return {k for k in kinds if isinstance(k, str)}
 
 
 def corpus_report(root: Path, fmt: Format | None = None,
@@ -127,7 +133,8 @@ def corpus_report(root: Path, fmt: Format | None = None,
     its claims, with the `references` files read after them (the same resource given twice:
     theirs is kept). Raises ReferenceDataError for a references file that cannot be read."""
     files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES
+        and p.relative_to(root).parts[0] not in NOT_SOURCES)
     by_source: dict[str, list[tuple[Path, bytes, Format | None]]] = collections.defaultdict(list)
     for path in files:
         rel = path.relative_to(root) if path != root else Path(path.name)
@@ -143,12 +150,12 @@ def _source(items: list[tuple[Path, bytes, Format | None]], given: Sequence[Path
     fig = SourceFigures(files=len(items))
     refs, convertible = References(), []
     for path, data, kind in items:
-        other = resource_kind(data) if kind == "fhir" else None
-        if other is None or other in ("Claim", "ExplanationOfBenefit", "Bundle"):
+        kinds = resource_kinds(data) if kind == "fhir" else set()
+        if not kinds or kinds & {"Claim", "ExplanationOfBenefit", "Bundle"}:
             convertible.append((data, kind))
             continue
         fig.other_files += 1
-        if other in PEOPLE:
+        if kinds & set(PEOPLE):
             try:
                 refs.read_file(path)
             except ReferenceDataError as e:  # the source's own: noted, not fatal

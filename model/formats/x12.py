@@ -286,12 +286,13 @@ def _claim_by_claim(segments: list, delimiters: X12Delimiters, before: int, st_r
         se = ("SE", ["SE", str(len(body) + 1), control])
         try:
             model = _parse([*body, se], delimiters)
-            got = list(_claims(model, delimiters, index - 1, st_ref, refs))
         except ValidationError as e:
             got = [_validation_error(e, index, cid)]
         except Exception as e:  # the library's parser on hostile input: report, never crash
             got = [ConversionError(index, f"{st_ref}.2300", f"unparseable: "
                                    f"{type(e).__name__}: {e}", cid)]
+        else:  # outside the catch-all: a reference lookup's error (Redis) is the caller's
+            got = list(_claims(model, delimiters, index - 1, st_ref, refs))
         out.append(got[0] if got else ConversionError(index, f"{st_ref}.2300",
                                                       "the claim is not under an HL loop", cid))
     if not claims:
@@ -370,12 +371,16 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
     birth = dmg.date_time_period if dmg is not None else (known[0] if known else None)
     sex = dmg.gender_code if dmg is not None else (known[1] if known else "U")
     rendering = clm.loop_2310b
-    npis = [n for n in ((rendering.nm1_segment.identification_code if rendering else None),
-                        a.loop_2010aa.nm1_segment.identification_code) if n]
-    taxonomy = next((t for n in npis if refs is not None and (t := refs.taxonomy(n))), None) \
-        or (rendering.prv_segment.reference_identification if rendering and
-            rendering.prv_segment else None) or (a.prv_segment.reference_identification
-                                                 if a.prv_segment else None)
+    # the rendering provider's taxonomy, then the billing one's; each from the reference
+    # data by NPI first, then its PRV; the first code that maps to a specialty of ours
+    taxonomies = [
+        refs.taxonomy(rendering.nm1_segment.identification_code or "")
+        if refs is not None and rendering else None,
+        rendering.prv_segment.reference_identification if rendering and rendering.prv_segment
+        else None,
+        refs.taxonomy(a.loop_2010aa.nm1_segment.identification_code or "")
+        if refs is not None else None,
+        a.prv_segment.reference_identification if a.prv_segment else None]
     g2 = [r.reference_identification for r in b.loop_2010bb.ref_segment or []
           if r.reference_identification_qualifier == "G2"]
     provider = g2[0] if g2 else (rendering.nm1_segment.identification_code if rendering else
@@ -422,7 +427,7 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
         "member_id": b.loop_2010ba.nm1_segment.identification_code or "",
         "provider_id": provider or "",
         # PRV is situational, and a code outside our specialties is common: unknown
-        "provider_specialty": specialty_of(taxonomy),
+        "provider_specialty": next((s for s in map(specialty_of, taxonomies) if s), None),
         "member_age": age_on(birth, day) if isinstance(birth, dt.date) else None,
         "member_sex": sex if sex in ("F", "M") else "U",
         "service_date": day,
@@ -472,7 +477,8 @@ def write(claims: list[Claim], created: dt.datetime | None = None) -> str:
 
     Raises ValueError for a claim X12 cannot carry: a claim id over CLM01's 38
     characters, a description over NTE02's 80, text holding X12 delimiters, more than 12
-    diagnoses, a specialty without a NUCC code. `created` stamps the ISA/GS envelope
+    diagnoses, a specialty without a NUCC code, a sex with an unknown age (DMG holds the
+    sex only beside a birth date). `created` stamps the ISA/GS envelope
     (default: the latest submitted_at, so the same claims give the same bytes).
     """
     if not claims:
@@ -541,6 +547,9 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
     if claim.description is not None:
         clm["nte_segment"] = {"note_reference_code": "ADD",
                               "description": _check_text(claim.description, "description", 80)}
+    if claim.member_age is None and claim.member_sex != "U":
+        raise ValueError(f"claim {claim.claim_id}: X12 carries the sex in DMG only with a "
+                         "birth date, and member_age is unknown")
     birth = birth_date_for(claim.member_age, claim.service_date, claim.member_id
                            ) if claim.member_age is not None else None
     member = _check_text(claim.member_id, "member_id", 60)
@@ -598,8 +607,8 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
                                                 "name_last_or_organization_name": member,
                                                 "identification_code_qualifier": "MI",
                                                 "identification_code": member},
-                                # DMG needs the birth date: without it (an unknown age)
-                                # the segment, and with it the sex, is left out
+                                # DMG needs the birth date: without it (an unknown age,
+                                # and so sex U, above) the segment is left out
                                 "dmg_segment": {"date_time_period_format_qualifier": "D8",
                                                 "date_time_period": birth.strftime("%Y%m%d"),
                                                 # x12sdk takes F/M only: U goes absent

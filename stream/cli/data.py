@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -32,8 +32,9 @@ FormatOption = Annotated[Format, typer.Option(
     "or x12 (one 837P interchange)")]
 ReferencesOption = Annotated[list[str] | None, typer.Option(
     "--references", help="FHIR Patient/Practitioner/PractitionerRole/Organization resources "
-    "(NDJSON, Bundle, JSON array) or CSV (id,birth_date,sex or npi,taxonomy) that FHIR "
-    "claims refer to but do not carry; repeatable")]
+    "(NDJSON, Bundle, JSON array) or CSV (id,birth_date,sex or npi,taxonomy): what FHIR "
+    "claims refer to but do not carry, and X12 claims' provider taxonomies (by NPI) and "
+    "members without DMG; repeatable")]
 SHOWN_PROBLEMS = 10  # reference records skipped: the first few, then a count
 
 
@@ -43,7 +44,7 @@ def claims_in(fmt: Format, path: str, references: list[str] | None = None
     """The claims of a file (or stdin) in `fmt`, in order, each bad record as an error.
     A record that is not a claim to score (a prior authorisation) is noted on stderr and
     left out: neither a claim nor a failure. `references`: files of reference data (FHIR
-    only); an unreadable one fails the command, a bad record in one is noted."""
+    and X12); an unreadable one fails the command, a bad record in one is noted."""
     refs = _references(fmt, references) if references else None
     with open_input(path) as f:
         yield (item for item in read(fmt, f, refs) if not _noted(item))
@@ -53,6 +54,12 @@ def _references(fmt: Format, paths: list[str]) -> References:
     if fmt == "claim":
         raise fail("--references is read with FHIR and X12 input (contract JSON carries its "
                    "member and provider in the claim)")
+    return load_references(paths)
+
+
+def load_references(paths: Sequence[str | Path]) -> References:
+    """Reference data files read, each record that was skipped noted on stderr (the first
+    SHOWN_PROBLEMS, then a count); a file that cannot be read fails the command."""
     try:
         refs = References.load(paths)
     except ReferenceDataError as e:

@@ -3,28 +3,30 @@
 `load` reads FHIR Patient, Practitioner, PractitionerRole and Organization resources (NDJSON,
 a Bundle, a JSON array) and CSV (members `id,birth_date,sex`, providers `npi,taxonomy`),
 the same files `convert --references` takes, and copies them into Redis
-(`stream.references`), where every worker's scoring processes resolve the FHIR claims'
-references that the claims do not carry.
+(`stream.references`), where every worker's scoring processes resolve the references FHIR
+claims do not carry, and X12 claims' provider taxonomies and DMG-less members.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from model.formats import ReferenceDataError, References
-from stream.cli.common import app, err, fail
+from stream.cli.common import app
+from stream.cli.data import load_references
 from stream.cli.service import Config, one_line_errors, settings_from
+
+if TYPE_CHECKING:
+    from stream.references import RedisReferences
 
 reference_app = typer.Typer(help="Member and provider reference data the workers join "
                             "FHIR claims with.", no_args_is_help=True)
 app.add_typer(reference_app, name="reference")
-SHOWN_PROBLEMS = 10  # records skipped: the first few, then a count
 
 
-def _store(config: Path | None):
+def _store(config: Path | None) -> RedisReferences:
     from stream.preflight import check_redis
     from stream.references import RedisReferences
     from stream.store import redis_client
@@ -41,20 +43,12 @@ def load(files: Annotated[list[Path], typer.Argument(help="FHIR (NDJSON, Bundle,
          config: Config = None) -> None:
     """Load reference data into Redis (adds, and replaces by type and id); a file that
     cannot be read at all fails the command before anything is written."""
-    try:
-        refs = References.load(files)
-    except ReferenceDataError as e:
-        raise fail(f"references: {e}") from None
-    for problem in refs.problems[:SHOWN_PROBLEMS]:
-        err.print(f"references: skipped {problem}", highlight=False, markup=False,
-                  soft_wrap=True)
-    if len(refs.problems) > SHOWN_PROBLEMS:
-        err.print(f"references: {len(refs.problems) - SHOWN_PROBLEMS} more records skipped",
-                  highlight=False, markup=False, soft_wrap=True)
+    refs = load_references(files)
     store = _store(config)
     with one_line_errors():
         n = store.store(refs)
         total = store.count()
+    # a CSV provider is held once per provider type it answers to (Practitioner, …)
     print(f"loaded {n} resources from {len(files)} files ({len(refs.problems)} records "
           f"skipped); {total} held")
 
