@@ -150,8 +150,31 @@ def test_reversal_lines_cancel_the_line_they_reverse():
     res["item"] = [first, undo, *res["item"]]
     assert claims_of(convert("fhir", json.dumps(res))) == [claim]
     res["item"] = [undo, *res["item"][2:]]
-    undo["net"]["value"] += 1
-    assert "a reversal that cancels no line of this claim" in one_error("fhir", json.dumps(res))
+    assert "a reversal of more than the claim billed for it" in one_error("fhir",
+                                                                          json.dumps(res))
+
+
+def test_reversals_net_by_service_whole_or_in_part_and_a_void_is_skipped():
+    """A reversal may carry its sign on the quantity, or reverse part of a line; a claim
+    whose every line is reversed is a void, and a cancelled claim is no claim: both are
+    left out with a note, not failed."""
+    claim = next(c for c in GENERATED if c.procedures and c.procedures[0].units == 1)
+    res = to_fhir(claim)
+    first = res["item"][0]
+    double = json.loads(json.dumps(first)) | {"quantity": {"value": 2},
+                                              "net": {"value": 2 * first["net"]["value"]}}
+    back = json.loads(json.dumps(first)) | {"quantity": {"value": -1}}  # sign on quantity
+    res["item"] = [double, back, *res["item"][1:]]
+    assert claims_of(convert("fhir", json.dumps(res))) == [claim]
+    void = to_fhir(claim)
+    void["item"] += [json.loads(json.dumps(i)) | {"net": {"value": -i["net"]["value"]}}
+                     for i in void["item"]]
+    (note,) = convert("fhir", json.dumps(void))
+    assert isinstance(note, ConversionError) and note.skipped
+    assert "a voided claim" in str(note)
+    cancelled = to_fhir(claim) | {"status": "cancelled"}
+    (note,) = convert("fhir", json.dumps(cancelled))
+    assert note.skipped and note.path == "Claim.status" and "cancelled" in note.message
 
 
 @pytest.mark.parametrize("fmt", ["fhir", "x12"])

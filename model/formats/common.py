@@ -80,9 +80,10 @@ class ConversionError:
 class Unmappable(Exception):
     """Raised inside an adapter for a field with no contract value; becomes a ConversionError."""
 
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: str, message: str, skipped: bool = False) -> None:
         super().__init__(f"{path}: {message}")
         self.path, self.message = path, message
+        self.skipped = skipped  # not a claim to score (a void): a note, not a failure
 
 
 def finish(index: int, record_id: str | None, fields: dict, paths: dict[str, str]

@@ -81,6 +81,8 @@ MODELS = {"Claim": FhirClaim, "ExplanationOfBenefit": ExplanationOfBenefit}
 # An EOB line's billed amount when it has neither net nor unitPrice: the amount of its
 # adjudication of these categories, first found first (CARIN Blue Button: `submitted`).
 LINE_AMOUNTS = ("submitted", "eligible")
+# R4's `status` codes of a claim no longer standing: skipped, with a note, not scored.
+NOT_LIVE = {"cancelled": "a cancelled claim", "entered-in-error": "a claim entered in error"}
 # R4's `use` codes that are not a claim for care given: skipped, with a note, not scored.
 NOT_CLAIM_USES = {"preauthorization": "a prior-authorisation request",
                   "predetermination": "a predetermination (a cost estimate before care)"}
@@ -184,6 +186,10 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
         return ConversionError(index, root, f"a FHIR {older[0]} {kind} by its shape "
                                f"({', '.join(older[1])}: elements R4 renamed or dropped); "
                                "ClaimScope reads FHIR R4", rid)
+    status = res.get("status")
+    if status in NOT_LIVE:
+        return ConversionError(index, f"{root}.status", f"{status!r}: {NOT_LIVE[status]}, "
+                               "not a claim to score", rid, skipped=True)
     use = res.get("use")
     if use in NOT_CLAIM_USES:
         return ConversionError(index, f"{root}.use", f"{use!r}: {NOT_CLAIM_USES[use]}, not "
@@ -199,7 +205,7 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
         fields, paths = _fields(parsed, kind, known)
     except Unmappable as e:
         path = e.path if not prefix else prefix + e.path.removeprefix(kind)
-        return ConversionError(index, path, e.message, rid)
+        return ConversionError(index, path, e.message, rid, skipped=e.skipped)
     except (ValueError, TypeError, AttributeError, ArithmeticError) as e:
         # a shape FHIR allows that the mapping did not foresee: this record only
         return ConversionError(index, prefix or kind, f"cannot map: {e}", rid)
@@ -396,20 +402,38 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
 
 
 def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, str]]:
-    """The lines a claim stands for once its reversals are netted out. An adjusted EOB
-    lists a line, its reversal (the same line with a negative amount) and, often, the line
-    again: the reversal and the line it cancels are both dropped, as the payer means them.
-    A negative line that cancels no line of the claim is Unmappable."""
-    kept = list(lines)
-    for neg in [x for x in lines if x[0]["charge"] < 0]:
-        same = {**neg[0], "charge": -neg[0]["charge"]}
-        hit = next((x for x in kept if x[0] == same and x[1] == neg[1]), None)
-        if hit is None:
-            raise Unmappable(neg[2], f"a negative amount ({neg[0]['charge']}): a reversal "
-                             "that cancels no line of this claim")
-        kept.remove(hit)
-        kept.remove(neg)
-    return kept
+    """The lines a claim stands for once its reversals are netted out, as the payer means
+    them. An adjusted EOB lists a line, its reversal (the same service with a negative
+    amount or quantity, whole or in part) and often the line again. Where a claim has a
+    reversal, the lines of one service (code and modifiers, or drug, strength and days)
+    are summed, signed, into one line; a service that nets to nothing is dropped. A claim
+    with no reversal is read line by line, as sent.
+
+    A reversal of more than its service billed is Unmappable; a claim whose every service
+    nets to nothing is a void, skipped with a note."""
+    def reversed_(line: dict) -> bool:
+        return line["charge"] < 0 or line.get("units", line.get("quantity", 1)) < 0
+
+    if not any(reversed_(x[0]) for x in lines):
+        return lines
+    sums: dict[tuple, list] = {}  # service -> [its first line, kind, path, units, charge]
+    for line, kind_of, at in lines:
+        sign = -1 if reversed_(line) else 1
+        count = "units" if kind_of == "procedure" else "quantity"
+        service = (kind_of, *(v if not isinstance(v, list) else tuple(v)
+                              for k, v in sorted(line.items()) if k not in (count, "charge")))
+        s = sums.setdefault(service, [line, kind_of, at, 0, Decimal(0)])
+        s[3] += sign * abs(line[count])
+        s[4] += sign * abs(line["charge"])
+        if sign < 0 and (s[3] < 0 or s[4] < 0):
+            raise Unmappable(at, f"a reversal of more than the claim billed for it "
+                             f"({line['charge']})")
+    out = [({**first, ("units" if k == "procedure" else "quantity"): n, "charge": charge},
+            k, at) for first, k, at, n, charge in sums.values() if n or charge]
+    if not out:
+        raise Unmappable(lines[0][2].rpartition(".")[0] + ".item", "every line is reversed: "
+                         "a voided claim, not a claim to score", skipped=True)
+    return out
 
 
 def _is_pharmacy(r: Any) -> bool:
