@@ -118,7 +118,7 @@ class Score(ScoreModel):
         "ncci_ptp, mue, add_on, mce_age, mce_sex (`explanation.edits` cites each)")
     components: Components
     explanation: Explanation
-    unknown: list[str] = Field(
+    unknown: list[Literal["member_age", "member_sex", "provider_specialty"]] = Field(
         default_factory=list, description="header fields the claim did not know (member_age, "
         "member_sex, provider_specialty): the model read each as its field's unknown token")
     model_version: str

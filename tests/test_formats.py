@@ -404,6 +404,7 @@ def test_convert_report_counts_each_source_and_groups_the_reasons(tmp_path):
         (5, 2, 3, 1, 2)
     (reason, n), = fh["reasons"].items()
     assert n == 2 and "no CPT/HCPCS, RxNorm or NDC coding (codings in http://snomed" in reason
+    assert fh["examples"][reason] == "snomed1.json record 1"  # where to look
     assert (x["records"], x["converted"], x["failed"]) == (3, 2, 1)
     assert x["reasons"] == {"neither FHIR JSON nor an X12 interchange": 1}
     assert rep["all"]["converted"] == 3 and rep["all"]["converted_share"] == 0.5

@@ -75,6 +75,7 @@ class SourceFigures(Result):
     skipped: int = 0  # left out on purpose (prior authorisations), not failures
     failed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # grouped reason -> records
+    examples: dict[str, str] = field(default_factory=dict)  # grouped reason -> a record of it
     reference_problems: list[str] = field(default_factory=list)  # its own people files
 
     @property
@@ -152,7 +153,7 @@ def _source(items: list[tuple[Path, bytes, Format | None]], given: Sequence[Path
     for path, data, kind in items:
         kinds = resource_kinds(data) if kind == "fhir" else set()
         if not kinds or kinds & {"Claim", "ExplanationOfBenefit", "Bundle"}:
-            convertible.append((data, kind))
+            convertible.append((path, data, kind))
             continue
         fig.other_files += 1
         if kinds & set(PEOPLE):
@@ -163,7 +164,7 @@ def _source(items: list[tuple[Path, bytes, Format | None]], given: Sequence[Path
     fig.reference_problems += refs.problems
     for path in given:  # after the source's own: the same resource given twice, theirs wins
         refs.read_file(path)
-    for data, kind in convertible:
+    for path, data, kind in convertible:
         results: list = [ConversionError(0, "", "neither FHIR JSON nor an X12 interchange")
                          ] if kind is None else convert(kind, data, refs if len(refs) else None)
         for r in results:
@@ -176,5 +177,6 @@ def _source(items: list[tuple[Path, bytes, Format | None]], given: Sequence[Path
                 fig.failed += 1
                 group = reason_group(f"{r.path}: {r.message}" if r.path else r.message)
                 fig.reasons[group] = fig.reasons.get(group, 0) + 1
+                fig.examples.setdefault(group, f"{path.name} record {r.index}")
     fig.reasons = dict(sorted(fig.reasons.items(), key=lambda kv: -kv[1]))
     return fig

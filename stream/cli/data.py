@@ -150,7 +150,7 @@ def _report(root: Path, fmt: Format | None, references: list[str], as_json: bool
         if s.reasons or s.reference_problems:
             print(f"\n{name}:")
         for reason, n in s.reasons.items():
-            print(f"  {n:5d}  {reason}")
+            print(f"  {n:5d}  {reason}  (e.g. {s.examples[reason]})")
         for problem in s.reference_problems[:SHOWN_PROBLEMS]:
             print(f"  references: skipped {problem}")
 
