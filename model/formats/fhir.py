@@ -13,6 +13,7 @@ as a whole, so one broken entry costs only itself. docs/formats.md has the mappi
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -411,25 +412,27 @@ def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, 
 
     A reversal of more than its service billed is Unmappable; a claim whose every service
     nets to nothing is a void, skipped with a note."""
-    def reversed_(line: dict) -> bool:
-        return line["charge"] < 0 or line.get("units", line.get("quantity", 1)) < 0
+    count = {"procedure": "units", "medication": "quantity"}  # what a line counts
 
-    if not any(reversed_(x[0]) for x in lines):
+    def reversed_(line: dict, kind_of: str) -> bool:
+        return line["charge"] < 0 or line[count[kind_of]] < 0
+
+    if not any(reversed_(line, kind_of) for line, kind_of, _ in lines):
         return lines
-    sums: dict[tuple, list] = {}  # service -> [its first line, kind, path, units, charge]
+    sums: dict[tuple, list] = {}  # service -> [its first line, kind, path, count, charge]
     for line, kind_of, at in lines:
-        sign = -1 if reversed_(line) else 1
-        count = "units" if kind_of == "procedure" else "quantity"
-        service = (kind_of, *(v if not isinstance(v, list) else tuple(v)
-                              for k, v in sorted(line.items()) if k not in (count, "charge")))
+        sign = -1 if reversed_(line, kind_of) else 1
+        service = (kind_of, *((k, tuple(v) if isinstance(v, list) else v)
+                              for k, v in sorted(line.items())
+                              if k not in (count[kind_of], "charge")))
         s = sums.setdefault(service, [line, kind_of, at, 0, Decimal(0)])
-        s[3] += sign * abs(line[count])
+        s[3] += sign * abs(line[count[kind_of]])
         s[4] += sign * abs(line["charge"])
         if sign < 0 and (s[3] < 0 or s[4] < 0):
             raise Unmappable(at, f"a reversal of more than the claim billed for it "
                              f"({line['charge']})")
-    out = [({**first, ("units" if k == "procedure" else "quantity"): n, "charge": charge},
-            k, at) for first, k, at, n, charge in sums.values() if n or charge]
+    out = [({**first, count[k]: n, "charge": charge}, k, at)
+           for first, k, at, n, charge in sums.values() if n or charge]
     if not out:
         raise Unmappable(lines[0][2].rpartition(".")[0] + ".item", "every line is reversed: "
                          "a voided claim, not a claim to score", skipped=True)
@@ -457,17 +460,17 @@ def _specialty(provider: Any, r: Any, known: tuple[References, ...]) -> str | No
     for the provider's NPI, then for the care team's NPIs (the issue: the NPI is looked up
     there first); then the provider's own (Practitioner.qualification,
     PractitionerRole.specialty), then the care team's (CARIN Blue Button puts it there).
-    None (unknown) where none does."""
+    None (unknown) where none does. Lazily: no lookup after the first code that maps."""
     team = [t.provider for t in (r.careTeam or []) if t.provider is not None]
     npis = [i.value for i in (getattr(provider, "identifier", None) or [])
             if i.system == NPI and i.value]
     npis += [t.identifier.value for t in team if t.identifier is not None and
              t.identifier.system == NPI and t.identifier.value]
-    codes = [code for npi in npis for refs in known if (code := refs.taxonomy(npi))]
     kinds = [q.code for q in (getattr(provider, "qualification", None) or [])]
     kinds += list(getattr(provider, "specialty", None) or [])
     kinds += [t.qualification for t in (r.careTeam or []) if t.qualification]
-    codes += [code for concept in kinds for _, code, _ in _codes(concept, {NUCC})]
+    codes = itertools.chain((refs.taxonomy(npi) for npi in npis for refs in known),
+                            (code for concept in kinds for _, code, _ in _codes(concept, {NUCC})))
     return next((s for s in map(specialty_of, codes) if s is not None), None)
 
 

@@ -373,14 +373,15 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
     rendering = clm.loop_2310b
     # the rendering provider's taxonomy, then the billing one's; each from the reference
     # data by NPI first, then its PRV; the first code that maps to a specialty of ours
-    taxonomies = [
-        refs.taxonomy(rendering.nm1_segment.identification_code or "")
+    # (lazily: no lookup after it)
+    taxonomies = (code() for code in (
+        lambda: refs.taxonomy(rendering.nm1_segment.identification_code or "")
         if refs is not None and rendering else None,
-        rendering.prv_segment.reference_identification if rendering and rendering.prv_segment
-        else None,
-        refs.taxonomy(a.loop_2010aa.nm1_segment.identification_code or "")
+        lambda: rendering.prv_segment.reference_identification
+        if rendering and rendering.prv_segment else None,
+        lambda: refs.taxonomy(a.loop_2010aa.nm1_segment.identification_code or "")
         if refs is not None else None,
-        a.prv_segment.reference_identification if a.prv_segment else None]
+        lambda: a.prv_segment.reference_identification if a.prv_segment else None))
     g2 = [r.reference_identification for r in b.loop_2010bb.ref_segment or []
           if r.reference_identification_qualifier == "G2"]
     provider = g2[0] if g2 else (rendering.nm1_segment.identification_code if rendering else
