@@ -14,7 +14,13 @@ message). `stream` re-exports it; `model` reads it. Decisions written down once:
   `member_sex` is `"U"`. The keys stay required, so a producer that forgets one gets a
   dead letter, not a claim silently read as unknown. The model reads an unknown as its
   field's unknown token and the Score lists it (`Score.unknown`).
-- Codes are checked for *format* (ICD-10-CM, CPT/HCPCS Level II, CMS POS). Whether a code
+- Two claim types, as payers receive them: `professional` (the default: a clinician's
+  claim, the 837P / CMS-1500, procedure lines and fills) and `institutional` (a
+  facility's claim, the 837I / UB-04: NUBC revenue-code lines, each with the HCPCS code of
+  its service where it has one, a type of bill, and ICD-10-PCS procedures). A professional
+  producer writes none of the institutional fields, and its claims are unchanged.
+- Codes are checked for *format* (ICD-10-CM, CPT/HCPCS Level II, CMS POS, NUBC revenue
+  codes and types of bill, ICD-10-PCS). Whether a code
   is one the model knows is the tokenizer's business: unknown-but-well-formed codes are
   valid claims and read as their nearest ancestor in their code system (model.codes).
 """
@@ -46,6 +52,15 @@ ICD10CM_PATTERN = r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$"
 # tables carry every one of these kinds (0001A, 0015M).
 PROCEDURE_PATTERN = r"^([0-9]{4}[0-9AFMTU]|[A-V][0-9]{4})$"
 MODIFIER_PATTERN = r"^[0-9A-Z]{2}$"
+# NUBC revenue code: 4 digits (0100 room and board ... 0450 emergency room ... 1000+).
+REVENUE_PATTERN = r"^[0-9]{4}$"
+TOTAL_REVENUE_CODE = "0001"  # UB-04's total-charges line: a sum, not a service
+# NUBC type of bill without its leading zero: facility type, care type, frequency ("111":
+# hospital, inpatient, admit through discharge).
+BILL_TYPE_PATTERN = r"^[1-8][1-9][0-9A-Z]$"
+# ICD-10-PCS: 7 characters of digits and letters, never I or O.
+ICD10PCS_PATTERN = r"^[0-9A-HJ-NP-Z]{7}$"
+ClaimType = Literal["professional", "institutional"]
 # CMS place-of-service codes that are assigned (the rest of 01-99 are unassigned).
 ASSIGNED_POS = frozenset(
     f"{n:02d}"
@@ -84,6 +99,34 @@ class ProcedureLine(ClaimModel):
         return self
 
 
+class RevenueLine(ClaimModel):
+    """One line of an institutional claim: what the facility charged under a revenue code
+    (room and board, pharmacy, emergency room...), with the HCPCS code of the service
+    where the line names one (outpatient lines do; inpatient room lines do not). A line
+    names one or both; a revenue code written null is unknown (FHIR examples often leave
+    it out), as an unknown age is."""
+
+    revenue_code: Annotated[str, StringConstraints(pattern=REVENUE_PATTERN)] | None
+    code: Annotated[str, StringConstraints(pattern=PROCEDURE_PATTERN)] | None = None
+    units: Annotated[int, Field(ge=1, le=9999, strict=True)]
+    charge: Money
+    modifiers: Annotated[list[Annotated[str, StringConstraints(pattern=MODIFIER_PATTERN)]],
+                         Field(max_length=4)] = []
+
+    @field_validator("revenue_code")
+    @classmethod
+    def _a_service(cls, code: str | None) -> str | None:
+        if code == TOTAL_REVENUE_CODE:
+            raise ValueError("0001 is the total-charges line, not a service")
+        return code
+
+    @model_validator(mode="after")
+    def _names_a_service(self) -> RevenueLine:
+        if self.revenue_code is None and self.code is None:
+            raise ValueError("a revenue line needs its revenue code, its HCPCS code or both")
+        return self
+
+
 class MedicationLine(ClaimModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     strength_mg: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
@@ -112,6 +155,14 @@ class Claim(ClaimModel):
     medications: Annotated[list[MedicationLine], Field(max_length=20)] = []
     total_charge: Money
     description: Annotated[str | None, Field(max_length=2000)] = None
+    claim_type: ClaimType = "professional"
+    # institutional only: the type of bill (null when the producer does not know it), the
+    # revenue-code lines (the facility's lines; it bills no procedure lines or fills), and
+    # the ICD-10-PCS procedures performed (inpatient)
+    bill_type: Annotated[str, StringConstraints(pattern=BILL_TYPE_PATTERN)] | None = None
+    revenue_lines: Annotated[list[RevenueLine], Field(max_length=100)] = []
+    icd10_pcs: Annotated[list[Annotated[str, StringConstraints(pattern=ICD10PCS_PATTERN)]],
+                         Field(max_length=25)] = []
 
     @field_validator("place_of_service")
     @classmethod
@@ -129,13 +180,21 @@ class Claim(ClaimModel):
 
     @model_validator(mode="after")
     def _claim_rules(self) -> Claim:
-        if not self.procedures and not self.medications:
+        if self.claim_type == "institutional":
+            if self.procedures or self.medications:
+                raise ValueError("an institutional claim bills revenue_lines, not procedures "
+                                 "or medications")
+            if not self.revenue_lines:
+                raise ValueError("an institutional claim needs at least one revenue line")
+        elif self.revenue_lines or self.bill_type is not None or self.icd10_pcs:
+            raise ValueError("revenue_lines, bill_type and icd10_pcs belong to an "
+                             "institutional claim (claim_type \"institutional\")")
+        elif not self.procedures and not self.medications:
             raise ValueError("a claim needs at least one procedure or medication")
         if self.service_date > self.submitted_at.date():
             raise ValueError("service_date is after submitted_at")
-        lines = sum((p.charge for p in self.procedures), Decimal(0)) + sum(
-            (m.charge for m in self.medications), Decimal(0)
-        )
+        lines = sum((x.charge for x in (*self.procedures, *self.medications,
+                                        *self.revenue_lines)), Decimal(0))
         if abs(lines - self.total_charge) > CHARGE_TOLERANCE:
             raise ValueError(
                 f"total_charge {self.total_charge:.2f} != sum of line charges {lines:.2f}"
@@ -161,7 +220,8 @@ def claim_json_schema() -> dict:
     schema["description"] = (
         "ClaimScope claim (topic `claims`, JSON, one per message, key = member_id). "
         "Unknown fields are rejected. total_charge = sum of line charges (to the cent). "
-        "service_date <= submitted_at; at least one procedure or medication. "
+        "service_date <= submitted_at; at least one procedure or medication (professional) "
+        "or revenue line (institutional). "
         "member_age and provider_specialty are null when unknown, member_sex \"U\"."
     )
     return schema
@@ -178,6 +238,11 @@ def claim_json(claim: Claim) -> str:
     fields = claim.model_dump(exclude_none=True)  # optional fields left out when absent
     for unknown in ("member_age", "provider_specialty"):  # required keys: null when unknown
         fields.setdefault(unknown, None)
+    if claim.claim_type == "professional":  # written as before institutional claims came
+        for institutional in ("claim_type", "revenue_lines", "icd10_pcs"):
+            del fields[institutional]
+    for line in fields.get("revenue_lines", []):  # a required key: null when unknown
+        line.setdefault("revenue_code", None)
     return json.dumps(fields, default=_plain)
 
 

@@ -5,6 +5,8 @@ small group per service line:
 
     [CLS] age sex specialty place total edits | dx dx ... | proc units charge | drug dose days price
 
+An institutional claim's revenue lines read as procedure lines (`tokens_of`).
+
 `edits` says which payer edits the claim breaks (`model.rules.claim_edits`: an NCCI
 procedure-to-procedure pair, units past an MUE, an MCE age or sex conflict, a visit level
 above the 2021 E/M grid's support), read from the CMS tables in the package, as every
@@ -414,6 +416,17 @@ class ClaimTokenizer:
             code = self._procedure(p.code)
             lines.append([code, self._units(p.units, p.modifiers),
                           self._price("proc_charge", p.code, float(p.charge) / p.units,
+                                      code.value in self.range_ids)])
+        for r in sorted(claim.revenue_lines,
+                        key=lambda r: (r.revenue_code or "", r.code or "", r.units, r.charge)):
+            # a facility's line reads as the service its HCPCS code names, as a
+            # professional line does; one without (room and board...) as "some service"
+            # with its charge in absolute buckets. The revenue code, type of bill and
+            # ICD-10-PCS codes have no tokens yet (docs/formats.md, "Institutional claims")
+            code = self._procedure(r.code) if r.code else Token(
+                "procedure", self.oov["procedure"], (f"revenue code {r.revenue_code}",))
+            lines.append([code, self._units(r.units, r.modifiers),
+                          self._price("proc_charge", r.code or "", float(r.charge) / r.units,
                                       code.value in self.range_ids)])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)

@@ -196,8 +196,8 @@ def test_real_samples_convert_to_claims_or_to_errors_with_their_paths():
         "demo.example1.837": "claim 1 (26463774): 2300.HI01-1: qualifier BK is ICD-9-CM",
         "demo.drug.example10.1.837": "claim 1 (CLMNO12345): 2300.HI01-1: qualifier BK is "
                                      "ICD-9-CM",
-        "two-claims-single-provider.837i": "claim 1 (756048Q): ST 987654.ST01: ClaimScope "
-                                           "reads 837P",
+        "two-claims-single-provider.837i": "claim 1 (756048Q): 2300.HI01-1: qualifier BK is "
+                                           "ICD-9-CM",
     }
     for name, start in expect.items():
         fmt = "fhir" if name.endswith(".json") else "x12"

@@ -27,7 +27,13 @@ from fhir.resources.R4B.claim import Claim as FhirClaim
 from fhir.resources.R4B.explanationofbenefit import ExplanationOfBenefit
 from pydantic import ValidationError
 
-from model.claims import PROCEDURE_PATTERN, Claim
+from model.claims import (
+    BILL_TYPE_PATTERN,
+    ICD10PCS_PATTERN,
+    PROCEDURE_PATTERN,
+    REVENUE_PATTERN,
+    Claim,
+)
 from model.formats.common import (
     CLAIMSCOPE_FHIR,
     MEMBER,
@@ -43,6 +49,7 @@ from model.formats.common import (
     drug_text,
     finish,
     money,
+    place_of_bill,
     specialty_of,
     strength_in,
     taxonomy_of,
@@ -75,6 +82,22 @@ POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Servi
 CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
 CARIN_CLAIM_TYPE = "http://hl7.org/fhir/us/carin/CodeSystem/carin-bb-claim-type"
 INFO = "http://terminology.hl7.org/CodeSystem/claiminformationcategory"
+# A facility's claim: R4's claim type, CARIN Blue Button's inpatient and outpatient ones
+INSTITUTIONAL = {(CLAIM_TYPE, "institutional"), (CARIN_CLAIM_TYPE, "inpatient-facility"),
+                 (CARIN_CLAIM_TYPE, "outpatient-facility")}
+REVENUE = "https://www.nubc.org/CodeSystem/RevenueCodes"
+BILL_TYPE = "https://www.nubc.org/CodeSystem/TypeOfBill"
+BILL_TYPE_SYSTEMS = frozenset({BILL_TYPE, "https://www.cms.gov/codes/billtype"})
+# CARIN Blue Button's supportingInfo category of the type of bill
+BILL_TYPE_INFO = "typeofbill"
+SUPPORTING_INFO = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBSupportingInfoType"
+PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+# productOrService of a revenue line that names no service code (R4 requires the element)
+NOT_APPLICABLE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                              "code": "not-applicable"}]}
+# ICD-10-PCS: CMS's URI (CARIN Blue Button's), HL7's and the OID
+PCS_SYSTEMS = frozenset({PCS,
+                         "http://hl7.org/fhir/sid/icd-10-pcs", "urn:oid:2.16.840.1.113883.6.4"})
 # A procedure quantity in minutes (UCUM `min`, or the unit spelt out): a timed service
 MINUTES = frozenset({"min", "mins", "minute", "minutes"})
 MINUTE = {"unit": "min", "system": "http://unitsofmeasure.org", "code": "min"}
@@ -95,8 +118,9 @@ DSTU2_ELEMENTS = ("ruleset", "originalRuleset", "target", "coverage", "request",
 STU3_ELEMENTS = ("information", "totalCost", "totalBenefit", "unallocDeductable",
                  "organization", "employmentImpacted", "hospitalization")
 OLD_USES = ("complete", "proposed", "exploratory", "other")  # STU3 and DSTU2 `use` codes
-# Elements the mapping does not read (ICD-10-PCS procedures are not in the contract yet):
-# errors inside them do not cost the claim (`_validate`)
+# Elements the mapping does not read on every claim (`procedure`: a professional claim's,
+# ICD-10-PCS being an institutional claim's field): errors inside them do not cost the
+# claim (`_validate`); an institutional claim reads its procedures (`_pcs`)
 UNREAD = frozenset({"procedure"})
 
 
@@ -217,12 +241,16 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
 
 def _validate(model: Any, res: dict) -> Any:
     """`res` validated as `model`. A resource whose only errors are in elements the mapping
-    does not read (UNREAD) is validated again without them: a CARIN example with a
-    `procedure` missing its sequence is still a readable claim. Any other error stands."""
+    does not read (UNREAD; an institutional claim reads its `procedure`) is validated again
+    without them: a professional CARIN example with a `procedure` missing its sequence is
+    still a readable claim. Any other error stands."""
     try:
         return model.model_validate(res)
     except ValidationError as e:
-        if not all(err["loc"] and err["loc"][0] in UNREAD for err in e.errors()):
+        types = res.get("type", {}).get("coding") if isinstance(res.get("type"), dict) else []
+        unread = UNREAD if not any(isinstance(c, dict) and (c.get("system"), c.get("code"))
+                                   in INSTITUTIONAL for c in types or []) else frozenset()
+        if not all(err["loc"] and err["loc"][0] in unread for err in e.errors()):
             raise
     return model.model_validate({k: v for k, v in res.items() if k not in UNREAD})
 
@@ -343,7 +371,8 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
              "place_of_service": f"{kind}.item", "description": f"{kind}.supportingInfo"}
     patient, member = _resolve(r.patient, r, known, f"{kind}.patient", ("Patient",))
     provider, provider_id = _resolve(r.provider, r, known, f"{kind}.provider", PEOPLE[1:])
-    procedures, medications, dates, places, lines = [], [], [], [], []
+    institutional = _is_institutional(r)
+    dates, places, lines = [], [], []
     for i, item in enumerate(r.item or []):
         at = f"{kind}.item[{i}]"
         if item.servicedDate or item.servicedPeriod:
@@ -353,11 +382,14 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
             if c.code and len(c.code) == 2 and c.code.isdigit()]
         places += pos[:1]
         # a claim of one item bills on it what the claim bills, where the item says nothing
-        lines.append((*_line(item, at, _claim_total(r, kind) if len(r.item) == 1 else None),
-                      at))
+        whole = _claim_total(r, kind) if len(r.item) == 1 else None
+        lines.append((*(_revenue_line(item, at, whole) if institutional
+                        else _line(item, at, whole)), at))
+    billed: dict[str, list[dict]] = {"procedures": [], "medications": [], "revenue_lines": []}
     for line, kind_of, at in _net_reversals(lines):
-        (procedures if kind_of == "procedure" else medications).append(line)
-        paths[f"{kind_of}s.{len(procedures if kind_of == 'procedure' else medications) - 1}"] = at
+        billed[kind_of].append(line)
+        paths[f"{kind_of}.{len(billed[kind_of]) - 1}"] = at
+    bill_type = _bill_type(r, kind) if institutional else None
     if not dates and r.billablePeriod and r.billablePeriod.start:
         dates.append(r.billablePeriod.start)
     if not dates:
@@ -369,6 +401,8 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
     if not places:
         if _is_pharmacy(r):
             places = ["01"]
+        elif bill_type and (pos := place_of_bill(bill_type)):
+            places = [pos]
         else:
             raise Unmappable(f"{kind}.item.locationCodeableConcept",
                              "no CMS place-of-service code on any item")
@@ -391,10 +425,13 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
         "submitted_at": created if created.tzinfo else created.replace(tzinfo=dt.UTC),
         "place_of_service": places[0],
         "diagnoses": _diagnoses(r, kind),
-        "procedures": procedures,
-        "medications": medications,
-        "total_charge": _total(r, kind, procedures, medications),
+        **billed,
+        "total_charge": _total(r, kind, [x for xs in billed.values() for x in xs]),
     }
+    if institutional:
+        fields |= {"claim_type": "institutional", "bill_type": bill_type,
+                   "icd10_pcs": _pcs(r, kind)}
+        paths |= {"bill_type": f"{kind}.supportingInfo", "icd10_pcs": f"{kind}.procedure"}
     notes = [s.valueString for s in r.supportingInfo or []
              if s.valueString and _codes(s.category, {INFO})]
     if notes:
@@ -412,7 +449,8 @@ def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, 
 
     A reversal of more than its service billed is Unmappable; a claim whose every service
     nets to nothing is a void, skipped with a note."""
-    count = {"procedure": "units", "medication": "quantity"}  # what a line counts
+    count = {"procedures": "units", "medications": "quantity",  # what a line counts
+             "revenue_lines": "units"}
 
     def reversed_(line: dict, kind_of: str) -> bool:
         return line["charge"] < 0 or line[count[kind_of]] < 0
@@ -441,6 +479,45 @@ def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, 
 
 def _is_pharmacy(r: Any) -> bool:
     return any(c == "pharmacy" for _, c, _ in _codes(r.type, {CLAIM_TYPE, CARIN_CLAIM_TYPE}))
+
+
+def _is_institutional(r: Any) -> bool:
+    return any((s, c) in INSTITUTIONAL for s, c, _ in _codes(r.type, {CLAIM_TYPE,
+                                                                    CARIN_CLAIM_TYPE}))
+
+
+def _bill_type(r: Any, kind: str) -> str | None:
+    """The type of bill, without its leading zero ("0111" -> "111"): where CARIN Blue
+    Button gives it (supportingInfo `typeofbill`), else a subType coded as one (the FHIR
+    specification's examples). None when the claim does not say."""
+    found = [(f"{kind}.supportingInfo[{i}].code", c.code) for i, s in
+             enumerate(r.supportingInfo or []) if any(
+                 c.code == BILL_TYPE_INFO for c in getattr(s.category, "coding", None) or [])
+             for c in (getattr(s.code, "coding", None) or [])[:1]]
+    found += [(f"{kind}.subType", c.code) for c in getattr(r.subType, "coding", None) or []
+              if c.system in BILL_TYPE_SYSTEMS]
+    for at, code in found:
+        code = (code or "").strip()
+        code = code[1:] if len(code) == 4 and code.startswith("0") else code
+        if not re.fullmatch(BILL_TYPE_PATTERN, code):
+            raise Unmappable(at, f"{code!r} is no NUBC type of bill (facility type, care "
+                             "type, frequency)")
+        return code
+    return None
+
+
+def _pcs(r: Any, kind: str) -> list[str]:
+    """The ICD-10-PCS codes of an institutional claim's `procedure`, in order, once each.
+    Procedures coded otherwise (CPT, SNOMED) are the lines' business, not read here."""
+    out: dict[str, None] = {}
+    for i, p in enumerate(r.procedure or []):
+        for system, code, _ in _codes(p.procedureCodeableConcept, PCS_SYSTEMS):
+            if not re.fullmatch(ICD10PCS_PATTERN, code.strip().upper()):
+                raise Unmappable(f"{kind}.procedure[{i}].procedureCodeableConcept",
+                                 f"{code!r} under {system} is no ICD-10-PCS code (7 letters "
+                                 "and digits)")
+            out.setdefault(code.strip().upper())
+    return list(out)
 
 
 def _identifier(res: Any, ours: str, type_code: str | None) -> str:
@@ -504,44 +581,23 @@ def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
     procs = _codes(concept, PROCEDURE_SYSTEMS)
     drugs = _codes(concept, DRUG_SYSTEMS)
     if not procs and not drugs:  # what the line is comes before what it costs
-        codes = [c.code for c in (getattr(concept, "coding", None) or []) if c.code]
-        systems = sorted({c.system or "no system" for c in
-                          (getattr(concept, "coding", None) or [])})
-        if any(re.fullmatch(PROCEDURE_PATTERN, c) for c in codes):
-            raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding (a CPT-like "
-                             "code without the CPT or HCPCS system)")
-        raise Unmappable(f"{at}.productOrService", "no CPT/HCPCS, RxNorm or NDC coding" + (
-            f" (codings in {', '.join(systems)})" if systems else ""))
-    qty = item.quantity.value if item.quantity and item.quantity.value is not None else None
-    charge = money(item.net.value) if item.net and item.net.value is not None else None
-    if charge is None and item.unitPrice and item.unitPrice.value is not None:
-        charge = money(item.unitPrice.value) * (qty if qty is not None else Decimal(1))
-        charge *= item.factor if item.factor is not None else 1
-    if charge is None:
-        charge = _adjudicated(item)
-    if charge is None:
-        charge = whole
-    if charge is None:
-        raise Unmappable(f"{at}.net", "no net (line total), unitPrice, nor a submitted or "
-                         "eligible adjudication amount")
+        raise _no_service(concept, at, "no CPT/HCPCS, RxNorm or NDC coding")
+    qty = _quantity(item)
+    charge = _amount(item, at, whole)
     if procs and not re.fullmatch(PROCEDURE_PATTERN, procs[0][1].strip().upper()):
         code = procs[0][1]
         revenue = item.revenue is not None and any(
             c.code == code for c in (item.revenue.coding or []))
         raise Unmappable(f"{at}.productOrService", f"{code!r} under {procs[0][0]} is no "
-                         "CPT/HCPCS code" + (": it is the line's revenue code (institutional "
-                                             "revenue-code lines are not read yet)"
-                                             if revenue else ""))
+                         "CPT/HCPCS code" + (": it is the line's revenue code, and the claim's "
+                                             "type is not institutional" if revenue else ""))
     if procs:
-        units = qty if qty is not None else Decimal(1)
-        if units != int(units):
-            raise Unmappable(f"{at}.quantity", f"{units} units: a procedure bills whole units")
-        mods = [c.code for m in item.modifier or [] for c in (m.coding or [])[:1] if c.code]
+        units = _units(item, at)
         timed = item.quantity is not None and (item.quantity.code or item.quantity.unit or ""
                                                ).lower() in MINUTES
-        return {"code": procs[0][1].strip().upper(), "units": 1 if timed else int(units),
-                "charge": charge.quantize(Decimal("0.01")), "modifiers": mods,
-                **({"minutes": int(units)} if timed else {})}, "procedure"
+        return {"code": procs[0][1].strip().upper(), "units": 1 if timed else units,
+                "charge": charge, "modifiers": _modifiers(item),
+                **({"minutes": units} if timed else {})}, "procedures"
     if drugs:
         system, code, display = drugs[0]
         text = display or getattr(concept, "text", None) or ""
@@ -556,7 +612,76 @@ def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
         return {"name": name, "strength_mg": strength or UNKNOWN_STRENGTH_MG,
                 "quantity": float(qty) if qty is not None else 1.0,
                 "days_supply": days if days is not None else usual_days_supply(name),
-                "charge": charge.quantize(Decimal("0.01"))}, "medication"
+                "charge": charge}, "medications"
+
+
+def _no_service(concept: Any, at: str, what: str) -> Unmappable:
+    """The error of a line whose productOrService names no service code we read: `what`,
+    and the code systems it does use."""
+    codes = [c.code for c in (getattr(concept, "coding", None) or []) if c.code]
+    systems = sorted({c.system or "no system" for c in (getattr(concept, "coding", None) or [])})
+    if any(re.fullmatch(PROCEDURE_PATTERN, c) for c in codes):
+        return Unmappable(f"{at}.productOrService", "no CPT/HCPCS coding (a CPT-like code "
+                          "without the CPT or HCPCS system)")
+    return Unmappable(f"{at}.productOrService", what + (
+        f" (codings in {', '.join(systems)})" if systems else ""))
+
+
+def _revenue_line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
+    """One item of an institutional claim as a revenue line: its NUBC revenue code, and
+    the CPT/HCPCS code of its service where productOrService has one. CARIN Blue Button's
+    examples repeat the revenue code in productOrService under the CPT system, and
+    productOrService may say `not-applicable`: neither is a service code, and the line is
+    read by its revenue code alone."""
+    given = [c.code.strip() for c in getattr(item.revenue, "coding", None) or [] if c.code]
+    if given and not re.fullmatch(REVENUE_PATTERN, given[0]):
+        raise Unmappable(f"{at}.revenue", f"{given[0]!r} is no NUBC revenue code (4 digits)")
+    revenue = given[0] if given else None
+    procs = [c for _, c, _ in _codes(item.productOrService, PROCEDURE_SYSTEMS)
+             if c.strip() != revenue]
+    if procs and not re.fullmatch(PROCEDURE_PATTERN, procs[0].strip().upper()):
+        raise Unmappable(f"{at}.productOrService", f"{procs[0]!r} is no CPT/HCPCS code")
+    if revenue is None and not procs:
+        raise _no_service(item.productOrService, at, "no revenue code, nor a CPT/HCPCS coding")
+    return {"revenue_code": revenue,
+            **({"code": procs[0].strip().upper()} if procs else {}),
+            "units": _units(item, at), "charge": _amount(item, at, whole),
+            "modifiers": _modifiers(item)}, "revenue_lines"
+
+
+def _quantity(item: Any) -> Decimal | None:
+    return item.quantity.value if item.quantity and item.quantity.value is not None else None
+
+
+def _units(item: Any, at: str) -> int:
+    """A line's quantity as whole units (1 when it states none)."""
+    qty = _quantity(item)
+    units = qty if qty is not None else Decimal(1)
+    if units != int(units):
+        raise Unmappable(f"{at}.quantity", f"{units} units: a service bills whole units")
+    return int(units)
+
+
+def _modifiers(item: Any) -> list[str]:
+    return [c.code for m in item.modifier or [] for c in (m.coding or [])[:1] if c.code]
+
+
+def _amount(item: Any, at: str, whole: Decimal | None) -> Decimal:
+    """A line's total: `net`, else unitPrice x quantity (x factor), else its submitted or
+    eligible adjudication, else `whole` (the claim's, for its only line)."""
+    qty = _quantity(item)
+    charge = money(item.net.value) if item.net and item.net.value is not None else None
+    if charge is None and item.unitPrice and item.unitPrice.value is not None:
+        charge = money(item.unitPrice.value) * (qty if qty is not None else Decimal(1))
+        charge *= item.factor if item.factor is not None else 1
+    if charge is None:
+        charge = _adjudicated(item)
+    if charge is None:
+        charge = whole
+    if charge is None:
+        raise Unmappable(f"{at}.net", "no net (line total), unitPrice, nor a submitted or "
+                         "eligible adjudication amount")
+    return charge.quantize(Decimal("0.01"))
 
 
 def _adjudicated(item: Any) -> Decimal | None:
@@ -570,11 +695,11 @@ def _adjudicated(item: Any) -> Decimal | None:
     return next((money(found[c]) for c in LINE_AMOUNTS if c in found), None)
 
 
-def _total(r: Any, kind: str, procedures: list, medications: list) -> Decimal:
+def _total(r: Any, kind: str, lines: list[dict]) -> Decimal:
     stated = _claim_total(r, kind)
     if stated is not None:
         return stated
-    return sum((x["charge"] for x in procedures + medications), Decimal(0))
+    return sum((x["charge"] for x in lines), Decimal(0))
 
 
 def _claim_total(r: Any, kind: str) -> Decimal | None:
@@ -611,6 +736,17 @@ def write(claim: Claim) -> dict:
                              for m in p.modifiers]} if p.modifiers else {}),
             "quantity": {"value": p.minutes, **MINUTE} if p.minutes else {"value": p.units},
             "net": {"value": float(p.charge), "currency": "USD"}})
+    for r in claim.revenue_lines:
+        system = CPT if (r.code or "0")[0].isdigit() else HCPCS
+        items.append({
+            "sequence": len(items) + 1, **common,
+            "revenue": {"coding": [{"system": REVENUE, "code": r.revenue_code}]},
+            "productOrService": {"coding": [{"system": system, "code": r.code}]} if r.code
+            else NOT_APPLICABLE,
+            **({"modifier": [{"coding": [{"system": system, "code": m}]}
+                             for m in r.modifiers]} if r.modifiers else {}),
+            "quantity": {"value": r.units},
+            "net": {"value": float(r.charge), "currency": "USD"}})
     for m in claim.medications:
         items.append({
             "sequence": len(items) + 1, **common,
@@ -621,7 +757,8 @@ def write(claim: Claim) -> dict:
             "net": {"value": float(m.charge), "currency": "USD"}})
     out = {
         "resourceType": "Claim", "id": claim.claim_id, "status": "active",
-        "type": {"coding": [{"system": CLAIM_TYPE, "code": "pharmacy" if
+        "type": {"coding": [{"system": CLAIM_TYPE, "code": claim.claim_type if
+                             claim.claim_type == "institutional" else "pharmacy" if
                              claim.provider_specialty == "pharmacy" else "professional"}]},
         "use": "claim",
         "contained": [
@@ -648,7 +785,16 @@ def write(claim: Claim) -> dict:
         "item": items,
         "total": {"value": float(claim.total_charge), "currency": "USD"},
     }
+    info = []
     if claim.description is not None:
-        out["supportingInfo"] = [{"sequence": 1, "category": {"coding": [
-            {"system": INFO, "code": "info"}]}, "valueString": claim.description}]
+        info.append({"category": {"coding": [{"system": INFO, "code": "info"}]},
+                     "valueString": claim.description})
+    if claim.bill_type is not None:
+        info.append({"category": {"coding": [{"system": SUPPORTING_INFO, "code": BILL_TYPE_INFO}]},
+                     "code": {"coding": [{"system": BILL_TYPE, "code": f"0{claim.bill_type}"}]}})
+    if info:
+        out["supportingInfo"] = [{"sequence": k + 1, **x} for k, x in enumerate(info)]
+    if claim.icd10_pcs:
+        out["procedure"] = [{"sequence": k + 1, "procedureCodeableConcept": {
+            "coding": [{"system": PCS, "code": code}]}} for k, code in enumerate(claim.icd10_pcs)]
     return out

@@ -1,4 +1,5 @@
-"""X12 5010 837P (professional claims) <-> the claim contract, with `x12sdk`.
+"""X12 5010 837P (professional claims) and 837I (institutional) <-> the claim contract,
+with `x12sdk`.
 
 x12sdk splits the interchange into segments and validates each transaction set (ST..SE)
 into typed pydantic models of the 005010X222A2 guide (SE01 segment counts included). What
@@ -7,10 +8,11 @@ numbers that must match (ISA13 = IEA02, GS06 = GE02). A transaction set that fai
 library's validation is parsed again one claim at a time (its header and the HL loops
 above each CLM, then that CLM's own segments), so one broken claim costs only itself.
 
-837I (005010X223A3) parses with the same library but is not mapped: an institutional
-claim carries a type of bill and facility taxonomies where the contract has a place of
-service and a clinical specialty. It is rejected with a message saying so, as is 837D
-(005010X224A2, dental: tooth numbers and ADA procedure codes, which the model never saw).
+An 837I (005010X223A3) claim is an institutional claim of the contract: its type of bill
+(CLM05), revenue-code lines (SV2), ICD-10-PCS procedures (HI BBR/BBQ); its place of service
+is the one its type of bill stands for (`common.place_of_bill`), since an 837I has none.
+837D (005010X224A2, dental: tooth numbers and ADA procedure codes, which the model never
+saw) is rejected with a message naming it.
 
 A file may hold several interchanges (ISA..IEA) one after another, as clearinghouse
 batches do; each is read on its own, so a broken envelope costs only its interchange.
@@ -31,6 +33,8 @@ from x12sdk.models import X12Delimiters
 from x12sdk.parsing import create_parser
 from x12sdk.support import count_segments
 from x12sdk.v5010.x12_837_005010X222A2.transaction_set import HealthCareClaimProfessional
+from x12sdk.v5010.x12_837_005010X223A3.loops import Loop2300 as Loop2300I
+from x12sdk.v5010.x12_837_005010X223A3.transaction_set import HealthCareClaimInstitutional
 
 from model.claims import Claim
 from model.formats.common import (
@@ -44,6 +48,7 @@ from model.formats.common import (
     drug_text,
     finish,
     money,
+    place_of_bill,
     specialty_of,
     strength_in,
     taxonomy_of,
@@ -52,14 +57,21 @@ from model.formats.common import (
 from model.formats.references import References
 
 PROFESSIONAL = "005010X222A2"
-READS = ("005010X222", "005010X222A1", "005010X222A2")  # x12sdk reads them as A2
+INSTITUTIONAL = "005010X223A3"
+# the guide each version is read as: x12sdk reads 837P's as A2, 837I's as A3
+READS = {"005010X222": PROFESSIONAL, "005010X222A1": PROFESSIONAL, "005010X222A2": PROFESSIONAL,
+         "005010X223A1": INSTITUTIONAL, "005010X223A2": INSTITUTIONAL,
+         "005010X223A3": INSTITUTIONAL}
 # Drug lines: HCPCS "unclassified drugs" with the drug in SV101-7, the description the
 # 837P guide asks for with a not-otherwise-classified code.
 DRUG_CODE = "J3490"
 DAYS = re.compile(r"(\d+)\s*DAYS?\b", re.IGNORECASE)
-ICD10 = {"ABK", "ABF"}  # HI01-1 qualifiers: principal / other ICD-10-CM diagnosis
-ICD9 = {"BK", "BF"}
-UNMAPPED = (("005010X223", "837I, institutional"), ("005010X224", "837D, dental"))
+# HI01-1 qualifiers of ICD-10-CM diagnoses: principal, other, and on an 837I also the
+# admitting diagnosis, the patient's reasons for the visit and external causes
+ICD10 = {"ABK", "ABF", "ABJ", "APR", "ABN"}
+ICD9 = {"BK", "BF", "BJ", "PR", "BN"}
+PCS = {"BBR", "BBQ"}  # 837I: principal / other ICD-10-PCS procedure
+UNMAPPED = (("005010X224", "837D, dental"),)
 X12_TEXT = re.compile(r"^[^*~:^\x00-\x1f\x7f]*$")  # the writer's delimiters, controls
 
 
@@ -216,18 +228,20 @@ def _transaction(version: str, segments: list, delimiters: X12Delimiters, before
         what = next((f"{name}, not mapped (docs/formats.md)" for prefix, name in UNMAPPED
                      if version.startswith(prefix)), f"{_field(segments[0][1], 1)} {version}")
         return _each_claim(claim_ids, before, f"{st_ref}.ST01", "ClaimScope reads 837P "
-                           f"(005010X222A1/A2); this transaction set is {what}")
+                           f"(005010X222A1/A2) and 837I (005010X223A1-A3); this transaction "
+                           f"set is {what}")
+    guide = READS[version]
     stated = _field(segments[-1][1], 1)
     if stated != str(len(segments)):  # checked before the claim-by-claim retry recounts
         return _each_claim(claim_ids, before, f"{st_ref}.SE01", f"says {stated!r}, the "
                            f"transaction set has {len(segments)} segments")
     try:
-        model = _parse(segments, delimiters)
+        model = _parse(segments, delimiters, guide)
     except Exception:  # any failure of the whole set (hostile input): retry claim by claim
-        return _claim_by_claim(segments, delimiters, before, st_ref, refs)
+        return _claim_by_claim(segments, delimiters, before, st_ref, refs, guide)
     results = list(_claims(model, delimiters, before, st_ref, refs))
     if len(results) != len(claim_ids):  # the library kept fewer CLMs than were sent
-        return _claim_by_claim(segments, delimiters, before, st_ref, refs)
+        return _claim_by_claim(segments, delimiters, before, st_ref, refs, guide)
     return results
 
 
@@ -238,8 +252,8 @@ def _each_claim(claim_ids: list[str], before: int, path: str, message: str
             for k, cid in enumerate(claim_ids or [""])]
 
 
-def _parse(segments: list, delimiters: X12Delimiters) -> HealthCareClaimProfessional:
-    parser = create_parser("837", PROFESSIONAL, delimiters)
+def _parse(segments: list, delimiters: X12Delimiters, guide: str) -> Any:
+    parser = create_parser("837", guide, delimiters)
     model = None
     for name, fields in segments:
         model = parser.parse(name, fields) or model
@@ -249,7 +263,7 @@ def _parse(segments: list, delimiters: X12Delimiters) -> HealthCareClaimProfessi
 
 
 def _claim_by_claim(segments: list, delimiters: X12Delimiters, before: int, st_ref: str,
-                    refs: References | None) -> list[Claim | ConversionError]:
+                    refs: References | None, guide: str) -> list[Claim | ConversionError]:
     """Each CLM parsed as a transaction set of its own: the header, the HL loops above it,
     its own segments, and an SE counting them."""
     header: list = []
@@ -285,9 +299,9 @@ def _claim_by_claim(segments: list, delimiters: X12Delimiters, before: int, st_r
         control = _field(segments[-1][1], 2)
         se = ("SE", ["SE", str(len(body) + 1), control])
         try:
-            model = _parse([*body, se], delimiters)
+            model = _parse([*body, se], delimiters, guide)
         except ValidationError as e:
-            got = [_validation_error(e, index, cid)]
+            got = [_validation_error(e, index, cid, guide)]
         except Exception as e:  # the library's parser on hostile input: report, never crash
             got = [ConversionError(index, f"{st_ref}.2300", f"unparseable: "
                                    f"{type(e).__name__}: {e}", cid)]
@@ -300,7 +314,8 @@ def _claim_by_claim(segments: list, delimiters: X12Delimiters, before: int, st_r
     return out
 
 
-def _validation_error(e: ValidationError, index: int, cid: str | None) -> ConversionError:
+def _validation_error(e: ValidationError, index: int, cid: str | None, guide: str
+                      ) -> ConversionError:
     err = e.errors(include_url=False)[0]
     parts: list[str] = []
     for p in err["loc"]:
@@ -317,7 +332,8 @@ def _validation_error(e: ValidationError, index: int, cid: str | None) -> Conver
         parts = parts[[q.split("[")[0] for q in parts].index("2300"):]
         parts[0] = "2300"
     msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
-    return ConversionError(index, ".".join(parts) or "ST", f"invalid 837P: {msg}", cid)
+    kind = "837I" if guide == INSTITUTIONAL else "837P"
+    return ConversionError(index, ".".join(parts) or "ST", f"invalid {kind}: {msg}", cid)
 
 
 def _claims(model: Any, delimiters: X12Delimiters, before: int, st_ref: str,
@@ -365,12 +381,14 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
              "member_id": "2010BA.NM109", "member_age": "DMG02", "member_sex": "DMG03",
              "provider_id": "2010AA.NM109", "provider_specialty": "2000A.PRV03",
              "submitted_at": "BHT04", "service_date": "2400.DTP03", "description": "2300.NTE02"}
+    institutional = isinstance(clm, Loop2300I)
     dmg = patient.dmg_segment  # situational: without it, the reference data, else unknown
     member = patient.nm1_segment.identification_code or ""
     known = refs.member(member) if refs is not None and dmg is None else None
     birth = dmg.date_time_period if dmg is not None else (known[0] if known else None)
     sex = dmg.gender_code if dmg is not None else (known[1] if known else "U")
-    rendering = clm.loop_2310b
+    # the clinician: the 837P's rendering provider, the 837I's attending one
+    rendering = clm.loop_2310a if institutional else clm.loop_2310b
     # the rendering provider's taxonomy, then the billing one's; each from the reference
     # data by NPI first, then its PRV; the first code that maps to a specialty of ours
     # (lazily: no lookup after it)
@@ -384,8 +402,51 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
         lambda: a.prv_segment.reference_identification if a.prv_segment else None))
     g2 = [r.reference_identification for r in b.loop_2010bb.ref_segment or []
           if r.reference_identification_qualifier == "G2"]
-    provider = g2[0] if g2 else (rendering.nm1_segment.identification_code if rendering else
-                                 None) or a.loop_2010aa.nm1_segment.identification_code
+    # an 837P's provider is its rendering clinician; an 837I's the billing facility
+    provider = g2[0] if g2 else (rendering.nm1_segment.identification_code
+                                 if rendering and not institutional else None
+                                 ) or a.loop_2010aa.nm1_segment.identification_code
+    lines, dates = (_revenue_lines if institutional else _service_lines)(clm, comp, paths)
+    if institutional:  # an inpatient stay's lines may carry no date: the statement's start
+        dates += [_start(d.date_time_period, "2300.DTP03") for d in clm.dtp_segment
+                  if d.date_time_qualifier == "434"]
+    if not dates:
+        raise Unmappable("2400.DTP", "no service date (DTP*472) on any line")
+    day = min(dates)
+    place = (c.health_care_service_location_information or "").split(comp)
+    fields = {
+        "claim_id": c.patient_control_number,
+        "member_id": b.loop_2010ba.nm1_segment.identification_code or "",
+        "provider_id": provider or "",
+        # PRV is situational, and a code outside our specialties is common: unknown
+        "provider_specialty": next((s for s in map(specialty_of, taxonomies) if s), None),
+        "member_age": age_on(birth, day) if isinstance(birth, dt.date) else None,
+        "member_sex": sex if sex in ("F", "M") else "U",
+        "service_date": day,
+        "submitted_at": created,
+        "place_of_service": place[0],
+        "diagnoses": _diagnoses(clm.hi_segment or []),
+        **lines,
+        "total_charge": money(c.total_claim_charge_amount),
+    }
+    if institutional:  # CLM05: facility type code, qualifier A, frequency
+        bill = place[0] + (place[2] if len(place) > 2 else "")
+        paths |= {"bill_type": "2300.CLM05", "icd10_pcs": "2300.HI"}
+        fields |= {"claim_type": "institutional", "bill_type": bill, "icd10_pcs": _pcs(
+            clm.hi_segment or [])}
+        fields["place_of_service"] = place_of_bill(bill) or ""
+        if not fields["place_of_service"]:
+            raise Unmappable("2300.CLM05-1", f"facility type {place[0]!r}: no CMS place of "
+                             "service stands for it (docs/formats.md)")
+    notes = clm.nte_segment if isinstance(clm.nte_segment, list) else [clm.nte_segment]
+    if notes and notes[0] is not None and notes[0].description:
+        fields["description"] = notes[0].description
+    return fields, paths
+
+
+def _service_lines(clm: Any, comp: str, paths: dict[str, str]
+                   ) -> tuple[dict[str, list[dict]], list[dt.date]]:
+    """An 837P's SV1 lines, as procedure lines and fills, and their service dates."""
     procedures, medications, dates = [], [], []
     for k, line in enumerate(clm.loop_2400, 1):
         at = f"2400[{k}]"
@@ -420,28 +481,32 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
                            "charge": charge, "modifiers": [m for m in parts[2:6] if m],
                            **({"minutes": int(units)} if timed else {})})
         paths[f"procedures.{len(procedures) - 1}"] = f"{at}.SV1"
-    if not dates:
-        raise Unmappable("2400.DTP", "no service date (DTP*472) on any line")
-    day = min(dates)
-    fields = {
-        "claim_id": c.patient_control_number,
-        "member_id": b.loop_2010ba.nm1_segment.identification_code or "",
-        "provider_id": provider or "",
-        # PRV is situational, and a code outside our specialties is common: unknown
-        "provider_specialty": next((s for s in map(specialty_of, taxonomies) if s), None),
-        "member_age": age_on(birth, day) if isinstance(birth, dt.date) else None,
-        "member_sex": sex if sex in ("F", "M") else "U",
-        "service_date": day,
-        "submitted_at": created,
-        "place_of_service": (c.health_care_service_location_information or "").split(comp)[0],
-        "diagnoses": _diagnoses(clm.hi_segment or []),
-        "procedures": procedures,
-        "medications": medications,
-        "total_charge": money(c.total_claim_charge_amount),
-    }
-    if clm.nte_segment is not None and clm.nte_segment.description:
-        fields["description"] = clm.nte_segment.description
-    return fields, paths
+    return {"procedures": procedures, "medications": medications}, dates
+
+
+def _revenue_lines(clm: Any, comp: str, paths: dict[str, str]
+                   ) -> tuple[dict[str, list[dict]], list[dt.date]]:
+    """An 837I's SV2 lines, as revenue lines (SV204 DA: days, counted as units), and their
+    service dates."""
+    out, dates = [], []
+    for k, line in enumerate(clm.loop_2400, 1):
+        at = f"2400[{k}]"
+        sv2 = line.sv2_segment
+        if line.dtp_segment is not None:
+            dates.append(_start(line.dtp_segment.date_time_period, f"{at}.DTP03"))
+        parts = (sv2.composite_medical_procedure_identifier or "").split(comp)
+        if parts[0] and (parts[0] != "HC" or len(parts) < 2):
+            raise Unmappable(f"{at}.SV202", f"{parts[0]!r}: no HCPCS/CPT code (qualifier HC)")
+        units = sv2.service_unit_count
+        if units != int(units):
+            raise Unmappable(f"{at}.SV205", f"{units} units: a service bills whole units")
+        out.append({"revenue_code": sv2.service_line_revenue_code,
+                    **({"code": parts[1].upper()} if parts[0] else {}),
+                    "units": int(units),
+                    "charge": money(sv2.line_item_charge_amount).quantize(Decimal("0.01")),
+                    "modifiers": [m for m in parts[2:6] if m]})
+        paths[f"revenue_lines.{len(out) - 1}"] = f"{at}.SV2"
+    return {"revenue_lines": out}, dates
 
 
 def _start(value: Any, path: str) -> dt.date:
@@ -470,16 +535,25 @@ def _diagnoses(his: list) -> list[str]:
     return list(dict.fromkeys(out))  # a code sent twice (ABK and ABF) counts once, as in FHIR
 
 
+def _pcs(his: list) -> list[str]:
+    """An 837I's ICD-10-PCS procedures (HI BBR principal, BBQ other), in order, once each."""
+    return list(dict.fromkeys(
+        code[1] for h in his for k in range(1, 13)
+        if (code := getattr(h, f"health_care_code_{k}")) and len(code) > 1 and code[0] in PCS))
+
+
 # -- writing ------------------------------------------------------------------------------
 
 def write(claims: list[Claim], created: dt.datetime | None = None) -> str:
-    """Contract claims as one X12 5010 837P interchange: one transaction set per claim, so
-    each claim keeps its own BHT creation time (submitted_at, UTC, to the second).
+    """Contract claims as one X12 5010 interchange: one transaction set per claim, so each
+    claim keeps its own BHT creation time (submitted_at, UTC, to the second); an 837P for
+    a professional claim, an 837I for an institutional one.
 
     Raises ValueError for a claim X12 cannot carry: a claim id over CLM01's 38
     characters, a description over NTE02's 80, text holding X12 delimiters, more than 12
     diagnoses, a specialty without a NUCC code, a sex with an unknown age (DMG holds the
-    sex only beside a birth date). `created` stamps the ISA/GS envelope
+    sex only beside a birth date); on an 837I, an unknown type of bill or revenue code,
+    more than 50 lines or 12 ICD-10-PCS codes. `created` stamps the ISA/GS envelope
     (default: the latest submitted_at, so the same claims give the same bytes).
     """
     if not claims:
@@ -505,7 +579,7 @@ def _check_text(value: str, what: str, limit: int) -> str:
     return value
 
 
-def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
+def _transaction_set(claim: Claim, number: int) -> Any:
     control = f"{number:04d}"
     at = claim.submitted_at.astimezone(dt.UTC)
     if at.microsecond % 10_000:
@@ -514,6 +588,21 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
     cid = _check_text(claim.claim_id, "claim_id", 38)
     if len(claim.diagnoses) > 12:
         raise ValueError(f"claim {cid}: {len(claim.diagnoses)} diagnoses; HI holds 12")
+    institutional = claim.claim_type == "institutional"
+    clm = _institutional_clm(claim, cid) if institutional else _professional_clm(claim, cid)
+    if claim.description is not None:
+        note = {"note_reference_code": "ADD",
+                "description": _check_text(claim.description, "description", 80)}
+        clm["nte_segment"] = [note] if institutional else note
+    structure = _envelope_of(claim, control, at, clm, INSTITUTIONAL if institutional
+                             else PROFESSIONAL)
+    structure["footer"]["se_segment"]["transaction_segment_count"] = count_segments(structure)
+    return (HealthCareClaimInstitutional if institutional else HealthCareClaimProfessional)(
+        **structure)
+
+
+def _professional_clm(claim: Claim, cid: str) -> dict:
+    """An 837P's 2300 loop: CLM with the place of service, HI, one SV1 line a service."""
     day = claim.service_date.strftime("%Y%m%d")
     pointers = ":".join(str(k) for k in range(1, min(4, len(claim.diagnoses)) + 1))
     lines = []
@@ -534,20 +623,64 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
     } for k, (sv101, charge, units, basis) in enumerate(lines, 1)]
     dx = [("ABK" if k == 0 else "ABF", code.replace(".", "")) for k, code in
           enumerate(claim.diagnoses)]
-    clm: dict = {
-        "clm_segment": {"patient_control_number": cid,
-                        "total_claim_charge_amount": claim.total_charge,
-                        "health_care_service_location_information": f"{claim.place_of_service}:B:1",
-                        "provider_or_supplier_signature_indicator": "Y",
-                        "provider_accept_assignment_code": "A",
-                        "benefit_assignment_certification_indicator": "Y",
-                        "release_of_information_code": "Y"},
-        "hi_segment": [{f"health_care_code_{k + 1}": list(q) for k, q in enumerate(dx)}],
-        "loop_2400": service_lines,
+    return {"clm_segment": _clm(claim, cid, f"{claim.place_of_service}:B:1"),
+            "hi_segment": [{f"health_care_code_{k + 1}": list(q) for k, q in enumerate(dx)}],
+            "loop_2400": service_lines}
+
+
+def _institutional_clm(claim: Claim, cid: str) -> dict:
+    """An 837I's 2300 loop: CLM with the type of bill, the statement date (DTP*434), CL1,
+    HI with the diagnoses and the ICD-10-PCS procedures, one SV2 line a revenue line. CL1
+    is required and the contract does not hold it: written as admission type 9
+    (information not available) and patient status 01 (discharged home)."""
+    if claim.bill_type is None:
+        raise ValueError(f"claim {cid}: an 837I needs the type of bill (CLM05)")
+    if place_of_bill(claim.bill_type) != claim.place_of_service:
+        raise ValueError(f"claim {cid}: an 837I has no place of service; type of bill "
+                         f"{claim.bill_type} stands for {place_of_bill(claim.bill_type)}, not "
+                         f"{claim.place_of_service}")
+    if any(r.revenue_code is None for r in claim.revenue_lines):
+        raise ValueError(f"claim {cid}: an 837I line needs its revenue code (SV201)")
+    if len(claim.revenue_lines) > 50:
+        raise ValueError(f"claim {cid}: {len(claim.revenue_lines)} lines; an 837I holds 50")
+    if len(claim.icd10_pcs) > 12:
+        raise ValueError(f"claim {cid}: {len(claim.icd10_pcs)} ICD-10-PCS codes; HI holds 12")
+    day = claim.service_date.strftime("%Y%m%d")
+    codes = [("ABK" if k == 0 else "ABF", code.replace(".", ""))
+             for k, code in enumerate(claim.diagnoses)]
+    pcs = [("BBR" if k == 0 else "BBQ", code, "D8", day) for k, code in enumerate(claim.icd10_pcs)]
+    his = [codes] + ([pcs] if pcs else [])
+    return {
+        "clm_segment": _clm(claim, cid, f"{claim.bill_type[:2]}:A:{claim.bill_type[2]}"),
+        "dtp_segment": [{"date_time_qualifier": "434", "date_time_period_format_qualifier": "D8",
+                         "date_time_period": day}],
+        "cl1_segment": {"admission_type_code": "9", "patient_status_code": "01"},
+        "hi_segment": [{f"health_care_code_{k + 1}": list(q) for k, q in enumerate(h)}
+                       for h in his],
+        "loop_2400": [{
+            "lx_segment": {"assigned_number": str(k)},
+            "sv2_segment": {"service_line_revenue_code": r.revenue_code,
+                            "composite_medical_procedure_identifier":
+                                ":".join(["HC", r.code, *r.modifiers]) if r.code else None,
+                            "line_item_charge_amount": r.charge, "measurement_code": "UN",
+                            "service_unit_count": Decimal(r.units)},
+            "dtp_segment": {"date_time_qualifier": "472", "date_time_period_format_qualifier": "D8",
+                            "date_time_period": day},
+        } for k, r in enumerate(claim.revenue_lines, 1)],
     }
-    if claim.description is not None:
-        clm["nte_segment"] = {"note_reference_code": "ADD",
-                              "description": _check_text(claim.description, "description", 80)}
+
+
+def _clm(claim: Claim, cid: str, location: str) -> dict:
+    return {"patient_control_number": cid, "total_claim_charge_amount": claim.total_charge,
+            "health_care_service_location_information": location,
+            "provider_or_supplier_signature_indicator": "Y",
+            "provider_accept_assignment_code": "A",
+            "benefit_assignment_certification_indicator": "Y", "release_of_information_code": "Y"}
+
+
+def _envelope_of(claim: Claim, control: str, at: dt.datetime, clm: dict, guide: str) -> dict:
+    """The transaction set around one claim's 2300 loop: header, submitter, receiver,
+    billing provider, subscriber (the member) and payer."""
     if claim.member_age is None and claim.member_sex != "U":
         raise ValueError(f"claim {claim.claim_id}: X12 carries the sex in DMG only with a "
                          "birth date, and member_age is unknown")
@@ -555,6 +688,8 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
                            ) if claim.member_age is not None else None
     member = _check_text(claim.member_id, "member_id", 60)
     provider = _check_text(claim.provider_id, "provider_id", 50)
+    tax_id = {"reference_identification_qualifier": "EI",
+              "reference_identification": f"{zlib.crc32(provider.encode()) % 10**9:09d}"}
     address = {"n3_segment": {"address_information_1": "ADDRESS UNKNOWN"},
                "n4_segment": {"city_name": "UNKNOWN", "state_province_code": "NY",
                               "postal_code": "10001"}}
@@ -562,7 +697,7 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
         "header": {
             "st_segment": {"transaction_set_identifier_code": "837",
                            "transaction_set_control_number": control,
-                           "implementation_convention_reference": PROFESSIONAL},
+                           "implementation_convention_reference": guide},
             "bht_segment": {"hierarchical_structure_code": "0019",
                             "transaction_set_purpose_code": "00",
                             "submitter_transactional_identifier": control,
@@ -594,9 +729,8 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
                                             "identification_code_qualifier": "XX",
                                             "identification_code": _npi(provider)},
                             **address,
-                            "ref_segment": [{"reference_identification_qualifier": "EI",
-                                             "reference_identification":
-                                                 f"{zlib.crc32(provider.encode()) % 10**9:09d}"}]},
+                            # the tax id: one REF in an 837I, a list of them in an 837P
+                            "ref_segment": tax_id if guide == INSTITUTIONAL else [tax_id]},
             "loop_2000b": [{
                 "hl_segment": {"hierarchical_id_number": "2", "hierarchical_parent_id_number": "1",
                                "hierarchical_level_code": "22", "hierarchical_child_code": "0"},
@@ -629,8 +763,7 @@ def _transaction_set(claim: Claim, number: int) -> HealthCareClaimProfessional:
         "footer": {"se_segment": {"transaction_segment_count": 0,
                                   "transaction_set_control_number": control}},
     }
-    structure["footer"]["se_segment"]["transaction_segment_count"] = count_segments(structure)
-    return HealthCareClaimProfessional(**structure)
+    return structure
 
 
 def number_units(x: float | int) -> Decimal:

@@ -1,0 +1,204 @@
+"""Institutional claims (issue 26): a facility's claim in the contract (type of bill,
+revenue-code lines, ICD-10-PCS procedures), read from FHIR and from X12 837I, written back
+to both, and scored. Real samples: CARIN Blue Button's institutional EOBs and an open-source
+X12 library's 837I (tests/data/corpus/ORIGINS.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B.claim import Claim as FhirClaim
+from pydantic import ValidationError
+
+from model.claims import Claim, claim_json, parse_claim
+from model.formats import ConversionError, convert, to_fhir, to_x12
+from model.generator import ClaimGenerator
+from model.scorer import Scorer
+from model.tokenizer import ClaimTokenizer
+from model.vocabulary import default_vocabulary
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+FORMATS = Path(__file__).parent / "data" / "formats"
+HEADER = {"claim_id": "I-1", "member_id": "M-1", "provider_id": "H-1",
+          "provider_specialty": None, "member_age": 70, "member_sex": "F",
+          "service_date": "2026-01-03", "submitted_at": "2026-01-10T08:00:00Z",
+          "diagnoses": ["I21.4", "E78.5"], "claim_type": "institutional"}
+INPATIENT = Claim.model_validate(HEADER | {
+    "place_of_service": "21", "bill_type": "111", "icd10_pcs": ["4A023N7", "B211YZZ"],
+    "revenue_lines": [{"revenue_code": "0120", "units": 3, "charge": 4500},
+                      {"revenue_code": "0450", "code": "99284", "units": 1, "charge": 900,
+                       "modifiers": ["25"]}],
+    "total_charge": 5400})
+OUTPATIENT = Claim.model_validate(HEADER | {
+    "claim_id": "O-1", "place_of_service": "22", "bill_type": "131",
+    "revenue_lines": [{"revenue_code": "0305", "code": "85025", "units": 1, "charge": 13.39},
+                      {"revenue_code": "0730", "code": "93005", "units": 3, "charge": 76.56}],
+    "total_charge": 89.95})
+PROFESSIONAL = Claim.model_validate(next(iter(ClaimGenerator(seed=7).generate(1))).claim)
+
+
+def claims_of(results: list) -> list[Claim]:
+    assert all(isinstance(r, Claim) for r in results), [str(r) for r in results][:3]
+    return results
+
+
+# -- the contract ---------------------------------------------------------------------------
+
+def test_a_professional_claim_is_written_as_before():
+    text = claim_json(PROFESSIONAL)
+    assert not {"claim_type", "bill_type", "revenue_lines", "icd10_pcs"} & set(json.loads(text))
+    assert parse_claim(text) == PROFESSIONAL and PROFESSIONAL.claim_type == "professional"
+
+
+def test_an_institutional_claim_round_trips_as_contract_json():
+    text = claim_json(INPATIENT)
+    data = json.loads(text)
+    assert data["claim_type"] == "institutional" and data["bill_type"] == "111"
+    assert data["revenue_lines"][0]["revenue_code"] == "0120"
+    assert parse_claim(text) == INPATIENT
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"procedures": [{"code": "99213", "units": 1, "charge": 10}], "total_charge": 5410},
+     "bills revenue_lines, not procedures"),
+    ({"revenue_lines": [], "total_charge": 0}, "at least one revenue line"),
+    ({"claim_type": "professional"}, "belong to an institutional claim"),
+    ({"bill_type": "011"}, "bill_type"),
+    ({"icd10_pcs": ["4A023O7"]}, "icd10_pcs"),  # PCS has no letter O
+    ({"total_charge": 5000}, "total_charge 5000.00 != sum of line charges 5400.00"),
+])
+def test_institutional_rules(change, message):
+    with pytest.raises(ValidationError, match=message):
+        Claim.model_validate(json.loads(claim_json(INPATIENT)) | change)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ({"revenue_code": None, "units": 1, "charge": 1}, "its revenue code, its HCPCS code"),
+    ({"revenue_code": "0001", "units": 1, "charge": 1}, "total-charges line"),
+    ({"revenue_code": "450", "units": 1, "charge": 1}, "revenue_code"),
+])
+def test_a_revenue_line_names_a_service(line, message):
+    with pytest.raises(ValidationError, match=message):
+        Claim.model_validate(json.loads(claim_json(OUTPATIENT)) | {
+            "revenue_lines": [line], "total_charge": 1})
+
+
+# -- how the model reads one ---------------------------------------------------------------
+
+def test_a_revenue_line_reads_as_the_service_its_hcpcs_code_names():
+    tok = ClaimTokenizer.from_vocabulary(default_vocabulary())
+    tokens, _ = tok.tokens_of(OUTPATIENT)
+    procedures = [t for t in tokens if t.field == "procedure"]
+    assert [t.parts[0] for t in procedures] == ["85025", "93005"]
+    assert procedures[0].value == tok._procedure("85025").value != tok.oov["procedure"]
+    (room,) = [t for t in tok.tokens_of(INPATIENT)[0] if t.field == "procedure"
+               and t.value == tok.oov["procedure"]]
+    assert room.label == "revenue code 0120"  # no HCPCS: "some service", named by revenue
+    shuffled = INPATIENT.model_copy(update={"revenue_lines": INPATIENT.revenue_lines[::-1]})
+    assert tok.encode([shuffled]).values.tolist() == tok.encode([INPATIENT]).values.tolist()
+
+
+def test_institutional_claims_are_scored():
+    scores = Scorer.load("default", device="cpu").score([INPATIENT, OUTPATIENT])
+    assert [s.claim_id for s in scores] == ["I-1", "O-1"]
+    assert all(0.0 <= s.score <= 1.0 and s.unknown == ["provider_specialty"] for s in scores)
+
+
+# -- FHIR -----------------------------------------------------------------------------------
+
+def test_fhir_round_trip_of_institutional_claims():
+    for claim in (INPATIENT, OUTPATIENT):
+        doc = to_fhir(claim)
+        FhirClaim.model_validate(doc)  # valid R4
+        assert doc["type"]["coding"][0]["code"] == "institutional"
+        assert claims_of(convert("fhir", json.dumps(doc))) == [claim]
+
+
+def test_carin_institutional_eobs_read_their_revenue_lines():
+    path = CORPUS / "carin-bb" / "ExplanationOfBenefit_EOBOutpatientInstitutionalEx1.json"
+    (c,) = claims_of(convert("fhir", path.read_text()))
+    assert c.claim_type == "institutional" and c.place_of_service == "12"
+    # the example repeats each revenue code under the CPT system: no service code
+    assert [(r.revenue_code, r.code, str(r.charge)) for r in c.revenue_lines] == [
+        ("0551", None, "84.40"), ("0023", None, "0.00")]
+    assert c.diagnoses == ["I95.1", "L97.529", "I73.9"]
+
+
+def test_a_fhir_bill_type_in_subtype_gives_the_place_and_a_line_may_lack_its_revenue_code():
+    (c,) = claims_of(convert("fhir", (CORPUS / "fhir-spec" / "Claim-MED-00050.json").read_text()))
+    assert (c.bill_type, c.place_of_service) == ("831", "24")  # ambulatory surgical centre
+    (line,) = c.revenue_lines
+    assert (line.revenue_code, line.code) == (None, "62264")
+
+
+@pytest.mark.parametrize(("edit", "path", "message"), [
+    (lambda d: d["item"][0].update(revenue={"coding": [{"code": "45"}]}),
+     "Claim.item[0].revenue", "'45' is no NUBC revenue code"),
+    (lambda d: d["procedure"][0]["procedureCodeableConcept"]["coding"][0].update(code="0301"),
+     "Claim.procedure[0].procedureCodeableConcept", "'0301' under"),
+    (lambda d: d["supportingInfo"][0]["code"]["coding"][0].update(code="9999"),
+     "Claim.supportingInfo[0].code", "no NUBC type of bill"),
+    (lambda d: d["item"][0].pop("revenue"),
+     "Claim.item[0].productOrService", "no revenue code, nor a CPT/HCPCS coding"),
+])
+def test_a_broken_institutional_fhir_claim_names_its_defect(edit, path, message):
+    doc = to_fhir(INPATIENT)
+    edit(doc)
+    (err,) = convert("fhir", json.dumps(doc))
+    assert isinstance(err, ConversionError) and err.path == path and message in err.message
+
+
+# -- X12 837I -------------------------------------------------------------------------------
+
+def icd10_837i() -> str:
+    """The x12-py 837I sample (tests/data/formats/SOURCES.md), its ICD-9 codes replaced by
+    ICD-10-CM ones (every public 837I we found is ICD-9) and a principal ICD-10-PCS code
+    added."""
+    text = (FORMATS / "two-claims-single-provider.837i").read_text()
+    return (text.replace("HI*BK:3669~", "HI*ABK:J189~")
+            .replace("HI*BF:4019*BF:79431~", "HI*ABF:I10*ABF:R05*BBR:0BH17EZ:D8:20050315~")
+            .replace("HI*BK:30000~", "HI*ABK:F410~"))
+
+
+def test_an_837i_is_read_as_institutional_claims():
+    first, second = claims_of(convert("x12", icd10_837i()))
+    assert (first.claim_id, first.claim_type, first.bill_type) == ("756048Q", "institutional",
+                                                                    "131")
+    assert first.place_of_service == "22"  # hospital outpatient, from the type of bill
+    assert first.diagnoses == ["J18.9", "I10", "R05"] and first.icd10_pcs == ["0BH17EZ"]
+    assert [(r.revenue_code, r.code, r.units, str(r.charge)) for r in first.revenue_lines] == [
+        ("0305", "85025", 1, "13.39"), ("0730", "93005", 3, "76.56")]
+    assert (first.member_age, first.member_sex, first.provider_id) == (36, "M", "1234567890")
+    assert second.claim_id == "756049Q" and second.diagnoses == ["F41.0"]
+
+
+def test_x12_round_trip_of_institutional_and_professional_claims_together():
+    claims = [INPATIENT, PROFESSIONAL, OUTPATIENT]
+    text = to_x12(claims)
+    # one functional group a run of like transaction sets, each with its own guide (GS08)
+    groups = [seg.split("*")[8] for seg in text.split("~") if seg.strip().startswith("GS*")]
+    assert groups == ["005010X223A3", "005010X222A2", "005010X223A3"]
+    assert "SV2*0120**4500*UN*3~" in text and "HI*BBR:4A023N7:D8:20260103*BBQ:B211YZZ" in text
+    assert claims_of(convert("x12", text)) == claims
+
+
+@pytest.mark.parametrize(("update", "message"), [
+    ({"bill_type": None}, "needs the type of bill"),
+    ({"place_of_service": "22"}, "type of bill 111 stands for 21, not 22"),
+])
+def test_the_837i_writer_refuses_what_it_cannot_carry(update, message):
+    with pytest.raises(ValueError, match=message):
+        to_x12([INPATIENT.model_copy(update=update)])
+    line = OUTPATIENT.revenue_lines[0].model_copy(update={"revenue_code": None})
+    with pytest.raises(ValueError, match="needs its revenue code"):
+        to_x12([OUTPATIENT.model_copy(update={"revenue_lines": [line]})])
+
+
+def test_an_837i_facility_type_without_a_place_is_named():
+    text = icd10_837i().replace("13:A:1", "41:A:1", 1)  # religious non-medical: no POS
+    err = convert("x12", text)[0]
+    assert isinstance(err, ConversionError) and err.path == "2300.CLM05-1"
+    assert "facility type '41'" in err.message
