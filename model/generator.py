@@ -77,13 +77,14 @@ import functools
 import heapq
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from model.cms.tables import conflicts, mce_edit, mue, ptp_edits
 from model.codes import range_span
 from model.edits import NCCI_MODIFIERS, VISIT_MODIFIERS, addon_hits, is_visit, ptp_breaks
+from model.facility import BILL_TYPE, facilities, facility_claim
 from model.vocabulary import (
     Diagnosis,
     Drug,
@@ -108,6 +109,7 @@ CLEAN = "none"
 # Patterns only the stream of claims shows (model/checks.py catches them); the rest are
 # visible in a single claim, which is what the ClaimFormer's fraud head learns from.
 CROSS_CLAIM_PATTERNS = ("duplicate_billing", "high_velocity_member")
+FACILITY_STAFF = 4  # clinicians of a facility place of service per facility
 SINGLE_CLAIM_PATTERNS = tuple(p for p in PATTERNS if p not in CROSS_CLAIM_PATTERNS)
 VELOCITY_NORMAL = 4  # claims of a burst before the ones labelled fraud (a week of a visit
 # and the work it orders is three or four claims: a learned limit of 4 in 7 days)
@@ -279,6 +281,12 @@ class ClaimGenerator:
         self.visits: set[tuple[str, str, dt.date]] = set()
         self._visit_order: deque[tuple[str, str, dt.date]] = deque()
         self.count = 0
+        # facilities and their claims (model.facility): a stream of their own, so that
+        # the professional claims are the same with them as they were before them
+        self.facility_rng = random.Random(seed + 104_729)
+        hosted = Counter(p.place for p in self.providers if p.place in BILL_TYPE)
+        self.facilities = facilities(seed, {pos: max(2, n // FACILITY_STAFF)
+                                            for pos, n in hosted.items()})
 
     # -- population ---------------------------------------------------------------------
 
@@ -833,6 +841,10 @@ class ClaimGenerator:
                 self.recent.append(claim)
                 self.emitted["visit"] += 1
                 yield LabelledClaim(claim, CLEAN)
+                if (hosts := self.facilities.get(claim["place_of_service"])) and \
+                        claim["procedures"]:  # the facility's own claim of the visit
+                    pending.append(LabelledClaim(facility_claim(
+                        self.facility_rng, self.v, self.facility_rng.choice(hosts), claim), CLEAN))
                 continue
             pending.extend(FRAUDS[r.choice(self.patterns)](self))
 

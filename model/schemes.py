@@ -33,6 +33,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from model.checks import UNKNOWN_SPECIALTY
 from model.cms.tables import conflicts, ptp_edits
 from model.generator import (
     CLAIMS_PER_MEMBER_YEAR,
@@ -109,6 +110,10 @@ class ProviderWorld:
         self.rng = random.Random(seed + 104_729)  # casting: its own stream
         self.concentration = concentration
         self.labels = {p.id: ProviderLabel(p.id, p.specialty, p.place) for p in self.g.providers}
+        # the facilities whose claims the visits at a hospital bring (model.facility):
+        # honest, their specialty unknown as a hospital's taxonomy reads
+        self.labels |= {f.id: ProviderLabel(f.id, UNKNOWN_SPECIALTY, f.place)
+                        for hosts in self.g.facilities.values() for f in hosts}
         self.seen: dict[str, set[str]] = {}  # provider -> members it billed
         self.by_id = {m.id: m for m in self.g.members}
         self._cast(scheme_share, intensity)

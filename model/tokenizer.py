@@ -5,7 +5,12 @@ small group per service line:
 
     [CLS] age sex specialty place total edits | dx dx ... | proc units charge | drug dose days price
 
-An institutional claim's revenue lines read as procedure lines (`tokens_of`).
+An institutional claim (a facility's) reads its place as the facility's (`pos:23|facility`:
+a hospital's fee for a service is not a clinician's) and its revenue lines as procedure
+lines: a line with a HCPCS code as that code's, one without (room and board, pharmacy) as
+its revenue code's group (`proc:[rev 012]`). A token list without these tokens (a
+checkpoint trained before institutional claims) reads the place as the clinician's and a
+line without HCPCS as the procedure OOV token.
 
 `edits` says which payer edits the claim breaks (`model.rules.claim_edits`: an NCCI
 procedure-to-procedure pair, units past an MUE, an MCE age or sex conflict, a visit level
@@ -71,6 +76,7 @@ import numpy as np
 
 from model.claims import Claim
 from model.codes import icd_categories, icd_levels, procedure_levels, procedure_ranges
+from model.facility import REVENUE_GROUPS
 from model.rules import EDITS, claim_edits
 from model.vocabulary import Vocabulary, default_vocabulary
 
@@ -286,6 +292,7 @@ class ClaimTokenizer:
         tokens += [f"sex:{s}" for s in "FMU"]
         tokens += [f"spec:{s}" for s in sorted(v.specialties)]
         tokens += [f"pos:{p}" for p in sorted(v.places)]
+        tokens += [f"pos:{p}|facility" for p in sorted(v.places)]
         tokens += [f"total:b{b}" for b in range(CHARGE_BUCKETS)]
         # listed codes, the subcategories above them and every ICD-10-CM category: what an
         # unlisted code reads as (its nearest ancestor with a token)
@@ -298,6 +305,7 @@ class ClaimTokenizer:
         ranges = {x.range: x for x in procedure_ranges()}
         tokens += [f"proc:{c}" for c in sorted(v.procedures)]
         tokens += [f"proc:[{r}]" for r in sorted(ranges)]  # what an unlisted code reads as
+        tokens += [f"proc:[rev {g}]" for g in REVENUE_GROUPS]  # a line without HCPCS
         tokens += [f"units:{_band(e, UNIT_BANDS)}{f'|{k}' if k else ''}" for e in UNIT_BANDS
                    for k in ("", *MODIFIER_KINDS)]
         tokens += [f"charge:{k}" for k in [*(f"b{b}" for b in range(CHARGE_BUCKETS)),
@@ -322,6 +330,8 @@ class ClaimTokenizer:
         for r, x in ranges.items():
             ancestors[f"proc:[{r}]"] = (None, f"group:proc:range {r}",
                                         f"group:proc:section {x.section}", None)
+        for g in REVENUE_GROUPS:
+            ancestors[f"proc:[rev {g}]"] = (None, None, "group:proc:section facility", None)
         for c, p in v.procedures.items():
             x = proc_levels[c]
             ancestors[f"proc:{c}"] = (f"group:proc:{p.category}", f"group:proc:range {x.range}",
@@ -404,9 +414,11 @@ class ClaimTokenizer:
     def tokens_of(self, claim: Claim) -> tuple[list[Token], bool]:
         """The claim's tokens in order, and whether service lines were truncated."""
         tok, named, total = self._tok, self._named, float(claim.total_charge)
+        place = named("place", claim.place_of_service)
+        if claim.claim_type == "institutional":
+            place = self.named_tokens.get(("place", f"{claim.place_of_service}|facility"), place)
         out = [self.cls_token, self._age(claim.member_age), named("sex", claim.member_sex),
-               named("specialty", claim.provider_specialty),
-               named("place", claim.place_of_service),
+               named("specialty", claim.provider_specialty), place,
                tok("total", f"b{charge_bucket(total)}", (total,))]
         broken = claim_edits(claim, default_vocabulary())
         out.append(tok("edits", edits_value(broken), broken))
@@ -420,11 +432,12 @@ class ClaimTokenizer:
         for r in sorted(claim.revenue_lines,
                         key=lambda r: (r.revenue_code or "", r.code or "", r.units, r.charge)):
             # a facility's line reads as the service its HCPCS code names, as a
-            # professional line does; one without (room and board...) as "some service"
-            # with its charge in absolute buckets. The revenue code, type of bill and
-            # ICD-10-PCS codes have no tokens yet (docs/formats.md, "Institutional claims")
-            code = self._procedure(r.code) if r.code else Token(
-                "procedure", self.oov["procedure"], (f"revenue code {r.revenue_code}",))
+            # professional line does; one without (room and board...) as its revenue
+            # code's group, its charge in absolute buckets. The type of bill and the
+            # ICD-10-PCS codes are not read (docs/model.md, "Institutional claims")
+            code = self._procedure(r.code) if r.code else Token("procedure", self.ids[
+                "procedure"].get(f"[rev {(r.revenue_code or '')[:3]}]", self.oov["procedure"]),
+                (f"revenue code {r.revenue_code}",))
             lines.append([code, self._units(r.units, r.modifiers),
                           self._price("proc_charge", r.code or "", float(r.charge) / r.units,
                                       code.value in self.range_ids)])

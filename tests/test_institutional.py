@@ -95,8 +95,11 @@ def test_a_revenue_line_reads_as_the_service_its_hcpcs_code_names():
     assert [t.parts[0] for t in procedures] == ["85025", "93005"]
     assert procedures[0].value == tok._procedure("85025").value != tok.oov["procedure"]
     (room,) = [t for t in tok.tokens_of(INPATIENT)[0] if t.field == "procedure"
-               and t.value == tok.oov["procedure"]]
-    assert room.label == "revenue code 0120"  # no HCPCS: "some service", named by revenue
+               and t.parts[0].startswith("revenue")]
+    assert room.value == tok.ids["procedure"]["[rev 012]"]  # no HCPCS: its revenue group
+    assert room.label == "revenue code 0120"
+    place = tok.tokens_of(INPATIENT)[0][4]
+    assert place.value == tok.ids["place"]["21|facility"] != tok.ids["place"]["21"]
     shuffled = INPATIENT.model_copy(update={"revenue_lines": INPATIENT.revenue_lines[::-1]})
     assert tok.encode([shuffled]).values.tolist() == tok.encode([INPATIENT]).values.tolist()
 
