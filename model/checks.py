@@ -51,6 +51,7 @@ class CheckHit:
 
 
 UNKNOWN_SPECIALTY = "unknown"  # a claim's kind when it does not know the specialty
+FACILITY = "facility"  # an institutional claim's kind: the visit its clinician also bills
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,15 @@ class CheckLimits:
         there that bills the most claims a visit (a series of therapy sessions without
         PRV is not a run of visits).
 
+        A facility's claim is the visit its clinician's claim already counts: none.
+
         >>> CheckLimits(per_kind={"physical_therapy@11": 4}).visits({"unknown@11": 6})
         2
+        >>> CheckLimits().visits({"emergency_medicine@23": 1, "facility@23": 1})
+        1
         """
-        return sum(math.ceil(n / self._per_visit(k)) for k, n in counts.items())
+        return sum(math.ceil(n / self._per_visit(k)) for k, n in counts.items()
+                   if not k.startswith(f"{FACILITY}@"))
 
     def _per_visit(self, kind: str) -> int:
         specialty, _, place = kind.partition("@")
@@ -100,8 +106,10 @@ class CheckLimits:
 
 def kind(c: Claim) -> str:
     """The kind of care a claim is, for velocity: specialty (`unknown` when the claim does
-    not know it) and place of service."""
-    return f"{c.provider_specialty or UNKNOWN_SPECIALTY}@{c.place_of_service}"
+    not know it), or `facility` for an institutional claim, and place of service."""
+    who = FACILITY if c.claim_type == "institutional" else (
+        c.provider_specialty or UNKNOWN_SPECIALTY)
+    return f"{who}@{c.place_of_service}"
 
 
 class CheckState(Protocol):

@@ -60,8 +60,10 @@ def load_claims(settings: Settings, checkpoint: str, count: int = 150) -> dict[s
     clean = next(s.claim_id for s in scores if not s.flagged)
     explained = next(s.claim_id for s in scores if s.explanation.top_tokens)
     edited = next(s.claim_id for s in scores if s.explanation.edits)
+    facility = next(c.claim_id for c in parsed if c.claim_type == "institutional")
     return {"flagged": flagged[-1], "clean": clean, "hostile": "HOSTILE-1",
-            "n_flagged": str(len(flagged)), "explained": explained, "edited": edited}
+            "n_flagged": str(len(flagged)), "explained": explained, "edited": edited,
+            "institutional": facility}
 
 
 def load_providers(settings: Settings) -> list[str]:
@@ -209,6 +211,10 @@ def test_pages_render(client: TestClient, ids: dict[str, str]) -> None:
         assert r.status_code == 200, path
     assert "<svg" in client.get(f"/members/{rec['member_id']}", headers=AUTH).text
     assert client.get("/claims/nope", headers=AUTH).status_code == 404
+    # a facility's claim shows its type of bill and revenue lines
+    facility = client.get(f"/claims/{ids['institutional']}", headers=AUTH).text
+    assert "type of bill" in facility and "revenue lines" in facility
+    assert "revenue lines" not in client.get(f"/claims/{ids['clean']}", headers=AUTH).text
     # the explanation the Score carries: what decided, or that nothing is unusual
     x = client.get(f"/api/claims/{ids['explained']}", headers=AUTH).json()["explanation"]
     page = client.get(f"/claims/{ids['explained']}", headers=AUTH).text

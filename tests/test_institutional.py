@@ -13,6 +13,7 @@ import pytest
 from fhir.resources.R4B.claim import Claim as FhirClaim
 from pydantic import ValidationError
 
+from model.checks import CheckLimits, kind
 from model.claims import Claim, claim_json, parse_claim
 from model.formats import ConversionError, convert, to_fhir, to_x12
 from model.generator import ClaimGenerator
@@ -205,3 +206,34 @@ def test_an_837i_facility_type_without_a_place_is_named():
     err = convert("x12", text)[0]
     assert isinstance(err, ConversionError) and err.path == "2300.CLM05-1"
     assert "facility type '41'" in err.message
+
+
+# -- the generated world --------------------------------------------------------------------
+
+def test_the_world_bills_a_facility_claim_beside_each_clean_hospital_visit():
+    items = list(ClaimGenerator(seed=17, fraud_rate=0.1, size=6000).generate(6000))
+    facility = [(k, i) for k, i in enumerate(items) if "claim_type" in i.claim]
+    assert 0.02 < len(facility) / len(items) < 0.1  # 4-5% of claims; docs/model.md
+    for k, i in facility:
+        c, visit = Claim.model_validate(i.claim), Claim.model_validate(items[k - 1].claim)
+        assert i.fraud_pattern == "none" and items[k - 1].fraud_pattern == "none"
+        assert (c.member_id, c.service_date, sorted(c.diagnoses)) == (
+            visit.member_id, visit.service_date, sorted(visit.diagnoses))
+        assert c.place_of_service == visit.place_of_service and c.provider_id.startswith("H")
+        if c.place_of_service == "21":  # a stay: room and board a day, no HCPCS codes
+            assert c.bill_type == "111" and all(r.code is None for r in c.revenue_lines)
+            assert {"0120", "0200"} & {r.revenue_code for r in c.revenue_lines}
+        else:  # the visit's services at a facility fee
+            assert sorted(r.code for r in c.revenue_lines) == sorted(
+                p.code for p in visit.procedures)
+            assert c.total_charge > sum(p.charge for p in visit.procedures)
+    hosted = {i.claim["member_id"] for i in items if i.fraud_pattern == "none"
+              and "claim_type" not in i.claim and i.claim["place_of_service"] in ("21", "23")}
+    assert hosted and len(facility) >= len(hosted) // 2
+
+
+def test_a_facility_claim_is_no_second_visit_for_the_velocity_check():
+    assert kind(INPATIENT) == "facility@21" and kind(PROFESSIONAL).endswith(
+        f"@{PROFESSIONAL.place_of_service}")
+    limits = CheckLimits(velocity_limit=1)
+    assert limits.visits({kind(PROFESSIONAL): 1, kind(INPATIENT): 1}) == 1

@@ -372,6 +372,9 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
     patient, member = _resolve(r.patient, r, known, f"{kind}.patient", ("Patient",))
     provider, provider_id = _resolve(r.provider, r, known, f"{kind}.provider", PEOPLE[1:])
     institutional = _is_institutional(r)
+    if not r.item:
+        raise Unmappable(f"{kind}.item", "no item: a claim without service lines has nothing "
+                         "to score")
     dates, places, lines = [], [], []
     for i, item in enumerate(r.item or []):
         at = f"{kind}.item[{i}]"
@@ -680,7 +683,8 @@ def _amount(item: Any, at: str, whole: Decimal | None) -> Decimal:
         charge = whole
     if charge is None:
         raise Unmappable(f"{at}.net", "no net (line total), unitPrice, nor a submitted or "
-                         "eligible adjudication amount")
+                         "eligible adjudication amount (the contract needs each line's "
+                         "charge, where an inpatient EOB may state only the claim's)")
     return charge.quantize(Decimal("0.01"))
 
 
