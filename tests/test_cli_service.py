@@ -234,6 +234,6 @@ def test_bench_json_has_the_promised_shape(cli, namespace: Settings) -> None:
     assert "claims_per_s" in b["noop"] and b["ratio"] > 0
     assert set(b["at_rate"]) >= {"offered_per_s", "p50_ms", "p99_ms"}
     assert b["workers"] == 1 and b["count"] == 300 and b["device"] in ("cpu", "cuda", "cuda:0")
-    assert isinstance(b["cpu_bf16"], bool) and b["precision"] in ("bf16", "fp32")
+    assert isinstance(b["cpu_bf16"], bool) and b["precision"] in ("bf16", "int8", "fp32")
     assert b["path"] == "torch eager" and 0 <= b["parity"] <= 1
     assert b["parity_detail"]["claims"] > 0

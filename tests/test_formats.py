@@ -295,15 +295,17 @@ def test_hostile_x12_inputs_become_errors_with_paths():
 
 
 def test_a_ten_megabyte_interchange_converts_claim_by_claim():
-    text = to_x12(GENERATED)
+    # professional claims only: one functional group (837Is would open groups of their own)
+    claims = [c for c in GENERATED if c.claim_type == "professional"]
+    text = to_x12(claims)
     head, rest = text.split("ST*837*", 1)
     sets, tail = rest.rsplit("GE*", 1)
-    n = len(GENERATED)
+    n = len(claims)
     times = 10_000_000 // len("ST*837*" + sets) + 1  # the repeated part alone passes 10 MB
     big = (head + ("ST*837*" + sets) * times + "GE*"
            + tail.replace(f"{n}*", f"{times * n}*", 1))
     assert len(big) > 10_000_000
-    assert claims_of(convert("x12", big)) == GENERATED * times
+    assert claims_of(convert("x12", big)) == claims * times
 
 
 def test_a_ten_megabyte_segment_is_an_error_of_its_claim_only():

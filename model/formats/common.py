@@ -192,26 +192,3 @@ def specialty_of(code: str | None) -> str | None:
     claim itself, so it is scored, not rejected."""
     return taxonomy.specialty(code) if code else None
 
-
-# The CMS place of service a facility's type of bill stands for (its first two digits:
-# facility type and type of care), for an institutional claim that states no place (an
-# 837I never does). NUBC's facility types against CMS's place-of-service list; a type with
-# no one place (a religious non-medical facility, "other") has none here.
-PLACE_OF_BILL = {
-    "11": "21", "12": "21", "18": "21",  # hospital inpatient, inpatient Part B, swing bed
-    "13": "22", "14": "22", "85": "22",  # hospital outpatient, non-patient, CAH outpatient
-    "21": "31", "22": "31", "23": "31",  # skilled nursing
-    "32": "12", "33": "12", "34": "12",  # home health
-    "71": "72", "72": "65", "73": "50", "77": "50",  # RHC, dialysis, FQHC
-    "75": "62", "76": "53",  # comprehensive outpatient rehabilitation, mental health centre
-    "81": "34", "82": "34", "83": "24",  # hospice, ambulatory surgical centre
-}
-
-
-def place_of_bill(bill_type: str) -> str | None:
-    """The place of service of a type of bill ("111" -> "21"); None where none fits.
-
-    >>> place_of_bill("131"), place_of_bill("411")
-    ('22', None)
-    """
-    return PLACE_OF_BILL.get(bill_type[:2])

@@ -34,6 +34,7 @@ from model.claims import (
     REVENUE_PATTERN,
     Claim,
 )
+from model.facility import place_of_bill
 from model.formats.common import (
     CLAIMSCOPE_FHIR,
     MEMBER,
@@ -49,7 +50,6 @@ from model.formats.common import (
     drug_text,
     finish,
     money,
-    place_of_bill,
     specialty_of,
     strength_in,
     taxonomy_of,
@@ -404,7 +404,8 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
     if not places:
         if _is_pharmacy(r):
             places = ["01"]
-        elif bill_type and (pos := place_of_bill(bill_type)):
+        elif bill_type and (pos := place_of_bill(bill_type, [
+                x["revenue_code"] for x in billed["revenue_lines"]])):
             places = [pos]
         else:
             raise Unmappable(f"{kind}.item.locationCodeableConcept",

@@ -10,7 +10,7 @@ above each CLM, then that CLM's own segments), so one broken claim costs only it
 
 An 837I (005010X223A3) claim is an institutional claim of the contract: its type of bill
 (CLM05), revenue-code lines (SV2), ICD-10-PCS procedures (HI BBR/BBQ); its place of service
-is the one its type of bill stands for (`common.place_of_bill`), since an 837I has none.
+is the one its type of bill stands for (`model.facility.place_of_bill`), since an 837I has none.
 837D (005010X224A2, dental: tooth numbers and ADA procedure codes, which the model never
 saw) is rejected with a message naming it.
 
@@ -37,6 +37,7 @@ from x12sdk.v5010.x12_837_005010X223A3.loops import Loop2300 as Loop2300I
 from x12sdk.v5010.x12_837_005010X223A3.transaction_set import HealthCareClaimInstitutional
 
 from model.claims import Claim
+from model.facility import place_of_bill
 from model.formats.common import (
     UNKNOWN_STRENGTH_MG,
     ConversionError,
@@ -48,7 +49,6 @@ from model.formats.common import (
     drug_text,
     finish,
     money,
-    place_of_bill,
     specialty_of,
     strength_in,
     taxonomy_of,
@@ -434,7 +434,8 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
         paths |= {"bill_type": "2300.CLM05", "icd10_pcs": "2300.HI"}
         fields |= {"claim_type": "institutional", "bill_type": bill, "icd10_pcs": _pcs(
             clm.hi_segment or [])}
-        fields["place_of_service"] = place_of_bill(bill) or ""
+        fields["place_of_service"] = place_of_bill(bill, [
+            x["revenue_code"] for x in lines["revenue_lines"]]) or ""
         if not fields["place_of_service"]:
             raise Unmappable("2300.CLM05-1", f"facility type {place[0]!r}: no CMS place of "
                              "service stands for it (docs/formats.md)")
@@ -635,9 +636,10 @@ def _institutional_clm(claim: Claim, cid: str) -> dict:
     (information not available) and patient status 01 (discharged home)."""
     if claim.bill_type is None:
         raise ValueError(f"claim {cid}: an 837I needs the type of bill (CLM05)")
-    if place_of_bill(claim.bill_type) != claim.place_of_service:
+    place = place_of_bill(claim.bill_type, [r.revenue_code for r in claim.revenue_lines])
+    if place != claim.place_of_service:
         raise ValueError(f"claim {cid}: an 837I has no place of service; type of bill "
-                         f"{claim.bill_type} stands for {place_of_bill(claim.bill_type)}, not "
+                         f"{claim.bill_type} and its lines stand for {place}, not "
                          f"{claim.place_of_service}")
     if any(r.revenue_code is None for r in claim.revenue_lines):
         raise ValueError(f"claim {cid}: an 837I line needs its revenue code (SV201)")
