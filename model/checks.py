@@ -51,7 +51,9 @@ class CheckHit:
 
 
 UNKNOWN_SPECIALTY = "unknown"  # a claim's kind when it does not know the specialty
-FACILITY = "facility"  # an institutional claim's kind: the visit its clinician also bills
+# an institutional claim's kind: the visit its clinician also bills (brackets: no
+# specialty's name can be it)
+FACILITY = "[facility]"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class CheckLimits:
 
         >>> CheckLimits(per_kind={"physical_therapy@11": 4}).visits({"unknown@11": 6})
         2
-        >>> CheckLimits().visits({"emergency_medicine@23": 1, "facility@23": 1})
+        >>> CheckLimits().visits({"emergency_medicine@23": 1, "[facility]@23": 1})
         1
         """
         return sum(math.ceil(n / self._per_visit(k)) for k, n in counts.items()
@@ -102,6 +104,13 @@ class CheckLimits:
         return cls(int(d["window_days"]), int(d["velocity_limit"]),
                    {str(k): int(v) for k, v in d["per_kind"].items()},
                    frozenset(d["repeat_codes"]))
+
+
+def billed_lines(c: Claim) -> list[tuple[str, list[str]]]:
+    """The (code, modifiers) of each line a duplicate is judged by: a procedure line's
+    code, a revenue line's revenue code and HCPCS code (`0450:99284`, `0120:`)."""
+    return [(p.code, p.modifiers) for p in c.procedures] + [
+        (f"{r.revenue_code or ''}:{r.code or ''}", r.modifiers) for r in c.revenue_lines]
 
 
 def kind(c: Claim) -> str:
@@ -197,9 +206,9 @@ class CrossClaimChecks:
         the verdicts do not depend on how claims were batched (or redelivered)."""
         keys, codes, owners = [], [], []
         for i, c in enumerate(claims):
-            for p in c.procedures:
-                keys.append(self.line_key(c, p.code, p.modifiers))
-                codes.append(p.code)
+            for code, modifiers in billed_lines(c):
+                keys.append(self.line_key(c, code, modifiers))
+                codes.append(code)
                 owners.append(i)
         first = self.state.claim_lines(keys, [claims[i].claim_id for i in owners])
         hits: list[list[CheckHit]] = [[] for _ in claims]
@@ -258,11 +267,11 @@ def fit_limits(claims: Sequence[Claim], clean: Sequence[bool] | None = None,
                 continue
             near_all.append(counts)
             per_kind.setdefault(kind(c), []).append(counts[kind(c)])
-            for p in c.procedures:
-                key = f"{c.member_id}|{c.provider_id}|{c.service_date}|{p.code}"
+            for code, modifiers in billed_lines(c):
+                key = f"{c.member_id}|{c.provider_id}|{c.service_date}|{code}"
                 first = seen.setdefault(key, c.claim_id)
-                if first != c.claim_id and REPEAT_MODIFIERS.intersection(p.modifiers):
-                    repeats[p.code] += 1
+                if first != c.claim_id and REPEAT_MODIFIERS.intersection(modifiers):
+                    repeats[code] += 1
     series = {k: int(np.quantile(v, KIND_QUANTILE, method="higher"))
               for k, v in per_kind.items()
               if len(v) >= MIN_SUPPORT and np.mean(np.array(v) > 1) >= SERIES_KIND}

@@ -124,6 +124,9 @@ class RevenueLine(ClaimModel):
     def _names_a_service(self) -> RevenueLine:
         if self.revenue_code is None and self.code is None:
             raise ValueError("a revenue line needs its revenue code, its HCPCS code or both")
+        if self.modifiers and self.code is None:
+            raise ValueError("modifiers modify a HCPCS code: a revenue line without one has "
+                             "none")
         return self
 
 
@@ -147,9 +150,11 @@ class Claim(ClaimModel):
     service_date: dt.date
     submitted_at: AwareDatetime
     place_of_service: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}$")]
+    # 12 on a professional claim (837P, CMS-1500); an institutional one up to 25 (UB-04:
+    # the principal and 24 others)
     diagnoses: Annotated[
         list[Annotated[str, StringConstraints(pattern=ICD10CM_PATTERN)]],
-        Field(min_length=1, max_length=12),
+        Field(min_length=1, max_length=25),
     ]
     procedures: Annotated[list[ProcedureLine], Field(max_length=50)] = []
     medications: Annotated[list[MedicationLine], Field(max_length=20)] = []
@@ -171,11 +176,11 @@ class Claim(ClaimModel):
             raise ValueError(f"{pos!r} is not an assigned CMS place-of-service code")
         return pos
 
-    @field_validator("diagnoses")
+    @field_validator("diagnoses", "icd10_pcs")
     @classmethod
-    def _distinct_diagnoses(cls, codes: list[str]) -> list[str]:
+    def _distinct_codes(cls, codes: list[str]) -> list[str]:
         if len(set(codes)) != len(codes):
-            raise ValueError("diagnosis codes must be distinct")
+            raise ValueError("codes must be distinct")
         return codes
 
     @model_validator(mode="after")
@@ -191,6 +196,9 @@ class Claim(ClaimModel):
                              "institutional claim (claim_type \"institutional\")")
         elif not self.procedures and not self.medications:
             raise ValueError("a claim needs at least one procedure or medication")
+        elif len(self.diagnoses) > 12:
+            raise ValueError(f"{len(self.diagnoses)} diagnoses: a professional claim has at "
+                             "most 12")
         if self.service_date > self.submitted_at.date():
             raise ValueError("service_date is after submitted_at")
         lines = sum((x.charge for x in (*self.procedures, *self.medications,

@@ -109,7 +109,6 @@ CLEAN = "none"
 # Patterns only the stream of claims shows (model/checks.py catches them); the rest are
 # visible in a single claim, which is what the ClaimFormer's fraud head learns from.
 CROSS_CLAIM_PATTERNS = ("duplicate_billing", "high_velocity_member")
-FACILITY_STAFF = 4  # clinicians of a facility place of service per facility
 SINGLE_CLAIM_PATTERNS = tuple(p for p in PATTERNS if p not in CROSS_CLAIM_PATTERNS)
 VELOCITY_NORMAL = 4  # claims of a burst before the ones labelled fraud (a week of a visit
 # and the work it orders is three or four claims: a learned limit of 4 in 7 days)
@@ -118,6 +117,8 @@ CLAIMS_PER_MEMBER_YEAR = 10.0  # the clock: service days advance so members aver
 SERIES_SHARE = 0.01  # members in frequent, legitimate care (SERIES)
 SECOND_SESSION = 0.05  # therapy sessions followed by a second one the same day
 VISITS_KEPT = 200_000  # visits remembered to avoid unlabelled duplicates (see __init__)
+FACILITY_STAFF = 4  # clinicians of a facility place of service per facility
+FACILITY_SEED = 15_485_863  # the facility claims' stream: seed + this, no other stream's
 ORDER_SHARE = 0.35  # visits that order work from another provider (labs, imaging...)
 # Who does the ordered work, and how often: most orders are labs (a venipuncture and a few
 # tests at an independent lab), then imaging, DME, pathology.
@@ -283,7 +284,7 @@ class ClaimGenerator:
         self.count = 0
         # facilities and their claims (model.facility): a stream of their own, so that
         # the professional claims are the same with them as they were before them
-        self.facility_rng = random.Random(seed + 104_729)
+        self.facility_rng = random.Random(seed + FACILITY_SEED)
         hosted = Counter(p.place for p in self.providers if p.place in BILL_TYPE)
         self.facilities = facilities(seed, {pos: max(2, n // FACILITY_STAFF)
                                             for pos, n in hosted.items()})
@@ -840,11 +841,13 @@ class ClaimGenerator:
                 claim = self.clean()
                 self.recent.append(claim)
                 self.emitted["visit"] += 1
-                yield LabelledClaim(claim, CLEAN)
+                # the facility's own claim of the visit, made before the visit is handed
+                # out (whoever takes it may change it), billed after it
                 if (hosts := self.facilities.get(claim["place_of_service"])) and \
-                        claim["procedures"]:  # the facility's own claim of the visit
+                        claim["procedures"]:
                     pending.append(LabelledClaim(facility_claim(
                         self.facility_rng, self.v, self.facility_rng.choice(hosts), claim), CLEAN))
+                yield LabelledClaim(claim, CLEAN)
                 continue
             pending.extend(FRAUDS[r.choice(self.patterns)](self))
 

@@ -12,20 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from model.claims import Claim
 from model.generator import CLEAN, ClaimGenerator
+from model.quality.everyday import wilson_interval
 from model.scorer import Scorer
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    if not n:
-        return [0.0, 0.0]
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 5), round(min(1.0, centre + half), 5)]
 
 
 def main() -> None:
@@ -46,7 +37,7 @@ def main() -> None:
                      if c.claim_type == kind]
             row[kind] = {"claims": len(flags), "flagged": sum(flags),
                          "share": round(sum(flags) / max(1, len(flags)), 5),
-                         "ci95": wilson(sum(flags), len(flags))}
+                         "ci95": wilson_interval(sum(flags), len(flags))}
         out["checkpoints"][ck] = row
     print(json.dumps(out, indent=1))
 

@@ -71,7 +71,7 @@ BAD = [
     ("no diagnoses", with_("diagnoses", []), "diagnoses", "at least 1 item"),
     ("13 diagnoses", with_("diagnoses", [f"E11.{i}" for i in range(10)] + ["I10", "J45",
                                                                           "K21.9"]),
-     "diagnoses", "at most 12 items"),
+     "claim", "13 diagnoses: a professional claim has at most 12"),
     ("ICD-9 code", with_("diagnoses", ["250.00"]), "diagnoses.0", "pattern"),
     ("lowercase ICD", with_("diagnoses", ["e11.9"]), "diagnoses.0", "pattern"),
     ("duplicate diagnoses", with_("diagnoses", ["E11.9", "E11.9"]), "diagnoses",

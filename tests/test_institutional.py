@@ -13,7 +13,7 @@ import pytest
 from fhir.resources.R4B.claim import Claim as FhirClaim
 from pydantic import ValidationError
 
-from model.checks import CheckLimits, kind
+from model.checks import CheckLimits, CrossClaimChecks, MemoryState, kind
 from model.claims import Claim, claim_json, parse_claim
 from model.formats import ConversionError, convert, to_fhir, to_x12
 from model.generator import ClaimGenerator
@@ -194,7 +194,9 @@ def test_x12_round_trip_of_institutional_and_professional_claims_together():
     # one functional group a run of like transaction sets, each with its own guide (GS08)
     groups = [seg.split("*")[8] for seg in text.split("~") if seg.strip().startswith("GS*")]
     assert groups == ["005010X223A3", "005010X222A2", "005010X223A3"]
-    assert "SV2*0120**4500*UN*3~" in text and "HI*BBR:4A023N7:D8:20260103*BBQ:B211YZZ" in text
+    assert "SV2*0120**4500*UN*3~" in text and "DTP*434*RD8*20260103-20260103~" in text
+    # the principal procedure in an HI of its own, the others after it (the guide's loops)
+    assert "HI*BBR:4A023N7:D8:20260103~HI*BBQ:B211YZZ:D8:20260103~" in text.replace("\n", "")
     assert claims_of(convert("x12", text)) == claims
 
 
@@ -246,7 +248,47 @@ def test_the_world_bills_a_facility_claim_beside_each_clean_hospital_visit():
 
 
 def test_a_facility_claim_is_no_second_visit_for_the_velocity_check():
-    assert kind(INPATIENT) == "facility@21" and kind(PROFESSIONAL).endswith(
+    assert kind(INPATIENT) == "[facility]@21" and kind(PROFESSIONAL).endswith(
         f"@{PROFESSIONAL.place_of_service}")
     limits = CheckLimits(velocity_limit=1)
     assert limits.visits({kind(PROFESSIONAL): 1, kind(INPATIENT): 1}) == 1
+
+
+def test_a_facility_claim_sent_twice_is_duplicate_billing():
+    again = INPATIENT.model_copy(update={"claim_id": "I-2"})
+    first, second = CrossClaimChecks(MemoryState()).run([INPATIENT, again])
+    assert first == [] and [h.name for h in second] == ["duplicate_billing"]
+    assert "claim I-1" in second[0].reason
+
+
+def test_a_revenue_line_without_a_code_round_trips_and_writes_no_null():
+    (c,) = claims_of(convert("fhir", (CORPUS / "fhir-spec" / "Claim-MED-00050.json").read_text()))
+    doc = to_fhir(c)
+    assert "revenue" not in doc["item"][0] and "null" not in json.dumps(doc)
+    assert claims_of(convert("fhir", json.dumps(doc))) == [c]
+
+
+def test_a_fhir_total_line_is_left_out_and_an_837i_hipps_line_is_its_revenue_code():
+    doc = to_fhir(INPATIENT)
+    total = json.loads(json.dumps(doc["item"][0]))
+    total["revenue"]["coding"][0]["code"] = "0001"
+    total["net"]["value"] = 5400.0
+    doc["item"].append(total | {"sequence": 3})
+    assert claims_of(convert("fhir", json.dumps(doc))) == [INPATIENT]
+    text = icd10_837i().replace("SV2*0305*HC:85025*13.39*UN*1.00~",
+                                "SV2*0022*HP:RUX11*13.39*UN*1.00~")
+    first = claims_of(convert("x12", text))[0]
+    assert [(r.revenue_code, r.code) for r in first.revenue_lines] == [
+        ("0022", None), ("0730", "93005")]
+
+
+def test_an_institutional_claim_holds_25_diagnoses_and_837i_carries_them():
+    many = [f"E11.{k}" for k in range(10)] + [f"I{n}" for n in range(10, 16)] + [
+        "J45.20", "J45.30", "J45.40", "J45.50", "J45.909", "K21.9", "K29.70", "N18.30", "R05.9"]
+    claim = INPATIENT.model_copy(update={"diagnoses": many})
+    claim = Claim.model_validate(json.loads(claim_json(claim)))
+    text = to_x12([claim])
+    assert "HI*ABK:E110~" in text and text.count("HI*ABF:") == 2
+    assert claims_of(convert("x12", text)) == [claim]
+    with pytest.raises(ValidationError, match="a professional claim has at most 12"):
+        Claim.model_validate(json.loads(claim_json(PROFESSIONAL)) | {"diagnoses": many[:13]})

@@ -32,6 +32,7 @@ from model.claims import (
     ICD10PCS_PATTERN,
     PROCEDURE_PATTERN,
     REVENUE_PATTERN,
+    TOTAL_REVENUE_CODE,
     Claim,
 )
 from model.facility import place_of_bill
@@ -385,6 +386,9 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
             if c.code and len(c.code) == 2 and c.code.isdigit()]
         places += pos[:1]
         # a claim of one item bills on it what the claim bills, where the item says nothing
+        if institutional and any(c.code == TOTAL_REVENUE_CODE for c in getattr(
+                item.revenue, "coding", None) or []):
+            continue  # UB-04's total-charges line: the claim's total, not a service
         whole = _claim_total(r, kind) if len(r.item) == 1 else None
         lines.append((*(_revenue_line(item, at, whole) if institutional
                         else _line(item, at, whole)), at))
@@ -745,7 +749,8 @@ def write(claim: Claim) -> dict:
         system = CPT if (r.code or "0")[0].isdigit() else HCPCS
         items.append({
             "sequence": len(items) + 1, **common,
-            "revenue": {"coding": [{"system": REVENUE, "code": r.revenue_code}]},
+            **({"revenue": {"coding": [{"system": REVENUE, "code": r.revenue_code}]}}
+               if r.revenue_code else {}),
             "productOrService": {"coding": [{"system": system, "code": r.code}]} if r.code
             else NOT_APPLICABLE,
             **({"modifier": [{"coding": [{"system": system, "code": m}]}

@@ -60,8 +60,8 @@ PROFESSIONAL = "005010X222A2"
 INSTITUTIONAL = "005010X223A3"
 # the guide each version is read as: x12sdk reads 837P's as A2, 837I's as A3
 READS = {"005010X222": PROFESSIONAL, "005010X222A1": PROFESSIONAL, "005010X222A2": PROFESSIONAL,
-         "005010X223A1": INSTITUTIONAL, "005010X223A2": INSTITUTIONAL,
-         "005010X223A3": INSTITUTIONAL}
+         "005010X223": INSTITUTIONAL, "005010X223A1": INSTITUTIONAL,
+         "005010X223A2": INSTITUTIONAL, "005010X223A3": INSTITUTIONAL}
 # Drug lines: HCPCS "unclassified drugs" with the drug in SV101-7, the description the
 # 837P guide asks for with a not-otherwise-classified code.
 DRUG_CODE = "J3490"
@@ -338,7 +338,8 @@ def _validation_error(e: ValidationError, index: int, cid: str | None, guide: st
 
 def _claims(model: Any, delimiters: X12Delimiters, before: int, st_ref: str,
             refs: References | None) -> Iterator[Claim | ConversionError]:
-    """Map each CLM of a validated 837P to the contract, in the order the file has them."""
+    """Map each CLM of a validated 837P or 837I to the contract, in the order the file has
+    them."""
     bht = model.header.bht_segment
     k = before
     for a in model.loop_2000a:
@@ -387,8 +388,9 @@ def _fields(clm: Any, a: Any, b: Any, patient: Any, created: dt.datetime,
     known = refs.member(member) if refs is not None and dmg is None else None
     birth = dmg.date_time_period if dmg is not None else (known[0] if known else None)
     sex = dmg.gender_code if dmg is not None else (known[1] if known else "U")
-    # the clinician: the 837P's rendering provider, the 837I's attending one
-    rendering = clm.loop_2310a if institutional else clm.loop_2310b
+    # the clinician of an 837P (its rendering provider); an 837I's provider is the billing
+    # facility, whose taxonomy is its specialty (the attending clinician's is not)
+    rendering = None if institutional else clm.loop_2310b
     # the rendering provider's taxonomy, then the billing one's; each from the reference
     # data by NPI first, then its PRV; the first code that maps to a specialty of ours
     # (lazily: no lookup after it)
@@ -496,16 +498,17 @@ def _revenue_lines(clm: Any, comp: str, paths: dict[str, str]
         if line.dtp_segment is not None:
             dates.append(_start(line.dtp_segment.date_time_period, f"{at}.DTP03"))
         parts = (sv2.composite_medical_procedure_identifier or "").split(comp)
-        if parts[0] and (parts[0] != "HC" or len(parts) < 2):
-            raise Unmappable(f"{at}.SV202", f"{parts[0]!r}: no HCPCS/CPT code (qualifier HC)")
+        # HC: a HCPCS/CPT code; another qualifier (HP: a HIPPS rate code of a nursing or
+        # home health bill) names no service code of ours: the line is its revenue code
+        hcpcs = parts[0] == "HC" and len(parts) > 1 and bool(parts[1])
         units = sv2.service_unit_count
         if units != int(units):
             raise Unmappable(f"{at}.SV205", f"{units} units: a service bills whole units")
         out.append({"revenue_code": sv2.service_line_revenue_code,
-                    **({"code": parts[1].upper()} if parts[0] else {}),
+                    **({"code": parts[1].upper()} if hcpcs else {}),
                     "units": int(units),
                     "charge": money(sv2.line_item_charge_amount).quantize(Decimal("0.01")),
-                    "modifiers": [m for m in parts[2:6] if m]})
+                    "modifiers": [m for m in parts[2:6] if m] if hcpcs else []})
         paths[f"revenue_lines.{len(out) - 1}"] = f"{at}.SV2"
     return {"revenue_lines": out}, dates
 
@@ -551,10 +554,10 @@ def write(claims: list[Claim], created: dt.datetime | None = None) -> str:
     a professional claim, an 837I for an institutional one.
 
     Raises ValueError for a claim X12 cannot carry: a claim id over CLM01's 38
-    characters, a description over NTE02's 80, text holding X12 delimiters, more than 12
-    diagnoses, a specialty without a NUCC code, a sex with an unknown age (DMG holds the
-    sex only beside a birth date); on an 837I, an unknown type of bill or revenue code,
-    more than 50 lines or 12 ICD-10-PCS codes. `created` stamps the ISA/GS envelope
+    characters, a description over NTE02's 80, text holding X12 delimiters, a specialty
+    without a NUCC code, a sex with an unknown age (DMG holds the sex only beside a birth
+    date); on an 837I, an unknown type of bill or revenue code, a place its type of bill
+    and lines do not stand for, more than 50 lines. `created` stamps the ISA/GS envelope
     (default: the latest submitted_at, so the same claims give the same bytes).
     """
     if not claims:
@@ -587,8 +590,6 @@ def _transaction_set(claim: Claim, number: int) -> Any:
         raise ValueError(f"claim {claim.claim_id}: submitted_at has sub-centisecond digits; "
                          "BHT05 holds hundredths of a second")
     cid = _check_text(claim.claim_id, "claim_id", 38)
-    if len(claim.diagnoses) > 12:
-        raise ValueError(f"claim {cid}: {len(claim.diagnoses)} diagnoses; HI holds 12")
     institutional = claim.claim_type == "institutional"
     clm = _institutional_clm(claim, cid) if institutional else _professional_clm(claim, cid)
     if claim.description is not None:
@@ -645,17 +646,20 @@ def _institutional_clm(claim: Claim, cid: str) -> dict:
         raise ValueError(f"claim {cid}: an 837I line needs its revenue code (SV201)")
     if len(claim.revenue_lines) > 50:
         raise ValueError(f"claim {cid}: {len(claim.revenue_lines)} lines; an 837I holds 50")
-    if len(claim.icd10_pcs) > 12:
-        raise ValueError(f"claim {cid}: {len(claim.icd10_pcs)} ICD-10-PCS codes; HI holds 12")
     day = claim.service_date.strftime("%Y%m%d")
-    codes = [("ABK" if k == 0 else "ABF", code.replace(".", ""))
-             for k, code in enumerate(claim.diagnoses)]
-    pcs = [("BBR" if k == 0 else "BBQ", code, "D8", day) for k, code in enumerate(claim.icd10_pcs)]
-    his = [codes] + ([pcs] if pcs else [])
+    # the guide's HI loops: the principal diagnosis alone (ABK), the others (ABF) 12 to a
+    # segment, the principal procedure alone (BBR), the others (BBQ) 12 to a segment
+    dx = [code.replace(".", "") for code in claim.diagnoses]
+    his = [[("ABK", dx[0])], *_twelves([("ABF", c) for c in dx[1:]])]
+    if claim.icd10_pcs:
+        pcs = [(q, c, "D8", day) for q, c in zip(
+            ("BBR", *["BBQ"] * (len(claim.icd10_pcs) - 1)), claim.icd10_pcs, strict=True)]
+        his += [pcs[:1], *_twelves(pcs[1:])]
     return {
         "clm_segment": _clm(claim, cid, f"{claim.bill_type[:2]}:A:{claim.bill_type[2]}"),
-        "dtp_segment": [{"date_time_qualifier": "434", "date_time_period_format_qualifier": "D8",
-                         "date_time_period": day}],
+        "dtp_segment": [{"date_time_qualifier": "434",
+                         "date_time_period_format_qualifier": "RD8",
+                         "date_time_period": f"{day}-{day}"}],
         "cl1_segment": {"admission_type_code": "9", "patient_status_code": "01"},
         "hi_segment": [{f"health_care_code_{k + 1}": list(q) for k, q in enumerate(h)}
                        for h in his],
@@ -670,6 +674,11 @@ def _institutional_clm(claim: Claim, cid: str) -> dict:
                             "date_time_period": day},
         } for k, r in enumerate(claim.revenue_lines, 1)],
     }
+
+
+def _twelves(codes: list) -> list[list]:
+    """`codes` in HI segments of at most 12 components each."""
+    return [codes[k:k + 12] for k in range(0, len(codes), 12)]
 
 
 def _clm(claim: Claim, cid: str, location: str) -> dict:

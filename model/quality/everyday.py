@@ -151,7 +151,7 @@ def names_change(score, line_kind: str, name: str) -> bool:
     return bool(top) and top[0].field in LINE_FIELDS[line_kind] and name in top[0].token
 
 
-def _interval(k: int, n: int) -> list[float]:
+def wilson_interval(k: int, n: int) -> list[float]:
     """Wilson 95% interval of a rate k / n (scipy's binomial test)."""
     if not n:
         return [math.nan, math.nan]
@@ -177,7 +177,7 @@ def everyday(scorer: Scorer, per_kind: int = PER_KIND, seed: int = 0,
         per_kind_rate[kinds[k]["kind"]] += f / per_kind
     out = EverydayReport(
         kinds=len(kinds), claims=len(items), clean_flag_rate=round(float(flagged.mean()), 4),
-        clean_flag_rate_ci95=_interval(int(flagged.sum()), len(items)),
+        clean_flag_rate_ci95=wilson_interval(int(flagged.sum()), len(items)),
         clean_flagged_by=by_channel,
         flagged_kinds={k: round(v, 3) for k, v in sorted(
             per_kind_rate.items(), key=lambda kv: -kv[1]) if v > 0},
@@ -187,7 +187,7 @@ def everyday(scorer: Scorer, per_kind: int = PER_KIND, seed: int = 0,
             scorer, [c | blank for _, c in items])])
         out.read_unknown[name] = UnknownFigures(
             flag_rate=round(float(hits.mean()), 4),
-            flag_rate_ci95=_interval(int(hits.sum()), len(items)),
+            flag_rate_ci95=wilson_interval(int(hits.sum()), len(items)),
             ratio=round(float(hits.mean() / flagged.mean()), 3) if flagged.any() else None)
     r = random.Random(seed + 1)
     for how in MUTATIONS:
