@@ -191,4 +191,3 @@ def specialty_of(code: str | None) -> str | None:
     A wrong or missing taxonomy is common in real claims and says nothing against the
     claim itself, so it is scored, not rejected."""
     return taxonomy.specialty(code) if code else None
-
