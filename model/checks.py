@@ -113,12 +113,17 @@ def billed_lines(c: Claim) -> list[tuple[str, list[str]]]:
         (f"{r.revenue_code or ''}:{r.code or ''}", r.modifiers) for r in c.revenue_lines]
 
 
+def billed_by(c: Claim) -> str:
+    """Who bills a claim, as the checks and provider risk group it: its specialty,
+    `unknown` when the claim does not know it, FACILITY for an institutional claim."""
+    if c.claim_type == "institutional":
+        return FACILITY
+    return c.provider_specialty or UNKNOWN_SPECIALTY
+
+
 def kind(c: Claim) -> str:
-    """The kind of care a claim is, for velocity: specialty (`unknown` when the claim does
-    not know it), or `facility` for an institutional claim, and place of service."""
-    who = FACILITY if c.claim_type == "institutional" else (
-        c.provider_specialty or UNKNOWN_SPECIALTY)
-    return f"{who}@{c.place_of_service}"
+    """The kind of care a claim is, for velocity: who bills it (`billed_by`) and where."""
+    return f"{billed_by(c)}@{c.place_of_service}"
 
 
 class CheckState(Protocol):

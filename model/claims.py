@@ -73,6 +73,8 @@ CHARGE_TOLERANCE = Decimal("0.01")
 Format = Literal["claim", "fhir", "x12"]
 
 Ident = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Modifiers = Annotated[list[Annotated[str, StringConstraints(pattern=MODIFIER_PATTERN)]],
+                      Field(max_length=4)]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("10000000"), max_digits=12, decimal_places=2)]
 
 
@@ -86,8 +88,7 @@ class ProcedureLine(ClaimModel):
     code: Annotated[str, StringConstraints(pattern=PROCEDURE_PATTERN)]
     units: Annotated[int, Field(ge=1, le=999, strict=True)]
     charge: Money
-    modifiers: Annotated[list[Annotated[str, StringConstraints(pattern=MODIFIER_PATTERN)]],
-                         Field(max_length=4)] = []
+    modifiers: Modifiers = []
     # A service billed by time, not by units (anesthesia: X12 SV103 "MJ", a FHIR quantity in
     # minutes): the minutes it took, with `units` 1. Absent for a service billed in units.
     minutes: Annotated[int, Field(ge=1, le=1440, strict=True)] | None = None
@@ -110,8 +111,7 @@ class RevenueLine(ClaimModel):
     code: Annotated[str, StringConstraints(pattern=PROCEDURE_PATTERN)] | None = None
     units: Annotated[int, Field(ge=1, le=9999, strict=True)]
     charge: Money
-    modifiers: Annotated[list[Annotated[str, StringConstraints(pattern=MODIFIER_PATTERN)]],
-                         Field(max_length=4)] = []
+    modifiers: Modifiers = []
 
     @field_validator("revenue_code")
     @classmethod

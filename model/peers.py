@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from model.checks import FACILITY, UNKNOWN_SPECIALTY
+from model.checks import UNKNOWN_SPECIALTY, billed_by
 from model.score import EDIT_CHANNELS
 from model.vocabulary import Vocabulary
 
@@ -190,10 +190,8 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
         nk[1] += k
     rows = [(m, st, n, k) for (m, st), (n, k) in summed.items()]
     # a claim that does not know the specialty is judged with the other unknowns
-    # and a facility with the facilities of its place (checks.FACILITY)
-    who = FACILITY if claim.claim_type == "institutional" else (
-        claim.provider_specialty or UNKNOWN_SPECIALTY)
-    group = f"{who}|{claim.place_of_service}"
+    # and a facility with the facilities of its place (checks.billed_by)
+    group = f"{billed_by(claim)}|{claim.place_of_service}"
     return Contribution(claim.provider_id, group,
                         claim.claim_id, claim.member_id, claim.service_date.toordinal(),
                         tuple(rows), visit, services, minutes)

@@ -223,12 +223,13 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
     if use != "claim" and isinstance(use, str):
         return ConversionError(index, f"{root}.use", f"{use!r}: FHIR R4 has claim, "
                                "preauthorization or predetermination", rid)
+    institutional = _is_institutional(res)
     try:
-        parsed = _validate(model, res)
+        parsed = _validate(model, res, frozenset() if institutional else UNREAD)
     except ValidationError as e:
         return _validation_error(e, index, root, rid)
     try:
-        fields, paths = _fields(parsed, kind, known)
+        fields, paths = _fields(parsed, kind, known, institutional)
     except Unmappable as e:
         path = e.path if not prefix else prefix + e.path.removeprefix(kind)
         return ConversionError(index, path, e.message, rid, skipped=e.skipped)
@@ -240,20 +241,17 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
     return finish(index, rid, fields, paths)
 
 
-def _validate(model: Any, res: dict) -> Any:
+def _validate(model: Any, res: dict, unread: frozenset[str]) -> Any:
     """`res` validated as `model`. A resource whose only errors are in elements the mapping
-    does not read (UNREAD; an institutional claim reads its `procedure`) is validated again
-    without them: a professional CARIN example with a `procedure` missing its sequence is
-    still a readable claim. Any other error stands."""
+    does not read (`unread`: UNREAD, or none for an institutional claim, which reads its
+    `procedure`) is validated again without them: a professional CARIN example with a
+    `procedure` missing its sequence is still a readable claim. Any other error stands."""
     try:
         return model.model_validate(res)
     except ValidationError as e:
-        types = res.get("type", {}).get("coding") if isinstance(res.get("type"), dict) else []
-        unread = UNREAD if not any(isinstance(c, dict) and (c.get("system"), c.get("code"))
-                                   in INSTITUTIONAL for c in types or []) else frozenset()
         if not all(err["loc"] and err["loc"][0] in unread for err in e.errors()):
             raise
-    return model.model_validate({k: v for k, v in res.items() if k not in UNREAD})
+    return model.model_validate({k: v for k, v in res.items() if k not in unread})
 
 
 def _older_release(res: dict) -> tuple[str, list[str]] | None:
@@ -360,7 +358,8 @@ def _codes(concept: Any, systems) -> list[tuple[str, str, str | None]]:
             if c.system in systems and c.code]
 
 
-def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dict[str, str]]:
+def _fields(r: Any, kind: str, known: tuple[References, ...], institutional: bool
+            ) -> tuple[dict, dict[str, str]]:
     """The contract's fields of a validated Claim / ExplanationOfBenefit, with their paths."""
     if not r.id:
         raise Unmappable(f"{kind}.id", "missing (the claim id)")
@@ -372,12 +371,11 @@ def _fields(r: Any, kind: str, known: tuple[References, ...]) -> tuple[dict, dic
              "place_of_service": f"{kind}.item", "description": f"{kind}.supportingInfo"}
     patient, member = _resolve(r.patient, r, known, f"{kind}.patient", ("Patient",))
     provider, provider_id = _resolve(r.provider, r, known, f"{kind}.provider", PEOPLE[1:])
-    institutional = _is_institutional(r)
     if not r.item:
         raise Unmappable(f"{kind}.item", "no item: a claim without service lines has nothing "
                          "to score")
     dates, places, lines = [], [], []
-    for i, item in enumerate(r.item or []):
+    for i, item in enumerate(r.item):
         at = f"{kind}.item[{i}]"
         if item.servicedDate or item.servicedPeriod:
             dates.append(item.servicedDate or item.servicedPeriod.start)
@@ -489,9 +487,15 @@ def _is_pharmacy(r: Any) -> bool:
     return any(c == "pharmacy" for _, c, _ in _codes(r.type, {CLAIM_TYPE, CARIN_CLAIM_TYPE}))
 
 
-def _is_institutional(r: Any) -> bool:
-    return any((s, c) in INSTITUTIONAL for s, c, _ in _codes(r.type, {CLAIM_TYPE,
-                                                                    CARIN_CLAIM_TYPE}))
+def _is_institutional(res: dict) -> bool:
+    """Whether a Claim / EOB, as sent (before validation: it decides what is validated),
+    is a facility's: its `type` coded as one (INSTITUTIONAL)."""
+    concept = res.get("type")
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):
+        return False
+    return any(isinstance(c, dict) and (c.get("system"), c.get("code")) in INSTITUTIONAL
+               for c in codings)
 
 
 def _bill_type(r: Any, kind: str) -> str | None:

@@ -523,27 +523,35 @@ def _start(value: Any, path: str) -> dt.date:
         raise Unmappable(path, f"{value!r} is not a CCYYMMDD date") from None
 
 
-def _diagnoses(his: list) -> list[str]:
-    out = []
+def _components(his: list) -> Iterator[tuple[int, str, str]]:
+    """(position, qualifier, code) of every HI component, segment by segment."""
     for h in his:
         for k in range(1, 13):
             code = getattr(h, f"health_care_code_{k}")
-            if not code:
-                continue
-            qualifier, value = (code[0], code[1]) if len(code) > 1 else (code[0], "")
-            if qualifier in ICD9:
-                raise Unmappable(f"2300.HI{k:02d}-1", f"qualifier {qualifier} is ICD-9-CM; the "
-                                 "contract takes ICD-10-CM (ABK/ABF)")
-            if qualifier in ICD10:
-                out.append(dotted_icd10(value))
+            if code:
+                yield k, code[0], code[1] if len(code) > 1 else ""
+
+
+def _hi(codes: list[tuple]) -> dict:
+    """One HI segment of composite components (qualifier, code, ...)."""
+    return {f"health_care_code_{k + 1}": list(q) for k, q in enumerate(codes)}
+
+
+def _diagnoses(his: list) -> list[str]:
+    out = []
+    for k, qualifier, value in _components(his):
+        if qualifier in ICD9:
+            raise Unmappable(f"2300.HI{k:02d}-1", f"qualifier {qualifier} is ICD-9-CM; the "
+                             "contract takes ICD-10-CM (ABK/ABF)")
+        if qualifier in ICD10:
+            out.append(dotted_icd10(value))
     return list(dict.fromkeys(out))  # a code sent twice (ABK and ABF) counts once, as in FHIR
 
 
 def _pcs(his: list) -> list[str]:
     """An 837I's ICD-10-PCS procedures (HI BBR principal, BBQ other), in order, once each."""
-    return list(dict.fromkeys(
-        code[1] for h in his for k in range(1, 13)
-        if (code := getattr(h, f"health_care_code_{k}")) and len(code) > 1 and code[0] in PCS))
+    return list(dict.fromkeys(code for _, qualifier, code in _components(his)
+                              if code and qualifier in PCS))
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -626,7 +634,7 @@ def _professional_clm(claim: Claim, cid: str) -> dict:
     dx = [("ABK" if k == 0 else "ABF", code.replace(".", "")) for k, code in
           enumerate(claim.diagnoses)]
     return {"clm_segment": _clm(claim, cid, f"{claim.place_of_service}:B:1"),
-            "hi_segment": [{f"health_care_code_{k + 1}": list(q) for k, q in enumerate(dx)}],
+            "hi_segment": [_hi(dx)],
             "loop_2400": service_lines}
 
 
@@ -661,8 +669,7 @@ def _institutional_clm(claim: Claim, cid: str) -> dict:
                          "date_time_period_format_qualifier": "RD8",
                          "date_time_period": f"{day}-{day}"}],
         "cl1_segment": {"admission_type_code": "9", "patient_status_code": "01"},
-        "hi_segment": [{f"health_care_code_{k + 1}": list(q) for k, q in enumerate(h)}
-                       for h in his],
+        "hi_segment": [_hi(h) for h in his],
         "loop_2400": [{
             "lx_segment": {"assigned_number": str(k)},
             "sv2_segment": {"service_line_revenue_code": r.revenue_code,
