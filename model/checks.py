@@ -108,9 +108,11 @@ class CheckLimits:
 
 def billed_lines(c: Claim) -> list[tuple[str, list[str]]]:
     """The (code, modifiers) of each line a duplicate is judged by: a procedure line's
-    code, a revenue line's revenue code and HCPCS code (`0450:99284`, `0120:`)."""
-    return [(p.code, p.modifiers) for p in c.procedures] + [
-        (f"{r.revenue_code or ''}:{r.code or ''}", r.modifiers) for r in c.revenue_lines]
+    code, a revenue line's revenue code and HCPCS code (`0450:99284`, `0120:`). A line
+    whose service is unknown is no evidence of the same service billed twice."""
+    return [(p.code, p.modifiers) for p in c.coded_procedures] + [
+        (f"{r.revenue_code or ''}:{r.code or ''}", r.modifiers) for r in c.revenue_lines
+        if r.revenue_code is not None or r.code is not None]
 
 
 def billed_by(c: Claim) -> str:

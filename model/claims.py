@@ -6,14 +6,21 @@ message). `stream` re-exports it; `model` reads it. Decisions written down once:
 - Unknown fields are **rejected** (`extra="forbid"`): a producer that misspells
   `total_charge` as `totalCharge` gets a dead letter naming the field instead of a claim
   silently scored without it.
-- Charge consistency: `total_charge` must equal the sum of every procedure line's
-  `charge` plus every medication's `charge`, to the cent (|difference| <= 0.01).
+- Charge consistency: `total_charge` must equal the sum of every line's `charge`
+  (procedures, medications, revenue lines), to the cent (|difference| <= 0.01); where a
+  revenue line's charge is unknown, the known ones may not exceed it.
   A line's `charge` is the line total (all units), not a unit price.
 - Unknowns are written explicitly: `member_age` and `provider_specialty` are `null` when the
   producer does not know them (a member or provider missing from its reference data),
   `member_sex` is `"U"`. The keys stay required, so a producer that forgets one gets a
   dead letter, not a claim silently read as unknown. The model reads an unknown as its
   field's unknown token and the Score lists it (`Score.unknown`).
+- What a claim says in a terminology the model does not read (SNOMED CT, as EHR-made
+  claims code services and findings) is unknown the same way, never guessed into a
+  billing code: `diagnoses` `null` (none readable), a procedure line's `code` `null` (a
+  service, code unknown), a revenue line with neither code, a revenue line's `charge`
+  `null` (an inpatient EOB may state only the claim's total), `icd10_pcs` `null` (sent,
+  not readable as ICD-10-PCS). Producers that know their codes write none of these.
 - Two claim types, as payers receive them: `professional` (the default: a clinician's
   claim, the 837P / CMS-1500, procedure lines and fills) and `institutional` (a
   facility's claim, the 837I / UB-04: NUBC revenue-code lines, each with the HCPCS code of
@@ -85,7 +92,8 @@ class ClaimModel(BaseModel):
 
 
 class ProcedureLine(ClaimModel):
-    code: Annotated[str, StringConstraints(pattern=PROCEDURE_PATTERN)]
+    # null: a service the sender coded outside CPT/HCPCS (SNOMED CT): unknown to the model
+    code: Annotated[str, StringConstraints(pattern=PROCEDURE_PATTERN)] | None
     units: Annotated[int, Field(ge=1, le=999, strict=True)]
     charge: Money
     modifiers: Modifiers = []
@@ -97,6 +105,9 @@ class ProcedureLine(ClaimModel):
     def _one_unit_when_timed(self) -> ProcedureLine:
         if self.minutes is not None and self.units != 1:
             raise ValueError("a line billed in minutes has units 1")
+        if self.modifiers and self.code is None:
+            raise ValueError("modifiers modify a CPT/HCPCS code: a line whose code is unknown "
+                             "has none")
         return self
 
 
@@ -104,13 +115,15 @@ class RevenueLine(ClaimModel):
     """One line of an institutional claim: what the facility charged under a revenue code
     (room and board, pharmacy, emergency room...), with the HCPCS code of the service
     where the line names one (outpatient lines do; inpatient room lines do not). A line
-    names one or both; a revenue code written null is unknown (FHIR examples often leave
-    it out), as an unknown age is."""
+    names one or both. A revenue code written null is unknown (FHIR examples often leave
+    it out), as an unknown age is; a line with neither is a service whose code is unknown
+    (coded outside NUBC and CPT/HCPCS), and a charge written null is unknown (the claim's
+    total is known)."""
 
     revenue_code: Annotated[str, StringConstraints(pattern=REVENUE_PATTERN)] | None
     code: Annotated[str, StringConstraints(pattern=PROCEDURE_PATTERN)] | None = None
     units: Annotated[int, Field(ge=1, le=9999, strict=True)]
-    charge: Money
+    charge: Money | None
     modifiers: Modifiers = []
 
     @field_validator("revenue_code")
@@ -122,8 +135,6 @@ class RevenueLine(ClaimModel):
 
     @model_validator(mode="after")
     def _names_a_service(self) -> RevenueLine:
-        if self.revenue_code is None and self.code is None:
-            raise ValueError("a revenue line needs its revenue code, its HCPCS code or both")
         if self.modifiers and self.code is None:
             raise ValueError("modifiers modify a HCPCS code: a revenue line without one has "
                              "none")
@@ -152,10 +163,11 @@ class Claim(ClaimModel):
     place_of_service: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}$")]
     # 12 on a professional claim (837P, CMS-1500); an institutional one up to 25 (UB-04:
     # the principal and 24 others)
+    # null: the sender's diagnoses are in no code set the model reads (or it sent none)
     diagnoses: Annotated[
         list[Annotated[str, StringConstraints(pattern=ICD10CM_PATTERN)]],
         Field(min_length=1, max_length=25),
-    ]
+    ] | None
     procedures: Annotated[list[ProcedureLine], Field(max_length=50)] = []
     medications: Annotated[list[MedicationLine], Field(max_length=20)] = []
     total_charge: Money
@@ -166,8 +178,9 @@ class Claim(ClaimModel):
     # the ICD-10-PCS procedures performed (inpatient)
     bill_type: Annotated[str, StringConstraints(pattern=BILL_TYPE_PATTERN)] | None = None
     revenue_lines: Annotated[list[RevenueLine], Field(max_length=100)] = []
+    # null: procedures were sent that do not read as ICD-10-PCS
     icd10_pcs: Annotated[list[Annotated[str, StringConstraints(pattern=ICD10PCS_PATTERN)]],
-                         Field(max_length=25)] = []
+                         Field(max_length=25)] | None = []
 
     @field_validator("place_of_service")
     @classmethod
@@ -178,8 +191,8 @@ class Claim(ClaimModel):
 
     @field_validator("diagnoses", "icd10_pcs")
     @classmethod
-    def _distinct_codes(cls, codes: list[str]) -> list[str]:
-        if len(set(codes)) != len(codes):
+    def _distinct_codes(cls, codes: list[str] | None) -> list[str] | None:
+        if codes is not None and len(set(codes)) != len(codes):
             raise ValueError("codes must be distinct")
         return codes
 
@@ -196,26 +209,50 @@ class Claim(ClaimModel):
                              "institutional claim (claim_type \"institutional\")")
         elif not self.procedures and not self.medications:
             raise ValueError("a claim needs at least one procedure or medication")
-        elif len(self.diagnoses) > 12:
+        elif len(self.diagnoses or ()) > 12:
             raise ValueError(f"{len(self.diagnoses)} diagnoses: a professional claim has at "
                              "most 12")
         if self.service_date > self.submitted_at.date():
             raise ValueError("service_date is after submitted_at")
-        lines = sum((x.charge for x in (*self.procedures, *self.medications,
-                                        *self.revenue_lines)), Decimal(0))
-        if abs(lines - self.total_charge) > CHARGE_TOLERANCE:
+        charges = [x.charge for x in (*self.procedures, *self.medications,
+                                      *self.revenue_lines)]
+        lines = sum((c for c in charges if c is not None), Decimal(0))
+        if None in charges:
+            if lines - self.total_charge > CHARGE_TOLERANCE:
+                raise ValueError(f"total_charge {self.total_charge:.2f} < the known line "
+                                 f"charges' sum {lines:.2f}")
+        elif abs(lines - self.total_charge) > CHARGE_TOLERANCE:
             raise ValueError(
                 f"total_charge {self.total_charge:.2f} != sum of line charges {lines:.2f}"
             )
         return self
 
     @property
+    def coded_procedures(self) -> list[ProcedureLine]:
+        """The procedure lines whose CPT/HCPCS code is known: what a code-based edit,
+        check or profile reads (a line of unknown code breaks no edit it cannot name)."""
+        return [p for p in self.procedures if p.code is not None]
+
+    @property
+    def diagnosis_codes(self) -> list[str]:
+        """The ICD-10-CM diagnoses, none when they are unknown."""
+        return self.diagnoses or []
+
+    @property
     def unknown(self) -> list[str]:
-        """The header fields this claim does not know (written null, or sex "U")."""
-        return [name for name, known in (("member_age", self.member_age is not None),
-                                         ("member_sex", self.member_sex != "U"),
-                                         ("provider_specialty",
-                                          self.provider_specialty is not None)) if not known]
+        """What this claim does not know (written null, or sex "U"): header fields, its
+        diagnoses, a line's service code ("services") or charge ("line_charges"), its
+        ICD-10-PCS procedures."""
+        lines = (*self.procedures, *self.revenue_lines)
+        return [name for name, known in (
+            ("member_age", self.member_age is not None),
+            ("member_sex", self.member_sex != "U"),
+            ("provider_specialty", self.provider_specialty is not None),
+            ("diagnoses", self.diagnoses is not None),
+            ("services", all(x.code is not None or getattr(x, "revenue_code", None) is not None
+                             for x in lines)),
+            ("line_charges", all(x.charge is not None for x in self.revenue_lines)),
+            ("icd10_pcs", self.icd10_pcs is not None)) if not known]
 
 
 CLAIM_ADAPTER = TypeAdapter(Claim)
@@ -230,7 +267,9 @@ def claim_json_schema() -> dict:
         "Unknown fields are rejected. total_charge = sum of line charges (to the cent). "
         "service_date <= submitted_at; at least one procedure or medication (professional) "
         "or revenue line (institutional). "
-        "member_age and provider_specialty are null when unknown, member_sex \"U\"."
+        "member_age and provider_specialty are null when unknown, member_sex \"U\"; "
+        "diagnoses, a line's code, a revenue line's charge and icd10_pcs null when the "
+        "sender coded them in no code set the contract reads."
     )
     return schema
 
@@ -244,13 +283,18 @@ def claim_json(claim: Claim) -> str:
     True
     """
     fields = claim.model_dump(exclude_none=True)  # optional fields left out when absent
-    for unknown in ("member_age", "provider_specialty"):  # required keys: null when unknown
+    for unknown in ("member_age", "provider_specialty", "diagnoses"):  # required: null
         fields.setdefault(unknown, None)
     if claim.claim_type == "professional":  # written as before institutional claims came
         for institutional in ("claim_type", "revenue_lines", "icd10_pcs"):
-            del fields[institutional]
-    for line in fields.get("revenue_lines", []):  # a required key: null when unknown
+            fields.pop(institutional, None)
+    else:
+        fields.setdefault("icd10_pcs", None)
+    for line in fields.get("procedures", []):  # required keys: null when unknown
+        line.setdefault("code", None)
+    for line in fields.get("revenue_lines", []):
         line.setdefault("revenue_code", None)
+        line.setdefault("charge", None)
     return json.dumps(fields, default=_plain)
 
 

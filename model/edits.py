@@ -123,7 +123,7 @@ Line = tuple[str, int, tuple[str, ...]]  # code, units, modifiers
 
 
 def lines_of(claim: Claim) -> list[Line]:
-    return [(p.code, p.units, tuple(p.modifiers)) for p in claim.procedures]
+    return [(p.code, p.units, tuple(p.modifiers)) for p in claim.coded_procedures]
 
 
 def line_text(lines: Sequence[Line]) -> str:
@@ -229,7 +229,8 @@ def claim_edits(claim: Claim, earlier: Sequence[Line] = ()) -> list[EditHit]:
              if h.codes not in cited and codes.intersection(h.codes)]
     return (pairs + mue_hits(own, earlier)
             + addon_hits([c for c, _, _ in own], [c for c, _, _ in earlier])
-            + mce_hits(claim.diagnoses, claim.member_age, claim.member_sex, claim.service_date))
+            + mce_hits(claim.diagnosis_codes, claim.member_age, claim.member_sex,
+                       claim.service_date))
 
 
 def day_of(claim: Claim) -> str:

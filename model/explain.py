@@ -159,13 +159,15 @@ def medical_cause(tokens: list[Token], t: Token, vocab: Vocabulary) -> str | Non
     """The cause in an investigator's words where the vocabulary can state it for the token
     that decided: a drug or procedure no diagnosis on the claim calls
     for, or a daily dose above the drug's maximum. None otherwise (the model's own reading
-    then stands)."""
+    then stands). Where the claim's diagnoses are unknown, no diagnosis is said to be
+    missing."""
     dx = [x.parts[0] for x in tokens if x.field == "diagnosis" and x.parts]
+    known = None not in dx
     if t.field == "drug" and t.parts and t.parts[0] in vocab.drugs:
-        if t.parts[0] not in vocab.justified_drugs(dx):
+        if known and t.parts[0] not in vocab.justified_drugs(dx):
             return f"{t.label}: no diagnosis on the claim is treated with it"
     elif t.field == "procedure" and t.parts and t.parts[0] in vocab.procedures:
-        if t.parts[0] not in vocab.justified_procedures(dx):
+        if known and t.parts[0] not in vocab.justified_procedures(dx):
             return f"procedure {describe(t, vocab)}: no diagnosis on the claim calls for it"
     elif t.field == "dose" and t.parts and (d := vocab.drugs.get(t.parts[0])) is not None:
         top = d.strength_max_mg * d.doses_per_day

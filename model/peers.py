@@ -141,12 +141,13 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
     """The profile rows of a scored claim (`model.claims.Claim`, and its Score's
     flagged_by)."""
     v = vocab
-    codes = [x.code for x in claim.procedures]
+    coded = claim.coded_procedures
+    codes = [x.code for x in coded]
     rows: list[tuple[str, str, int, int]] = []
     visit = False
     supported: int | None = None
     minutes = 0
-    for x in claim.procedures:
+    for x in coded:
         q = v.procedures.get(x.code)
         # a line billed by time states its minutes; else the code's minutes a unit
         minutes += x.minutes or TIMED_MINUTES.get(x.code, 0) * x.units
@@ -154,7 +155,7 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
             visit = True
             if x.code[:4] == ESTABLISHED_OFFICE:
                 if supported is None:
-                    supported = max(1, min(5, v.max_em_level(claim.diagnoses, codes,
+                    supported = max(1, min(5, v.max_em_level(claim.diagnosis_codes, codes,
                                                              len(claim.medications))))
                 rows.append(("level5", str(supported), 1, int(q.em_level == 5)))
             continue
@@ -168,7 +169,7 @@ def contribution(claim, flagged_by: Sequence[str], vocab: Vocabulary) -> Contrib
         if q is not None and q.category == "dme":
             rows.append(("dme_units", x.code, 1, x.units))
     if claim.medications:
-        indicated = bool(v.justified_drugs(claim.diagnoses) & CONTROLLED.keys())
+        indicated = bool(v.justified_drugs(claim.diagnosis_codes) & CONTROLLED.keys())
         stratum = "indicated" if indicated else "other"
         rows += [("controlled", stratum, 1, int(m.name in CONTROLLED))
                  for m in claim.medications]

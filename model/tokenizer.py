@@ -147,6 +147,9 @@ DOSE_WORDS = {"below_10x": "under a tenth of the normal range",
               "above_3x": "over 3x the normal range", "above_10x": "over 10x the normal range"}
 
 
+# what a token of a field the claim did not know reads as (the rest: "age unknown")
+UNKNOWN_LABELS = {"diagnosis": "diagnoses unknown", "procedure": "service of unknown code",
+                  "proc_charge": "line charge unknown"}
 LABELS = {"age": "age {}", "sex": "sex {}", "place": "place {}", "total": "total ${:,.2f}",
           "days": "{} days supply"}
 # What a line's modifiers say about it, read with its units (`units:1-1|e`): the payer's
@@ -227,8 +230,11 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
         """What a person reads: "metformin 500 mg", "99213 at $150.00 (0.8x typical top)".
         Formatted on demand: only the few tokens an explanation names need it."""
         p, f = self.parts, self.field
+        if p == (None,):  # what the claim did not know (model.claims)
+            return UNKNOWN_LABELS.get(f, f"{f} unknown")
         if f in ("proc_charge", "drug_price"):
             code, unit, ratio = p
+            code = code or "a service of unknown code"
             text = f"{code} at ${unit:,.2f}" + ("/unit" if f == "drug_price" else "")
             return text + (f" ({ratio:.1f}x typical top)" if ratio is not None else "")
         if f == "drug":
@@ -239,8 +245,6 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
             return f"{p[0]} unit(s)" + (f", modifier {', '.join(p[1])}" if p[1] else "")
         if f == "edits":
             return "; ".join(EDIT_WORDS[e] for e in p) if p else "no payer edit broken"
-        if p == (None,):  # a header field the claim did not know (model.claims)
-            return f"{f} unknown"
         return LABELS.get(f, "{}").format(*p) if p else "[CLS]"
 
 
@@ -376,7 +380,7 @@ class ClaimTokenizer:
         units: dict[str, list[float]] = {}
         daily: dict[str, list[float]] = {}
         for c in claims:
-            for p in c.procedures:
+            for p in c.coded_procedures:
                 units.setdefault(f"proc:{p.code}", []).append(float(p.charge) / p.units)
             for m in c.medications:
                 units.setdefault(f"drug:{m.name}", []).append(float(m.charge) / m.quantity)
@@ -396,8 +400,8 @@ class ClaimTokenizer:
         as its CPT/HCPCS range), and how many are unknown (their field's OOV token)."""
         seen: dict[str, set[str]] = {"diagnosis": set(), "procedure": set(), "drug": set()}
         for c in claims:
-            seen["diagnosis"].update(c.diagnoses)
-            seen["procedure"].update(p.code for p in c.procedures)
+            seen["diagnosis"].update(c.diagnosis_codes)
+            seen["procedure"].update(p.code for p in c.coded_procedures)
             seen["drug"].update(m.name for m in c.medications)
         read = {"diagnosis": self._diagnosis, "procedure": self._procedure,
                 "drug": lambda n: self._tok("drug", n, ())}
@@ -422,25 +426,39 @@ class ClaimTokenizer:
                tok("total", f"b{charge_bucket(total)}", (total,))]
         broken = claim_edits(claim, default_vocabulary())
         out.append(tok("edits", edits_value(broken), broken))
-        out += [self._diagnosis(c) for c in sorted(claim.diagnoses)[:MAX_DIAGNOSES]]
+        # unknown diagnoses (coded in no code set the contract reads) read as one unknown
+        # token, as an unknown header field does
+        out += ([self._diagnosis(c) for c in sorted(claim.diagnoses)[:MAX_DIAGNOSES]]
+                if claim.diagnoses is not None else [self.unknown_token("diagnosis")])
         lines: list[list[Token]] = []
-        for p in sorted(claim.procedures, key=lambda p: (p.code, p.units, p.charge)):
+        for p in sorted(claim.procedures, key=lambda p: (p.code or "", p.units, p.charge)):
+            if p.code is None:  # what is unknown has no price to read against
+                lines.append([self.unknown_token("procedure"), self._units(p.units, []),
+                              self.unknown_token("proc_charge")])
+                continue
             code = self._procedure(p.code)
             lines.append([code, self._units(p.units, p.modifiers),
                           self._price("proc_charge", p.code, float(p.charge) / p.units,
                                       code.value in self.range_ids)])
-        for r in sorted(claim.revenue_lines,
-                        key=lambda r: (r.revenue_code or "", r.code or "", r.units, r.charge)):
+        for r in sorted(claim.revenue_lines, key=lambda r: (
+                r.revenue_code or "", r.code or "", r.units, r.charge is None, r.charge or 0)):
             # a facility's line reads as the service its HCPCS code names, as a
             # professional line does; one without (room and board...) as its revenue
             # code's group, its charge in absolute buckets. The type of bill and the
             # ICD-10-PCS codes are not read (docs/model.md, "Institutional claims")
-            code = self._procedure(r.code) if r.code else Token("procedure", self.ids[
-                "procedure"].get(f"[rev {(r.revenue_code or '')[:3]}]", self.oov["procedure"]),
-                (f"revenue code {r.revenue_code}",))
-            lines.append([code, self._units(r.units, r.modifiers),
-                          self._price("proc_charge", r.code or "", float(r.charge) / r.units,
-                                      code.value in self.range_ids)])
+            if r.code:
+                code = self._procedure(r.code)
+            elif r.revenue_code is None:
+                code = self.unknown_token("procedure")
+            else:
+                code = Token("procedure", self.ids["procedure"].get(
+                    f"[rev {r.revenue_code[:3]}]", self.oov["procedure"]),
+                    (f"revenue code {r.revenue_code}",))
+            price = (self.unknown_token("proc_charge")
+                     if r.charge is None or (r.code is None and r.revenue_code is None) else
+                     self._price("proc_charge", r.code, float(r.charge) / r.units,
+                                 code.value in self.range_ids))
+            lines.append([code, self._units(r.units, r.modifiers), price])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
             daily = m.strength_mg * m.quantity / m.days_supply
@@ -457,10 +475,11 @@ class ClaimTokenizer:
             out += line
         return out, truncated
 
-    def _price(self, field: str, code: str, unit: float, in_range: bool = False) -> Token:
+    def _price(self, field: str, code: str | None, unit: float, in_range: bool = False
+               ) -> Token:
         """Unit price relative to the code's reference top price; without one, for a code
         read as its CPT/HCPCS range (`in_range`), the ratio most listed lines have
-        (`TYPICAL_RATIO`); else an absolute bucket."""
+        (`TYPICAL_RATIO`); else (no code, or none known) an absolute bucket."""
         top = self.prices.get(f"{'proc' if field == 'proc_charge' else 'drug'}:{code}")
         if top is None and in_range:
             return self._tok(field, f"r{TYPICAL_RATIO}", (code, unit, None))
@@ -499,6 +518,11 @@ class ClaimTokenizer:
         levels = procedure_levels(code)
         return self.ids["procedure"].get(f"[{levels.range}]") if levels else None
 
+    def unknown_token(self, field: str) -> Token:
+        """What the claim does not know of `field` (written null): the field's unknown
+        token, labelled "<field> unknown"."""
+        return Token(field, self.oov[field], (None,))
+
     def _named(self, field: str, value: str | None) -> Token:
         """A token whose label is its value (codes, sex, specialty, place). Known values
         come from a cache (claims repeat them); unknown ones are made fresh, so hostile
@@ -510,7 +534,7 @@ class ClaimTokenizer:
     def _age(self, age: int | None) -> Token:
         """The age band's token; an unknown age (None) reads as the field's unknown token."""
         if age is None:
-            return Token("age", self.oov["age"], (None,))
+            return self.unknown_token("age")
         return self._tok("age", _band(age, AGE_BANDS), (age,))
 
     def _units(self, units: int, modifiers: list[str]) -> Token:

@@ -71,7 +71,7 @@ class TrainConfig:
     val_count: int = 8_000
     fraud_rate: float = 0.25  # training mix
     replace_rate: float = 0.15  # share of tokens swapped for the surprise head
-    blank_rate: float = 0.05  # per header field: claims read with it unknown (Replacer.blank)
+    blank_rate: float = 0.05  # per header field, line code, line charge (Replacer.blank)
     eval_every: int = 250
     patience: int = 4
     seed: int = 1234
@@ -124,6 +124,8 @@ class Replacer:
         for f in self.HEADER:
             self.unknown[FIELDS.index(f)] = tok.ids["sex"]["U"] if f == "sex" else tok.oov[f]
         self.blank_rate = blank
+        # a line's code and charge unknown: their fields' unknown tokens
+        self.line_unknown = (tok.oov["procedure"], tok.oov["proc_charge"])
         dx_ids, proc_ids = tok.ids["diagnosis"], tok.ids["procedure"]
         # tokens only an unlisted code reads as: categories and subcategories no listed
         # diagnosis is, and CPT/HCPCS range tokens
@@ -184,11 +186,21 @@ class Replacer:
               ) -> torch.Tensor:
         """Each header token (age, sex, specialty) becomes its unknown token with
         probability `blank_rate`, as a claim from a feed without reference data reads: so
-        the model learns what an unknown is, rather than meeting a token it rarely saw. On
-        a labelled batch the label stays (a fraud that hides its member is still fraud)."""
+        the model learns what an unknown is, rather than meeting a token it rarely saw.
+        So does each service line's code (with its price, which without a code has
+        nothing to be read against), as a line coded in SNOMED CT reads, and each line's
+        charge alone, as an inpatient EOB that states only its total reads. On a labelled
+        batch the label stays (a fraud that hides its member or its codes is still fraud)."""
         header = self.unknown[fields] > 0
         flip = header & (torch.rand(values.shape, generator=gen) < self.blank_rate)
-        return torch.where(flip, self.unknown[fields], values)
+        out = torch.where(flip, self.unknown[fields], values)
+        code = (fields == FIELDS.index("procedure")) & (
+            torch.rand(values.shape, generator=gen) < self.blank_rate)
+        out = torch.where(code, self.line_unknown[0], out)
+        price = fields == FIELDS.index("proc_charge")
+        price &= torch.roll(code, LINE_OFFSET["proc_charge"], dims=1) | (
+            torch.rand(values.shape, generator=gen) < self.blank_rate)
+        return torch.where(price, self.line_unknown[1], out)
 
     def __call__(self, values: torch.Tensor, fields: torch.Tensor, rate: float,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

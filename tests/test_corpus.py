@@ -23,7 +23,7 @@ from stream.cli import app
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 # converted records per source, as measured (2026-12-04); prior authorisations aside
-FLOORS = {"carin-bb": 8, "davinci": 0, "fhir-spec": 1, "synthea": 0, "x12": 2}
+FLOORS = {"carin-bb": 20, "davinci": 0, "fhir-spec": 1, "synthea": 11, "x12": 2}
 
 
 def test_every_source_has_its_origins_recorded():

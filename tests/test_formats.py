@@ -127,7 +127,7 @@ def test_explanation_of_benefit_in_a_bundle_with_its_patient_by_full_url():
 
 def test_unmappable_field_names_the_record_and_the_path():
     doc = hand()
-    doc["item"][1]["productOrService"] = {"coding": [{"system": "http://snomed.info/sct",
+    doc["item"][1]["productOrService"] = {"coding": [{"system": "http://example.org/codes",
                                                       "code": "409073007"}]}
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": to_fhir(GENERATED[0])}, {"resource": to_fhir(GENERATED[1])},
@@ -136,7 +136,7 @@ def test_unmappable_field_names_the_record_and_the_path():
     assert results[:2] == GENERATED[:2]  # the broken one sinks no other
     assert errors_of(results) == [
         "claim 3 (hand-1): Bundle.entry[2].resource.item[1].productOrService: no CPT/HCPCS, "
-        "RxNorm or NDC coding (codings in http://snomed.info/sct)"]
+        "RxNorm or NDC coding (codings in http://example.org/codes)"]
 
 
 def test_reversal_lines_cancel_the_line_they_reverse():
@@ -391,11 +391,11 @@ def test_convert_report_counts_each_source_and_groups_the_reasons(tmp_path):
     (a / "claim.json").write_text(json.dumps(good))
     (a / "patient.json").write_text(json.dumps(patient | {"id": "p1"}))
     (a / "doctor.json").write_text(json.dumps(practitioner | {"id": "d1"}))
-    for k in (1, 2):  # two SNOMED-coded lines: one reason, counted twice
+    for k in (1, 2):  # two lines in a local code system: one reason, counted twice
         bad = to_fhir(GENERATED[k])
-        bad["item"][0]["productOrService"] = {"coding": [{"system": "http://snomed.info/sct",
+        bad["item"][0]["productOrService"] = {"coding": [{"system": "http://example.org/codes",
                                                           "code": f"4090730{k}"}]}
-        (a / f"snomed{k}.json").write_text(json.dumps(bad))
+        (a / f"local{k}.json").write_text(json.dumps(bad))
     (b / "two.837").write_text(to_x12(GENERATED[3:5]))
     (b / "notes.txt").write_text("neither format")
     out = runner.invoke(app, ["convert", "--report", "--json", str(tmp_path)])
@@ -405,8 +405,8 @@ def test_convert_report_counts_each_source_and_groups_the_reasons(tmp_path):
     assert (fh["files"], fh["other_files"], fh["records"], fh["converted"], fh["failed"]) == \
         (5, 2, 3, 1, 2)
     (reason, n), = fh["reasons"].items()
-    assert n == 2 and "no CPT/HCPCS, RxNorm or NDC coding (codings in http://snomed" in reason
-    assert fh["examples"][reason] == "snomed1.json record 1"  # where to look
+    assert n == 2 and "no CPT/HCPCS, RxNorm or NDC coding (codings in http://example" in reason
+    assert fh["examples"][reason] == "local1.json record 1"  # where to look
     assert (x["records"], x["converted"], x["failed"]) == (3, 2, 1)
     assert x["reasons"] == {"neither FHIR JSON nor an X12 interchange": 1}
     assert rep["all"]["converted"] == 3 and rep["all"]["converted_share"] == 0.5

@@ -97,9 +97,14 @@ def test_icd9_diagnoses_are_still_refused_and_named_icd9():
         "http://hl7.org/fhir/sid/icd-10"
     assert "shaped like an ICD-9 code" in error_of(convert("fhir", json.dumps(res))).message
     res["diagnosis"][1]["diagnosisCodeableConcept"] = {"coding": [
-        {"system": "http://snomed.info/sct", "code": "44054006"}]}
+        {"system": "http://example.org/codes", "code": "44054006"}]}
     assert error_of(convert("fhir", json.dumps(res))).message == \
-        "no ICD-10-CM coding (codings in http://snomed.info/sct)"
+        "no ICD-10-CM coding (codings in http://example.org/codes)"
+    # a SNOMED CT finding is no ICD-9: it is left out, the claim read on its ICD-10-CM ones
+    res["diagnosis"][1]["diagnosisCodeableConcept"]["coding"][0]["system"] = \
+        "http://snomed.info/sct"
+    (c,) = convert("fhir", json.dumps(res))
+    assert c.diagnoses == [d for k, d in enumerate(CLAIM.diagnoses) if k != 1]
 
 
 def test_a_diagnosis_listed_twice_counts_once():

@@ -93,9 +93,17 @@ BILL_TYPE_SYSTEMS = frozenset({BILL_TYPE, "https://www.cms.gov/codes/billtype"})
 BILL_TYPE_INFO = "typeofbill"
 SUPPORTING_INFO = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBSupportingInfoType"
 PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+# What a code the sender wrote in a real clinical terminology the contract does not read
+# is: unknown (model.claims), never guessed into a billing code. EHR-made claims (Synthea's,
+# the CARIN connectathon's) code services and findings in SNOMED CT, vaccines in CDC's CVX.
+# A code in no system, or in an example or local one, is no code: an error, as before.
+SNOMED = "http://snomed.info/sct"
+CLINICAL_SYSTEMS = frozenset({SNOMED, "http://hl7.org/fhir/sid/cvx"})
+DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+# what the writer puts where the contract says a code is unknown
+UNKNOWN_CODE = {"coding": [{"system": DATA_ABSENT, "code": "unknown"}]}
 # productOrService of a revenue line that names no service code (R4 requires the element)
-NOT_APPLICABLE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                              "code": "not-applicable"}]}
+NOT_APPLICABLE = {"coding": [{"system": DATA_ABSENT, "code": "not-applicable"}]}
 # ICD-10-PCS: CMS's URI (CARIN Blue Button's), HL7's and the OID
 PCS_SYSTEMS = frozenset({PCS,
                          "http://hl7.org/fhir/sid/icd-10-pcs", "urn:oid:2.16.840.1.113883.6.4"})
@@ -224,6 +232,8 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
         return ConversionError(index, f"{root}.use", f"{use!r}: FHIR R4 has claim, "
                                "preauthorization or predetermination", rid)
     institutional = _is_institutional(res)
+    if institutional:
+        res = _revenue_only_items(res)
     try:
         parsed = _validate(model, res, frozenset() if institutional else UNREAD)
     except ValidationError as e:
@@ -239,6 +249,21 @@ def _record(res: Any, index: int, known: tuple[References, ...], prefix: str
     if prefix:
         paths = {k: prefix + v.removeprefix(kind) for k, v in paths.items()}
     return finish(index, rid, fields, paths)
+
+
+def _revenue_only_items(res: dict) -> dict:
+    """`res` with `not-applicable` as the productOrService of each item that has a revenue
+    code and none: R4 requires the element, but a facility's line is its revenue code
+    (CARIN Blue Button's own institutional examples leave it out). An item with neither
+    stays invalid."""
+    items = res.get("item")
+    if not isinstance(items, list) or not any(
+            isinstance(i, dict) and "productOrService" not in i and i.get("revenue")
+            for i in items):
+        return res
+    return {**res, "item": [{**i, "productOrService": NOT_APPLICABLE}
+                            if isinstance(i, dict) and "productOrService" not in i
+                            and i.get("revenue") else i for i in items]}
 
 
 def _validate(model: Any, res: dict, unread: frozenset[str]) -> Any:
@@ -387,8 +412,9 @@ def _fields(r: Any, kind: str, known: tuple[References, ...], institutional: boo
         if institutional and any(c.code == TOTAL_REVENUE_CODE for c in getattr(
                 item.revenue, "coding", None) or []):
             continue  # UB-04's total-charges line: the claim's total, not a service
-        whole = _claim_total(r, kind) if len(r.item) == 1 else None
-        lines.append((*(_revenue_line(item, at, whole) if institutional
+        total = _claim_total(r, kind)
+        whole = total if len(r.item) == 1 else None
+        lines.append((*(_revenue_line(item, at, whole, total is not None) if institutional
                         else _line(item, at, whole)), at))
     billed: dict[str, list[dict]] = {"procedures": [], "medications": [], "revenue_lines": []}
     for line, kind_of, at in _net_reversals(lines):
@@ -436,7 +462,7 @@ def _fields(r: Any, kind: str, known: tuple[References, ...], institutional: boo
     }
     if institutional:
         fields |= {"claim_type": "institutional", "bill_type": bill_type,
-                   "icd10_pcs": _pcs(r, kind)}
+                   "icd10_pcs": _pcs(r)}
         paths |= {"bill_type": f"{kind}.supportingInfo", "icd10_pcs": f"{kind}.procedure"}
     notes = [s.valueString for s in r.supportingInfo or []
              if s.valueString and _codes(s.category, {INFO})]
@@ -459,10 +485,15 @@ def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, 
              "revenue_lines": "units"}
 
     def reversed_(line: dict, kind_of: str) -> bool:
-        return line["charge"] < 0 or line[count[kind_of]] < 0
+        return (line["charge"] or 0) < 0 or line[count[kind_of]] < 0
 
     if not any(reversed_(line, kind_of) for line, kind_of, _ in lines):
         return lines
+    if unknown := next((at for line, _, at in lines if line["charge"] is None or (
+            line.get("code", "") is None or ("code" not in line
+            and line.get("revenue_code", "") is None))), None):
+        raise Unmappable(unknown, "a reversal on a claim with a line of unknown code or "
+                         "charge: what it reverses cannot be told")
     sums: dict[tuple, list] = {}  # service -> [its first line, kind, path, count, charge]
     for line, kind_of, at in lines:
         sign = -1 if reversed_(line, kind_of) else 1
@@ -518,16 +549,19 @@ def _bill_type(r: Any, kind: str) -> str | None:
     return None
 
 
-def _pcs(r: Any, kind: str) -> list[str]:
-    """The ICD-10-PCS codes of an institutional claim's `procedure`, in order, once each.
+def _pcs(r: Any) -> list[str] | None:
+    """The ICD-10-PCS codes of an institutional claim's `procedure`, in order, once each;
+    None (unknown) where a code under an ICD-10-PCS system is not one (CARIN's examples
+    put the revenue code 0301 there) or is written as unknown. The model reads no
+    ICD-10-PCS code, so this is the investigator's to see, not a reason to drop the claim.
     Procedures coded otherwise (CPT, SNOMED) are the lines' business, not read here."""
     out: dict[str, None] = {}
-    for i, p in enumerate(r.procedure or []):
-        for system, code, _ in _codes(p.procedureCodeableConcept, PCS_SYSTEMS):
+    for p in r.procedure or []:
+        if _codes(p.procedureCodeableConcept, {DATA_ABSENT}):
+            return None
+        for _, code, _ in _codes(p.procedureCodeableConcept, PCS_SYSTEMS):
             if not re.fullmatch(ICD10PCS_PATTERN, code.strip().upper()):
-                raise Unmappable(f"{kind}.procedure[{i}].procedureCodeableConcept",
-                                 f"{code!r} under {system} is no ICD-10-PCS code (7 letters "
-                                 "and digits)")
+                return None
             out.setdefault(code.strip().upper())
     return list(out)
 
@@ -563,14 +597,18 @@ def _specialty(provider: Any, r: Any, known: tuple[References, ...]) -> str | No
     return next((s for s in map(specialty_of, codes) if s is not None), None)
 
 
-def _diagnoses(r: Any, kind: str) -> list[str]:
+def _diagnoses(r: Any, kind: str) -> list[str] | None:
     """The ICD-10-CM codes of `diagnosis`, in order; a code listed twice (as principal and
-    as secondary, say) counts once."""
+    as secondary, say) counts once. A diagnosis coded in SNOMED CT only (CLINICAL_SYSTEMS)
+    is left out; None
+    (unknown) where no diagnosis is left, or none was sent."""
     out: dict[str, None] = {}
     for i, d in enumerate(r.diagnosis or []):
         at = f"{kind}.diagnosis[{i}].diagnosisCodeableConcept"
         concept = d.diagnosisCodeableConcept
         codes = _codes(concept, ICD10_SYSTEMS)
+        if not codes and _codes(concept, CLINICAL_SYSTEMS):
+            continue
         if not codes:
             icd9 = _codes(concept, ICD9_SYSTEMS)
             others = sorted({c.system or "no system" for c in
@@ -583,7 +621,7 @@ def _diagnoses(r: Any, kind: str) -> list[str]:
             raise Unmappable(at, f"{code!r} under {system} is shaped like an ICD-9 code, "
                              "not ICD-10-CM (which begins with a letter)")
         out.setdefault(dotted_icd10(code))
-    return list(out)
+    return list(out) or None
 
 
 def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
@@ -592,6 +630,9 @@ def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
     concept = item.productOrService
     procs = _codes(concept, PROCEDURE_SYSTEMS)
     drugs = _codes(concept, DRUG_SYSTEMS)
+    if not procs and not drugs and _unknown_service(concept):
+        return {"code": None, "units": _units(item, at), "charge": _amount(item, at, whole)
+                }, "procedures"
     if not procs and not drugs:  # what the line is comes before what it costs
         raise _no_service(concept, at, "no CPT/HCPCS, RxNorm or NDC coding")
     qty = _quantity(item)
@@ -627,6 +668,13 @@ def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
                 "charge": charge}, "medications"
 
 
+def _unknown_service(concept: Any) -> bool:
+    """Whether a productOrService names a service in a clinical terminology
+    (CLINICAL_SYSTEMS), or says its code is unknown: a service of unknown code."""
+    return bool(_codes(concept, CLINICAL_SYSTEMS) or any(
+        c[1] == "unknown" for c in _codes(concept, {DATA_ABSENT})))
+
+
 def _no_service(concept: Any, at: str, what: str) -> Unmappable:
     """The error of a line whose productOrService names no service code we read: `what`,
     and the code systems it does use."""
@@ -639,12 +687,15 @@ def _no_service(concept: Any, at: str, what: str) -> Unmappable:
         f" (codings in {', '.join(systems)})" if systems else ""))
 
 
-def _revenue_line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
+def _revenue_line(item: Any, at: str, whole: Decimal | None = None, stated: bool = False
+                  ) -> tuple[dict, str]:
     """One item of an institutional claim as a revenue line: its NUBC revenue code, and
     the CPT/HCPCS code of its service where productOrService has one. CARIN Blue Button's
     examples repeat the revenue code in productOrService under the CPT system, and
     productOrService may say `not-applicable`: neither is a service code, and the line is
-    read by its revenue code alone."""
+    read by its revenue code alone. A service in SNOMED CT or CVX alone is a line of unknown
+    service; with the claim's total `stated`, a line that states no amount of its own is
+    of unknown charge (an inpatient EOB may state only the total)."""
     given = [c.code.strip() for c in getattr(item.revenue, "coding", None) or [] if c.code]
     if given and not re.fullmatch(REVENUE_PATTERN, given[0]):
         raise Unmappable(f"{at}.revenue", f"{given[0]!r} is no NUBC revenue code (4 digits)")
@@ -653,12 +704,12 @@ def _revenue_line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dic
              if c.strip() != revenue]
     if procs and not re.fullmatch(PROCEDURE_PATTERN, procs[0].strip().upper()):
         raise Unmappable(f"{at}.productOrService", f"{procs[0]!r} is no CPT/HCPCS code")
-    if revenue is None and not procs:
+    if revenue is None and not procs and not _unknown_service(item.productOrService):
         raise _no_service(item.productOrService, at, "no revenue code, nor a CPT/HCPCS coding")
     return {"revenue_code": revenue,
             **({"code": procs[0].strip().upper()} if procs else {}),
-            "units": _units(item, at), "charge": _amount(item, at, whole),
-            "modifiers": _modifiers(item)}, "revenue_lines"
+            "units": _units(item, at), "charge": _amount(item, at, whole, stated),
+            "modifiers": _modifiers(item) if procs else []}, "revenue_lines"
 
 
 def _quantity(item: Any) -> Decimal | None:
@@ -666,9 +717,10 @@ def _quantity(item: Any) -> Decimal | None:
 
 
 def _units(item: Any, at: str) -> int:
-    """A line's quantity as whole units (1 when it states none)."""
+    """A line's quantity as whole units (1 when it states none, or states 0: Synthea
+    writes 0 on every facility line, where no service is billed in no units)."""
     qty = _quantity(item)
-    units = qty if qty is not None else Decimal(1)
+    units = qty if qty else Decimal(1)
     if units != int(units):
         raise Unmappable(f"{at}.quantity", f"{units} units: a service bills whole units")
     return int(units)
@@ -678,9 +730,11 @@ def _modifiers(item: Any) -> list[str]:
     return [c.code for m in item.modifier or [] for c in (m.coding or [])[:1] if c.code]
 
 
-def _amount(item: Any, at: str, whole: Decimal | None) -> Decimal:
+def _amount(item: Any, at: str, whole: Decimal | None, unknown: bool = False
+            ) -> Decimal | None:
     """A line's total: `net`, else unitPrice x quantity (x factor), else its submitted or
-    eligible adjudication, else `whole` (the claim's, for its only line)."""
+    eligible adjudication, else `whole` (the claim's, for its only line), else None where
+    an `unknown` charge may stand (a facility line of a claim whose total is stated)."""
     qty = _quantity(item)
     charge = money(item.net.value) if item.net and item.net.value is not None else None
     if charge is None and item.unitPrice and item.unitPrice.value is not None:
@@ -690,6 +744,8 @@ def _amount(item: Any, at: str, whole: Decimal | None) -> Decimal:
         charge = _adjudicated(item)
     if charge is None:
         charge = whole
+    if charge is None and unknown:
+        return None
     if charge is None:
         raise Unmappable(f"{at}.net", "no net (line total), unitPrice, nor a submitted or "
                          "eligible adjudication amount (the contract needs each line's "
@@ -712,7 +768,7 @@ def _total(r: Any, kind: str, lines: list[dict]) -> Decimal:
     stated = _claim_total(r, kind)
     if stated is not None:
         return stated
-    return sum((x["charge"] for x in lines), Decimal(0))
+    return sum((x["charge"] for x in lines), Decimal(0))  # every charge known: no total
 
 
 def _claim_total(r: Any, kind: str) -> Decimal | None:
@@ -736,15 +792,16 @@ def write(claim: Claim) -> dict:
     birth = birth_date_for(claim.member_age, claim.service_date, claim.member_id
                            ) if claim.member_age is not None else None
     pos = {"coding": [{"system": POS, "code": claim.place_of_service}]}
-    n_dx = min(4, len(claim.diagnoses))
+    n_dx = min(4, len(claim.diagnosis_codes))
     common = {"servicedDate": claim.service_date.isoformat(), "locationCodeableConcept": pos,
-              "diagnosisSequence": list(range(1, n_dx + 1))}
+              **({"diagnosisSequence": list(range(1, n_dx + 1))} if n_dx else {})}
     items: list[dict] = []
-    for p in claim.procedures:
-        system = CPT if p.code[0].isdigit() else HCPCS
+    for p in claim.procedures:  # what the contract does not know is written as unknown
+        system = CPT if (p.code or "0")[0].isdigit() else HCPCS
         items.append({
             "sequence": len(items) + 1, **common,
-            "productOrService": {"coding": [{"system": system, "code": p.code}]},
+            "productOrService": {"coding": [{"system": system, "code": p.code}]} if p.code
+            else UNKNOWN_CODE,
             **({"modifier": [{"coding": [{"system": system, "code": m}]}
                              for m in p.modifiers]} if p.modifiers else {}),
             "quantity": {"value": p.minutes, **MINUTE} if p.minutes else {"value": p.units},
@@ -756,11 +813,12 @@ def write(claim: Claim) -> dict:
             **({"revenue": {"coding": [{"system": REVENUE, "code": r.revenue_code}]}}
                if r.revenue_code else {}),
             "productOrService": {"coding": [{"system": system, "code": r.code}]} if r.code
-            else NOT_APPLICABLE,
+            else NOT_APPLICABLE if r.revenue_code else UNKNOWN_CODE,
             **({"modifier": [{"coding": [{"system": system, "code": m}]}
                              for m in r.modifiers]} if r.modifiers else {}),
             "quantity": {"value": r.units},
-            "net": {"value": float(r.charge), "currency": "USD"}})
+            **({"net": {"value": float(r.charge), "currency": "USD"}}
+               if r.charge is not None else {})})
     for m in claim.medications:
         items.append({
             "sequence": len(items) + 1, **common,
@@ -795,7 +853,7 @@ def write(claim: Claim) -> dict:
         "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "unknown"}}],
         "diagnosis": [{"sequence": k + 1, "diagnosisCodeableConcept": {
             "coding": [{"system": ICD10CM, "code": code}]}} for k, code in
-            enumerate(claim.diagnoses)],
+            enumerate(claim.diagnosis_codes)],
         "item": items,
         "total": {"value": float(claim.total_charge), "currency": "USD"},
     }
@@ -811,4 +869,8 @@ def write(claim: Claim) -> dict:
     if claim.icd10_pcs:
         out["procedure"] = [{"sequence": k + 1, "procedureCodeableConcept": {
             "coding": [{"system": PCS, "code": code}]}} for k, code in enumerate(claim.icd10_pcs)]
+    elif claim.icd10_pcs is None:
+        out["procedure"] = [{"sequence": 1, "procedureCodeableConcept": UNKNOWN_CODE}]
+    if not out["diagnosis"]:
+        del out["diagnosis"]
     return out

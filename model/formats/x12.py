@@ -591,6 +591,10 @@ def _check_text(value: str, what: str, limit: int) -> str:
     return value
 
 
+# What the contract may hold as unknown that an 837 cannot carry (model.claims)
+UNWRITABLE = ("diagnoses", "services", "line_charges", "icd10_pcs")
+
+
 def _transaction_set(claim: Claim, number: int) -> Any:
     control = f"{number:04d}"
     at = claim.submitted_at.astimezone(dt.UTC)
@@ -598,6 +602,9 @@ def _transaction_set(claim: Claim, number: int) -> Any:
         raise ValueError(f"claim {claim.claim_id}: submitted_at has sub-centisecond digits; "
                          "BHT05 holds hundredths of a second")
     cid = _check_text(claim.claim_id, "claim_id", 38)
+    if unknown := [u for u in claim.unknown if u in UNWRITABLE]:
+        raise ValueError(f"claim {cid}: {', '.join(unknown)} unknown: an 837 has no way to "
+                         "write an unknown code or line charge (HI and SV1/SV2 require them)")
     institutional = claim.claim_type == "institutional"
     clm = _institutional_clm(claim, cid) if institutional else _professional_clm(claim, cid)
     if claim.description is not None:
