@@ -165,13 +165,15 @@ class Replacer:
             stream = natural + augment * (1 - natural) * eligible
             drawn = (through[pools[k]] > 0).mean()
             self.replace_share[k] = float(min(1.0, stream / drawn)) if drawn else 0.0
-        # tokens training shows besides the data's own: read-through targets, and the
-        # replacements of fields without ancestors (a charge bucket no clean claim has is
-        # learned as "replaced", which is what it should read as); a code shown only as a
-        # replacement is forgotten instead, so that it reads as its family
+        # tokens training shows besides the data's own: read-through targets, the unknown
+        # tokens `blank` writes, and the replacements of fields without ancestors (a charge
+        # bucket no clean claim has is learned as "replaced", which is what it should read
+        # as); a code shown only as a replacement is forgotten instead, so that it reads as
+        # its family
         family = np.array([any(g) for g in tok.groups])
         pool = self.pool.flatten().numpy()
-        self.seen = np.unique(np.concatenate([through, pool[~family[pool]]]))
+        blanks = np.array([*self.unknown[self.unknown > 0].tolist(), *self.line_unknown])
+        self.seen = np.unique(np.concatenate([through, pool[~family[pool]], blanks]))
 
     def read_through(self, values: torch.Tensor, p: float | torch.Tensor, gen: torch.Generator
                      ) -> torch.Tensor:
