@@ -214,21 +214,32 @@ def test_lines_of_unknown_code_are_no_duplicates():
     assert not any(h.name == "duplicate_billing" for hs in hits for h in hs)
 
 
-def test_training_blanks_a_lines_code_with_its_price():
+def test_training_blanks_a_lines_code_with_its_price_and_keeps_what_it_blanks_in():
+    from model.dataset import ClaimSet
+    from model.tokenizer import MAX_TOKENS
     from model.training import Replacer
     tok = ClaimTokenizer.from_vocabulary(default_vocabulary())
-    enc = tok.encode([BASE] * 400)
-    r = Replacer.__new__(Replacer)
-    r.unknown = torch.zeros(len(FIELD_ID), dtype=torch.long)
-    r.blank_rate, r.line_unknown = 0.5, (tok.oov["procedure"], tok.oov["proc_charge"])
-    v, f = torch.from_numpy(enc.values), torch.from_numpy(enc.fields)
-    out = r.blank(v, f, torch.Generator().manual_seed(0)).numpy()
-    code = (enc.fields == FIELD_ID["procedure"]) & (out == tok.oov["procedure"])
-    assert 0.3 < code.sum() / (enc.fields == FIELD_ID["procedure"]).sum() < 0.7
-    price_of_blanked = np.roll(code, 2, axis=1) & (enc.fields == FIELD_ID["proc_charge"])
-    assert (out[price_of_blanked] == tok.oov["proc_charge"]).all()
-    assert ((out != enc.values) <= ((enc.fields == FIELD_ID["procedure"])
-                                    | (enc.fields == FIELD_ID["proc_charge"]))).all()
+    claims = [Claim.model_validate(it.claim)
+              for it in ClaimGenerator(seed=3, fraud_rate=0.0).generate(200)]
+    enc = tok.encode(claims)
+    v, f = (np.zeros((len(claims), MAX_TOKENS), np.int64) for _ in range(2))
+    v[:, :enc.values.shape[1]], f[:, :enc.fields.shape[1]] = enc.values, enc.fields
+    data = ClaimSet(claims, np.array(["none"] * len(claims)), v, f)
+    r = Replacer(tok, default_vocabulary(), data, blank=0.5)
+    bv, bf = data.batch(np.arange(len(claims)))
+    out = r.blank(bv, bf, torch.Generator().manual_seed(0)).numpy()
+    bv, bf = bv.numpy(), bf.numpy()
+    procs = bf == FIELD_ID["procedure"]
+    code = procs & (out == tok.oov["procedure"])
+    assert 0.3 < code.sum() / procs.sum() < 0.7
+    price_of_blanked = np.roll(code, 2, axis=1) & (bf == FIELD_ID["proc_charge"])
+    assert price_of_blanked.any() and (out[price_of_blanked] == tok.oov["proc_charge"]).all()
+    lines = procs | (bf == FIELD_ID["proc_charge"])
+    header = np.isin(bf, [FIELD_ID[x] for x in ("age", "sex", "specialty")])
+    assert ((out != bv) <= (lines | header)).all()  # nothing else is blanked
+    # the unknown tokens it writes are tokens training shows: forget_unseen keeps them
+    assert {tok.oov["procedure"], tok.oov["proc_charge"], tok.oov["age"],
+            tok.oov["specialty"]} <= set(r.seen.tolist())
 
 
 def test_a_pcs_code_that_is_none_reads_as_unknown_pcs():
