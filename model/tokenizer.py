@@ -43,6 +43,12 @@ Order carries no meaning in a claim's diagnoses and lines, so the tokenizer read
 canonical order (diagnoses by code, lines by code, units and charge; fills by drug, strength
 and quantity): a claim and any shuffle of it are the same tokens, truncation included.
 
+What a claim does not know (written null: `model.claims`) reads as its field's unknown
+token, the `[OOV]` one: an unknown age, specialty, diagnoses (one `dx:[OOV]` for them all),
+a line's service code, a line's charge; a line of unknown code reads its price as unknown
+too, since a price means nothing without its service. Training blanks these
+(`model.training.Replacer.blank`), so that an unknown reads as "no evidence", not as odd.
+
 Unseen values never crash, and an unseen code never collapses into one shared token: a
 diagnosis code the token list lacks reads as its nearest ICD-10-CM ancestor's token
 (`dx:E11.6` for an unlisted E11.649, `dx:E11` for an unlisted E11.x where no listed code
