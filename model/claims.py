@@ -178,7 +178,8 @@ class Claim(ClaimModel):
     # the ICD-10-PCS procedures performed (inpatient)
     bill_type: Annotated[str, StringConstraints(pattern=BILL_TYPE_PATTERN)] | None = None
     revenue_lines: Annotated[list[RevenueLine], Field(max_length=100)] = []
-    # null: procedures were sent that do not read as ICD-10-PCS
+    # null: a procedure was sent under an ICD-10-PCS system whose code is not one (read by
+    # nothing but an investigator: unknown rather than the claim refused)
     icd10_pcs: Annotated[list[Annotated[str, StringConstraints(pattern=ICD10PCS_PATTERN)]],
                          Field(max_length=25)] | None = []
 
@@ -204,7 +205,7 @@ class Claim(ClaimModel):
                                  "or medications")
             if not self.revenue_lines:
                 raise ValueError("an institutional claim needs at least one revenue line")
-        elif self.revenue_lines or self.bill_type is not None or self.icd10_pcs:
+        elif self.revenue_lines or self.bill_type is not None or self.icd10_pcs != []:
             raise ValueError("revenue_lines, bill_type and icd10_pcs belong to an "
                              "institutional claim (claim_type \"institutional\")")
         elif not self.procedures and not self.medications:
@@ -217,6 +218,9 @@ class Claim(ClaimModel):
         charges = [x.charge for x in (*self.procedures, *self.medications,
                                       *self.revenue_lines)]
         lines = sum((c for c in charges if c is not None), Decimal(0))
+        if charges.count(None) == 1:
+            raise ValueError(f"one line's charge is unknown: it is total_charge less the "
+                             f"others' ({self.total_charge - lines:.2f}); write it")
         if None in charges:
             if lines - self.total_charge > CHARGE_TOLERANCE:
                 raise ValueError(f"total_charge {self.total_charge:.2f} < the known line "

@@ -46,8 +46,10 @@ and quantity): a claim and any shuffle of it are the same tokens, truncation inc
 What a claim does not know (written null: `model.claims`) reads as its field's unknown
 token, the `[OOV]` one: an unknown age, specialty, diagnoses (one `dx:[OOV]` for them all),
 a line's service code, a line's charge; a line of unknown code reads its price as unknown
-too, since a price means nothing without its service. Training blanks these
-(`model.training.Replacer.blank`), so that an unknown reads as "no evidence", not as odd.
+too, since a price means nothing without its service. Training blanks the header fields
+and the lines' codes and charges (`model.training.Replacer.blank`), so that an unknown
+reads as "no evidence", not as odd; unknown diagnoses read as a token training never shows,
+whose vector is zero (they add nothing).
 
 Unseen values never crash, and an unseen code never collapses into one shared token: a
 diagnosis code the token list lacks reads as its nearest ICD-10-CM ancestor's token
@@ -240,7 +242,6 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
             return UNKNOWN_LABELS.get(f, f"{f} unknown")
         if f in ("proc_charge", "drug_price"):
             code, unit, ratio = p
-            code = code or "a service of unknown code"
             text = f"{code} at ${unit:,.2f}" + ("/unit" if f == "drug_price" else "")
             return text + (f" ({ratio:.1f}x typical top)" if ratio is not None else "")
         if f == "drug":
@@ -463,7 +464,8 @@ class ClaimTokenizer:
             price = (self.unknown_token("proc_charge")
                      if r.charge is None or (r.code is None and r.revenue_code is None) else
                      self._price("proc_charge", r.code, float(r.charge) / r.units,
-                                 code.value in self.range_ids))
+                                 code.value in self.range_ids,
+                                 name=r.code or f"revenue code {r.revenue_code}"))
             lines.append([code, self._units(r.units, r.modifiers), price])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
@@ -481,19 +483,21 @@ class ClaimTokenizer:
             out += line
         return out, truncated
 
-    def _price(self, field: str, code: str | None, unit: float, in_range: bool = False
-               ) -> Token:
+    def _price(self, field: str, code: str | None, unit: float, in_range: bool = False,
+               name: str | None = None) -> Token:
         """Unit price relative to the code's reference top price; without one, for a code
         read as its CPT/HCPCS range (`in_range`), the ratio most listed lines have
-        (`TYPICAL_RATIO`); else (no code, or none known) an absolute bucket."""
+        (`TYPICAL_RATIO`); else (no code, or none known) an absolute bucket. `name`: what
+        the label calls the line (default its code)."""
         top = self.prices.get(f"{'proc' if field == 'proc_charge' else 'drug'}:{code}")
+        name = name or code
         if top is None and in_range:
-            return self._tok(field, f"r{TYPICAL_RATIO}", (code, unit, None))
+            return self._tok(field, f"r{TYPICAL_RATIO}", (name, unit, None))
         if top is None:
-            return self._tok(field, f"b{charge_bucket(unit)}", (code, unit, None))
+            return self._tok(field, f"b{charge_bucket(unit)}", (name, unit, None))
         r = max(RATIO_BUCKETS[0], min(RATIO_BUCKETS[-1], math.floor(
             math.log(max(unit, 0.01) / top) / CHARGE_STEP)))
-        return self._tok(field, f"r{r}", (code, unit, unit / top))
+        return self._tok(field, f"r{r}", (name, unit, unit / top))
 
     def _diagnosis(self, code: str) -> Token:
         """A listed code's token, else its nearest ICD-10-CM ancestor's (subcategory such

@@ -116,8 +116,11 @@ class Replacer:
                  augment: float = 0.1, blank: float = 0.05) -> None:
         """`sample`: claims whose share of ancestor tokens the replacements match;
         `augment`: the share of listed codes read through their ancestor in training
-        batches (`read_through`); `blank`: per header field, the share of claims read with
-        it unknown (`blank`)."""
+        batches (`read_through`); `blank`: per header field, per line's code and per line's
+        charge, the share read unknown (`blank`). A claim's diagnoses are not blanked:
+        `dx:[OOV]`, what unknown diagnoses read as, stays a token training never shows
+        (zeroed by `ClaimFormer.forget_unseen`: it adds nothing), so such a claim is read
+        on its other tokens."""
         # header field -> the token a claim that does not know it reads as (model.claims):
         # age and specialty their field's unknown token, sex "U"
         self.unknown = torch.zeros(len(FIELDS), dtype=torch.long)
@@ -172,7 +175,8 @@ class Replacer:
         # its family
         family = np.array([any(g) for g in tok.groups])
         pool = self.pool.flatten().numpy()
-        blanks = np.array([*self.unknown[self.unknown > 0].tolist(), *self.line_unknown])
+        blanks = np.array([*self.unknown[self.unknown > 0].tolist(), *self.line_unknown]
+                          if blank > 0 else [], dtype=np.int64)
         self.seen = np.unique(np.concatenate([through, pool[~family[pool]], blanks]))
 
     def read_through(self, values: torch.Tensor, p: float | torch.Tensor, gen: torch.Generator

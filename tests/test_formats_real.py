@@ -100,11 +100,11 @@ def test_icd9_diagnoses_are_still_refused_and_named_icd9():
         {"system": "http://example.org/codes", "code": "44054006"}]}
     assert error_of(convert("fhir", json.dumps(res))).message == \
         "no ICD-10-CM coding (codings in http://example.org/codes)"
-    # a SNOMED CT finding is no ICD-9: it is left out, the claim read on its ICD-10-CM ones
+    # a SNOMED CT finding beside ICD-10-CM ones is named for what it is too
     res["diagnosis"][1]["diagnosisCodeableConcept"]["coding"][0]["system"] = \
         "http://snomed.info/sct"
-    (c,) = convert("fhir", json.dumps(res))
-    assert c.diagnoses == [d for k, d in enumerate(CLAIM.diagnoses) if k != 1]
+    assert "coded in SNOMED CT only, beside ICD-10-CM" in error_of(
+        convert("fhir", json.dumps(res))).message
 
 
 def test_a_diagnosis_listed_twice_counts_once():

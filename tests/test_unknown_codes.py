@@ -39,6 +39,7 @@ INPATIENT = Claim.model_validate({
     "place_of_service": "21", "claim_type": "institutional", "bill_type": "111",
     "procedures": [], "icd10_pcs": None, "diagnoses": ["I21.4"],
     "revenue_lines": [{"revenue_code": "0120", "units": 3, "charge": None},
+                      {"revenue_code": "0250", "units": 2, "charge": None},
                       {"revenue_code": None, "units": 1, "charge": 400}],
     "total_charge": 5000})
 
@@ -91,10 +92,19 @@ def test_what_stays_invalid(change, message):
                               if k != "diagnoses"})
 
 
-def test_known_line_charges_may_not_exceed_the_total():
+def test_known_line_charges_may_not_exceed_the_total_and_one_unknown_is_no_unknown():
     data = json.loads(claim_json(INPATIENT)) | {"total_charge": 300}
     with pytest.raises(ValidationError, match=r"total_charge 300\.00 < the known line"):
         Claim.model_validate(data)
+    data = json.loads(claim_json(INPATIENT))
+    data["revenue_lines"][1]["charge"] = 100
+    with pytest.raises(ValidationError, match=r"it is total_charge less the others' \(4500"):
+        Claim.model_validate(data)
+
+
+def test_pcs_unknown_belongs_to_an_institutional_claim():
+    with pytest.raises(ValidationError, match="belong to an institutional claim"):
+        Claim.model_validate(json.loads(claim_json(PROFESSIONAL)) | {"icd10_pcs": None})
 
 
 # -- reading FHIR ----------------------------------------------------------------------------
@@ -108,14 +118,34 @@ def test_a_snomed_service_and_snomed_findings_read_as_unknown():
     assert c.unknown[-2:] == ["diagnoses", "services"]
 
 
-def test_a_snomed_finding_beside_icd10_is_left_out():
+def test_a_snomed_finding_beside_icd10_is_an_error_not_a_shorter_list():
     dx = [{"sequence": 1, "diagnosisCodeableConcept": snomed("49727002")},
           {"sequence": 2, "diagnosisCodeableConcept": {"coding": [
               {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "R05.9"}]}}]
-    (c,) = convert("fhir", fhir_eob({"productOrService": {"coding": [
+    (err,) = convert("fhir", fhir_eob({"productOrService": {"coding": [
         {"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]},
         "net": {"value": 90}}, diagnosis=dx))
-    assert isinstance(c, Claim) and c.diagnoses == ["R05.9"]
+    assert not isinstance(err, Claim)
+    assert err.path == "ExplanationOfBenefit.diagnosis[0].diagnosisCodeableConcept"
+    assert "cannot say that one of a claim's diagnoses is unknown" in err.message
+
+
+def test_a_line_of_unknown_code_keeps_its_minutes_and_its_modifiers_stay_an_error():
+    timed = {"productOrService": snomed("399097000"), "net": {"value": 300},
+             "quantity": {"value": 61, "unit": "min"}}
+    (c,) = convert("fhir", fhir_eob(timed))
+    assert isinstance(c, Claim), c
+    assert (c.procedures[0].code, c.procedures[0].units, c.procedures[0].minutes) == \
+        (None, 1, 61)
+    (err,) = convert("fhir", fhir_eob(timed | {"modifier": [{"coding": [{"code": "25"}]}]}))
+    assert "modifiers modify a CPT/HCPCS code" in str(err)
+
+
+def test_a_revenue_line_without_hcpcs_keeps_its_modifiers_for_the_contract_to_judge():
+    doc = to_fhir(INPATIENT.model_copy(update={"icd10_pcs": []}))
+    doc["item"][0]["modifier"] = [{"coding": [{"code": "25"}]}]
+    (err,) = convert("fhir", json.dumps(doc))
+    assert "modifiers modify a HCPCS code" in str(err)
 
 
 @pytest.mark.parametrize(("service", "message"), [
@@ -163,10 +193,36 @@ def test_the_connectathon_eobs_convert_with_what_they_do_not_say_unknown():
     assert "productOrService" in str(err)  # an item with no code at all stays an error
 
 
-def test_a_reversal_beside_a_line_of_unknown_code_cannot_be_netted():
+def test_a_reversal_of_a_line_of_unknown_code_cannot_be_netted():
     text = fhir_eob({"productOrService": snomed("261352009"), "net": {"value": -20}})
     (err,) = convert("fhir", text)
     assert "what it reverses cannot be told" in str(err)
+
+
+def test_a_reversal_beside_a_line_of_unknown_code_nets_and_keeps_that_line():
+    cpt = {"productOrService": {"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+                                            "code": "99213"}]}}
+    doc = json.loads(fhir_eob({**cpt, "net": {"value": 90}}))
+    base = doc["item"][0]
+    doc["item"] = [base, {**base, "sequence": 2, "net": {"value": -90}},
+                   {**base, "sequence": 3, "net": {"value": 90}},
+                   {**base, "sequence": 4, "productOrService": snomed("261352009"),
+                    "net": {"value": 20}}]
+    doc["diagnosis"] = [{"sequence": 1, "diagnosisCodeableConcept": {"coding": [
+        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "R05.9"}]}}]
+    (c,) = convert("fhir", json.dumps(doc))
+    assert isinstance(c, Claim), c
+    assert [(p.code, str(p.charge)) for p in c.procedures] == [("99213", "90.00"),
+                                                              (None, "20.00")]
+
+
+def test_one_line_without_an_amount_is_the_total_less_the_others():
+    doc = to_fhir(INPATIENT.model_copy(update={"icd10_pcs": []}))
+    assert "net" not in doc["item"][1]  # the 0250 line: unknown, with the 0120 line's given
+    doc["item"][0]["net"] = {"value": 1000, "currency": "USD"}
+    (c,) = convert("fhir", json.dumps(doc))
+    assert isinstance(c, Claim), c
+    assert [str(r.charge) for r in c.revenue_lines] == ["1000.00", "3600.00", "400.00"]
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -182,6 +238,8 @@ def test_fhir_writes_unknowns_as_unknown_and_reads_them_back():
 def test_x12_refuses_a_claim_with_unknown_codes_by_name():
     with pytest.raises(ValueError, match="diagnoses, services unknown"):
         to_x12([PROFESSIONAL])
+    with pytest.raises(ValueError, match="line_charges, icd10_pcs unknown"):
+        to_x12([INPATIENT.model_copy(update={"revenue_lines": INPATIENT.revenue_lines[:2]})])
 
 
 # -- how the model and the checks read them --------------------------------------------------
@@ -195,16 +253,40 @@ def test_unknowns_read_as_their_fields_unknown_tokens():
     assert by_field["proc_charge"].value == tok.oov["proc_charge"]  # no code: no price
     assert by_field["diagnosis"].label == "diagnoses unknown"
     tokens, _ = tok.tokens_of(INPATIENT)
-    assert [t.label for t in tokens if t.field == "proc_charge"].count(
-        "line charge unknown") == 2
+    assert [t.label for t in tokens if t.field == "proc_charge"] == [
+        "line charge unknown"] * 3  # two charges unknown, and the line of unknown service
 
 
 def test_an_unknown_diagnosis_is_never_called_missing():
-    scorer = Scorer.load("default", device="cpu", explain="all")
-    drug = BASE.model_copy(update={"diagnoses": None})
-    (s,) = scorer.score([drug, PROFESSIONAL])[:1]
+    """A drug no diagnosis on the claim treats is named so; with the diagnoses unknown,
+    nothing is said to be missing."""
+    from model.explain import medical_cause
+    tok = ClaimTokenizer.from_vocabulary(default_vocabulary())
+    fill = {"name": "metformin", "strength_mg": 500.0, "quantity": 60.0, "days_supply": 30,
+            "charge": 12}
+    known = Claim.model_validate(json.loads(claim_json(PROFESSIONAL)) | {
+        "diagnoses": ["J02.9"], "procedures": [], "medications": [fill], "total_charge": 12})
+    for claim, said in ((known, True), (known.model_copy(update={"diagnoses": None}), False)):
+        tokens, _ = tok.tokens_of(claim)
+        drug = next(t for t in tokens if t.field == "drug")
+        cause = medical_cause(tokens, drug, default_vocabulary())
+        assert (cause is not None and "no diagnosis on the claim" in cause) == said, cause
+    (s,) = Scorer.load("default", device="cpu").score([known.model_copy(
+        update={"diagnoses": None})])
     assert "no diagnosis on the claim" not in s.explanation.reason
     assert s.unknown == ["diagnoses"]
+
+
+def test_the_shipped_checkpoint_keeps_what_training_blanked():
+    """The unknown tokens training writes have vectors; `dx:[OOV]`, never shown, is zero
+    (unknown diagnoses add nothing: docs/formats.md)."""
+    from model.checkpoint import load_checkpoint
+    ck = load_checkpoint("default")
+    norm = ck.model.value.weight.detach().norm(dim=1)
+    i = ck.tokenizer.index
+    for t in ("age:[OOV]", "spec:[OOV]", "sex:U", "proc:[OOV]", "charge:[OOV]"):
+        assert norm[i[t]] > 0, t
+    assert norm[i["dx:[OOV]"]] == 0
 
 
 def test_lines_of_unknown_code_are_no_duplicates():
@@ -247,3 +329,20 @@ def test_a_pcs_code_that_is_none_reads_as_unknown_pcs():
     doc["procedure"][0]["procedureCodeableConcept"]["coding"][0]["code"] = "0301"
     (c,) = convert("fhir", json.dumps(doc))
     assert isinstance(c, Claim) and c.icd10_pcs is None
+
+
+def test_training_blanks_lines_where_there_is_no_label_only(monkeypatch):
+    """A labelled fraud's blanked line is often its evidence: the labelled batch blanks
+    header fields only, the self-supervised batch lines too (docs/model.md)."""
+    from model.training import Replacer, TrainConfig, train
+    calls: list[bool] = []
+    blank = Replacer.blank
+
+    def spy(self, values, fields, gen, lines=True):
+        calls.append(lines)
+        return blank(self, values, fields, gen, lines)
+
+    monkeypatch.setattr(Replacer, "blank", spy)
+    train(TrainConfig(steps=2, train_count=1000, val_count=400, eval_every=3),
+          log=lambda _: None)
+    assert calls[:4] == [False, True, False, True]  # per step: labelled, then unlabelled

@@ -256,14 +256,17 @@ def _revenue_only_items(res: dict) -> dict:
     code and none: R4 requires the element, but a facility's line is its revenue code
     (CARIN Blue Button's own institutional examples leave it out). An item with neither
     stays invalid."""
+    def revenue_only(item: object) -> bool:
+        revenue = item.get("revenue") if isinstance(item, dict) else None
+        codings = revenue.get("coding") if isinstance(revenue, dict) else None
+        return ("productOrService" not in item and isinstance(codings, list)
+                and any(isinstance(c, dict) and c.get("code") for c in codings))
+
     items = res.get("item")
-    if not isinstance(items, list) or not any(
-            isinstance(i, dict) and "productOrService" not in i and i.get("revenue")
-            for i in items):
+    if not isinstance(items, list) or not any(revenue_only(i) for i in items):
         return res
-    return {**res, "item": [{**i, "productOrService": NOT_APPLICABLE}
-                            if isinstance(i, dict) and "productOrService" not in i
-                            and i.get("revenue") else i for i in items]}
+    return {**res, "item": [{**i, "productOrService": NOT_APPLICABLE} if revenue_only(i)
+                            else i for i in items]}
 
 
 def _validate(model: Any, res: dict, unread: frozenset[str]) -> Any:
@@ -420,6 +423,7 @@ def _fields(r: Any, kind: str, known: tuple[References, ...], institutional: boo
     for line, kind_of, at in _net_reversals(lines):
         billed[kind_of].append(line)
         paths[f"{kind_of}.{len(billed[kind_of]) - 1}"] = at
+    _one_unknown_charge(billed["revenue_lines"], _claim_total(r, kind))
     bill_type = _bill_type(r, kind) if institutional else None
     if not dates and r.billablePeriod and r.billablePeriod.start:
         dates.append(r.billablePeriod.start)
@@ -480,22 +484,27 @@ def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, 
     with no reversal is read line by line, as sent.
 
     A reversal of more than its service billed is Unmappable; a claim whose every service
-    nets to nothing is a void, skipped with a note."""
+    nets to nothing is a void, skipped with a note. A line of unknown code or charge is
+    kept as sent (there is nothing to net it against), and a reversal of one is
+    Unmappable."""
     count = {"procedures": "units", "medications": "quantity",  # what a line counts
              "revenue_lines": "units"}
 
     def reversed_(line: dict, kind_of: str) -> bool:
         return (line["charge"] or 0) < 0 or line[count[kind_of]] < 0
 
+    def unknown(line: dict) -> bool:  # of unknown service or charge: nothing to net against
+        return line["charge"] is None or line.get("code", "") is None or (
+            "code" not in line and line.get("revenue_code", "") is None)
+
     if not any(reversed_(line, kind_of) for line, kind_of, _ in lines):
         return lines
-    if unknown := next((at for line, _, at in lines if line["charge"] is None or (
-            line.get("code", "") is None or ("code" not in line
-            and line.get("revenue_code", "") is None))), None):
-        raise Unmappable(unknown, "a reversal on a claim with a line of unknown code or "
-                         "charge: what it reverses cannot be told")
+    if at := next((at for line, kind_of, at in lines
+                   if unknown(line) and reversed_(line, kind_of)), None):
+        raise Unmappable(at, "a reversal of a line of unknown code: what it reverses cannot "
+                         "be told")
     sums: dict[tuple, list] = {}  # service -> [its first line, kind, path, count, charge]
-    for line, kind_of, at in lines:
+    for line, kind_of, at in (x for x in lines if not unknown(x[0])):
         sign = -1 if reversed_(line, kind_of) else 1
         service = (kind_of, *((k, tuple(v) if isinstance(v, list) else v)
                               for k, v in sorted(line.items())
@@ -508,10 +517,21 @@ def _net_reversals(lines: list[tuple[dict, str, str]]) -> list[tuple[dict, str, 
                              f"({line['charge']})")
     out = [({**first, count[k]: n, "charge": charge}, k, at)
            for first, k, at, n, charge in sums.values() if n or charge]
+    out += [x for x in lines if unknown(x[0])]  # as sent
     if not out:
         raise Unmappable(lines[0][2].rpartition(".")[0] + ".item", "every line is reversed: "
                          "a voided claim, not a claim to score", skipped=True)
     return out
+
+
+def _one_unknown_charge(lines: list[dict], total: Decimal | None) -> None:
+    """Where one line alone states no amount, it is the claim's total less the others'
+    (the contract's unknown is what cannot be told): filled in, in place."""
+    unknown = [x for x in lines if x["charge"] is None]
+    if len(unknown) == 1 and total is not None:
+        rest = total - sum((x["charge"] for x in lines if x["charge"] is not None), Decimal(0))
+        if rest >= 0:
+            unknown[0]["charge"] = rest
 
 
 def _is_pharmacy(r: Any) -> bool:
@@ -557,7 +577,7 @@ def _pcs(r: Any) -> list[str] | None:
     Procedures coded otherwise (CPT, SNOMED) are the lines' business, not read here."""
     out: dict[str, None] = {}
     for p in r.procedure or []:
-        if _codes(p.procedureCodeableConcept, {DATA_ABSENT}):
+        if any(c == "unknown" for _, c, _ in _codes(p.procedureCodeableConcept, {DATA_ABSENT})):
             return None
         for _, code, _ in _codes(p.procedureCodeableConcept, PCS_SYSTEMS):
             if not re.fullmatch(ICD10PCS_PATTERN, code.strip().upper()):
@@ -599,16 +619,32 @@ def _specialty(provider: Any, r: Any, known: tuple[References, ...]) -> str | No
 
 def _diagnoses(r: Any, kind: str) -> list[str] | None:
     """The ICD-10-CM codes of `diagnosis`, in order; a code listed twice (as principal and
-    as secondary, say) counts once. A diagnosis coded in SNOMED CT only (CLINICAL_SYSTEMS)
-    is left out; None
-    (unknown) where no diagnosis is left, or none was sent."""
+    as secondary, say) counts once. None (unknown) where the claim states none (R4 makes
+    `diagnosis` optional, and a pharmacy fill usually has none; an 837 without HI breaks
+    its guide and stays an error) or codes every one in a clinical terminology only
+    (CLINICAL_SYSTEMS: SNOMED CT). A SNOMED CT diagnosis beside ICD-10-CM ones is an
+    error: the contract has no way to say that one of several is unknown, and leaving it
+    out would make the list look complete."""
+    if not r.diagnosis:
+        return None
+    clinical = [i for i, d in enumerate(r.diagnosis)
+                if not _codes(d.diagnosisCodeableConcept, ICD10_SYSTEMS)
+                and _codes(d.diagnosisCodeableConcept, CLINICAL_SYSTEMS)]
+    if len(clinical) == len(r.diagnosis):
+        return None
+    if clinical:
+        raise Unmappable(f"{kind}.diagnosis[{clinical[0]}].diagnosisCodeableConcept",
+                         "coded in SNOMED CT only, beside ICD-10-CM diagnoses: the contract "
+                         "cannot say that one of a claim's diagnoses is unknown")
     out: dict[str, None] = {}
-    for i, d in enumerate(r.diagnosis or []):
+    for i, d in enumerate(r.diagnosis):
         at = f"{kind}.diagnosis[{i}].diagnosisCodeableConcept"
         concept = d.diagnosisCodeableConcept
+        if concept is None and d.diagnosisReference is not None:
+            raise Unmappable(f"{kind}.diagnosis[{i}].diagnosisReference", "a reference to a "
+                             "Condition (Synthea writes these): ClaimScope reads the code in "
+                             "diagnosisCodeableConcept")
         codes = _codes(concept, ICD10_SYSTEMS)
-        if not codes and _codes(concept, CLINICAL_SYSTEMS):
-            continue
         if not codes:
             icd9 = _codes(concept, ICD9_SYSTEMS)
             others = sorted({c.system or "no system" for c in
@@ -621,7 +657,7 @@ def _diagnoses(r: Any, kind: str) -> list[str] | None:
             raise Unmappable(at, f"{code!r} under {system} is shaped like an ICD-9 code, "
                              "not ICD-10-CM (which begins with a letter)")
         out.setdefault(dotted_icd10(code))
-    return list(out) or None
+    return list(out)
 
 
 def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
@@ -630,10 +666,8 @@ def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
     concept = item.productOrService
     procs = _codes(concept, PROCEDURE_SYSTEMS)
     drugs = _codes(concept, DRUG_SYSTEMS)
-    if not procs and not drugs and _unknown_service(concept):
-        return {"code": None, "units": _units(item, at), "charge": _amount(item, at, whole)
-                }, "procedures"
-    if not procs and not drugs:  # what the line is comes before what it costs
+    unknown = not procs and not drugs and _unknown_service(concept)
+    if not procs and not drugs and not unknown:  # what the line is comes before its cost
         raise _no_service(concept, at, "no CPT/HCPCS, RxNorm or NDC coding")
     qty = _quantity(item)
     charge = _amount(item, at, whole)
@@ -644,11 +678,12 @@ def _line(item: Any, at: str, whole: Decimal | None = None) -> tuple[dict, str]:
         raise Unmappable(f"{at}.productOrService", f"{code!r} under {procs[0][0]} is no "
                          "CPT/HCPCS code" + (": it is the line's revenue code, and the claim's "
                                              "type is not institutional" if revenue else ""))
-    if procs:
+    if procs or unknown:  # a service of unknown code is billed as a known one is
         units = _units(item, at)
         timed = item.quantity is not None and (item.quantity.code or item.quantity.unit or ""
                                                ).lower() in MINUTES
-        return {"code": procs[0][1].strip().upper(), "units": 1 if timed else units,
+        return {"code": procs[0][1].strip().upper() if procs else None,
+                "units": 1 if timed else units,
                 "charge": charge, "modifiers": _modifiers(item),
                 **({"minutes": units} if timed else {})}, "procedures"
     if drugs:
@@ -709,7 +744,7 @@ def _revenue_line(item: Any, at: str, whole: Decimal | None = None, stated: bool
     return {"revenue_code": revenue,
             **({"code": procs[0].strip().upper()} if procs else {}),
             "units": _units(item, at), "charge": _amount(item, at, whole, stated),
-            "modifiers": _modifiers(item) if procs else []}, "revenue_lines"
+            "modifiers": _modifiers(item)}, "revenue_lines"
 
 
 def _quantity(item: Any) -> Decimal | None:
