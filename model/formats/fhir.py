@@ -403,6 +403,7 @@ def _fields(r: Any, kind: str, known: tuple[References, ...], institutional: boo
         raise Unmappable(f"{kind}.item", "no item: a claim without service lines has nothing "
                          "to score")
     dates, places, lines = [], [], []
+    total = _claim_total(r, kind)
     for i, item in enumerate(r.item):
         at = f"{kind}.item[{i}]"
         if item.servicedDate or item.servicedPeriod:
@@ -415,7 +416,6 @@ def _fields(r: Any, kind: str, known: tuple[References, ...], institutional: boo
         if institutional and any(c.code == TOTAL_REVENUE_CODE for c in getattr(
                 item.revenue, "coding", None) or []):
             continue  # UB-04's total-charges line: the claim's total, not a service
-        total = _claim_total(r, kind)
         whole = total if len(r.item) == 1 else None
         lines.append((*(_revenue_line(item, at, whole, total is not None) if institutional
                         else _line(item, at, whole)), at))
@@ -423,7 +423,7 @@ def _fields(r: Any, kind: str, known: tuple[References, ...], institutional: boo
     for line, kind_of, at in _net_reversals(lines):
         billed[kind_of].append(line)
         paths[f"{kind_of}.{len(billed[kind_of]) - 1}"] = at
-    _one_unknown_charge(billed["revenue_lines"], _claim_total(r, kind))
+    _one_unknown_charge(billed["revenue_lines"], total)
     bill_type = _bill_type(r, kind) if institutional else None
     if not dates and r.billablePeriod and r.billablePeriod.start:
         dates.append(r.billablePeriod.start)
