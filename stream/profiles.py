@@ -46,9 +46,6 @@ from model.peers import (
 )
 from stream.lua import SPLIT, joined
 
-# ARGV: base, ttl, long day (minutes), then newline-joined per claim: providers, groups,
-# claim_ids, members, days, rows ("measure|stratum|n|k" space-joined), visits ("1"/"0"),
-# services (the unseen stratum, "-" for none), minutes -> claims counted (new)
 # ARGV: base, ttl, long day (minutes), newest week the clock may reach, then newline-joined
 # per claim: providers, groups, claim_ids, members, days, rows ("measure|stratum|n|k"
 # space-joined), visits ("1"/"0"), services (the unseen stratum, "-" for none), minutes
