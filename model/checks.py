@@ -112,7 +112,7 @@ def billed_lines(c: Claim) -> list[tuple[str, list[str]]]:
     whose service is unknown is no evidence of the same service billed twice."""
     return [(p.code, p.modifiers) for p in c.coded_procedures] + [
         (f"{r.revenue_code or ''}:{r.code or ''}", r.modifiers) for r in c.revenue_lines
-        if r.revenue_code is not None or r.code is not None]
+        if r.names_service]
 
 
 def billed_by(c: Claim) -> str:

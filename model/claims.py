@@ -7,8 +7,9 @@ message). `stream` re-exports it; `model` reads it. Decisions written down once:
   `total_charge` as `totalCharge` gets a dead letter naming the field instead of a claim
   silently scored without it.
 - Charge consistency: `total_charge` must equal the sum of every line's `charge`
-  (procedures, medications, revenue lines), to the cent (|difference| <= 0.01); where a
-  revenue line's charge is unknown, the known ones may not exceed it.
+  (procedures, medications, revenue lines), to the cent (|difference| <= 0.01); where
+  revenue lines' charges are unknown, the known ones may not exceed it (a single unknown
+  one is no unknown: it is the total less the others', and must be written).
   A line's `charge` is the line total (all units), not a unit price.
 - Unknowns are written explicitly: `member_age` and `provider_specialty` are `null` when the
   producer does not know them (a member or provider missing from its reference data),
@@ -140,6 +141,11 @@ class RevenueLine(ClaimModel):
                              "none")
         return self
 
+    @property
+    def names_service(self) -> bool:
+        """Whether the line says what it bills for: a revenue code, a HCPCS code or both."""
+        return self.revenue_code is not None or self.code is not None
+
 
 class MedicationLine(ClaimModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -247,14 +253,13 @@ class Claim(ClaimModel):
         """What this claim does not know (written null, or sex "U"): header fields, its
         diagnoses, a line's service code ("services") or charge ("line_charges"), its
         ICD-10-PCS procedures."""
-        lines = (*self.procedures, *self.revenue_lines)
         return [name for name, known in (
             ("member_age", self.member_age is not None),
             ("member_sex", self.member_sex != "U"),
             ("provider_specialty", self.provider_specialty is not None),
             ("diagnoses", self.diagnoses is not None),
-            ("services", all(x.code is not None or getattr(x, "revenue_code", None) is not None
-                             for x in lines)),
+            ("services", all(p.code is not None for p in self.procedures)
+             and all(r.names_service for r in self.revenue_lines)),
             ("line_charges", all(x.charge is not None for x in self.revenue_lines)),
             ("icd10_pcs", self.icd10_pcs is not None)) if not known]
 

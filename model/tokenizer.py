@@ -439,9 +439,8 @@ class ClaimTokenizer:
                 if claim.diagnoses is not None else [self.unknown_token("diagnosis")])
         lines: list[list[Token]] = []
         for p in sorted(claim.procedures, key=lambda p: (p.code or "", p.units, p.charge)):
-            if p.code is None:  # what is unknown has no price to read against
-                lines.append([self.unknown_token("procedure"), self._units(p.units, []),
-                              self.unknown_token("proc_charge")])
+            if p.code is None:
+                lines.append(self._unknown_service(p.units))
                 continue
             code = self._procedure(p.code)
             lines.append([code, self._units(p.units, p.modifiers),
@@ -453,19 +452,15 @@ class ClaimTokenizer:
             # professional line does; one without (room and board...) as its revenue
             # code's group, its charge in absolute buckets. The type of bill and the
             # ICD-10-PCS codes are not read (docs/model.md, "Institutional claims")
-            if r.code:
-                code = self._procedure(r.code)
-            elif r.revenue_code is None:
-                code = self.unknown_token("procedure")
-            else:
-                code = Token("procedure", self.ids["procedure"].get(
-                    f"[rev {r.revenue_code[:3]}]", self.oov["procedure"]),
-                    (f"revenue code {r.revenue_code}",))
-            price = (self.unknown_token("proc_charge")
-                     if r.charge is None or (r.code is None and r.revenue_code is None) else
-                     self._price("proc_charge", r.code, float(r.charge) / r.units,
-                                 code.value in self.range_ids,
-                                 name=r.code or f"revenue code {r.revenue_code}"))
+            if not r.names_service:
+                lines.append(self._unknown_service(r.units))
+                continue
+            code = self._procedure(r.code) if r.code else Token("procedure", self.ids[
+                "procedure"].get(f"[rev {r.revenue_code[:3]}]", self.oov["procedure"]),
+                (f"revenue code {r.revenue_code}",))
+            price = self.unknown_token("proc_charge") if r.charge is None else self._price(
+                "proc_charge", r.code, float(r.charge) / r.units, code.value in self.range_ids,
+                name=r.code or f"revenue code {r.revenue_code}")
             lines.append([code, self._units(r.units, r.modifiers), price])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
@@ -530,8 +525,14 @@ class ClaimTokenizer:
 
     def unknown_token(self, field: str) -> Token:
         """What the claim does not know of `field` (written null): the field's unknown
-        token, labelled "<field> unknown"."""
+        token (its label: UNKNOWN_LABELS)."""
         return Token(field, self.oov[field], (None,))
+
+    def _unknown_service(self, units: int) -> list[Token]:
+        """A line whose service is unknown: its units, and its price unknown too (a price
+        means nothing without its service). It has no modifiers (the contract's rule)."""
+        return [self.unknown_token("procedure"), self._units(units, []),
+                self.unknown_token("proc_charge")]
 
     def _named(self, field: str, value: str | None) -> Token:
         """A token whose label is its value (codes, sex, specialty, place). Known values
