@@ -667,8 +667,8 @@ def _institutional_clm(claim: Claim, cid: str) -> dict:
     dx = [code.replace(".", "") for code in claim.diagnoses]
     his = [[("ABK", dx[0])], *_twelves([("ABF", c) for c in dx[1:]])]
     if claim.icd10_pcs:
-        pcs = [(q, c, "D8", day) for q, c in zip(
-            ("BBR", *["BBQ"] * (len(claim.icd10_pcs) - 1)), claim.icd10_pcs, strict=True)]
+        pcs = [("BBR" if k == 0 else "BBQ", c, "D8", day)
+               for k, c in enumerate(claim.icd10_pcs)]
         his += [pcs[:1], *_twelves(pcs[1:])]
     return {
         "clm_segment": _clm(claim, cid, f"{claim.bill_type[:2]}:A:{claim.bill_type[2]}"),
