@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 from model.checks import CheckState
 from model.claims import Claim
-from model.cms.tables import addon_table, conflicts, mce_edit, mue, ptp_edits, versions
+from model.cms.tables import addon_table, conflicts, mce_edit, mue, ptp_edit, versions
 
 # NCCI-associated modifiers (NCCI Policy Manual, ch. I, E.1): anatomic, global surgery, 59
 # and its X{EPSU} subsets, 91, and 25/57 for E/M services. On a column-2 E/M code only 25
@@ -91,10 +91,10 @@ class PtpBreak(NamedTuple):
 def ptp_breaks(lines: Sequence[tuple[str, Sequence[str] | None]]) -> list[PtpBreak]:
     """The NCCI PTP edits a claim's (code, modifiers) lines break, once per pair: the one
     judgement the edit channel, the rules and the generator's billers share."""
-    edits, out, seen = ptp_edits(), [], set()
+    out, seen = [], set()
     for a, _ in lines:
         for b, modifiers in lines:
-            if a == b or (a, b) in seen or (edit := edits.edit(a, b)) is None:
+            if a == b or (a, b) in seen or (edit := ptp_edit(a, b)) is None:
                 continue
             if edit.modifier not in (0, 1):  # 9: CMS marks the edit not applicable
                 continue

@@ -44,7 +44,7 @@ import numpy as np
 __all__ = [
     "AddOn", "FeeEntry", "FeeSchedule", "HcpcsCode", "MceEdit", "Mue", "PtpEdit", "PtpEdits",
     "addon_primaries", "addon_table", "conflicts", "fee_schedule", "hcpcs_level2",
-    "is_addon", "mce_edit", "mce_table", "mue", "mue_table", "price", "ptp_edits",
+    "is_addon", "mce_edit", "mce_table", "mue", "mue_table", "price", "ptp_edit", "ptp_edits",
     "ptp_indicator", "versions",
 ]  # fmt: skip
 
@@ -294,6 +294,15 @@ class PtpEdits:
 def ptp_edits() -> PtpEdits:
     """The practitioner PTP edits, loaded once (20-95 ms, 11.7 MB)."""
     return PtpEdits(folder() / "ncci_ptp_practitioner.npz")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def ptp_edit(column1: str, column2: str) -> PtpEdit | None:
+    """`ptp_edits().edit(column1, column2)`, remembered: the payer edits and the tokenizer
+    look up every ordered pair of a claim's lines, ~16 lookups a claim, and claims repeat
+    their pairs. A remembered pair is a dict hit, not a bisect over 1.7 M keys (~2 µs);
+    65,536 pairs take ~10 MB."""
+    return ptp_edits().edit(column1, column2)
 
 
 def ptp_indicator(column1: str, column2: str) -> int | None:
