@@ -3,8 +3,12 @@ scored, ranked by the leader worker, read by the CLI and the console.
 
 Keys (under `{prefix}profile:`; each profile key's TTL is refreshed on write):
 
-    {prefix}profile:p:{provider}        hash "week|measure|stratum|n" and "...|k" -> counts,
-                                        "group" -> "specialty|place" (model.peers)
+    {prefix}profile:p:{provider}        hash "group" -> "specialty|place" (model.peers),
+                                        "w|{week}" -> 1 for each week it has counts in
+    {prefix}profile:w:{provider}:{week} hash "measure|stratum|n" and "...|k" -> the week's
+                                        counts (one small hash a week: Redis updates a
+                                        hash of a few dozen fields in place, and a
+                                        provider's weeks together pass a hundred)
     {prefix}profile:seen:{provider}:{week}  set of the week's claim_ids counted: a claim
                                         counts once (expires with the window)
     {prefix}profile:visited:{provider}  zset member -> newest day it billed them a visit
@@ -48,13 +52,13 @@ from stream.lua import SPLIT, joined
 
 # ARGV: base, ttl, long day (minutes), newest week the clock may reach, then newline-joined
 # per claim: providers, groups, claim_ids, members, days, rows (space-joined "field count"
-# pairs, the field "week|measure|stratum|n" or "...|k", "-" for none), visits ("1"/"0"),
+# pairs, the field "measure|stratum|n" or "...|k", "-" for none), visits ("1"/"0"),
 # services (the unseen stratum, "-" for none), minutes -> claims counted (new)
 #
-# A claim's counts are summed per provider in the script and each provider's hash is read
-# and written once (HMGET, HSET): a share of 250 claims adds ~1,700 counts, and one
-# HINCRBY each was ~70% of the script's Redis CPU. The visit and day state (ZSCORE, the
-# minutes hash) stays per claim, in order: a claim's visit changes what the next reads.
+# A share's counts are summed per provider and week in the script, then written with one
+# HINCRBY a field: a share of 250 claims adds ~1,700 counts to ~1,200 fields. The visit
+# and day state (ZSCORE, the minutes hash) stays per claim, in order: a claim's visit
+# changes what the next one reads.
 ADD_SCRIPT = SPLIT + """
 local base, ttl, long, horizon = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local providers, groups, ids, members = split(ARGV[5]), split(ARGV[6]), split(ARGV[7]),
@@ -62,7 +66,7 @@ local providers, groups, ids, members = split(ARGV[5]), split(ARGV[6]), split(AR
 local days, rows, visits = split(ARGV[9]), split(ARGV[10]), split(ARGV[11])
 local services, minutes = split(ARGV[12]), split(ARGV[13])
 local clock = tonumber(redis.call('GET', base .. 'clock') or '0')
-local counted, touched, sums, expiring = 0, {}, {}, {}
+local counted, touched, sums, weeks, expiring = 0, {}, {}, {}, {}
 for i = 1, #providers do
   local p, day = providers[i], tonumber(days[i])
   local week = math.floor(day / 7)
@@ -76,10 +80,16 @@ for i = 1, #providers do
     if touched[p] == nil or string.sub(groups[i], 1, 8) ~= 'unknown|' then
       touched[p] = groups[i]
     end
-    local sum = sums[p]
-    if sum == nil then sum = {}; sums[p] = sum end
+    local key = base .. 'w:' .. p .. ':' .. week
+    local sum = sums[key]
+    if sum == nil then
+      sum = {}
+      sums[key] = sum
+      weeks[p] = weeks[p] or {}
+      weeks[p][#weeks[p] + 1] = 'w|' .. week
+    end
     local function bump(measure, stratum, n, k)
-      local field = week .. '|' .. measure .. '|' .. stratum
+      local field = measure .. '|' .. stratum
       if n ~= 0 then sum[field .. '|n'] = (sum[field .. '|n'] or 0) + n end
       if k ~= 0 then sum[field .. '|k'] = (sum[field .. '|k'] or 0) + k end
     end
@@ -107,25 +117,20 @@ for i = 1, #providers do
   end
 end
 for seen in pairs(expiring) do redis.call('EXPIRE', seen, ttl) end
-for p, sum in pairs(sums) do
-  local key, fields = base .. 'p:' .. p, {}
-  for field in pairs(sum) do fields[#fields + 1] = field end
-  for at = 1, #fields, 500 do  -- unpack() passes at most a few thousand values
-    local part = {unpack(fields, at, math.min(at + 499, #fields))}
-    local old, new = redis.call('HMGET', key, unpack(part)), {}
-    for j, field in ipairs(part) do
-      new[#new + 1] = field
-      new[#new + 1] = (tonumber(old[j]) or 0) + sum[field]
-    end
-    redis.call('HSET', key, unpack(new))
-  end
+for key, sum in pairs(sums) do
+  for field, n in pairs(sum) do redis.call('HINCRBY', key, field, n) end
+  redis.call('EXPIRE', key, ttl)
 end
 for p, group in pairs(touched) do
+  local key = base .. 'p:' .. p
   if string.sub(group, 1, 8) == 'unknown|' then
-    redis.call('HSETNX', base .. 'p:' .. p, 'group', group)
+    redis.call('HSETNX', key, 'group', group)
   else
-    redis.call('HSET', base .. 'p:' .. p, 'group', group)
+    redis.call('HSET', key, 'group', group)
   end
+  local marks = {}
+  for _, w in ipairs(weeks[p]) do marks[#marks + 1] = w; marks[#marks + 1] = 1 end
+  redis.call('HSET', key, unpack(marks))
   redis.call('SADD', base .. 'all', p)
   for _, kind in ipairs({'p:', 'members:', 'visited:', 'minutes:'}) do
     redis.call('EXPIRE', base .. kind .. p, ttl)
@@ -148,10 +153,9 @@ return #old
 
 
 def rows(c: Contribution) -> str:
-    """A claim's rows as ADD_SCRIPT reads them: "field count" pairs, each field its hash's
-    ("week|measure|stratum|n" or "...|k"), zero counts left out; "-" for none."""
-    week = c.day // 7
-    return " ".join(f"{week}|{m}|{s}|{nk} {x}" for m, s, n, k in c.rows
+    """A claim's rows as ADD_SCRIPT reads them: "field count" pairs, each field its week
+    hash's ("measure|stratum|n" or "...|k"), zero counts left out; "-" for none."""
+    return " ".join(f"{m}|{s}|{nk} {x}" for m, s, n, k in c.rows
                     for nk, x in (("n", n), ("k", k)) if x) or "-"
 
 
@@ -188,8 +192,11 @@ class ProfileStore:
                  ) -> list[dict[str, Profile]]:
         """Every provider's profile over each window of `weeks` weeks up to the clock.
         What lies before the longest window (weeks of counts, days of minutes, members,
-        visits) is deleted as it is read: the keys of an active provider stay bounded."""
+        visits) is deleted as it is read: the keys of an active provider stay bounded.
+        So is what this version does not write in a provider's hash (the counts of a
+        version before the weekly hashes: such a profile starts again)."""
         clock = int(self.r.get(self.base + "clock") or 0)
+        first = clock - max(weeks) + 1  # the longest window's first week
         providers = sorted(p.decode() for p in self.r.smembers(self.base + "all"))
         pipe = self.r.pipeline(transaction=False)
         for p in providers:
@@ -197,32 +204,42 @@ class ProfileStore:
             for w in weeks:
                 pipe.zcount(self.base + "members:" + p, (clock - w + 1) * 7, "+inf")
         replies = pipe.execute()
-        out: list[dict[str, Profile]] = [{} for _ in weeks]
         stale = self.r.pipeline(transaction=False)
         step = 1 + len(weeks)
+        heads: dict[str, tuple[str, list[int], list[int]]] = {}
         for i, p in enumerate(providers):
             raw, counts = replies[i * step], replies[i * step + 1:(i + 1) * step]
             if not raw:
                 stale.srem(self.base + "all", p)  # expired
                 continue
             group = raw.pop(b"group", b"|").decode()
-            rows: dict[tuple[int, str, str], list[float]] = {}
-            old = []
-            for field, value in raw.items():
-                week, measure, stratum, nk = field.decode().split("|")
-                if int(week) <= clock - max(weeks):
-                    old.append(field)
-                    continue
-                pair = rows.setdefault((int(week), measure, stratum), [0.0, 0.0])
-                pair[nk == "k"] += float(value)
+            held = [int(f[2:]) for f in raw if f.startswith(b"w|")]
+            old = [w for w in held if w < first]
+            gone = [f for f in raw if not f.startswith(b"w|")] + [b"w|%d" % w for w in old]
+            if gone:
+                stale.hdel(self.base + "p:" + p, *gone)
             if old:
-                stale.hdel(self.base + "p:" + p, *old)
-            start = (clock - max(weeks) + 1) * 7  # the window's first day
+                stale.delete(*(f"{self.base}w:{p}:{w}" for w in old))
+            heads[p] = group, [w for w in held if w >= first], [int(c) for c in counts]
+        pipe = self.r.pipeline(transaction=False)
+        for p, (_, held, _) in heads.items():
+            for w in held:
+                pipe.hgetall(f"{self.base}w:{p}:{w}")
+        replies = iter(pipe.execute())
+        out: list[dict[str, Profile]] = [{} for _ in weeks]
+        for p, (group, held, counts) in heads.items():
+            rows: dict[tuple[int, str, str], list[float]] = {}
+            for w in held:
+                for field, value in next(replies).items():
+                    measure, stratum, nk = field.decode().split("|")
+                    rows.setdefault((w, measure, stratum), [0.0, 0.0])[nk == "k"] += float(
+                        value)
+            start = first * 7  # the window's first day
             for kind in ("members:", "visited:"):
                 stale.zremrangebyscore(self.base + kind + p, "-inf", f"({start}")
             self._trim_days(keys=[], args=[self.base + "minutes:" + p, start], client=stale)
             for j, w in enumerate(weeks):
-                out[j][p] = window(p, group, rows.items(), clock, w, int(counts[j]))
+                out[j][p] = window(p, group, rows.items(), clock, w, counts[j])
         stale.execute()
         return out
 

@@ -224,6 +224,29 @@ def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, worl
 
 
 @pytest.mark.integration
+def test_redis_profiles_drop_weeks_before_the_window_and_fields_they_do_not_write(
+        namespace) -> None:
+    from stream.profiles import ProfileStore
+    from stream.store import redis_client
+
+    r = redis_client(namespace)
+    store = ProfileStore(r, namespace.key_prefix)
+    base = namespace.key_prefix + "profile:"
+    march = claim(claim_id="A", procedures=[line("99213")])
+    store.add([contribution(march, [], V)])
+    r.hset(base + "p:P1", "2000|flag_model|all|n", 7)  # a count as an older version wrote it
+    assert store.profiles()[0]["P1"].total("flag_model") == (1.0, 0.0)
+    assert r.hkeys(base + "p:P1") == [b"group", b"w|%d" % (march.service_date.toordinal() // 7)]
+    late = claim(claim_id="L", service_date="2026-12-01", procedures=[line("99213")],
+                 submitted_at="2026-12-02T00:00:00+00:00")
+    store.add([contribution(late, [], V)])
+    assert store.profiles()[0]["P1"].total("flag_model") == (1.0, 0.0)  # March: out of window
+    week = late.service_date.toordinal() // 7
+    assert r.hkeys(base + "p:P1") == [b"group", b"w|%d" % week]
+    assert r.keys(base + "w:P1:*") == [f"{base}w:P1:{week}".encode()]
+
+
+@pytest.mark.integration
 def test_cli_top_says_when_nothing_is_ranked(namespace, cli) -> None:
     r = cli(["providers", "top"], namespace)
     assert r.returncode == 1 and "no provider ranked" in r.stderr
