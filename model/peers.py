@@ -206,15 +206,27 @@ class Profile:
     group: str
     counts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     members: int = 0
+    # the same counts by measure (measure -> stratum -> [n, k], the very lists of
+    # `counts`) and each measure's totals, kept as counts are added: the ranking reads one
+    # measure at a time of every peer of every provider
+    strata: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    totals: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, measure: str, stratum: str, n: float, k: float) -> None:
-        nk = self.counts.setdefault((measure, stratum), [0.0, 0.0])
-        nk[0] += n
-        nk[1] += k
+        nk = self.counts.get((measure, stratum))
+        if nk is None:
+            nk = self.counts[measure, stratum] = [0.0, 0.0]
+            self.strata.setdefault(measure, {})[stratum] = nk
+        for x in (nk, self.totals.setdefault(measure, [0.0, 0.0])):
+            x[0] += n
+            x[1] += k
+
+    def of(self, measure: str) -> dict[str, list[float]]:
+        """stratum -> [n, k] of `measure`."""
+        return self.strata.get(measure, {})
 
     def total(self, measure: str) -> tuple[float, float]:
-        n = sum(nk[0] for (m, _), nk in self.counts.items() if m == measure)
-        k = sum(nk[1] for (m, _), nk in self.counts.items() if m == measure)
+        n, k = self.totals.get(measure, (0.0, 0.0))
         return n, k
 
 
@@ -380,8 +392,8 @@ def _weighted(profiles: Iterable[Profile], measure: str) -> dict[str, list[float
     practice set its peers' rate), a small one less."""
     acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for x in profiles:
-        for (m, s), (n, k) in x.counts.items():
-            if m == measure and n > 0:
+        for s, (n, k) in x.of(measure).items():
+            if n > 0:
                 w = n / (n + HALF_WEIGHT)
                 acc[s][0] += w
                 acc[s][1] += w * k / n
@@ -417,8 +429,8 @@ def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[st
                                           and q not in excluded), measure)
             n, o = x.total(measure)
             e = 0.0
-            for (m, s), (pn, pk) in x.counts.items():
-                if m != measure or pn <= 0:
+            for s, (pn, pk) in x.of(measure).items():
+                if pn <= 0:
                     continue
                 sw, swr = pooled[name].get(s, [0.0, 0.0])
                 aw, awr = everywhere.get(s, [0.0, 0.0])
@@ -446,19 +458,20 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
         by_group[x.group].append(p)
         by_spec[x.group.split("|")[0]].append(p)
 
-    def peers_of(p: str, measure: str) -> tuple[str, list[str]]:
-        """Its specialty at its place, else its specialty, else every provider: the first
-        with MIN_GROUP providers that have the measure."""
-        g = profiles[p].group
+    everyone = list(profiles)
+
+    def peers_of(g: str, measure: str) -> tuple[str, list[str]]:
+        """The peers of group `g`: its specialty at its place, else its specialty, else
+        every provider: the first with MIN_GROUP providers that have the measure."""
         for name, pool in ((g, by_group[g]), (g.split("|")[0], by_spec[g.split("|")[0]])):
             if sum(profiles[q].total(measure)[0] > 0 for q in pool) >= MIN_GROUP:
                 return name, pool
-        return "all", list(profiles)
+        return "all", everyone
 
     views: dict[str, list[MeasureView]] = defaultdict(list)
     for measure in MEASURES:
-        peers = {p: peers_of(p, measure) for p, x in profiles.items()
-                 if x.total(measure)[0] > 0}
+        of_group = {g: peers_of(g, measure) for g in by_group}
+        peers = {p: of_group[x.group] for p, x in profiles.items() if x.total(measure)[0] > 0}
         rows, size, flagged = _judge(profiles, measure, peers)
         value = {p: o / n for p, (n, o, _) in rows.items()}
         if MEASURES[measure].kind == "count":  # units per line against what E expects
