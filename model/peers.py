@@ -207,10 +207,15 @@ class Profile:
     counts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     members: int = 0
     # the same counts by measure (measure -> stratum -> [n, k], the very lists of
-    # `counts`) and each measure's totals, kept as counts are added: the ranking reads one
-    # measure at a time of every peer of every provider
-    strata: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    totals: dict[str, list[float]] = field(default_factory=dict)
+    # `counts`) and each measure's totals, made from `counts` and kept as counts are
+    # added: the ranking reads one measure at a time of every peer of every provider
+    strata: dict[str, dict[str, list[float]]] = field(default_factory=dict, init=False)
+    totals: dict[str, list[float]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        given, self.counts = self.counts, {}
+        for (measure, stratum), (n, k) in given.items():
+            self.add(measure, stratum, n, k)
 
     def add(self, measure: str, stratum: str, n: float, k: float) -> None:
         nk = self.counts.get((measure, stratum))

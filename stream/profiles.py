@@ -6,9 +6,11 @@ Keys (under `{prefix}profile:`; each profile key's TTL is refreshed on write):
     {prefix}profile:p:{provider}        hash "group" -> "specialty|place" (model.peers),
                                         "w|{week}" -> 1 for each week it has counts in
     {prefix}profile:w:{provider}:{week} hash "measure|stratum|n" and "...|k" -> the week's
-                                        counts (one small hash a week: Redis updates a
-                                        hash of a few dozen fields in place, and a
-                                        provider's weeks together pass a hundred)
+                                        counts (one small hash a week, ~13 fields on the
+                                        bench's claims: Redis scans a small hash for each
+                                        count, and a provider's weeks together pass a
+                                        hundred fields); its TTL runs from its last count,
+                                        so the TTL must outlive the risk window
     {prefix}profile:seen:{provider}:{week}  set of the week's claim_ids counted: a claim
                                         counts once (expires with the window)
     {prefix}profile:visited:{provider}  zset member -> newest day it billed them a visit
@@ -141,6 +143,28 @@ return counted
 """
 
 
+# KEYS none; ARGV: base, ttl, provider -> the weeks it moved counts to. Counts an earlier
+# version kept in the provider's hash ("week|measure|stratum|n") move to their week's hash,
+# each once (moved and deleted in one script): a rolling deploy has old workers writing
+# them while new ones read
+MOVE_SCRIPT = """
+local key, out, seen = ARGV[1] .. 'p:' .. ARGV[3], {}, {}
+local all = redis.call('HGETALL', key)
+for i = 1, #all, 2 do
+  local week, rest = string.match(all[i], '^(%d+)|(.+|.+|[nk])$')
+  if week then
+    local wkey = ARGV[1] .. 'w:' .. ARGV[3] .. ':' .. week
+    redis.call('HINCRBY', wkey, rest, all[i + 1])
+    redis.call('EXPIRE', wkey, ARGV[2])
+    redis.call('HSET', key, 'w|' .. week, 1)
+    redis.call('HDEL', key, all[i])
+    if not seen[week] then seen[week] = true; out[#out + 1] = week end
+  end
+end
+return out
+"""
+
+
 # KEYS none; ARGV: a provider's minutes hash, the window's first day: drop earlier days
 TRIM_DAYS = """
 local old = {}
@@ -164,10 +188,15 @@ class ProfileStore:
 
     def __init__(self, client: redis.Redis, prefix: str = "cs:", ttl_s: int = 120 * 86400
                  ) -> None:
+        if ttl_s < (WINDOW_WEEKS + 2) * 7 * 86400:
+            # a week's hash lives ttl_s from its last count: it must outlive the window
+            raise ValueError(f"profile TTL {ttl_s} s is shorter than the {WINDOW_WEEKS}-week "
+                             "risk window and two weeks more")
         self.r = client
         self.base = f"{prefix}profile:"
         self.ttl_s = ttl_s
         self._add = client.register_script(ADD_SCRIPT)
+        self._move = client.register_script(MOVE_SCRIPT)
         self._trim_days = client.register_script(TRIM_DAYS)
 
     # -- writes (scoring processes) -----------------------------------------------------
@@ -192,9 +221,9 @@ class ProfileStore:
                  ) -> list[dict[str, Profile]]:
         """Every provider's profile over each window of `weeks` weeks up to the clock.
         What lies before the longest window (weeks of counts, days of minutes, members,
-        visits) is deleted as it is read: the keys of an active provider stay bounded.
-        So is what this version does not write in a provider's hash (the counts of a
-        version before the weekly hashes: such a profile starts again)."""
+        visits) is deleted as it is read, and so is a week's mark whose hash expired: the
+        keys of an active provider stay bounded. Counts a version before the weekly hashes
+        kept in the provider's hash move to their weeks first (MOVE_SCRIPT)."""
         clock = int(self.r.get(self.base + "clock") or 0)
         first = clock - max(weeks) + 1  # the longest window's first week
         providers = sorted(p.decode() for p in self.r.smembers(self.base + "all"))
@@ -213,14 +242,14 @@ class ProfileStore:
                 stale.srem(self.base + "all", p)  # expired
                 continue
             group = raw.pop(b"group", b"|").decode()
-            held = [int(f[2:]) for f in raw if f.startswith(b"w|")]
-            old = [w for w in held if w < first]
-            gone = [f for f in raw if not f.startswith(b"w|")] + [b"w|%d" % w for w in old]
-            if gone:
-                stale.hdel(self.base + "p:" + p, *gone)
+            held = {int(f[2:]) for f in raw if f.startswith(b"w|")}
+            if len(held) < len(raw):  # an earlier version's counts: to their weeks first
+                held |= {int(w) for w in self._move(keys=[], args=[self.base, self.ttl_s, p])}
+            old = sorted(w for w in held if w < first)
             if old:
+                stale.hdel(self.base + "p:" + p, *(b"w|%d" % w for w in old))
                 stale.delete(*(f"{self.base}w:{p}:{w}" for w in old))
-            heads[p] = group, [w for w in held if w >= first], [int(c) for c in counts]
+            heads[p] = group, sorted(w for w in held if w >= first), [int(c) for c in counts]
         pipe = self.r.pipeline(transaction=False)
         for p, (_, held, _) in heads.items():
             for w in held:
@@ -230,7 +259,10 @@ class ProfileStore:
         for p, (group, held, counts) in heads.items():
             rows: dict[tuple[int, str, str], list[float]] = {}
             for w in held:
-                for field, value in next(replies).items():
+                counted = next(replies)
+                if not counted:  # expired (a clock that stood still for months)
+                    stale.hdel(self.base + "p:" + p, b"w|%d" % w)
+                for field, value in counted.items():
                     measure, stratum, nk = field.decode().split("|")
                     rows.setdefault((w, measure, stratum), [0.0, 0.0])[nk == "k"] += float(
                         value)

@@ -1,12 +1,12 @@
 """The provider ranking: every profile -> `model.peers.rank` -> Redis, in a process of its
 own at low priority, on the leader worker.
 
-Why a process: a ranking is CPU-bound Python (measured here, 500 providers: ~0.55 s to read
-and parse the profiles, ~0.45 s to rank). In a thread of the worker it held the GIL the
-event loop needs: claims/s fell by a fifth and the p99 latency at 500 claims/s went from
-~110 ms to ~500-600 ms (docs/providers.md). In a process niced by RANK_NICE it takes what
-CPU the stream leaves. One process, started on the first tick of the leader (followers
-never pay for it), ~90 MB without torch (measured by the bench).
+Why a process: a ranking is CPU-bound Python (measured on an AMD EPYC, 636 providers:
+0.21-0.25 s to read and parse the profiles, 0.27-0.4 s to rank). In a thread of the worker
+it held the GIL the event loop needs: claims/s fell by a fifth and the p99 latency at 500
+claims/s went from ~110 ms to ~500-600 ms (docs/providers.md). In a process niced by
+RANK_NICE it takes what CPU the stream leaves. One process, started on the first tick of
+the leader (followers never pay for it), ~90 MB without torch (measured by the bench).
 """
 
 from __future__ import annotations

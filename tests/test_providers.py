@@ -224,8 +224,7 @@ def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, worl
 
 
 @pytest.mark.integration
-def test_redis_profiles_drop_weeks_before_the_window_and_fields_they_do_not_write(
-        namespace) -> None:
+def test_redis_profiles_move_old_counts_and_drop_weeks_before_the_window(namespace) -> None:
     from stream.profiles import ProfileStore
     from stream.store import redis_client
 
@@ -233,10 +232,18 @@ def test_redis_profiles_drop_weeks_before_the_window_and_fields_they_do_not_writ
     store = ProfileStore(r, namespace.key_prefix)
     base = namespace.key_prefix + "profile:"
     march = claim(claim_id="A", procedures=[line("99213")])
+    week = march.service_date.toordinal() // 7
     store.add([contribution(march, [], V)])
-    r.hset(base + "p:P1", "2000|flag_model|all|n", 7)  # a count as an older version wrote it
-    assert store.profiles()[0]["P1"].total("flag_model") == (1.0, 0.0)
-    assert r.hkeys(base + "p:P1") == [b"group", b"w|%d" % (march.service_date.toordinal() // 7)]
+    # counts as the version before the weekly hashes kept them, in the provider's hash
+    r.hset(base + "p:P1", mapping={f"{week}|flag_model|all|n": 2, f"{week - 1}|lines|other|n": 1,
+                                   f"{week - 1}|lines|other|k": 3})
+    prof = store.profiles()[0]["P1"]
+    assert prof.total("flag_model") == (3.0, 0.0) and prof.total("lines") == (2.0, 4.0)
+    assert sorted(r.hkeys(base + "p:P1")) == [b"group", b"w|%d" % (week - 1), b"w|%d" % week]
+    assert store.profiles()[0]["P1"].total("flag_model") == (3.0, 0.0)  # moved once
+    r.delete(f"{base}w:P1:{week - 1}")  # a week's hash expired, its mark still there
+    assert store.profiles()[0]["P1"].total("lines") == (1.0, 1.0)
+    assert sorted(r.hkeys(base + "p:P1")) == [b"group", b"w|%d" % week]
     late = claim(claim_id="L", service_date="2026-12-01", procedures=[line("99213")],
                  submitted_at="2026-12-02T00:00:00+00:00")
     store.add([contribution(late, [], V)])
@@ -244,6 +251,17 @@ def test_redis_profiles_drop_weeks_before_the_window_and_fields_they_do_not_writ
     week = late.service_date.toordinal() // 7
     assert r.hkeys(base + "p:P1") == [b"group", b"w|%d" % week]
     assert r.keys(base + "w:P1:*") == [f"{base}w:P1:{week}".encode()]
+    with pytest.raises(ValueError, match="shorter than"):
+        ProfileStore(r, namespace.key_prefix, ttl_s=30 * 86400)
+
+
+def test_profile_totals_and_strata_follow_its_counts() -> None:
+    given = Profile("P1", "family_medicine|11", counts={("lines", "visit"): [2.0, 3.0],
+                                                        ("lines", "other"): [1.0, 0.0]})
+    given.add("lines", "visit", 1, 1)
+    assert given.total("lines") == (4.0, 4.0) and given.total("level5") == (0.0, 0.0)
+    assert given.of("lines") == {"visit": [3.0, 4.0], "other": [1.0, 0.0]}
+    assert given.counts == {("lines", "visit"): [3.0, 4.0], ("lines", "other"): [1.0, 0.0]}
 
 
 @pytest.mark.integration

@@ -301,7 +301,7 @@ def ptp_edit(column1: str, column2: str) -> PtpEdit | None:
     """`ptp_edits().edit(column1, column2)`, remembered: the payer edits and the tokenizer
     look up every ordered pair of a claim's lines, ~16 lookups a claim, and claims repeat
     their pairs. A remembered pair is a dict hit, not a bisect over 1.7 M keys (~2 µs);
-    65,536 pairs take ~10 MB."""
+    65,536 pairs take 10-20 MB a process."""
     return ptp_edits().edit(column1, column2)
 
 
