@@ -176,7 +176,7 @@ return #old
 """
 
 
-def rows(c: Contribution) -> str:
+def count_fields(c: Contribution) -> str:
     """A claim's rows as ADD_SCRIPT reads them: "field count" pairs, each field its week
     hash's ("measure|stratum|n" or "...|k"), zero counts left out; "-" for none."""
     return " ".join(f"{m}|{s}|{nk} {x}" for m, s, n, k in c.rows
@@ -212,7 +212,7 @@ class ProfileStore:
             joined(c.provider_id for c in cs), joined(c.group for c in cs),
             joined(c.claim_id for c in cs), joined(c.member_id for c in cs),
             joined(c.day for c in cs),
-            joined(rows(c) for c in cs),
+            joined(count_fields(c) for c in cs),
             joined("1" if c.visit else "0" for c in cs),
             joined(c.services or "-" for c in cs), joined(c.minutes for c in cs)]))
 
