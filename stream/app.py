@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -40,8 +42,13 @@ def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str
     def not_ready() -> None:
         stats.ready = False
 
+    app_id = app_id or settings.app_id
     app = App(
-        app_id or settings.app_id,
+        app_id,
+        # Faust makes a directory for its tables on start, by default in the working
+        # directory; ClaimScope keeps no Faust tables (its state is in Redis), so it goes to
+        # the temporary directory instead of littering wherever the worker was started
+        datadir=Path(tempfile.gettempdir()) / f"{app_id}-data",
         fetch_wait_ms=round(settings.fetch_wait * 1000), on_fatal=not_ready,
         broker=[f"kafka://{h}" for h in settings.bootstrap_servers],
         broker_credentials=faust_credentials(settings),

@@ -7,7 +7,9 @@ is read with plain kafka-python and redis-py, the way other teams read it.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -110,6 +112,9 @@ def test_claims_in_scores_out_bad_ones_dead_lettered(namespace: Settings, worker
     stats = worker.stats()
     assert stats["scored"] == len(claims) and stats["deadletters"] == len(BAD)
     assert worker.alive()
+    # Faust's data directory goes to the temporary directory, not where it was started
+    assert not (Path.cwd() / f"{s.app_id}-data").exists()
+    assert (Path(tempfile.gettempdir()) / f"{s.app_id}-data").is_dir()
 
 
 def test_redelivered_claims_overwrite_not_duplicate(namespace: Settings, worker) -> None:
