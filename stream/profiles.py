@@ -20,6 +20,8 @@ Keys (under `{prefix}profile:`; each profile key's TTL is refreshed on write):
     {prefix}profile:clock               the newest service week seen, never past the week
                                         after today's (a mistyped year must not empty
                                         every window)
+    {prefix}profile:counted             claims counted so far: the ranking skips a run
+                                        when it has not moved
     {prefix}profile:risk                zset provider -> risk, the latest ranking
     {prefix}profile:risk:{provider}     its ProviderRisk JSON, the latest ranking's
 
@@ -139,6 +141,7 @@ for p, group in pairs(touched) do
   end
 end
 redis.call('SET', base .. 'clock', clock)
+if counted > 0 then redis.call('INCRBY', base .. 'counted', counted) end
 return counted
 """
 
@@ -217,6 +220,11 @@ class ProfileStore:
             joined(c.services or "-" for c in cs), joined(c.minutes for c in cs)]))
 
     # -- reads (the ranking) ------------------------------------------------------------
+    def counted(self) -> int:
+        """Claims counted so far, over every provider: unchanged, the profiles are too (the
+        clock moves only with a count)."""
+        return int(self.r.get(self.base + "counted") or 0)
+
     def profiles(self, weeks: Sequence[int] = (WINDOW_WEEKS, SHORT_WEEKS)
                  ) -> list[dict[str, Profile]]:
         """Every provider's profile over each window of `weeks` weeks up to the clock.

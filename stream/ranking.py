@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from model.peers import MEASURES, REASON_SURPRISE, ProviderRisk, rank
@@ -25,18 +26,36 @@ from stream.settings import Settings
 from stream.store import redis_client
 
 RANK_NICE = 10  # below the scoring processes and the worker
+# The most of one core the ranking takes, on average: a run that cost c seconds of CPU is
+# followed by none for c / RANK_SHARE seconds. A ranking costs ~1.3 ms of CPU a provider
+# (0.65 s for the bench's 511 providers, docs/providers.md), so every `provider_risk_s`
+# (5 s) it took ~13% of a core while claims streamed in; a book of 50 providers still
+# ranks every 5 s.
+RANK_SHARE = 0.05
 
 
 class Ranking:
     """Rank every provider and store the ranking; return the snapshots whose risk (to a
     tenth) or reasons (the measures behind them) changed since its last run, for
-    `providers.risk` (after a restart, every provider with any risk once more)."""
+    `providers.risk` (after a restart, every provider with any risk once more).
 
-    def __init__(self, store: ProfileStore) -> None:
-        self.store = store
+    A run does nothing (returns no snapshot) when no claim was counted since the last one
+    (`ProfileStore.counted`: an idle worker re-ranked unchanged profiles every 5 s, ~7% of
+    a core), or before `due`, so that the ranking takes at most `share` of a core. Nothing
+    is lost by waiting: the next run compares with the last one it sent."""
+
+    def __init__(self, store: ProfileStore, share: float = RANK_SHARE) -> None:
+        self.store, self.share = store, share
         self.last: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self.counted: int | None = None  # the store's count the last run ranked
+        self.due = 0.0  # time.monotonic() before which no run ranks
 
     def run(self) -> list[ProviderRisk]:
+        counted = self.store.counted()
+        if counted == self.counted or time.monotonic() < self.due:
+            return []
+        start, cpu = time.monotonic(), time.process_time()
+        self.counted = counted  # read first: counts added during this run make the next
         long, short = self.store.profiles()
         ranked = rank(long, short)
         self.store.put_risk(ranked)
@@ -49,6 +68,7 @@ class Ranking:
             if key != before and (r.risk > 0 or before is not None):
                 changed.append(r)
             self.last[r.provider_id] = key
+        self.due = start + (time.process_time() - cpu) / self.share
         return changed
 
 

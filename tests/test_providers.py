@@ -224,6 +224,34 @@ def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, worl
 
 
 @pytest.mark.integration
+def test_ranking_skips_unchanged_profiles_and_keeps_to_its_share_of_a_core(namespace, world
+                                                                          ) -> None:
+    from stream.profiles import ProfileStore
+    from stream.ranking import Ranking
+    from stream.store import redis_client
+
+    r = redis_client(namespace)
+    store = ProfileStore(r, namespace.key_prefix)
+    _, items = world
+    claims = [Claim.model_validate(i.claim) for i in items[:600]]
+    rows = [contribution(c, [], V) for c in claims]
+    snapshot = f"{namespace.key_prefix}profile:risk:{claims[0].provider_id}"
+    store.add(rows[:300])
+    ranking = Ranking(store, share=1e-6)  # a run puts the next one off for a long time
+    assert ranking.run() and r.exists(snapshot)  # the first run ranks
+    r.delete(snapshot)  # a run that ranks writes it again
+    store.add(rows[300:])
+    assert ranking.run() == [] and not r.exists(snapshot)  # new counts, but not due yet
+    ranking.due = 0.0
+    assert ranking.run() and r.exists(snapshot)  # due: the waiting changes are sent
+    r.delete(snapshot)
+    ranking.due = 0.0
+    store.add(rows[:10])  # counted before: nothing changes
+    assert ranking.run() == [] and not r.exists(snapshot)  # nothing new: nothing read
+    assert Ranking(store).run() and r.exists(snapshot)  # a restarted ranking ranks at once
+
+
+@pytest.mark.integration
 def test_redis_profiles_move_old_counts_and_drop_weeks_before_the_window(namespace) -> None:
     from stream.profiles import ProfileStore
     from stream.store import redis_client

@@ -1,6 +1,6 @@
 """`claimscope providers`: whom to investigate first, from the workers' latest ranking.
 
-The ranking is the leader worker's (`stream.profiles.Ranking`, every `provider_risk_s`);
+The ranking is the leader worker's (`stream.ranking.Ranking`, every `provider_risk_s` at most);
 these commands read it from Redis and never rank themselves, so what they print is what the
 console and the `providers.risk` topic say.
 """
