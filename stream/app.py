@@ -15,10 +15,11 @@ the agent, which acks only after the batch is on the output topics and in Redis.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import shutil
 import tempfile
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -42,13 +43,14 @@ def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str
     def not_ready() -> None:
         stats.ready = False
 
-    app_id = app_id or settings.app_id
+    # Faust makes a directory for its tables on start, by default in the working directory;
+    # ClaimScope keeps no Faust tables (its state is in Redis), so it is a private temporary
+    # one, removed when the process exits, instead of litter wherever a worker was started
+    datadir = tempfile.mkdtemp(prefix="claimscope-faust-")
+    atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     app = App(
-        app_id,
-        # Faust makes a directory for its tables on start, by default in the working
-        # directory; ClaimScope keeps no Faust tables (its state is in Redis), so it goes to
-        # the temporary directory instead of littering wherever the worker was started
-        datadir=Path(tempfile.gettempdir()) / f"{app_id}-data",
+        app_id or settings.app_id,
+        datadir=datadir,
         fetch_wait_ms=round(settings.fetch_wait * 1000), on_fatal=not_ready,
         broker=[f"kafka://{h}" for h in settings.bootstrap_servers],
         broker_credentials=faust_credentials(settings),

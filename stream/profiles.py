@@ -22,7 +22,8 @@ Keys (under `{prefix}profile:`; each profile key's TTL is refreshed on write):
                                         every window)
     {prefix}profile:counted             claims counted so far: the ranking skips a run
                                         when it has not moved
-    {prefix}profile:risk                zset provider -> risk, the latest ranking
+    {prefix}profile:risk                zset provider -> risk, the latest ranking (expires
+                                        with its snapshots)
     {prefix}profile:risk:{provider}     its ProviderRisk JSON, the latest ranking's
 
 Why Redis rather than a Faust table: the profiles are written where the claims are scored
@@ -298,6 +299,7 @@ class ProfileStore:
             pipe.set(self.base + "risk:" + r.provider_id, r.model_dump_json(), ex=self.ttl_s)
         if scored:
             pipe.rename(tmp, zset)
+            pipe.expire(zset, self.ttl_s)  # as long as the snapshots it lists
         else:
             pipe.delete(zset)
         pipe.execute()

@@ -32,6 +32,10 @@ RANK_NICE = 10  # below the scoring processes and the worker
 # (5 s) it took ~13% of a core while claims streamed in; a book of 50 providers still
 # ranks every 5 s.
 RANK_SHARE = 0.05
+# A run ranks at least this often, counted claims or not: counts that moved without the
+# counter (workers of a version before it, during a rolling deploy) and profiles that
+# expired after a quiet spell reach the ranking within this long
+STALE_S = 600.0
 
 
 class Ranking:
@@ -39,23 +43,26 @@ class Ranking:
     tenth) or reasons (the measures behind them) changed since its last run, for
     `providers.risk` (after a restart, every provider with any risk once more).
 
-    A run does nothing (returns no snapshot) when no claim was counted since the last one
-    (`ProfileStore.counted`: an idle worker re-ranked unchanged profiles every 5 s, ~7% of
-    a core), or before `due`, so that the ranking takes at most `share` of a core. Nothing
-    is lost by waiting: the next run compares with the last one it sent."""
+    A run does nothing (returns no snapshot) when no claim was counted since the last
+    ranking (`ProfileStore.counted`: an idle worker re-ranked unchanged profiles every 5 s,
+    ~7% of a core) and that ranking is younger than STALE_S, or before `due`, so that the
+    ranking takes at most `share` of a core (its own process's CPU; the Redis reads it
+    makes are not counted). Nothing is lost by waiting: the next run compares with the last
+    one it sent. A run that fails is tried again on the next tick."""
 
     def __init__(self, store: ProfileStore, share: float = RANK_SHARE) -> None:
         self.store, self.share = store, share
         self.last: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self.counted: int | None = None  # the store's count the last run ranked
+        self.counted: int | None = None  # the store's count the last ranking ranked
+        self.ranked_at = 0.0  # time.monotonic() of the last ranking
         self.due = 0.0  # time.monotonic() before which no run ranks
 
     def run(self) -> list[ProviderRisk]:
-        counted = self.store.counted()
-        if counted == self.counted or time.monotonic() < self.due:
+        # the count is read first: claims counted during this run make the next one rank
+        counted, start = self.store.counted(), time.monotonic()
+        if start < self.due or (counted == self.counted and start - self.ranked_at < STALE_S):
             return []
-        start, cpu = time.monotonic(), time.process_time()
-        self.counted = counted  # read first: counts added during this run make the next
+        cpu = time.process_time()
         long, short = self.store.profiles()
         ranked = rank(long, short)
         self.store.put_risk(ranked)
@@ -68,6 +75,7 @@ class Ranking:
             if key != before and (r.risk > 0 or before is not None):
                 changed.append(r)
             self.last[r.provider_id] = key
+        self.counted, self.ranked_at = counted, start
         self.due = start + (time.process_time() - cpu) / self.share
         return changed
 

@@ -185,7 +185,8 @@ class Settings(BaseSettings):
         "keep each provider's billing profile in Redis as claims are scored, and rank "
         "providers by risk against their peers"))
     provider_risk_s: float = Field(5.0, gt=0, description=(
-        "seconds between rankings of the providers (on the leader worker)"))
+        "seconds between the leader worker's looks at whether to rank the providers: it "
+        "ranks when claims were counted, within 5% of a core (docs/providers.md)"))
     topic_provider_risk: str = Field("providers.risk", description=(
         "snapshots of providers whose risk changed (JSON, model.peers.ProviderRisk)"))
 

@@ -507,7 +507,8 @@ def test_deployment_probes_ports_and_security(builds: dict,
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 1000
         assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
-        assert "/var/lib/claimscope" in mounts, "Faust writes its data dir in the workdir"
+        assert "/var/lib/claimscope" in mounts, "the workdir and HOME must be writable"
+        assert "/tmp" in mounts, "Faust makes its data directory in the temporary directory"
         assert {"cpu", "memory"} <= set(c["resources"]["requests"])
         assert "memory" in c["resources"]["limits"]
         labels = dep["spec"]["template"]["metadata"]["labels"]
