@@ -44,9 +44,8 @@ class ConsoleServer:
         return (f"console: {self.url} (no CLAIMSCOPE_CONSOLE_TOKEN set: listening on "
                 f"127.0.0.1 only, open to anyone on this machine)")
 
-    def _make(self):
-
-
+    def _make(self) -> uvicorn.Server:
+        """A uvicorn server for the console app, not yet running."""
         config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.port,
                                 log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=1)
