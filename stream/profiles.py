@@ -268,10 +268,10 @@ class ProfileStore:
         for p, (group, held, counts) in heads.items():
             rows: dict[tuple[int, str, str], list[float]] = {}
             for w in held:
-                counted = next(replies)
-                if not counted:  # expired (a clock that stood still for months)
+                fields = next(replies)
+                if not fields:  # expired (a clock that stood still for months)
                     stale.hdel(self.base + "p:" + p, b"w|%d" % w)
-                for field, value in counted.items():
+                for field, value in fields.items():
                     measure, stratum, nk = field.decode().split("|")
                     rows.setdefault((w, measure, stratum), [0.0, 0.0])[nk == "k"] += float(
                         value)
