@@ -277,7 +277,7 @@ def test_a_ranking_that_failed_is_tried_again_and_a_stale_one_is_redone() -> Non
     ranking = Ranking(store)  # type: ignore[arg-type]
     with pytest.raises(redis.ConnectionError):
         ranking.run()
-    assert ranking.run() == [] and store.reads == 2  # the same count: ranked all the same
+    assert ranking.run() == [] and store.reads == 2  # the same count, but nothing ranked: it ranks
     ranking.due = 0.0  # (the CPU share is another test's)
     assert ranking.run() == [] and store.reads == 2  # now ranked: nothing new to read
     ranking.ranked_at -= ranking_module.STALE_S  # ten minutes on, and still no new claim
