@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ANOMALY_FPR = 0.005  # the anomaly channel's default false-positive budget on clean claims
 ANOMALY_FPRS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)  # budgets a checkpoint calibrates
-# The encoder blocks' number format: auto = bf16 on GPUs and on CPUs with native bf16, else
+# The encoder blocks' number format: auto = bf16 on GPUs and on CPUs with AMX, else
 # int8 (dynamically quantised linear layers); fp32 is the reference the others are checked on
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 # The payer edits (`model.edits`): CMS's rules, each citing itself in `explanation.edits`

@@ -26,6 +26,7 @@ batch, then for the claims to explain three more rows each (`attribute`: leave-o
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -67,25 +68,36 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 matrix instructions (AVX512-BF16 or AMX): bf16 is then ~2.3x faster
-    than fp32 for this model here; without them it is emulated and slower."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo names them (empty where it cannot be read)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
+    return frozenset(f for line in text.splitlines() if line.startswith("flags")
+                     for f in line.partition(":")[2].split())
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 instructions (AVX512-BF16 or AMX), as the bench reports them."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The encoder blocks' number format, bf16, int8 or fp32, for `precision` on `device`:
-    auto = bf16 on GPUs and on CPUs with native bf16 (`ClaimFormer.blocks_in`), else int8
-    (`ClaimFormer.blocks_int8`, CPU only)."""
+    auto = bf16 on GPUs and on CPUs with AMX (`ClaimFormer.blocks_in`), else int8
+    (`ClaimFormer.blocks_int8`, CPU only).
+
+    Measured, forward passes over the bench's claims on one core (docs/operations.md): on
+    a Xeon with AMX bf16 took 176 µs a claim and int8 208; on an EPYC with AVX512-BF16
+    but no AMX bf16 took 160 and int8 138 (its VNNI int8 kernels win there); on AVX2
+    alone bf16 is emulated and slowest."""
     if precision not in get_args(Precision):
         raise ValueError(f"precision must be one of {', '.join(get_args(Precision))}, "
                          f"not {precision!r}")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" or cpu_has_bf16() else "int8"
+        return "bf16" if device.type == "cuda" or "amx_bf16" in cpu_flags() else "int8"
     if precision == "int8" and device.type != "cpu":
         raise ValueError(f"precision int8 runs on a CPU only, not on {device}")
     return precision
@@ -213,8 +225,9 @@ class Scorer:
         (`model.edits`) always run; their per-day MUEs count across claims in this state
         (none: each claim alone).
         `precision`: "auto" runs the encoder blocks in bf16 on GPUs and on CPUs with
-        native bf16 (embeddings, softmax, the final norm and the heads stay fp32; logits
-        move by up to ~0.05), else with int8 linear layers (`ClaimFormer.blocks_int8`);
+        AMX (`resolve_precision`; embeddings, softmax, the final norm and the heads stay
+        fp32; logits move by up to ~0.05), else with int8 linear layers
+        (`ClaimFormer.blocks_int8`);
         "fp32" is the reference both are checked against (`claimscope bench`'s parity)."""
         if explain not in ("flagged", "all"):
             raise ValueError(f"explain must be 'flagged' or 'all', not {explain!r}")

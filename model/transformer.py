@@ -309,7 +309,7 @@ class ClaimFormer(nn.Module):
     def blocks_in(self, dtype: torch.dtype) -> ClaimFormer:
         """The encoder blocks' weights (and so their activations) in `dtype`, for
         inference in bf16; the embeddings, the context table, the final norm and both
-        heads stay fp32. On a CPU with native bf16 a forward pass is ~15% faster than
+        heads stay fp32. On a CPU with AVX512-BF16 a forward pass is ~15% faster than
         under autocast, which converts every block's inputs and weights on each pass."""
         self.blocks.to(dtype)
         return self
@@ -317,7 +317,7 @@ class ClaimFormer(nn.Module):
     def blocks_int8(self) -> ClaimFormer:
         """The encoder blocks' linear layers dynamically quantised to int8 (weights int8
         per tensor, activations quantised per batch by fbgemm/oneDNN), the rest fp32: for
-        CPUs without native bf16, where it costs ~35% less than fp32 a forward pass here and
+        CPUs without AMX, where it costs ~35% less than fp32 a forward pass here and
         changes ~0.05% of decisions (docs/operations.md). torch.ao's dynamic quantisation is
         deprecated upstream but works in the torch this project pins; its warnings say so
         and are silenced here, once, where it is used."""

@@ -146,8 +146,9 @@ class Settings(BaseSettings):
         "the anomaly channel's false-positive budget on clean claims: it flags a claim on "
         "its own past the checkpoint's cut for this budget"))
     precision: Precision = Field("auto", description=(
-        "the encoder's number format: auto = bf16 on GPUs and on CPUs with native bf16 "
-        "(AVX512-BF16, AMX), else fp32; fp32 is the reference bf16 is checked against"))
+        "the encoder's number format: auto = bf16 on GPUs and on CPUs with AMX, else int8 "
+        "linear layers (faster than bf16 on AVX512-BF16 without AMX, measured); fp32 is "
+        "the reference the others are checked against"))
     scoring_processes: int = Field(0, ge=0, le=64, description=(
         "scoring processes per worker, each scoring its share of a batch (split by member) "
         "on its own core; 0 = one per core, at most 4"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import platform
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from model import scorer as scorer_module
 from model.checkpoint import Calibration, CheckpointError, load_checkpoint, save_checkpoint
 from model.checks import CheckLimits, CrossClaimChecks, MemoryState, fit_limits
 from model.claims import Claim, claim_json
@@ -18,7 +20,7 @@ from model.dataset import make_claim_set
 from model.explain import AS_A_WHOLE, NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
 from model.score import ANOMALY_FPRS, CHANNELS
-from model.scorer import Scorer, padded, plan_passes
+from model.scorer import Scorer, padded, plan_passes, resolve_precision
 from model.tokenizer import (
     FIELD_ID,
     HEADER,
@@ -494,6 +496,34 @@ def test_scores_do_not_depend_on_batch_composition(tiny_checkpoint):
         alone = [scorer.score([c])[0].score for c in batch[:5]]
         together = [s.score for s in scorer.score(batch)[:5]]
         assert np.allclose(alone, together, atol=tolerance), precision
+
+
+@pytest.mark.parametrize(("flags", "device", "expected"), [
+    ({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, "cpu", "bf16"),  # a Xeon with AMX
+    ({"avx2", "avx512_bf16", "avx512_vnni"}, "cpu", "int8"),  # an EPYC: int8 measured faster
+    ({"avx2", "fma"}, "cpu", "int8"),
+    ({"avx2"}, "cuda", "bf16"),
+])
+def test_auto_precision_follows_the_measured_fastest_path(monkeypatch, flags, device, expected):
+    monkeypatch.setattr(scorer_module, "cpu_flags", lambda: frozenset(flags))
+    assert resolve_precision("auto", torch.device(device)) == expected
+    assert resolve_precision("fp32", torch.device(device)) == "fp32"  # asked for: kept
+
+
+def test_precision_that_cannot_run_is_refused_with_its_reason():
+    with pytest.raises(ValueError, match="one of auto, fp32, bf16, int8, not 'fp16'"):
+        resolve_precision("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="int8 runs on a CPU only"):
+        resolve_precision("int8", torch.device("cuda"))
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo():
+    """The real file of this machine: an x86 CPU lists its flags on a line per core."""
+    if platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists():
+        pytest.skip("not Linux on x86-64: no flags line to read (auto precision: int8)")
+    flags = scorer_module.cpu_flags()
+    assert "fpu" in flags and all(" " not in f and f for f in flags)
+    assert scorer_module.cpu_has_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def test_duplicate_check_fires_once_and_redelivery_is_not_a_duplicate():
