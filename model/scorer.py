@@ -89,10 +89,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     auto = bf16 on GPUs and on CPUs with AMX (`ClaimFormer.blocks_in`), else int8
     (`ClaimFormer.blocks_int8`, CPU only).
 
-    Measured, forward passes over the bench's claims on one core (docs/operations.md): on
-    a Xeon with AMX bf16 took 176 µs a claim and int8 208; on an EPYC with AVX512-BF16
-    but no AMX bf16 took 160 and int8 138 (its VNNI int8 kernels win there); on AVX2
-    alone bf16 is emulated and slowest."""
+    Why AMX and not AVX512-BF16: the faster path was measured per CPU kind
+    (docs/operations.md, "On an EPYC with AVX512-BF16 but no AMX"). With AMX's tile
+    multiplies bf16 wins; with AVX512-BF16 alone the VNNI int8 kernels are faster; on
+    AVX2 alone bf16 is emulated and slowest."""
     if precision not in get_args(Precision):
         raise ValueError(f"precision must be one of {', '.join(get_args(Precision))}, "
                          f"not {precision!r}")
