@@ -177,13 +177,39 @@ def medical_cause(tokens: list[Token], t: Token, vocab: Vocabulary) -> str | Non
     return None
 
 
+def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
+    """What our tables say joins `t` to its partner, where they list the pair as usual: a
+    specialty that bills the procedure, a diagnosis that calls for the procedure or is
+    treated with the drug. None otherwise (or where either side is unknown)."""
+    if None in t.parts[:1] or None in partner.parts[:1] or not t.parts or not partner.parts:
+        return None
+    code, other = t.parts[0], partner.parts[0]
+    if t.field == "specialty" and partner.field == "procedure":
+        spec = vocab.specialties.get(code)
+        return f"{other} is usual for it" if spec and other in spec.procedures else None
+    if t.field == "procedure" and partner.field == "diagnosis":
+        return f"{other} calls for it" if code in vocab.justified_procedures([other]) else None
+    if t.field == "drug" and partner.field == "diagnosis":
+        return (f"{other} is treated with it" if code in vocab.justified_drugs([other])
+                else None)
+    return None
+
+
 def reason(tokens: list[Token], top_idx: int, partner_idx: int | None,
            vocab: Vocabulary) -> str:
     """One line for a flagged claim: its top attributed token, read with its partner
-    (None: it has none, and is read with the rest of the claim)."""
+    (None: it has none, and is read with the rest of the claim). Where our own tables
+    list the two as going together, the line does not call the pair unusual (that would
+    be false, and an investigator would catch it): the token is what does not fit the
+    rest of the claim."""
     t = tokens[top_idx]
     if (cause := medical_cause(tokens, t, vocab)) is not None:
         return cause
-    partner = describe(tokens[partner_idx], vocab) if partner_idx is not None else (
-        "the rest of the claim")
-    return REASONS.get(t.field, "{t} is unusual").format(t=describe(t, vocab), p=partner)
+    if partner_idx is None:
+        return REASONS.get(t.field, "{t} is unusual").format(
+            t=describe(t, vocab), p="the rest of the claim")
+    partner = tokens[partner_idx]
+    if (usual := listed_together(t, partner, vocab)) is not None:
+        return f"{t.field} {describe(t, vocab)} does not fit the rest of the claim ({usual})"
+    return REASONS.get(t.field, "{t} is unusual").format(t=describe(t, vocab),
+                                                         p=describe(partner, vocab))

@@ -708,6 +708,44 @@ def test_reasons_name_the_medical_cause_of_the_token_that_decided(tok):
     assert seen == {"drug", "dose"}
 
 
+def test_a_reason_never_calls_a_pair_unusual_that_our_tables_list_together():
+    """"emergency medicine rarely bills 99284" was a reason the shipped model gave: false by
+    our own specialty table. Where the tables list the pair, the line says the token does
+    not fit the rest of the claim, and why the pair itself is fine."""
+    from model import explain
+    from model.tokenizer import Token
+
+    v = default_vocabulary()
+    er = v.specialties["emergency_medicine"]
+    billed = "99284"
+    never = next(c for c in sorted(v.procedures) if c not in er.procedures)
+    dx = next(d for d in sorted(v.diagnoses) if v.justified_drugs([d]) and
+              set(v.justified_procedures([d])) - set(v.general_procedures))
+    called = sorted(set(v.justified_procedures([dx])) - set(v.general_procedures))[0]
+    # a procedure another diagnosis on the claim calls for, and the partner does not
+    dx2, uncalled = next((d2, c) for d2 in sorted(v.diagnoses)
+                         for c in sorted(v.justified_procedures([d2]))
+                         if c not in v.justified_procedures([dx]))
+    drug = sorted(v.justified_drugs([dx]))[0]
+    d = v.drugs[drug]
+
+    def line(t: Token, partner: Token) -> str:
+        claim = [Token("cls", 1, ()), t, partner, Token("diagnosis", 1, (dx2,))]
+        return explain.reason(claim, 1, 2, v)
+
+    spec = Token("specialty", 1, ("emergency_medicine",))
+    biller = line(spec, Token("procedure", 1, (billed,)))
+    assert "rarely bills" not in biller and f"({billed} is usual for it)" in biller, biller
+    assert "rarely bills" in line(spec, Token("procedure", 1, (never,)))
+    diagnosis = Token("diagnosis", 1, (dx,))
+    assert f"({dx} calls for it)" in line(Token("procedure", 1, (called,)), diagnosis)
+    assert "is unusual with" in line(Token("procedure", 1, (uncalled,)), diagnosis)
+    treated = line(Token("drug", 1, (drug, d.strength_max_mg)), diagnosis)
+    assert f"({dx} is treated with it)" in treated and "unusual" not in treated, treated
+    unknown = line(Token("procedure", 1, (None,)), diagnosis)  # nothing to look up
+    assert "is unusual with" in unknown
+
+
 def test_support_buckets_match_a_lookup_and_never_train_the_padding_row(tiny_checkpoint):
     """The multi-hot bucket embedding is the lookup-and-sum it replaced, and a reading
     that does not apply sends no gradient to row 0 (as padding_idx does for a lookup)."""
