@@ -179,19 +179,28 @@ def medical_cause(tokens: list[Token], t: Token, vocab: Vocabulary) -> str | Non
 
 def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
     """What our tables say joins `t` to its partner, where they list the pair as usual: a
-    specialty that bills the procedure, a diagnosis that calls for the procedure or is
-    treated with the drug. None otherwise (or where either side is unknown)."""
-    if None in t.parts[:1] or None in partner.parts[:1] or not t.parts or not partner.parts:
+    specialty that bills the procedure or prescribes the drug
+    (`Vocabulary.prescribes`), a diagnosis whose area lists the procedure or the drug.
+    The procedures every diagnosis allows (visits, venipuncture) are left out: a visit's
+    level is bounded by the claim's diagnoses, not called for by one. None otherwise, or
+    where either side is unknown."""
+    if not t.parts or not partner.parts or t.parts[0] is None or partner.parts[0] is None:
         return None
     code, other = t.parts[0], partner.parts[0]
-    if t.field == "specialty" and partner.field == "procedure":
+    if t.field == "specialty":
         spec = vocab.specialties.get(code)
-        return f"{other} is usual for it" if spec and other in spec.procedures else None
-    if t.field == "procedure" and partner.field == "diagnosis":
-        return f"{other} calls for it" if code in vocab.justified_procedures([other]) else None
-    if t.field == "drug" and partner.field == "diagnosis":
-        return (f"{other} is treated with it" if code in vocab.justified_drugs([other])
-                else None)
+        if partner.field == "procedure" and spec is not None and other in spec.procedures:
+            return f"{other} is usual for it"
+        if partner.field == "drug" and vocab.prescribes(code, other):
+            return f"{other} is usual for it"
+        return None
+    if partner.field != "diagnosis" or (dx := vocab.resolve_diagnosis(other)) is None:
+        return None
+    area = vocab.areas[dx.area]
+    if t.field == "procedure" and code in area.procedures:
+        return f"{other} calls for it"
+    if t.field == "drug" and code in area.drugs:
+        return f"{other} is treated with it"
     return None
 
 

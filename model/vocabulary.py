@@ -239,6 +239,13 @@ class Vocabulary:
                 out |= self.areas[dx.area].drugs
         return frozenset(out)
 
+    def prescribes(self, specialty: str, drug: str) -> bool:
+        """Whether `specialty` writes or fills `drug` in our tables: a specialty of an area
+        that lists the drug, or a pharmacy (it fills every area's drugs)."""
+        if specialty == "pharmacy":
+            return drug in self.drugs
+        return any(specialty in a.specialties and drug in a.drugs for a in self.areas.values())
+
     def max_em_level(self, diagnoses: Iterable[str], procedures: Iterable[str] = (),
                      prescriptions: int = 0) -> int:
         """Highest E/M level a claim supports: the 2021 medical-decision-making grid, where

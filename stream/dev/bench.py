@@ -168,8 +168,9 @@ def conversion_cost(claims: list[tuple[bytes, bytes]]) -> dict[str, float]:
 
 
 def cpu_bf16() -> bool:
-    """Whether this CPU has native bf16 (the scorer's own test, without loading torch here
-    before it is needed)."""
+    """Whether this CPU has native bf16 (AVX512-BF16 or AMX): what the targets of issue
+    "fast CPU" split CPUs by. Not what picks the path: auto runs bf16 only with AMX
+    (`model.scorer.resolve_precision`). Imported here, so torch loads only when needed."""
     from model.scorer import cpu_has_bf16
 
     return cpu_has_bf16()
