@@ -180,13 +180,16 @@ def medical_cause(tokens: list[Token], t: Token, vocab: Vocabulary) -> str | Non
 def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
     """What our tables say joins `t` to its partner, where they list the pair as usual: a
     specialty that bills the procedure or prescribes the drug
-    (`Vocabulary.prescribes`), a diagnosis whose area lists the procedure or the drug.
+    (`Vocabulary.prescribes`), a diagnosis whose area lists the procedure or the drug, a
+    member whose age or sex the partner's code is meant for (`Demographics`).
     The procedures every diagnosis allows (visits, venipuncture) are left out: a visit's
     level is bounded by the claim's diagnoses, not called for by one. None otherwise, or
     where either side is unknown."""
     if not t.parts or not partner.parts or t.parts[0] is None or partner.parts[0] is None:
         return None
     code, other = t.parts[0], partner.parts[0]
+    if t.field in ("age", "sex"):
+        return meant_for(t.field, code, partner, vocab)
     if t.field == "specialty":
         spec = vocab.specialties.get(code)
         if partner.field == "procedure" and spec is not None and other in spec.procedures:
@@ -204,6 +207,27 @@ def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
     return None
 
 
+def meant_for(field: str, value: int | str, partner: Token, vocab: Vocabulary) -> str | None:
+    """Where the partner's code (a diagnosis, procedure or drug) is meant for a member of
+    this age or sex by our tables, what they say; else None (unknown sex included)."""
+    code = partner.parts[0]
+    item = (vocab.resolve_diagnosis(code) if partner.field == "diagnosis" else
+            vocab.procedures.get(code) if partner.field == "procedure" else
+            vocab.drugs.get(code) if partner.field == "drug" else None)
+    if item is None:
+        return None
+    who = item.who
+    if field == "age" and who.min_age <= int(value) <= who.max_age:
+        return f"{code} is for ages {who.min_age}-{who.max_age}"
+    if field == "sex" and value != "U" and who.sex in (None, value):
+        return f"{code} is for {SEXES.get(who.sex or '', 'either sex')}"
+    return None
+
+
+SEXES = {"F": "women", "M": "men"}
+WHO = {"age": "member", "sex": "member"}  # how a line names a token of this field
+
+
 def reason(tokens: list[Token], top_idx: int, partner_idx: int | None,
            vocab: Vocabulary) -> str:
     """One line for a flagged claim: its top attributed token, read with its partner
@@ -219,6 +243,7 @@ def reason(tokens: list[Token], top_idx: int, partner_idx: int | None,
             t=describe(t, vocab), p="the rest of the claim")
     partner = tokens[partner_idx]
     if (usual := listed_together(t, partner, vocab)) is not None:
-        return f"{t.field} {describe(t, vocab)} does not fit the rest of the claim ({usual})"
+        return (f"{WHO.get(t.field, t.field)} {describe(t, vocab)} does not fit the rest of"
+                f" the claim ({usual})")
     return REASONS.get(t.field, "{t} is unusual").format(t=describe(t, vocab),
                                                          p=describe(partner, vocab))

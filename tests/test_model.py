@@ -762,6 +762,16 @@ def test_a_reason_never_calls_a_pair_unusual_that_our_tables_list_together():
     for unlisted in (uncalled, visit, None):  # None: a service the claim did not name
         said = line(Token("procedure", 1, (unlisted,)), diagnosis)
         assert "is unusual with" in said, said
+    # the member: "age 69 does not fit 84484 Troponin" was false by the code's own ages
+    men = next(d for d in v.diagnoses.values() if d.who.sex == "M" and d.who.min_age > 0)
+    older = Token("diagnosis", 1, (men.code,))
+    said = line(Token("age", 1, (men.who.min_age,)), older)
+    assert said.startswith("member age") and f"({men.code} is for ages" in said, said
+    fits = "does not fit the rest of the claim"
+    assert fits not in line(Token("age", 1, (men.who.min_age - 1,)), older)
+    assert f"({men.code} is for men)" in line(Token("sex", 1, ("M",)), older)
+    for sex in ("F", "U"):  # a woman, or a sex the claim did not state
+        assert fits not in line(Token("sex", 1, (sex,)), older)
 
 
 def test_support_buckets_match_a_lookup_and_never_train_the_padding_row(tiny_checkpoint):
