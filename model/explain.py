@@ -172,9 +172,15 @@ def medical_cause(tokens: list[Token], t: Token, vocab: Vocabulary) -> str | Non
     elif t.field == "dose" and t.parts and (d := vocab.drugs.get(t.parts[0])) is not None:
         top = d.strength_max_mg * d.doses_per_day
         if t.parts[1] > top:
-            return (f"{d.name}: {t.parts[1]:,.0f} mg a day, above its {top:,.0f} mg a day "
-                    f"maximum")
+            return f"{d.name}: {mg(t.parts[1])} mg a day, above its {mg(top)} mg a day maximum"
     return None
+
+
+def mg(x: float) -> str:
+    """Milligrams as a person writes them: thousands separated, and a small dose to three
+    significant figures (digoxin's 0.25 mg a day maximum, which whole numbers printed as
+    0)."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:

@@ -714,6 +714,22 @@ def test_reasons_name_the_medical_cause_of_the_token_that_decided(tok):
     assert seen == {"drug", "dose"}
 
 
+def test_a_dose_reason_states_small_doses_as_they_are():
+    """'polymyxin b-trimethoprim: 1 mg a day, above its 0 mg a day maximum' was printed for
+    eye drops whose maximum is 0.3 mg a day: whole milligrams rounded it away."""
+    from model import explain
+    from model.tokenizer import Token
+
+    v = default_vocabulary()
+    digoxin = v.drugs["digoxin"]
+    top = digoxin.strength_max_mg * digoxin.doses_per_day
+    dose = Token("dose", 1, ("digoxin", 4 * top, "high"))
+    line = explain.reason([Token("cls", 1, ()), dose], 1, None, v)
+    assert line == f"digoxin: {4 * top:.3g} mg a day, above its {top:.3g} mg a day maximum"
+    assert " 0 mg" not in line
+    assert [explain.mg(x) for x in (0.28, 1.0, 12.5, 6000.0)] == ["0.28", "1", "12.5", "6,000"]
+
+
 def test_a_reason_never_calls_a_pair_unusual_that_our_tables_list_together():
     """"emergency medicine rarely bills 99284" was a reason the shipped model gave: false by
     our own specialty table. Where the tables list the pair, the line says the token does
