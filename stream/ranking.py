@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from model.peers import MEASURES, REASON_SURPRISE, ProviderRisk, rank
+from stream.pools import watched
 from stream.profiles import ProfileStore
 from stream.scoring import exit_with
 from stream.settings import Settings
@@ -94,7 +95,8 @@ class RankingProcess:
             self.executor = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
                 initargs=(self.settings, os.getpid()))
-        return await asyncio.get_running_loop().run_in_executor(self.executor, _rank)
+        return await watched(self.executor,
+                             asyncio.get_running_loop().run_in_executor(self.executor, _rank))
 
     def stop(self) -> None:
         if self.executor is not None:

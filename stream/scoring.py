@@ -21,7 +21,9 @@ still scored, but a member's unkeyed claims may then be checked in another order
 
 Failures reach the caller as what they are: a Redis error in a process arrives as that
 `redis.RedisError` (retry the batch: the checks are idempotent per claim_id), and a process
-that dies breaks the pool, which arrives as `ScoringError` (restart the pool, retry).
+that dies breaks the pool, which arrives as `ScoringError` (restart the pool, retry), even
+when it dies while sending its verdicts, which leaves the standard pool stuck
+(`stream.pools`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from model.peers import contribution
 from stream.checkstate import RedisCheckState
 from stream.deadletter import reason
 from stream.message import PENDING, Message, Outcome, Verdict
+from stream.pools import watched
 from stream.profiles import ProfileStore
 from stream.references import RedisReferences
 from stream.settings import Settings
@@ -149,9 +152,9 @@ class ScoringPool:
         loop = asyncio.get_running_loop()
         shares = [idx for idx in split_by_key(messages, self.processes) if idx]
         try:
-            answers = await asyncio.gather(*(
+            answers = await watched(self.executor, asyncio.gather(*(
                 loop.run_in_executor(self.executor, score_share, [messages[i] for i in idx])
-                for idx in shares))
+                for idx in shares)))
         except BrokenProcessPool as e:
             raise ScoringError(f"a scoring process died: {e}") from None
         verdicts: list[list[Verdict]] = [[] for _ in messages]
