@@ -198,18 +198,16 @@ def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
         return meant_for(t.field, code, partner, vocab)
     if t.field == "specialty":
         spec = vocab.specialties.get(code)
-        if partner.field == "procedure" and spec is not None and other in spec.procedures:
-            return f"{other} is usual for it"
-        if partner.field == "drug" and vocab.prescribes(code, other):
-            return f"{other} is usual for it"
+        if ((partner.field == "procedure" and spec is not None and other in spec.procedures)
+                or (partner.field == "drug" and vocab.prescribes(code, other))):
+            return f"{other} is listed for {code}"
         return None
     if partner.field != "diagnosis" or (dx := vocab.resolve_diagnosis(other)) is None:
         return None
-    area = vocab.areas[dx.area]
-    if t.field == "procedure" and code in area.procedures:
-        return f"{other} calls for it"
-    if t.field == "drug" and code in area.drugs:
-        return f"{other} is treated with it"
+    area = vocab.areas[dx.area]  # the links are per clinical area: say so, not more
+    if ((t.field == "procedure" and code in area.procedures)
+            or (t.field == "drug" and code in area.drugs)):
+        return f"listed for {other}'s area, {area.name}"
     return None
 
 

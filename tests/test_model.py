@@ -769,12 +769,13 @@ def test_a_reason_never_calls_a_pair_unusual_that_our_tables_list_together():
                                 billed), (spec(writer), pill, drug), (spec("pharmacy"), pill,
                                                                        drug)):
         said = line(who, partner)
-        assert "rarely bills" not in said and f"({name} is usual for it)" in said, said
+        assert "rarely bills" not in said and f"({name} is listed for " in said, said
     assert "rarely bills" in line(spec("emergency_medicine"), Token("procedure", 1, (never,)))
     assert "rarely bills" in line(spec(stranger), pill)
-    assert f"({dx} calls for it)" in line(Token("procedure", 1, (called,)), diagnosis)
+    assert f"(listed for {dx}'s area, {area.name})" in line(Token("procedure", 1, (called,)),
+                                                             diagnosis)
     treated = line(pill, diagnosis)
-    assert f"({dx} is treated with it)" in treated and "unusual" not in treated, treated
+    assert f"(listed for {dx}'s area" in treated and "unusual" not in treated, treated
     for unlisted in (uncalled, visit, None):  # None: a service the claim did not name
         said = line(Token("procedure", 1, (unlisted,)), diagnosis)
         assert "is unusual with" in said, said
