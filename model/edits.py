@@ -205,9 +205,10 @@ def mce_hits(diagnoses: Sequence[str], age: int | None, sex: str, day: dt.date
             edit = mce_edit(code)
             assert edit is not None  # conflicts() found one
             if kind == "age":
-                out.append(EditHit("mce_age", (code,), f"MCE age edit: {code} is a "
+                out.append(EditHit("mce_age", (code,), f"MCE age edit: {code} is a diagnosis"
+                                   " for the "
                                    f"{AGE_GROUP.get(edit.age_edit or '', edit.age_edit)} "
-                                   f"diagnosis, the member is {age}",
+                                   f"age group, the member is {age}",
                                    "MCE FY2026 (age edits as of 2025-10-01)"))
             else:
                 why = ("a wrong member or a made-up claim? CMS has not denied on sex edits "

@@ -169,6 +169,10 @@ def test_mce_conflicts_fire_and_plausible_members_pass(kind: str):
             good = claim([("99213", 1, [])], (code,), inside, e.sex)
         assert cites(bad, f"mce_{kind}", (code,)), (code, e)
         assert not any(h.edit.startswith("mce_") for h in claim_edits(good)), (code, e)
+        if kind == "age":  # "is a adult (15-124) diagnosis" was printed once
+            detail = next(h.detail for h in claim_edits(bad) if h.edit == "mce_age")
+            assert detail.startswith(f"MCE age edit: {code} is a diagnosis for the "), detail
+            assert detail.endswith(f" age group, the member is {outside}"), detail
         if kind == "age":  # the band's own ends are inside it
             for edge in {e.min_age or 0, min(120, e.max_age if e.max_age is not None else 120)}:
                 at = claim([("99213", 1, [])], (code,), edge, fits_sex)
