@@ -188,9 +188,9 @@ def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
     specialty that bills the procedure or prescribes the drug
     (`Vocabulary.prescribes`), a diagnosis whose area lists the procedure or the drug, a
     member whose age or sex the partner's code is meant for (`Demographics`).
-    The procedures every diagnosis allows (visits, venipuncture) are left out: a visit's
-    level is bounded by the claim's diagnoses, not called for by one. None otherwise, or
-    where either side is unknown."""
+    A procedure every diagnosis allows (venipuncture, a urinalysis) is said to be; a visit
+    is not: its level is bounded by the claim's diagnoses, so the model's reading stands.
+    None otherwise, or where either side is unknown."""
     if not t.parts or not partner.parts or t.parts[0] is None or partner.parts[0] is None:
         return None
     code, other = t.parts[0], partner.parts[0]
@@ -202,8 +202,13 @@ def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
                 or (partner.field == "drug" and vocab.prescribes(code, other))):
             return f"{other} is listed for {code}"
         return None
-    if partner.field != "diagnosis" or (dx := vocab.resolve_diagnosis(other)) is None:
+    # a listed diagnosis only: an unlisted one reads as its category's stand-in, whose
+    # area, ages and sex need not be its own
+    if partner.field != "diagnosis" or (dx := vocab.diagnoses.get(other)) is None:
         return None
+    if t.field == "procedure" and code in vocab.general_procedures:
+        q = vocab.procedures.get(code)
+        return None if q is not None and q.em_level else "allowed with any diagnosis"
     area = vocab.areas[dx.area]  # the links are per clinical area: say so, not more
     if ((t.field == "procedure" and code in area.procedures)
             or (t.field == "drug" and code in area.drugs)):
@@ -215,7 +220,7 @@ def meant_for(field: str, value: int | str, partner: Token, vocab: Vocabulary) -
     """Where the partner's code (a diagnosis, procedure or drug) is meant for a member of
     this age or sex by our tables, what they say; else None (unknown sex included)."""
     code = partner.parts[0]
-    item = (vocab.resolve_diagnosis(code) if partner.field == "diagnosis" else
+    item = (vocab.diagnoses.get(code) if partner.field == "diagnosis" else
             vocab.procedures.get(code) if partner.field == "procedure" else
             vocab.drugs.get(code) if partner.field == "drug" else None)
     if item is None:
@@ -246,6 +251,9 @@ def reason(tokens: list[Token], top_idx: int, partner_idx: int | None,
         return REASONS.get(t.field, "{t} is unusual").format(
             t=describe(t, vocab), p="the rest of the claim")
     partner = tokens[partner_idx]
+    if t.field in WHO and t.parts[:1] in ((None,), ("U",)):
+        # an age or sex the claim does not state contradicts no code: no partner to blame
+        return REASONS[t.field].format(t=describe(t, vocab), p="the rest of the claim")
     if (usual := listed_together(t, partner, vocab)) is not None:
         return (f"{WHO.get(t.field, t.field)} {describe(t, vocab)} does not fit the rest of"
                 f" the claim ({usual})")

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from model.peers import MEASURES, REASON_SURPRISE, ProviderRisk, rank
-from stream.pools import watched
+from stream.pools import shut, watched
 from stream.profiles import ProfileStore
 from stream.scoring import exit_with
 from stream.settings import Settings
@@ -100,7 +100,7 @@ class RankingProcess:
 
     def stop(self) -> None:
         if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+            shut(self.executor)
             self.executor = None
 
 

@@ -50,7 +50,7 @@ from model.peers import contribution
 from stream.checkstate import RedisCheckState
 from stream.deadletter import reason
 from stream.message import PENDING, Message, Outcome, Verdict
-from stream.pools import watched
+from stream.pools import shut, watched
 from stream.profiles import ProfileStore
 from stream.references import RedisReferences
 from stream.settings import Settings
@@ -139,7 +139,7 @@ class ScoringPool:
     def stop(self) -> None:
         """Stop the processes after the task they are on (they ignore SIGINT)."""
         if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+            shut(self.executor)
             self.executor = None
 
     async def score(self, messages: Sequence[Message]) -> list[list[Verdict]]:

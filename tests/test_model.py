@@ -787,8 +787,18 @@ def test_a_reason_never_calls_a_pair_unusual_that_our_tables_list_together():
     fits = "does not fit the rest of the claim"
     assert fits not in line(Token("age", 1, (men.who.min_age - 1,)), older)
     assert f"({men.code} is for men)" in line(Token("sex", 1, ("M",)), older)
-    for sex in ("F", "U"):  # a woman, or a sex the claim did not state
-        assert fits not in line(Token("sex", 1, (sex,)), older)
+    assert fits not in line(Token("sex", 1, ("F",)), older)  # the model's reading stands
+    for unstated in (Token("sex", 1, ("U",)), Token("age", 1, (None,))):  # contradict nothing
+        said = line(unstated, older)
+        assert said == f"member {unstated.label} does not fit the rest of the claim", said
+    # an unlisted diagnosis reads as its category's stand-in: its ages, sex and area are
+    # not said to be the stand-in's
+    sibling = next(c for c in ("C50.021", "C50.029", "C50.022") if c not in v.diagnoses
+                   and v.resolve_diagnosis(c) is not None)
+    assert fits not in line(Token("sex", 1, ("F",)), Token("diagnosis", 1, (sibling,)))
+    # a procedure any diagnosis allows is said to be; a visit is left to the model
+    lab = next(c for c in sorted(v.general_procedures) if not v.procedures[c].em_level)
+    assert "(allowed with any diagnosis)" in line(Token("procedure", 1, (lab,)), diagnosis)
 
 
 def test_support_buckets_match_a_lookup_and_never_train_the_padding_row(tiny_checkpoint):
