@@ -186,7 +186,7 @@ def mg(x: float) -> str:
 def listed_together(t: Token, partner: Token, vocab: Vocabulary) -> str | None:
     """What our tables say joins `t` to its partner, where they list the pair as usual: a
     specialty that bills the procedure or prescribes the drug
-    (`Vocabulary.prescribes`), a diagnosis whose area lists the procedure or the drug, a
+    (`Vocabulary.prescribes`), a listed diagnosis whose area lists the procedure or drug, a
     member whose age or sex the partner's code is meant for (`Demographics`).
     A procedure every diagnosis allows (venipuncture, a urinalysis) is said to be; a visit
     is not: its level is bounded by the claim's diagnoses, so the model's reading stands.
