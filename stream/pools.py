@@ -97,8 +97,9 @@ async def watched(executor: ProcessPoolExecutor, work: Awaitable[T]) -> T:
             done, _ = await asyncio.wait({task}, timeout=LOOK_EVERY_S)
             if done:
                 return task.result()  # the executor's own BrokenProcessPool, after a break
-            if broken_at is None and deaths.stuck(Insides.of(executor)):
-                Insides.of(executor).break_()
+            insides = Insides.of(executor)
+            if broken_at is None and deaths.stuck(insides):
+                insides.break_()
                 broken_at = time.monotonic()
             elif broken_at is not None and time.monotonic() - broken_at >= DEAD_GRACE_S:
                 raise BrokenProcessPool(  # its thread did not fail the work: say so anyway
