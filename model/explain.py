@@ -169,10 +169,9 @@ def medical_cause(tokens: list[Token], t: Token, vocab: Vocabulary) -> str | Non
     elif t.field == "procedure" and t.parts and t.parts[0] in vocab.procedures:
         if known and t.parts[0] not in vocab.justified_procedures(dx):
             return f"procedure {describe(t, vocab)}: no diagnosis on the claim calls for it"
-    elif t.field == "dose" and t.parts and (d := vocab.drugs.get(t.parts[0])) is not None:
-        top = d.strength_max_mg * d.doses_per_day
-        if t.parts[1] > top:
-            return f"{d.name}: {mg(t.parts[1])} mg a day, above its {mg(top)} mg a day maximum"
+    elif (t.field == "dose" and t.parts and (d := vocab.drugs.get(t.parts[0])) is not None
+          and t.parts[1] > (top := d.daily_max_mg)):
+        return f"{d.name}: {mg(t.parts[1])} mg a day, above its {mg(top)} mg a day maximum"
     return None
 
 

@@ -52,9 +52,11 @@ Pattern definitions (what each breaks, checked by the tests against `model.rules
   procedure) or a drug (in place of a fill) that no diagnosis on the claim justifies, at an
   in-range price; `variant` says which.
 - `dose_out_of_range`: a marketed strength dispensed at 3x+ the daily maximum: quantity /
-  days supply x strength above the drug's top strength x doses per day.
+  days supply x strength above the drug's top strength x doses per day (a drug dispensed
+  by the package: with a package to spare, `model.vocabulary.fill_daily_mg`).
 - `price_inflation`: a procedure or drug line charged 3-10x the top of its normal range
-  (place included), or a procedure billed in more units than its MUE allows.
+  (place included; a fill: of a typical fill, dispensing fee included), or a procedure
+  billed in more units than its MUE allows.
 - `upcoding`: an E/M visit above the level the claim supports (its diagnoses, tests,
   procedures and prescriptions: the 2021 medical-decision-making grid) by more than the
   one level time could choose (`Vocabulary.em_ceiling`; none in the ER).
@@ -86,6 +88,7 @@ from model.codes import range_span
 from model.edits import NCCI_MODIFIERS, VISIT_MODIFIERS, addon_hits, is_visit, ptp_breaks
 from model.facility import BILL_TYPE, facilities, facility_claim
 from model.vocabulary import (
+    DISPENSING_FEE,
     Diagnosis,
     Drug,
     Procedure,
@@ -784,15 +787,20 @@ class ClaimGenerator:
         """Some billers charge whole dollars (30%, fraud or not), the rest to the cent."""
         return float(round(unit)) if self.rng.random() < 0.3 else unit
 
-    def _med(self, d: Drug, per_day: float | None = None, factor: float = 1.0) -> dict:
-        """A fill of a marketed strength; `per_day` units a day (default the drug's usual),
-        unit price in range (x `factor`)."""
+    def _med(self, d: Drug, strength: float | None = None, per_day: float | None = None,
+             spare: float = 0.0) -> dict:
+        """A fill of a marketed strength (`strength`, default one at random) for
+        `per_day` units a day (default the drug's usual) and `spare` units more, as the
+        pharmacy dispenses it (`Drug.dispensed`: whole packages of a drug dispensed by the
+        package), charged its units at a price in range plus a dispensing fee (the sum in
+        whole dollars as often as any charge: `_billed`)."""
         r = self.rng
         days = r.choice(d.days_supply)
-        qty = max(1.0, round((per_day or d.doses_per_day) * days))
-        price = self._billed(r.uniform(d.unit_price_low, d.unit_price_high) * factor)
-        return {"name": d.name, "strength_mg": r.choice(d.common_strengths_mg),
-                "quantity": qty, "days_supply": days, "charge": round(price * qty, 2)}
+        qty = d.dispensed((per_day or d.doses_per_day) * days + spare)
+        charge = r.uniform(d.unit_price_low, d.unit_price_high) * qty + r.uniform(
+            *DISPENSING_FEE)
+        return {"name": d.name, "strength_mg": strength or r.choice(d.common_strengths_mg),
+                "quantity": qty, "days_supply": days, "charge": round(self._billed(charge), 2)}
 
     def _claim(self, m: Member, p: Provider, day: dt.date, dx: list[str], procs: list[dict],
                meds: list[dict]) -> dict:
@@ -931,13 +939,15 @@ class ClaimGenerator:
         c = self._claim_with_drugs()
         i = r.randrange(len(c["medications"]))
         d = v.drugs[c["medications"][i]["name"]]
-        med = self._med(d)
-        # whole units a day, so that strength x units/day >= 3x the top strength x doses a day
-        need = 3 * d.strength_max_mg * d.doses_per_day / med["strength_mg"]
+        strength = r.choice(d.common_strengths_mg)
+        # whole units a day, so that strength x units/day >= 3x the top strength x doses a
+        # day, with a package to spare of a drug dispensed by the package
+        need = 3 * d.daily_max_mg / strength
         per_day = math.ceil(max(need, d.doses_per_day * 2) * r.uniform(1.0, 1.5))
-        qty = float(min(9_999, per_day * med["days_supply"]))
-        unit = med["charge"] / med["quantity"]
-        c["medications"][i] = {**med, "quantity": qty, "charge": round(unit * qty, 2)}
+        med = self._med(d, strength, per_day, spare=d.package)
+        if med["quantity"] > 10_000:  # the contract's most (`MedicationLine`)
+            return self._dose_out_of_range()
+        c["medications"][i] = med
         return [LabelledClaim(self._retotal(c), "dose_out_of_range")]
 
     @fraud("price_inflation")
@@ -951,9 +961,10 @@ class ClaimGenerator:
         i = r.randrange(len(lines))
         if i >= len(c["procedures"]):
             i -= len(c["procedures"])
-            d = v.drugs[c["medications"][i]["name"]]
-            c["medications"][i] = self._med(d, factor=d.unit_price_high / d.unit_price_low
-                                            * r.uniform(3, 10))
+            med = dict(c["medications"][i])
+            top = v.drugs[med["name"]].unit_price_high * med["quantity"] + DISPENSING_FEE[1]
+            med["charge"] = round(self._billed(top * r.uniform(3, 10)), 2)
+            c["medications"][i] = med
             return [LabelledClaim(self._retotal(c), "price_inflation")]
         line = dict(c["procedures"][i])
         limit = mue(line["code"])

@@ -16,7 +16,7 @@ import numpy as np
 from model.claims import Claim
 from model.cms.tables import conflicts, mue
 from model.edits import ptp_breaks
-from model.vocabulary import Vocabulary
+from model.vocabulary import Vocabulary, fill_daily_mg, fill_price_ratio
 
 Rule = Callable[[dict, Vocabulary], bool]
 DAILY_SLACK = 1.5  # mg a day above top strength x doses a day before a dose is "wrong"
@@ -31,29 +31,32 @@ def mismatch(c: dict, v: Vocabulary) -> bool:
 
 def dose_out_of_range(c: dict, v: Vocabulary) -> bool:
     """A strength outside the drug's range, or more mg a day than its top strength taken as
-    often as meant (with slack for rounded quantities)."""
+    often as meant (with slack for rounded quantities; a package to spare for a drug
+    dispensed by the package: `fill_daily_mg`)."""
     for m in c["medications"]:
         d = v.drugs.get(m["name"])
         if d is None:
             continue
-        daily = m["strength_mg"] * m["quantity"] / m["days_supply"]
-        if (not d.strength_min_mg <= m["strength_mg"] <= d.strength_max_mg
-                or daily > DAILY_SLACK * d.strength_max_mg * d.doses_per_day):
+        top = DAILY_SLACK * d.daily_max_mg
+        daily = fill_daily_mg(m["strength_mg"], m["quantity"], m["days_supply"], d.package, top)
+        if not d.strength_min_mg <= m["strength_mg"] <= d.strength_max_mg or daily > top:
             return True
     return False
 
 
 def price_inflation(c: dict, v: Vocabulary) -> bool:
-    """A line charged over PRICE_SLACK x the top of its range, or billed in more units than
-    its medically unlikely edit (MUE) allows."""
+    """A line charged over PRICE_SLACK x the top of its range (a fill: of a typical fill,
+    `fill_price_ratio`), or billed in more units than its medically unlikely edit (MUE)
+    allows."""
     if over_mue((p["code"], p["units"]) for p in c["procedures"]):
         return True
     place = v.places.get(c["place_of_service"])
     mult = place.charge_multiplier if place else 1.0
     return any((top := v.charge_top(p["code"])) is not None and float(p["charge"]) / p["units"]
                > PRICE_SLACK * top * mult for p in c["procedures"]) or any(
-        m["name"] in v.drugs and float(m["charge"]) / m["quantity"]
-        > PRICE_SLACK * v.drugs[m["name"]].unit_price_high for m in c["medications"])
+        m["name"] in v.drugs and fill_price_ratio(float(m["charge"]), m["quantity"],
+                                                  v.drugs[m["name"]].unit_price_high)
+        > PRICE_SLACK for m in c["medications"])
 
 
 def upcoding(c: dict, v: Vocabulary) -> bool:

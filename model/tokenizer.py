@@ -27,15 +27,17 @@ Every token has a *value* (`dx:E11.9`, `charge:r3`) and a *field type* (`diagnos
 category, block and chapter; a procedure's category, CPT/HCPCS range and section; a drug's
 class. Rare codes borrow strength from their relatives, and an unseen code reads as its
 family. Numeric facts are bucketed on log scales in 20% steps:
-a line's unit charge (and a drug's unit price) *relative to the top of that code's
+a line's unit charge *relative to the top of that code's
 typical range* in the reference table (`r0` = at the top, `r6` = 3x above it; every code
 the Physician Fee Schedule pays has a reference, listed or not, `Vocabulary.charge_top`; a
 CPT/HCPCS code without one reads as typical, `TYPICAL_RATIO`, since nothing says what it
 should cost, and any other code gets an absolute bucket `b31` = ~$287 instead);
-the claim total
-in absolute buckets; a fill's daily dose (strength x quantity / days supply) relative to
-the drug's normal daily range, its strength range times its doses a day (below / low / mid
-/ high / above, and how far out); units, days supply and age in clinical bands, a line's
+a fill's charge against the top of a typical fill, its units at the drug's top unit price
+plus the top dispensing fee (`model.vocabulary.fill_price_ratio`); the claim total
+in absolute buckets; a fill's daily dose (strength x quantity / days supply, a drug
+dispensed by the package allowed one package to spare: `model.vocabulary.fill_daily_mg`)
+relative to the drug's normal daily range, its strength range times its doses a day (below
+/ low / mid / high / above, and how far out); units, days supply and age in clinical bands, a line's
 units with the kind of modifier it carries (`modifier_kind`: a separate visit, a distinct
 service, an anatomic site, a repeat), which the payers' bundling edits turn on.
 
@@ -86,7 +88,13 @@ from model.claims import Claim
 from model.codes import icd_categories, icd_levels, procedure_levels, procedure_ranges
 from model.facility import REVENUE_GROUPS
 from model.rules import EDITS, claim_edits
-from model.vocabulary import Vocabulary, default_vocabulary
+from model.vocabulary import (
+    DISPENSING_FEE,
+    Vocabulary,
+    default_vocabulary,
+    fill_daily_mg,
+    fill_price_ratio,
+)
 
 REFERENCE_MIN_LINES = 20  # lines of a code before a history's own price reference counts
 MAX_TOKENS = 48
@@ -132,6 +140,12 @@ def _band(x: float, edges: tuple[int, ...]) -> str:
 
 def charge_bucket(usd: float) -> int:
     return min(CHARGE_BUCKETS - 1, max(0, int(math.log(max(usd, 1.0)) / CHARGE_STEP)))
+
+
+def ratio_bucket(ratio: float) -> int:
+    """A price against its reference, on the 20% log scale (`RATIO_BUCKETS`)."""
+    return max(RATIO_BUCKETS[0], min(RATIO_BUCKETS[-1], math.floor(math.log(ratio)
+                                                                   / CHARGE_STEP)))
 
 
 def dose_bucket(strength: float, low: float, high: float) -> str:
@@ -199,14 +213,15 @@ def edits_value(broken: Sequence[str]) -> str:
 def outdated(saved: dict) -> list[str]:
     """What a saved token list (tokenizer.json) lacks that this tokenizer reads; empty
     when nothing. Earlier versions wrote lists without the payer-edit tokens, without unit
-    tokens of a modifier kind, with daily dose ranges that lack doses a day, or with one
-    ancestor a token; their models were trained without what this tokenizer reads, so a
-    checkpoint holding one is refused (`load`), not read half-way.
+    tokens of a modifier kind, with daily dose ranges that lack doses a day or a drug's
+    package size, or with one ancestor a token; their models were trained without what
+    this tokenizer reads, so a checkpoint holding one is refused (`load`), not read
+    half-way.
 
     >>> outdated({"tokens": [], "doses": {"metformin": [500.0, 1000.0]}, "prices": {},
     ...           "groups": []})[:3]  # doctest: +NORMALIZE_WHITESPACE
     ['no payer-edit tokens (edits:...)', 'no unit tokens of a modifier kind (units:1-1|e...)',
-     'dose ranges without doses a day (metformin...)']
+     'dose ranges without doses a day or package size (metformin...)']
     """
     if lacks := [k for k in ("tokens", "doses", "prices", "groups") if k not in saved]:
         return [f"no {', '.join(lacks)}"]
@@ -217,8 +232,9 @@ def outdated(saved: dict) -> list[str]:
     if any(f"units:{_band(e, UNIT_BANDS)}|{k}" not in tokens
            for e in UNIT_BANDS for k in MODIFIER_KINDS):
         out.append("no unit tokens of a modifier kind (units:1-1|e...)")
-    if short := [n for n, r in saved["doses"].items() if len(r) != 3]:
-        out.append(f"dose ranges without doses a day ({', '.join(short[:3])}...)")
+    if short := [n for n, r in saved["doses"].items() if len(r) != 4]:
+        out.append("dose ranges without doses a day or package size "
+                   f"({', '.join(short[:3])}...)")
     if any(not isinstance(g, list) or len(g) != GROUP_LEVELS for g in saved["groups"]):
         out.append(f"tokens without their {GROUP_LEVELS} ancestors")
     named = [CLS, *(f"{p}:[OOV]" for p in PREFIX.values() if p != "edits"),
@@ -240,10 +256,14 @@ class Token(NamedTuple):  # a NamedTuple: claims make ~20 of these each, on the 
         p, f = self.parts, self.field
         if p == (None,):  # what the claim did not know (model.claims)
             return UNKNOWN_LABELS.get(f, f"{f} unknown")
-        if f in ("proc_charge", "drug_price"):
+        if f == "proc_charge":
             code, unit, ratio = p
-            text = f"{code} at ${unit:,.2f}" + ("/unit" if f == "drug_price" else "")
-            return text + (f" ({ratio:.1f}x typical top)" if ratio is not None else "")
+            return f"{code} at ${unit:,.2f}" + (f" ({ratio:.1f}x typical top)"
+                                                if ratio is not None else "")
+        if f == "drug_price":
+            name, charge, quantity, ratio = p
+            return f"{name} at ${charge:,.2f} for {quantity:g}" + (
+                f" ({ratio:.1f}x a typical fill's top)" if ratio is not None else "")
         if f == "drug":
             return f"{p[0]} {p[1]:g} mg"
         if f == "dose":
@@ -273,7 +293,8 @@ class ClaimTokenizer:
                  prices: dict[str, float], groups: list[list[int]]) -> None:
         self.tokens = tokens
         self.index = {t: i for i, t in enumerate(tokens)}
-        # drug name -> (min mg, max mg, doses a day): the daily range of the dose buckets
+        # drug name -> (min mg, max mg, doses a day, package): the daily range of the dose
+        # buckets, and the units a package holds (0: dispensed by the unit)
         self.doses = doses
         self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
         # token id -> ids of the group tokens of its ancestors (0 = none), nearest first:
@@ -353,7 +374,7 @@ class ClaimTokenizer:
         index = {t: i for i, t in enumerate(tokens)}
         groups = [[index[g] if g else 0 for g in ancestors.get(t, (None,) * GROUP_LEVELS)]
                   for t in tokens]
-        doses = {d.name: (d.strength_min_mg, d.strength_max_mg, d.doses_per_day)
+        doses = {d.name: (d.strength_min_mg, d.strength_max_mg, d.doses_per_day, d.package)
                  for d in v.drugs.values()}
         # every listed or payable code has a reference (`Vocabulary.charge_top`)
         prices = {f"proc:{c}": top for c in {*v.fees, *v.procedures}
@@ -382,21 +403,24 @@ class ClaimTokenizer:
                         ) -> ClaimTokenizer:
         """A copy whose price and dose references come from a history of `claims` for
         every code and drug it bills at least `min_lines` times: the 95th percentile of
-        the unit price (the top of what is typical, as the vocabulary's ranges give it)
-        and the 5th to 95th percentile of the daily dose. The rest keep the tables'."""
+        the unit price (the top of what is typical, as the vocabulary's ranges give it; a
+        fill's after the top dispensing fee) and the 5th to 95th percentile of the daily
+        dose. The rest keep the tables'; a drug's package size is always the table's."""
         units: dict[str, list[float]] = {}
         daily: dict[str, list[float]] = {}
         for c in claims:
             for p in c.coded_procedures:
                 units.setdefault(f"proc:{p.code}", []).append(float(p.charge) / p.units)
             for m in c.medications:
-                units.setdefault(f"drug:{m.name}", []).append(float(m.charge) / m.quantity)
+                units.setdefault(f"drug:{m.name}", []).append(
+                    max(float(m.charge) - DISPENSING_FEE[1], 0.0) / m.quantity)
                 daily.setdefault(m.name, []).append(m.strength_mg * m.quantity / m.days_supply)
         prices = dict(self.prices)
         prices |= {k: round(float(np.quantile(v, 0.95)), 2) for k, v in units.items()
                    if len(v) >= min_lines and np.quantile(v, 0.95) > 0}
         doses = dict(self.doses)
-        doses |= {k: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)), 1.0)
+        doses |= {k: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)), 1.0,
+                      self.doses[k][3] if k in self.doses else 0.0)
                   for k, v in daily.items() if len(v) >= min_lines}
         return ClaimTokenizer(self.tokens, doses, prices, self.groups)
 
@@ -464,12 +488,16 @@ class ClaimTokenizer:
             lines.append([code, self._units(r.units, r.modifiers), price])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
-            daily = m.strength_mg * m.quantity / m.days_supply
-            dose = dose_bucket(daily, rng[0] * rng[2], rng[1] * rng[2]) if rng else "[OOV]"
+            if rng:
+                daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, rng[3],
+                                      rng[1] * rng[2])
+                dose = dose_bucket(daily, rng[0] * rng[2], rng[1] * rng[2])
+            else:
+                daily, dose = m.strength_mg * m.quantity / m.days_supply, "[OOV]"
             lines.append([tok("drug", m.name, (m.name, m.strength_mg)),
                           tok("dose", dose, (m.name, daily, dose)),
                           tok("days", _band(m.days_supply, DAY_BANDS), (m.days_supply,)),
-                          self._price("drug_price", m.name, float(m.charge) / m.quantity)])
+                          self._fill_price(m.name, float(m.charge), m.quantity)])
         truncated = False
         for line in lines:
             if len(out) + len(line) > MAX_TOKENS:
@@ -490,9 +518,19 @@ class ClaimTokenizer:
             return self._tok(field, f"r{TYPICAL_RATIO}", (name, unit, None))
         if top is None:
             return self._tok(field, f"b{charge_bucket(unit)}", (name, unit, None))
-        r = max(RATIO_BUCKETS[0], min(RATIO_BUCKETS[-1], math.floor(
-            math.log(max(unit, 0.01) / top) / CHARGE_STEP)))
-        return self._tok(field, f"r{r}", (name, unit, unit / top))
+        return self._tok(field, f"r{ratio_bucket(max(unit, 0.01) / top)}",
+                         (name, unit, unit / top))
+
+    def _fill_price(self, name: str, charge: float, quantity: float) -> Token:
+        """A fill's charge against the top of a typical fill of its drug
+        (`fill_price_ratio`); a drug without a reference reads its unit price in absolute
+        buckets."""
+        top = self.prices.get(f"drug:{name}")
+        if top is None:
+            return self._tok("drug_price", f"b{charge_bucket(charge / quantity)}",
+                             (name, charge, quantity, None))
+        ratio = fill_price_ratio(max(charge, 0.01), quantity, top)
+        return self._tok("drug_price", f"r{ratio_bucket(ratio)}", (name, charge, quantity, ratio))
 
     def _diagnosis(self, code: str) -> Token:
         """A listed code's token, else its nearest ICD-10-CM ancestor's (subcategory such

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -33,6 +34,45 @@ ACUTE_SETTINGS = ("em_emergency", "em_hospital")  # visits that decide on admiss
 # family may be, so a claim, which carries no minutes, cannot show its visit one level
 # above the medical decision making unsupported.
 UNTIMED_EM = frozenset({"9928"})
+# What a pharmacy adds to a fill's ingredient cost, USD (low, high): state Medicaid
+# professional dispensing fees run about $9-13 a fill since CMS's 2016 covered outpatient
+# drug rule, commercial and cash ones lower. A fill is charged its units plus one fee, so
+# a small fill costs more a unit: one fluconazole tablet is billed $5-10, not its $0.50.
+DISPENSING_FEE = (1.5, 12.0)
+
+
+def fill_daily_mg(strength_mg: float, quantity: float, days_supply: float,
+                  package: float = 0.0, high: float = math.inf) -> float:
+    """The daily dose a fill reads as: strength x quantity / days supply.
+
+    A drug dispensed by the package (`Drug.package`: a bottle of eye drops, an inhaler, a
+    tube, a box of insulin pens) comes in whole packages, so a short course leaves most of
+    one unused: 200 drops for a week of six a day. Such a fill reads as the highest dose up
+    to `high` (the normal top) that it could be, from its quantity less one package to all
+    of it; one package beyond the need is no overdose, nine are.
+
+    >>> fill_daily_mg(0.05, 200, 7)  # by the unit: 200 drops in a week
+    1.4285714285714286
+    >>> fill_daily_mg(0.05, 200, 7, package=200, high=0.3)  # one 200-drop bottle
+    0.3
+    >>> round(fill_daily_mg(0.05, 2000, 7, package=200, high=0.3), 2)  # ten bottles
+    12.86
+    """
+    most = strength_mg * quantity / days_supply
+    if not package:
+        return most
+    least = strength_mg * max(quantity - package, 0.0) / days_supply
+    return max(least, min(most, high))
+
+
+def fill_price_ratio(charge: float, quantity: float, unit_top: float) -> float:
+    """A fill's charge against the top of a typical one: `unit_top` a unit plus the top
+    dispensing fee (`DISPENSING_FEE`).
+
+    >>> round(fill_price_ratio(8.0, 1, 4.0), 2)  # one tablet, fee included
+    0.5
+    """
+    return charge / (unit_top * quantity + DISPENSING_FEE[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +136,22 @@ class Drug:
     common_strengths_mg: tuple[float, ...]
     doses_per_day: float
     days_supply: tuple[int, ...]
-    unit_price_low: float  # USD per unit (tablet, capsule, dose)
+    unit_price_low: float  # USD per unit (tablet, capsule, dose), before the fee
     unit_price_high: float
     who: Demographics
+    package: float = 0.0  # units a package holds (drops, actuations, g, mL); 0: by the unit
+
+    @property
+    def daily_max_mg(self) -> float:
+        """The top of the normal daily dose: the top strength as often as meant."""
+        return self.strength_max_mg * self.doses_per_day
+
+    def dispensed(self, units: float) -> float:
+        """The quantity a pharmacy dispenses for `units`: whole units, and whole packages
+        of a drug dispensed by the package."""
+        if self.package:
+            return self.package * max(1, math.ceil(units / self.package - 1e-9))
+        return max(1.0, float(round(units)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +392,8 @@ def load_vocabulary(folder: Path | None = None) -> Vocabulary:
                         float(r["strength_min_mg"]), float(r["strength_max_mg"]),
                         _floats(r["common_strengths_mg"]), float(r["doses_per_day"]),
                         tuple(int(x) for x in _floats(r["days_supply"])),
-                        float(r["unit_price_low"]), float(r["unit_price_high"]), _who(r))
+                        float(r["unit_price_low"]), float(r["unit_price_high"]), _who(r),
+                        float(r["package"] or 0))
         for r in _rows(folder, "drugs.csv")
     }
     areas = {

@@ -333,6 +333,8 @@ EARLIER = {
         _tokens(bool, groups=lambda g: g[0]), r"tokens without their 4 ancestors"),
     "strength dose buckets": (
         _tokens(bool, doses=lambda r: r[:2]), r"dose ranges without doses a day"),
+    "no package sizes": (
+        _tokens(bool, doses=lambda r: r[:3]), r"dose ranges without doses a day or package"),
     "no anomaly budgets": (
         _drop(["anomaly_fprs", "anomaly_cuts"], "calibration"),
         r"its calibration has no anomaly_cuts, anomaly_fprs"),
@@ -708,10 +710,35 @@ def test_reasons_name_the_medical_cause_of_the_token_that_decided(tok):
                 assert line.endswith("no diagnosis on the claim is treated with it"), line
                 seen.add("drug")
             if t.field == "dose" and t.parts[1] > (
-                    v.drugs[t.parts[0]].strength_max_mg * v.drugs[t.parts[0]].doses_per_day):
+                    v.drugs[t.parts[0]].daily_max_mg):
                 assert "mg a day, above its" in line, line
                 seen.add("dose")
     assert seen == {"drug", "dose"}
+
+
+def test_a_package_fill_reads_its_dose_with_a_package_to_spare_and_its_fee_in_the_price(tok):
+    """Eye drops come by the bottle: one 200-drop bottle for a week of six drops a day
+    read as 'over 3x the normal range' and flagged every child's conjunctivitis; ten
+    bottles are still an overdose. A single tablet's charge is mostly its dispensing fee:
+    $8 for one fluconazole tablet read 2.3x the top."""
+    base = claims(1)[0].model_dump(mode="json")
+
+    def read(name: str, strength: float, quantity: float, days: int, charge: float
+             ) -> dict[str, tuple]:
+        c = {**base, "medications": [{"name": name, "strength_mg": strength,
+                                      "quantity": quantity, "days_supply": days,
+                                      "charge": charge}]}
+        c["total_charge"] = round(sum(float(p["charge"]) for p in c["procedures"]) + charge, 2)
+        toks, _ = tok.tokens_of(Claim.model_validate(c))
+        return {t.field: t.parts for t in toks}
+
+    drops = "polymyxin b-trimethoprim"
+    assert read(drops, 0.05, 200, 7, 12.0)["dose"][2] in ("low", "mid", "high")
+    assert read(drops, 0.05, 2000, 7, 120.0)["dose"][2] == "above_10x"
+    assert read("metformin", 500, 600, 30, 12.0)["dose"][2] == "above_3x"  # by the unit
+    name, charge, quantity, ratio = read("fluconazole", 150, 1, 1, 8.0)["drug_price"]
+    assert (name, charge, quantity) == ("fluconazole", 8.0, 1) and ratio < 1
+    assert read("fluconazole", 150, 1, 1, 80.0)["drug_price"][3] > 3
 
 
 def test_a_dose_reason_states_small_doses_as_they_are():
@@ -722,7 +749,7 @@ def test_a_dose_reason_states_small_doses_as_they_are():
 
     v = default_vocabulary()
     digoxin = v.drugs["digoxin"]
-    top = digoxin.strength_max_mg * digoxin.doses_per_day
+    top = digoxin.daily_max_mg
     dose = Token("dose", 1, ("digoxin", 4 * top, "high"))
     line = explain.reason([Token("cls", 1, ()), dose], 1, None, v)
     assert line == f"digoxin: {4 * top:.3g} mg a day, above its {top:.3g} mg a day maximum"

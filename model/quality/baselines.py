@@ -21,9 +21,19 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from model.claims import Claim
+from model.claims import Claim, MedicationLine
 from model.rules import EDITS, claim_edits
-from model.vocabulary import Vocabulary
+from model.vocabulary import Drug, Vocabulary, fill_daily_mg, fill_price_ratio
+
+
+def fill_ratios(m: MedicationLine, d: Drug) -> tuple[float, float, float, float]:
+    """A fill against its drug's table, as the tokenizer reads it: strength over the top
+    strength, daily dose over the daily top, the bottom strength over the strength, and
+    the charge over a typical fill's top."""
+    daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, d.package, d.daily_max_mg)
+    return (m.strength_mg / d.strength_max_mg, daily / d.daily_max_mg,
+            d.strength_min_mg / m.strength_mg,
+            fill_price_ratio(float(m.charge), m.quantity, d.unit_price_high))
 
 
 class FlatEncoder:
@@ -51,14 +61,10 @@ class FlatEncoder:
             price = [float(m.charge) / m.quantity for m in c.medications] or [0.0]
             over = under = charge_ratio = price_ratio = daily = 0.0
             for m in c.medications:
-                d = self.v.drugs.get(m.name)
-                if d:
-                    over = max(over, m.strength_mg / d.strength_max_mg)
-                    daily = max(daily, m.strength_mg * m.quantity / m.days_supply
-                                / (d.strength_max_mg * d.doses_per_day))
-                    under = max(under, d.strength_min_mg / m.strength_mg)
-                    price_ratio = max(price_ratio, float(m.charge) / m.quantity /
-                                      d.unit_price_high)
+                if (d := self.v.drugs.get(m.name)) is not None:
+                    o, dl, u, pr = fill_ratios(m, d)
+                    over, daily = max(over, o), max(daily, dl)
+                    under, price_ratio = max(under, u), max(price_ratio, pr)
             for p in c.procedures:
                 if (q := self.v.procedures.get(p.code)) is not None:
                     charge_ratio = max(charge_ratio, float(p.charge) / p.units / q.charge_high)
@@ -165,11 +171,9 @@ class PairSupport:
             over = daily = under = charge = price = 0.0
             for m in c.medications:
                 if (d := v.drugs.get(m.name)) is not None:
-                    over = max(over, m.strength_mg / d.strength_max_mg)
-                    daily = max(daily, m.strength_mg * m.quantity / m.days_supply
-                                / (d.strength_max_mg * d.doses_per_day))
-                    under = max(under, d.strength_min_mg / m.strength_mg)
-                    price = max(price, float(m.charge) / m.quantity / d.unit_price_high)
+                    o, dl, u, pr = fill_ratios(m, d)
+                    over, daily = max(over, o), max(daily, dl)
+                    under, price = max(under, u), max(price, pr)
             place = v.places.get(c.place_of_service)
             for p in c.procedures:
                 if (q := v.procedures.get(p.code)) is not None:

@@ -60,7 +60,7 @@ def train(
         '"pattern": optional}')] = None,
     blank_rate: Annotated[float, typer.Option(
         min=0.0, max=0.5, help="per header field (age, sex, specialty), per line's code "
-        "and per line's charge: the share of training claims read with it unknown")] = 0.05,
+        "and per line's charge: the share of training claims read with it unknown")] = 0.1,
 ) -> None:
     """Train a ClaimFormer and write a checkpoint directory: on generated claims, or on
     yours (--claims, --labels: self-supervised on every claim, supervised on the labelled
