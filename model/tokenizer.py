@@ -405,7 +405,9 @@ class ClaimTokenizer:
         every code and drug it bills at least `min_lines` times: the 95th percentile of
         the unit price (the top of what is typical, as the vocabulary's ranges give it; a
         fill's after the top dispensing fee) and the 5th to 95th percentile of the daily
-        dose. The rest keep the tables'; a drug's package size is always the table's."""
+        dose. The rest keep the tables', and so does a drug dispensed by the package: its
+        fills' quantities count packages, not doses, and its reading already allows one
+        package to spare (`fill_daily_mg`)."""
         units: dict[str, list[float]] = {}
         daily: dict[str, list[float]] = {}
         for c in claims:
@@ -414,13 +416,14 @@ class ClaimTokenizer:
             for m in c.medications:
                 units.setdefault(f"drug:{m.name}", []).append(
                     max(float(m.charge) - DISPENSING_FEE[1], 0.0) / m.quantity)
-                daily.setdefault(m.name, []).append(m.strength_mg * m.quantity / m.days_supply)
+                if not self.doses.get(m.name, (0, 0, 0, 0.0))[3]:
+                    daily.setdefault(m.name, []).append(
+                        m.strength_mg * m.quantity / m.days_supply)
         prices = dict(self.prices)
         prices |= {k: round(float(np.quantile(v, 0.95)), 2) for k, v in units.items()
                    if len(v) >= min_lines and np.quantile(v, 0.95) > 0}
         doses = dict(self.doses)
-        doses |= {k: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)), 1.0,
-                      self.doses[k][3] if k in self.doses else 0.0)
+        doses |= {k: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)), 1.0, 0.0)
                   for k, v in daily.items() if len(v) >= min_lines}
         return ClaimTokenizer(self.tokens, doses, prices, self.groups)
 
@@ -468,7 +471,7 @@ class ClaimTokenizer:
                 continue
             code = self._procedure(p.code)
             lines.append([code, self._units(p.units, p.modifiers),
-                          self._price("proc_charge", p.code, float(p.charge) / p.units,
+                          self._price(p.code, float(p.charge) / p.units,
                                       code.value in self.range_ids)])
         for r in sorted(claim.revenue_lines, key=lambda r: (
                 r.revenue_code or "", r.code or "", r.units, r.charge is None, r.charge or 0)):
@@ -483,7 +486,7 @@ class ClaimTokenizer:
                 "procedure"].get(f"[rev {r.revenue_code[:3]}]", self.oov["procedure"]),
                 (f"revenue code {r.revenue_code}",))
             price = self.unknown_token("proc_charge") if r.charge is None else self._price(
-                "proc_charge", r.code, float(r.charge) / r.units, code.value in self.range_ids,
+                r.code, float(r.charge) / r.units, code.value in self.range_ids,
                 name=r.code or f"revenue code {r.revenue_code}")
             lines.append([code, self._units(r.units, r.modifiers), price])
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
@@ -506,19 +509,19 @@ class ClaimTokenizer:
             out += line
         return out, truncated
 
-    def _price(self, field: str, code: str | None, unit: float, in_range: bool = False,
+    def _price(self, code: str | None, unit: float, in_range: bool = False,
                name: str | None = None) -> Token:
-        """Unit price relative to the code's reference top price; without one, for a code
-        read as its CPT/HCPCS range (`in_range`), the ratio most listed lines have
-        (`TYPICAL_RATIO`); else (no code, or none known) an absolute bucket. `name`: what
-        the label calls the line (default its code)."""
-        top = self.prices.get(f"{'proc' if field == 'proc_charge' else 'drug'}:{code}")
+        """A service line's unit charge relative to the code's reference top price; without
+        one, for a code read as its CPT/HCPCS range (`in_range`), the ratio most listed
+        lines have (`TYPICAL_RATIO`); else (no code, or none known) an absolute bucket.
+        `name`: what the label calls the line (default its code)."""
+        top = self.prices.get(f"proc:{code}")
         name = name or code
         if top is None and in_range:
-            return self._tok(field, f"r{TYPICAL_RATIO}", (name, unit, None))
+            return self._tok("proc_charge", f"r{TYPICAL_RATIO}", (name, unit, None))
         if top is None:
-            return self._tok(field, f"b{charge_bucket(unit)}", (name, unit, None))
-        return self._tok(field, f"r{ratio_bucket(max(unit, 0.01) / top)}",
+            return self._tok("proc_charge", f"b{charge_bucket(unit)}", (name, unit, None))
+        return self._tok("proc_charge", f"r{ratio_bucket(max(unit, 0.01) / top)}",
                          (name, unit, unit / top))
 
     def _fill_price(self, name: str, charge: float, quantity: float) -> Token:

@@ -115,7 +115,7 @@ class Replacer:
     HEADER = ("age", "sex", "specialty")  # what a feed without reference data may not know
 
     def __init__(self, tok: ClaimTokenizer, vocab: Vocabulary, sample: ClaimSet,
-                 augment: float = 0.1, blank: float = 0.05) -> None:
+                 augment: float = 0.1, blank: float = TrainConfig.blank_rate) -> None:
         """`sample`: claims whose share of ancestor tokens the replacements match;
         `augment`: the share of listed codes read through their ancestor in training
         batches (`read_through`); `blank`: per header field, per line's code and per line's

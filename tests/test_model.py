@@ -719,17 +719,21 @@ def test_reasons_name_the_medical_cause_of_the_token_that_decided(tok):
 def test_a_package_fill_reads_its_dose_with_a_package_to_spare_and_its_fee_in_the_price(tok):
     """Eye drops come by the bottle: one 200-drop bottle for a week of six drops a day
     read as 'over 3x the normal range' and flagged every child's conjunctivitis; ten
-    bottles are still an overdose. A single tablet's charge is mostly its dispensing fee:
-    $8 for one fluconazole tablet read 2.3x the top."""
+    bottles are still an overdose, also against an insurer's own history of one-bottle
+    fills (`with_references` keeps a package drug's range: its quantities count bottles).
+    A single tablet's charge is mostly its dispensing fee: $8-9 for one fluconazole tablet
+    read as twice the top unit price."""
     base = claims(1)[0].model_dump(mode="json")
 
-    def read(name: str, strength: float, quantity: float, days: int, charge: float
-             ) -> dict[str, tuple]:
+    def fill(name: str, strength: float, quantity: float, days: int, charge: float) -> Claim:
         c = {**base, "medications": [{"name": name, "strength_mg": strength,
                                       "quantity": quantity, "days_supply": days,
                                       "charge": charge}]}
         c["total_charge"] = round(sum(float(p["charge"]) for p in c["procedures"]) + charge, 2)
-        toks, _ = tok.tokens_of(Claim.model_validate(c))
+        return Claim.model_validate(c)
+
+    def read(*args, reader: ClaimTokenizer = tok) -> dict[str, tuple]:
+        toks, _ = reader.tokens_of(fill(*args))
         return {t.field: t.parts for t in toks}
 
     drops = "polymyxin b-trimethoprim"
@@ -739,6 +743,9 @@ def test_a_package_fill_reads_its_dose_with_a_package_to_spare_and_its_fee_in_th
     name, charge, quantity, ratio = read("fluconazole", 150, 1, 1, 8.0)["drug_price"]
     assert (name, charge, quantity) == ("fluconazole", 8.0, 1) and ratio < 1
     assert read("fluconazole", 150, 1, 1, 80.0)["drug_price"][3] > 3
+    history = tok.with_references([fill(drops, 0.05, 200, 7, 12.0)] * 30)
+    assert history.doses[drops] == tok.doses[drops]
+    assert read(drops, 0.05, 2000, 7, 120.0, reader=history)["dose"][2] == "above_10x"
 
 
 def test_a_dose_reason_states_small_doses_as_they_are():

@@ -24,6 +24,7 @@ from model.peers import (
     nb_surprise,
     rank,
 )
+from model.rules import upcoding
 from model.schemes import SCHEMES, ProviderWorld
 from model.vocabulary import default_vocabulary
 
@@ -160,9 +161,10 @@ def test_world_casts_each_scheme_and_labels_its_claims(world) -> None:
 
 def test_world_upcodes_only_where_the_claim_does_not_support_level_5(world) -> None:
     w, items = world
-    up = [Claim.model_validate(i.claim) for i in items if i.fraud_pattern == "upcoding"
-          and w.labels[i.claim["provider_id"]].scheme == "upcoder"]
-    assert up
+    raw = [i.claim for i in items if i.fraud_pattern == "upcoding"
+           and w.labels[i.claim["provider_id"]].scheme == "upcoder"]
+    up = [Claim.model_validate(c) for c in raw]
+    assert up and all(upcoding(c, V) for c in raw)
     for c in up:
         codes = [x.code for x in c.procedures]
         allowed = V.max_em_level(c.diagnoses, codes, len(c.medications))
