@@ -95,6 +95,7 @@ from model.vocabulary import (
     Vocabulary,
     charge_range,
     default_vocabulary,
+    fill_top,
 )
 
 PATTERNS = (
@@ -962,7 +963,7 @@ class ClaimGenerator:
         if i >= len(c["procedures"]):
             i -= len(c["procedures"])
             med = dict(c["medications"][i])
-            top = v.drugs[med["name"]].unit_price_high * med["quantity"] + DISPENSING_FEE[1]
+            top = fill_top(v.drugs[med["name"]].unit_price_high, med["quantity"])
             med["charge"] = round(self._billed(top * r.uniform(3, 10)), 2)
             c["medications"][i] = med
             return [LabelledClaim(self._retotal(c), "price_inflation")]

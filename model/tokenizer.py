@@ -416,7 +416,7 @@ class ClaimTokenizer:
             for m in c.medications:
                 units.setdefault(f"drug:{m.name}", []).append(
                     max(float(m.charge) - DISPENSING_FEE[1], 0.0) / m.quantity)
-                if not self.doses.get(m.name, (0, 0, 0, 0.0))[3]:
+                if m.name not in self.doses or not self.doses[m.name][3]:  # by the unit
                     daily.setdefault(m.name, []).append(
                         m.strength_mg * m.quantity / m.days_supply)
         prices = dict(self.prices)
@@ -492,9 +492,9 @@ class ClaimTokenizer:
         for m in sorted(claim.medications, key=lambda m: (m.name, m.strength_mg, m.quantity)):
             rng = self.doses.get(m.name)
             if rng:
-                daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, rng[3],
-                                      rng[1] * rng[2])
-                dose = dose_bucket(daily, rng[0] * rng[2], rng[1] * rng[2])
+                low, high = rng[0] * rng[2], rng[1] * rng[2]
+                daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, rng[3], high)
+                dose = dose_bucket(daily, low, high)
             else:
                 daily, dose = m.strength_mg * m.quantity / m.days_supply, "[OOV]"
             lines.append([tok("drug", m.name, (m.name, m.strength_mg)),

@@ -65,14 +65,19 @@ def fill_daily_mg(strength_mg: float, quantity: float, days_supply: float,
     return max(least, min(most, high))
 
 
+def fill_top(unit_top: float, quantity: float) -> float:
+    """The top charge of a typical fill of `quantity` units: `unit_top` a unit plus the top
+    dispensing fee (`DISPENSING_FEE`)."""
+    return unit_top * quantity + DISPENSING_FEE[1]
+
+
 def fill_price_ratio(charge: float, quantity: float, unit_top: float) -> float:
-    """A fill's charge against the top of a typical one: `unit_top` a unit plus the top
-    dispensing fee (`DISPENSING_FEE`).
+    """A fill's charge against the top of a typical one (`fill_top`).
 
     >>> round(fill_price_ratio(8.0, 1, 4.0), 2)  # one tablet, fee included
     0.5
     """
-    return charge / (unit_top * quantity + DISPENSING_FEE[1])
+    return charge / fill_top(unit_top, quantity)
 
 
 @dataclass(frozen=True, slots=True)
