@@ -19,6 +19,7 @@ import atexit
 import logging
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -37,9 +38,10 @@ from stream.transport import App
 log = logging.getLogger("claimscope.worker")
 
 
-def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str | None = None
-              ) -> faust.App:
-    """A Faust app configured from settings, with the worker's web views."""
+def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str | None = None,
+              prepare: Callable[[faust.App], Awaitable[None]] | None = None) -> faust.App:
+    """A Faust app configured from settings, with the worker's web views. `prepare`, if
+    given, runs on every assignment before the worker reports ready."""
     def not_ready() -> None:
         stats.ready = False
 
@@ -76,6 +78,8 @@ def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set, **kwargs: Any) -> None:
         stats.assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
+        if prepare is not None:
+            await prepare(app)
         stats.ready = app.fatal is None  # a worker that is stopping stays unready
 
     @app.timer(5.0)
@@ -107,7 +111,21 @@ def faust_app(settings: Settings, web_port: int, stats: WorkerStats, app_id: str
 def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.App:
     """The scoring worker: one agent on the input topics (`claims`, and `claims.fhir` and
     `claims.x12` when `input_formats` turns them on)."""
-    app = faust_app(settings, web_port, pipeline.stats)
+    ranking = RankingProcess(settings) if settings.provider_profiles else None
+
+    async def start_ranking(app: faust.App) -> None:
+        """The leader starts its ranking process before it reports ready, so its start
+        (~1 s of CPU) is not taken from the first claims' scoring. A start that fails is
+        logged; the first tick tries again."""
+        if ranking is None or ranking.executor is not None or not app.is_leader():
+            return
+        try:
+            pipeline.stats.info["ranking_pid"] = await asyncio.to_thread(ranking.start)
+        except (BrokenProcessPool, TimeoutError, OSError) as e:
+            log.warning("the provider ranking's process did not start (next tick tries "
+                        "again): %s: %s", type(e).__name__, e)
+
+    app = faust_app(settings, web_port, pipeline.stats, prepare=start_ranking)
     claims = app.topic(*settings.input_topics, key_type=bytes, value_type=bytes,
                        partitions=settings.partitions)
 
@@ -140,8 +158,7 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
                 await finish(task)
             await pipeline.stop()
 
-    if settings.provider_profiles:
-        ranking = RankingProcess(settings)
+    if ranking is not None:
 
         @app.timer(settings.provider_risk_s, on_leader=True)
         async def rank_providers() -> None:

@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from model.peers import MEASURES, REASON_SURPRISE, ProviderRisk, rank
 from stream.pools import shut, watched
 from stream.profiles import ProfileStore
-from stream.scoring import exit_with
+from stream.scoring import START_TIMEOUT_S, exit_with
 from stream.settings import Settings
 from stream.store import redis_client
 
@@ -89,12 +89,27 @@ class RankingProcess:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.executor: ProcessPoolExecutor | None = None
+        self.starting = threading.Lock()
+
+    def start(self) -> int:
+        """Start the process, wait until it has loaded (imports: ~1 s of CPU), and return
+        its pid. Blocks: call it in a thread. Raises BrokenProcessPool or TimeoutError if
+        the process cannot start (the next `run` tries again)."""
+        with self.starting:  # the leader's assignment and a first tick may both start it
+            if self.executor is None:
+                self.executor = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+                    initargs=(self.settings, os.getpid()))
+            try:
+                return self.executor.submit(os.getpid).result(START_TIMEOUT_S)
+            except BaseException:
+                self.stop()
+                raise
 
     async def run(self) -> list[tuple[bytes, bytes]]:
         if self.executor is None:
-            self.executor = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                initargs=(self.settings, os.getpid()))
+            await asyncio.to_thread(self.start)
+        assert self.executor is not None
         return await watched(self.executor,
                              asyncio.get_running_loop().run_in_executor(self.executor, _rank))
 

@@ -24,6 +24,7 @@ from kafka import KafkaConsumer
 from model.generator import ClaimGenerator
 from model.score import Components, Explanation, Score
 from stream.preflight import free_port
+from stream.scoring import scoring_processes
 from stream.settings import Settings
 from stream.store import ScoreStore
 
@@ -237,3 +238,8 @@ def test_bench_json_has_the_promised_shape(cli, namespace: Settings) -> None:
     assert isinstance(b["cpu_bf16"], bool) and b["precision"] in ("bf16", "int8", "fp32")
     assert b["path"] == "torch eager" and 0 <= b["parity"] <= 1
     assert b["parity_detail"]["claims"] > 0
+    # the leader started its ranking process before it reported ready; it is counted apart
+    # from the scoring processes
+    assert set(b["cpu_per_claim_us"]) >= {"worker", "scoring", "ranking", "redis", "broker"}
+    assert b["resident_mb"]["scoring_processes"] == scoring_processes(namespace)
+    assert b["resident_mb"]["ranking"] > 0

@@ -26,6 +26,7 @@ import platform
 import tempfile
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,17 +138,37 @@ def run_bench(settings: Settings, *, count: int = 20_000, rate: float = 500.0,
     }
 
 
-def resident_mb(ws: list[WorkerProcess]) -> dict[str, float]:
-    """Resident memory (MiB) of the pipeline's worker and of its scoring processes together,
-    after the measured runs: the model, the vocabulary and the public tables it loads."""
+def processes(ws: list[WorkerProcess], ranking: Collection[int]) -> dict[str, list[psutil.Process]]:
+    """The pipeline's processes by kind: "worker" (the workers, with multiprocessing's
+    resource tracker), "scoring" (the pool's processes) and "ranking" (the leader's
+    provider ranking: `ranking`, the pids the workers' /stats name)."""
     workers = [psutil.Process(w.pid) for w in ws if w.pid is not None]
-    scoring = [c for w in workers for c in w.children(recursive=True)]
+    out: dict[str, list[psutil.Process]] = {"worker": list(workers), "scoring": [],
+                                            "ranking": []}
+    for c in (c for w in workers for c in w.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            kind = ("ranking" if c.pid in ranking else
+                    "scoring" if any("spawn_main" in a for a in c.cmdline()) else "worker")
+            out[kind].append(c)
+    return out
+
+
+def ranking_pids(stats: list[dict[str, Any]]) -> set[int]:
+    return {s["ranking_pid"] for s in stats if "ranking_pid" in s}
+
+
+def resident_mb(ws: list[WorkerProcess]) -> dict[str, float]:
+    """Resident memory (MiB) of the pipeline's worker, of its scoring processes together
+    and of the ranking's process, after the measured runs: the model, the vocabulary and
+    the public tables it loads."""
+    kinds = processes(ws, ranking_pids(totals(ws)))
 
     def rss(procs: list[psutil.Process]) -> float:
         return round(sum(p.memory_info().rss for p in procs) / 2**20, 1)
 
-    return {"worker": rss(workers), "scoring": rss(scoring),
-            "scoring_processes": float(len(scoring))}
+    return {"worker": rss(kinds["worker"]), "scoring": rss(kinds["scoring"]),
+            "scoring_processes": float(len(kinds["scoring"])),
+            "ranking": rss(kinds["ranking"])}
 
 
 def conversion_cost(claims: list[tuple[bytes, bytes]]) -> dict[str, float]:
@@ -268,8 +289,8 @@ def samples(ws: list[WorkerProcess], before: list[dict]) -> np.ndarray:
 
 def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[bytes, bytes]]
                ) -> dict[str, Any]:
-    meter = CpuMeter(ws, settings)
     before = totals(ws)
+    meter = CpuMeter(ws, settings, ranking_pids(before))
     t0 = time.time()
     asyncio.run(publish(settings, claims))
     published = time.time()
@@ -286,18 +307,18 @@ def throughput(settings: Settings, ws: list[WorkerProcess], claims: list[tuple[b
 class CpuMeter:
     """CPU time (user + system) each kind of process spends per claim between its creation
     and `per_claim_us`: the workers' event loops ("worker"), their scoring processes
-    ("scoring"), and redis-server ("redis") and the broker ("broker") when they run on this
-    machine (started by this run, or found listening on the configured local port).
+    ("scoring"), the leader's provider ranking ("ranking"), and redis-server ("redis") and
+    the broker ("broker") when they run on this machine (started by this run, or found
+    listening on the configured local port).
 
     Wall-clock throughput differs ~2x between machines of one kind; CPU per claim does not
     depend on what else the machine runs, so it compares across machines and runs.
     """
 
-    def __init__(self, ws: list[WorkerProcess], settings: Settings) -> None:
-        workers = [psutil.Process(w.pid) for w in ws if w.pid is not None]
+    def __init__(self, ws: list[WorkerProcess], settings: Settings,
+                 ranking: Collection[int] = ()) -> None:
         redis_at = urlsplit(settings.redis_url)
-        kinds = {"worker": workers,
-                 "scoring": [c for w in workers for c in w.children(recursive=True)],
+        kinds = {**processes(ws, ranking),
                  "redis": local_listeners([(redis_at.hostname, redis_at.port or 6379)]),
                  "broker": local_listeners([(h.rpartition(":")[0], int(h.rpartition(":")[2]))
                                             for h in settings.bootstrap_servers])}
