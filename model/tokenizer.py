@@ -35,7 +35,8 @@ should cost, and any other code gets an absolute bucket `b31` = ~$287 instead);
 a fill's charge against the top of a typical fill, its units at the drug's top unit price
 plus the top dispensing fee (`model.vocabulary.fill_price_ratio`); the claim total
 in absolute buckets; a fill's daily dose (strength x quantity / days supply, a drug
-dispensed by the package allowed one package to spare: `model.vocabulary.fill_daily_mg`)
+dispensed by the package allowed one package to spare, one taken as needed read as at
+least its range's bottom: `model.vocabulary.fill_daily_mg`)
 relative to the drug's normal daily range, its strength range times its doses a day (below
 / low / mid / high / above, and how far out); units, days supply and age in clinical bands, a line's
 units with the kind of modifier it carries (`modifier_kind`: a separate visit, a distinct
@@ -296,6 +297,10 @@ class ClaimTokenizer:
         # drug name -> (min mg, max mg, doses a day, package): the daily range of the dose
         # buckets, and the units a package holds (0: dispensed by the unit)
         self.doses = doses
+        # drugs taken as needed: a fill below the range reads as its bottom (`fill_daily_mg`).
+        # A property of the drug, not of a history, so it comes from the drug table
+        self.as_needed = frozenset(n for n, d in default_vocabulary().drugs.items()
+                                   if d.as_needed)
         self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
         # token id -> ids of the group tokens of its ancestors (0 = none), nearest first:
         # diagnoses subcategory, category, block, chapter; procedures category, range,
@@ -493,7 +498,8 @@ class ClaimTokenizer:
             rng = self.doses.get(m.name)
             if rng:
                 low, high = rng[0] * rng[2], rng[1] * rng[2]
-                daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, rng[3], high)
+                daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, rng[3], high,
+                                      low if m.name in self.as_needed else 0.0)
                 dose = dose_bucket(daily, low, high)
             else:
                 daily, dose = m.strength_mg * m.quantity / m.days_supply, "[OOV]"

@@ -748,6 +748,28 @@ def test_a_package_fill_reads_its_dose_with_a_package_to_spare_and_its_fee_in_th
     assert read(drops, 0.05, 2000, 7, 120.0, reader=history)["dose"][2] == "above_10x"
 
 
+def test_an_as_needed_fill_reads_as_its_range_at_the_least_and_its_overdose_still_shows(tok):
+    """Nine sumatriptan tablets for 30 days are the usual triptan fill: read as 15 mg a day,
+    'below the normal range', they made the anomaly channel flag every migraine follow-up
+    of the everyday-care suite. A drug taken as needed reads as at least its range's
+    bottom; a daily drug below its range, and an as-needed overdose, read as before."""
+    base = claims(1)[0].model_dump(mode="json")
+    v = default_vocabulary()
+    assert v.drugs["sumatriptan"].as_needed and not v.drugs["topiramate"].as_needed
+
+    def dose(name: str, strength: float, quantity: float, days: int) -> str:
+        c = {**base, "medications": [{"name": name, "strength_mg": strength,
+                                      "quantity": quantity, "days_supply": days,
+                                      "charge": 20.0}]}
+        c["total_charge"] = round(sum(float(p["charge"]) for p in c["procedures"]) + 20.0, 2)
+        toks, _ = tok.tokens_of(Claim.model_validate(c))
+        return next(t.parts[2] for t in toks if t.field == "dose")
+
+    assert dose("sumatriptan", 50, 9, 30) == "low"
+    assert dose("sumatriptan", 100, 90, 30) == "above_3x"  # 300 mg a day: over the top
+    assert dose("topiramate", 25, 9, 30) == "below_3x"  # a daily drug: as it was
+
+
 def test_a_dose_reason_states_small_doses_as_they_are():
     """'polymyxin b-trimethoprim: 1 mg a day, above its 0 mg a day maximum' was printed for
     eye drops whose maximum is 0.3 mg a day: whole milligrams rounded it away."""
