@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from model.peers import MEASURES, REASON_SURPRISE, ProviderRisk, rank
 from stream.pools import shut, watched
 from stream.profiles import ProfileStore
-from stream.scoring import START_TIMEOUT_S, exit_with
+from stream.scoring import exit_with
 from stream.settings import Settings
 from stream.store import redis_client
 
@@ -37,6 +37,10 @@ RANK_SHARE = 0.05
 # counter (workers of a version before it, during a rolling deploy) and profiles that
 # expired after a quiet spell reach the ranking within this long
 STALE_S = 600.0
+# The most a start may take (a spawn and its imports: ~1-2 s). The leader waits for it
+# while the group's assignment is under way, so it must stay well inside the rebalance
+# timeout; one that takes longer is stopped, and the next tick tries again
+START_S = 30.0
 
 
 class Ranking:
@@ -101,7 +105,7 @@ class RankingProcess:
                     1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
                     initargs=(self.settings, os.getpid()))
             try:
-                return self.executor.submit(os.getpid).result(START_TIMEOUT_S)
+                return self.executor.submit(os.getpid).result(START_S)
             except BaseException:
                 self.stop()
                 raise
