@@ -35,10 +35,10 @@ should cost, and any other code gets an absolute bucket `b31` = ~$287 instead);
 a fill's charge against the top of a typical fill, its units at the drug's top unit price
 plus the top dispensing fee (`model.vocabulary.fill_price_ratio`); the claim total
 in absolute buckets; a fill's daily dose (strength x quantity / days supply, a drug
-dispensed by the package allowed one package to spare, one taken as needed read as at
-least its range's bottom: `model.vocabulary.fill_daily_mg`)
+dispensed by the package allowed one package to spare: `model.vocabulary.fill_daily_mg`)
 relative to the drug's normal daily range, its strength range times its doses a day (below
-/ low / mid / high / above, and how far out); units, days supply and age in clinical bands, a line's
+/ low / mid / high / above, and how far out; a drug taken as needed is never below:
+`dose_bucket`); units, days supply and age in clinical bands, a line's
 units with the kind of modifier it carries (`modifier_kind`: a separate visit, a distinct
 service, an anatomic site, a repeat), which the payers' bundling edits turn on.
 
@@ -149,11 +149,22 @@ def ratio_bucket(ratio: float) -> int:
                                                                    / CHARGE_STEP)))
 
 
-def dose_bucket(strength: float, low: float, high: float) -> str:
-    """Where a strength sits against the drug's normal range [low, high]."""
-    if strength < low:
+def dose_bucket(strength: float, low: float, high: float, as_needed: bool = False) -> str:
+    """Where a daily dose sits against the drug's normal range [low, high].
+
+    A drug taken as needed (`Drug.as_needed`: a triptan, a rescue inhaler, an antiemetic)
+    is filled for the attacks a month may bring, so its quantity over its days supply is
+    the most it can be used, not a daily dose: nine sumatriptan tablets for 30 days are the
+    usual fill, not a tenth of a dose. Below its range it reads as the range's bottom;
+    only its top is a dose to judge.
+
+    >>> dose_bucket(15, 25, 100), dose_bucket(15, 25, 100, as_needed=True)
+    ('below', 'low')
+    """
+    if strength < low and not as_needed:
         r = low / strength
         return "below_10x" if r >= 10 else "below_3x" if r >= 3 else "below"
+    strength = max(strength, low)
     if strength > high:
         r = strength / high
         return "above_10x" if r >= 10 else "above_3x" if r >= 3 else "above"
@@ -297,8 +308,10 @@ class ClaimTokenizer:
         # drug name -> (min mg, max mg, doses a day, package): the daily range of the dose
         # buckets, and the units a package holds (0: dispensed by the unit)
         self.doses = doses
-        # drugs taken as needed: a fill below the range reads as its bottom (`fill_daily_mg`).
-        # A property of the drug, not of a history, so it comes from the drug table
+        # drugs taken as needed: a fill below the range reads as its bottom (`dose_bucket`).
+        # A property of the drug, not of a history or a training, so it is read from the
+        # drug table this code ships (as the payer edits' tables are), not saved with a
+        # checkpoint: the tokens an as-needed fill reads as are ones training saw
         self.as_needed = frozenset(n for n, d in default_vocabulary().drugs.items()
                                    if d.as_needed)
         self.prices = prices  # "proc:CODE" / "drug:NAME" -> top of the typical unit price
@@ -498,9 +511,8 @@ class ClaimTokenizer:
             rng = self.doses.get(m.name)
             if rng:
                 low, high = rng[0] * rng[2], rng[1] * rng[2]
-                daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, rng[3], high,
-                                      low if m.name in self.as_needed else 0.0)
-                dose = dose_bucket(daily, low, high)
+                daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, rng[3], high)
+                dose = dose_bucket(daily, low, high, m.name in self.as_needed)
             else:
                 daily, dose = m.strength_mg * m.quantity / m.days_supply, "[OOV]"
             lines.append([tok("drug", m.name, (m.name, m.strength_mg)),

@@ -42,7 +42,7 @@ DISPENSING_FEE = (1.5, 12.0)
 
 
 def fill_daily_mg(strength_mg: float, quantity: float, days_supply: float,
-                  package: float = 0.0, high: float = math.inf, floor: float = 0.0) -> float:
+                  package: float = 0.0, high: float = math.inf) -> float:
     """The daily dose a fill reads as: strength x quantity / days supply.
 
     A drug dispensed by the package (`Drug.package`: a bottle of eye drops, an inhaler, a
@@ -51,26 +51,18 @@ def fill_daily_mg(strength_mg: float, quantity: float, days_supply: float,
     to `high` (the normal top) that it could be, from its quantity less one package to all
     of it; one package beyond the need is no overdose, nine are.
 
-    A drug taken as needed (`Drug.as_needed`: a triptan, a rescue inhaler, an antiemetic)
-    is filled for the attacks a month may bring, so its quantity over its days supply is
-    the most it can be used, not a daily dose: nine sumatriptan tablets for 30 days are the
-    usual fill, not a tenth of a dose. Such a fill reads as at least `floor`, the bottom of
-    its normal range; only its top is a dose to judge.
-
     >>> fill_daily_mg(0.05, 200, 7)  # by the unit: 200 drops in a week
     1.4285714285714286
     >>> fill_daily_mg(0.05, 200, 7, package=200, high=0.3)  # one 200-drop bottle
     0.3
     >>> round(fill_daily_mg(0.05, 2000, 7, package=200, high=0.3), 2)  # ten bottles
     12.86
-    >>> fill_daily_mg(50, 9, 30, floor=25)  # nine 50 mg sumatriptan for a month
-    25
     """
     most = strength_mg * quantity / days_supply
-    if package:
-        least = strength_mg * max(quantity - package, 0.0) / days_supply
-        most = max(least, min(most, high))
-    return max(most, floor)
+    if not package:
+        return most
+    least = strength_mg * max(quantity - package, 0.0) / days_supply
+    return max(least, min(most, high))
 
 
 def fill_top(unit_top: float, quantity: float) -> float:
@@ -154,11 +146,6 @@ class Drug:
     who: Demographics
     package: float = 0.0  # units a package holds (drops, actuations, g, mL); 0: by the unit
     as_needed: bool = False  # taken as needed: a fill's daily dose is a ceiling of use
-
-    @property
-    def daily_min_mg(self) -> float:
-        """The bottom of the normal daily dose: the bottom strength as often as meant."""
-        return self.strength_min_mg * self.doses_per_day
 
     @property
     def daily_max_mg(self) -> float:

@@ -31,7 +31,7 @@ from model.claims import Format
 from stream.message import Message
 from stream.metrics import WorkerStats, add_views
 from stream.pipeline import Pipeline
-from stream.ranking import RankingProcess
+from stream.ranking import START_S, RankingProcess
 from stream.settings import Settings
 from stream.transport import App
 
@@ -115,15 +115,26 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
 
     async def start_ranking(app: faust.App) -> None:
         """The leader starts its ranking process before it reports ready, so its start
-        (~1 s of CPU) is not taken from the first claims' scoring. A start that fails is
-        logged; the first tick tries again."""
-        if ranking is None or ranking.executor is not None or not app.is_leader():
+        (~1 s of CPU) is not taken from the first claims' scoring. It waits at most half
+        the rebalance timeout, which the group's assignment is waiting on; a start that
+        fails or takes longer is logged, never raised (it would crash the worker), and
+        the first tick tries again."""
+        if ranking is None or not app.is_leader():
             return
         try:
-            pipeline.stats.info["ranking_pid"] = await asyncio.to_thread(ranking.start)
-        except (BrokenProcessPool, TimeoutError, OSError) as e:
+            await asyncio.to_thread(ranking.start, min(START_S,
+                                                       settings.broker_rebalance_timeout / 2))
+        except Exception as e:
             log.warning("the provider ranking's process did not start (next tick tries "
                         "again): %s: %s", type(e).__name__, e)
+        note_ranking()
+
+    def note_ranking() -> None:
+        """`/stats` names the ranking's process (the bench counts its CPU apart)."""
+        if ranking is not None and ranking.pid is not None:
+            pipeline.stats.info["ranking_pid"] = ranking.pid
+        else:
+            pipeline.stats.info.pop("ranking_pid", None)
 
     app = faust_app(settings, web_port, pipeline.stats, prepare=start_ranking)
     claims = app.topic(*settings.input_topics, key_type=bytes, value_type=bytes,
@@ -170,15 +181,18 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
             if not pipeline.started:
                 return
             try:
-                futures = await pipeline.sink.send(settings.topic_provider_risk,
-                                                   await ranking.run())
+                snapshots = await ranking.run()
+                note_ranking()
+                futures = await pipeline.sink.send(settings.topic_provider_risk, snapshots)
                 await asyncio.gather(*futures)
             except (redis.RedisError, KafkaError) as e:
                 log.warning("provider ranking failed (next in %.0f s): %s: %s",
                             settings.provider_risk_s, type(e).__name__, e)
-            except BrokenProcessPool:
-                log.warning("the provider ranking's process died; starting another")
+            except (BrokenProcessPool, TimeoutError) as e:
+                log.warning("the provider ranking's process died or did not start (%s); "
+                            "starting another", type(e).__name__)
                 await asyncio.to_thread(ranking.stop)
+                note_ranking()
             except Exception:  # a bug in the ranking must not stop the scoring
                 log.exception("provider ranking failed (next in %.0f s)",
                               settings.provider_risk_s)

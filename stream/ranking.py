@@ -5,8 +5,11 @@ Why a process: a ranking is CPU-bound Python (measured on an AMD EPYC, 636 provi
 0.21-0.25 s to read and parse the profiles, 0.27-0.4 s to rank). In a thread of the worker
 it held the GIL the event loop needs: claims/s fell by a fifth and the p99 latency at 500
 claims/s went from ~110 ms to ~500-600 ms (docs/providers.md). In a process niced by
-RANK_NICE it takes what CPU the stream leaves. One process, started on the first tick of
-the leader (followers never pay for it), ~90 MB without torch (measured by the bench).
+RANK_NICE it takes what CPU the stream leaves. One process, ~110 MB without torch (the
+bench's `resident_mb.ranking`), started when a worker is made the group's leader, before it
+reports ready (`stream.app`; followers never pay for it): its start is ~1 s of CPU, which
+on a busy 2-core machine took a tenth of the cores in the seconds after it
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from model.peers import MEASURES, REASON_SURPRISE, ProviderRisk, rank
-from stream.pools import shut, watched
+from stream.pools import Insides, shut, watched
 from stream.profiles import ProfileStore
 from stream.scoring import exit_with
 from stream.settings import Settings
@@ -37,9 +40,9 @@ RANK_SHARE = 0.05
 # counter (workers of a version before it, during a rolling deploy) and profiles that
 # expired after a quiet spell reach the ranking within this long
 STALE_S = 600.0
-# The most a start may take (a spawn and its imports: ~1-2 s). The leader waits for it
-# while the group's assignment is under way, so it must stay well inside the rebalance
-# timeout; one that takes longer is stopped, and the next tick tries again
+# The most a start may take (a spawn and its imports: ~1-2 s) before the process is killed
+# and the next tick tries again. The leader's start at assignment waits at most half the
+# rebalance timeout (`stream.app`): the group waits for it
 START_S = 30.0
 
 
@@ -88,39 +91,48 @@ class Ranking:
 class RankingProcess:
     """`Ranking` in one spawned process at RANK_NICE; `run` returns the changed snapshots
     as (key, value) records for the topic. Raises what the ranking raised (a
-    redis.RedisError: the next tick tries again)."""
+    redis.RedisError: the next tick tries again). `pid`: the process's, once started."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.executor: ProcessPoolExecutor | None = None
-        self.starting = threading.Lock()
+        self.pid: int | None = None
+        # the leader's assignment, the timer's ticks and the worker's stop all start or
+        # stop the process, from threads of their own
+        self.lock = threading.RLock()
 
-    def start(self) -> int:
-        """Start the process, wait until it has loaded (imports: ~1 s of CPU), and return
-        its pid. Blocks: call it in a thread. Raises BrokenProcessPool or TimeoutError if
-        the process cannot start (the next `run` tries again)."""
-        with self.starting:  # the leader's assignment and a first tick may both start it
-            if self.executor is None:
-                self.executor = ProcessPoolExecutor(
-                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                    initargs=(self.settings, os.getpid()))
+    def start(self, timeout: float = START_S) -> int:
+        """Start the process unless it runs, wait until it has loaded (imports: ~1 s of
+        CPU), and return its pid. Blocks: call it in a thread. A process that has not
+        loaded within `timeout` is killed and TimeoutError raised; one that died,
+        BrokenProcessPool. Either way the next call starts afresh."""
+        with self.lock:
+            if self.executor is not None and self.pid is not None:
+                return self.pid
+            self.executor = self.executor or ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+                initargs=(self.settings, os.getpid()))
             try:
-                return self.executor.submit(os.getpid).result(START_S)
+                self.pid = self.executor.submit(os.getpid).result(timeout)
             except BaseException:
+                Insides.of(self.executor).break_()  # a slow start is not waited for
                 self.stop()
                 raise
+            return self.pid
 
     async def run(self) -> list[tuple[bytes, bytes]]:
-        if self.executor is None:
-            await asyncio.to_thread(self.start)
-        assert self.executor is not None
-        return await watched(self.executor,
-                             asyncio.get_running_loop().run_in_executor(self.executor, _rank))
+        await asyncio.to_thread(self.start)
+        with self.lock:
+            executor = self.executor
+        assert executor is not None
+        return await watched(executor,
+                             asyncio.get_running_loop().run_in_executor(executor, _rank))
 
     def stop(self) -> None:
-        if self.executor is not None:
-            shut(self.executor)
-            self.executor = None
+        with self.lock:
+            if self.executor is not None:
+                shut(self.executor)
+                self.executor, self.pid = None, None
 
 
 _ranking: Ranking | None = None

@@ -752,7 +752,8 @@ def test_an_as_needed_fill_reads_as_its_range_at_the_least_and_its_overdose_stil
     """Nine sumatriptan tablets for 30 days are the usual triptan fill: read as 15 mg a day,
     'below the normal range', they made the anomaly channel flag every migraine follow-up
     of the everyday-care suite. A drug taken as needed reads as at least its range's
-    bottom; a daily drug below its range, and an as-needed overdose, read as before."""
+    bottom (its label keeps the fill's own mg a day); a daily drug below its range, and an
+    as-needed overdose, read as before."""
     base = claims(1)[0].model_dump(mode="json")
     v = default_vocabulary()
     assert v.drugs["sumatriptan"].as_needed and not v.drugs["topiramate"].as_needed
@@ -768,6 +769,14 @@ def test_an_as_needed_fill_reads_as_its_range_at_the_least_and_its_overdose_stil
     assert dose("sumatriptan", 50, 9, 30) == "low"
     assert dose("sumatriptan", 100, 90, 30) == "above_3x"  # 300 mg a day: over the top
     assert dose("topiramate", 25, 9, 30) == "below_3x"  # a daily drug: as it was
+    # a rescue inhaler is both: one 200-puff albuterol inhaler for three months
+    assert v.drugs["albuterol"].as_needed and v.drugs["albuterol"].package
+    assert dose("albuterol", 0.09, 200, 90) in ("low", "mid")
+    c = {**base, "medications": [{"name": "sumatriptan", "strength_mg": 50, "quantity": 9,
+                                  "days_supply": 30, "charge": 20.0}]}
+    c["total_charge"] = round(sum(float(p["charge"]) for p in c["procedures"]) + 20.0, 2)
+    toks, _ = tok.tokens_of(Claim.model_validate(c))
+    assert next(t.parts[1] for t in toks if t.field == "dose") == 15.0  # the fill's own dose
 
 
 def test_a_dose_reason_states_small_doses_as_they_are():

@@ -290,6 +290,33 @@ def test_a_ranking_that_failed_is_tried_again_and_a_stale_one_is_redone() -> Non
 
 
 @pytest.mark.integration
+def test_a_ranking_process_slow_to_start_is_killed_and_the_next_start_runs_one(namespace
+                                                                             ) -> None:
+    """The leader waits for its ranking process's start during the group's assignment, so
+    a start that takes too long must not be waited for: the process is killed, and the
+    next start (the next tick) starts a fresh one, once."""
+    from stream.ranking import RANK_NICE, RankingProcess
+
+    def spawned() -> set[int]:
+        return {c.pid for c in psutil.Process().children()
+                if any("spawn_main" in a for a in c.cmdline())}
+
+    before = spawned()
+    ranking = RankingProcess(namespace)
+    try:
+        with pytest.raises(TimeoutError):
+            ranking.start(timeout=0.001)  # a spawn and its imports take ~1 s
+        assert ranking.executor is None and ranking.pid is None
+        assert spawned() == before  # killed and reaped, not left loading
+        pid = ranking.start()
+        assert ranking.start() == pid and spawned() == before | {pid}  # one process
+        assert psutil.Process(pid).nice() == RANK_NICE
+    finally:
+        ranking.stop()
+    assert spawned() == before and ranking.pid is None
+
+
+@pytest.mark.integration
 def test_redis_profiles_move_old_counts_and_drop_weeks_before_the_window(namespace) -> None:
     from stream.profiles import ProfileStore
     from stream.store import redis_client

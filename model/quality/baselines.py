@@ -30,8 +30,7 @@ def fill_ratios(m: MedicationLine, d: Drug) -> tuple[float, float, float, float]
     """A fill against its drug's table, as the tokenizer reads it: strength over the top
     strength, daily dose over the daily top, the bottom strength over the strength, and
     the charge over a typical fill's top."""
-    daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, d.package, d.daily_max_mg,
-                          d.daily_min_mg if d.as_needed else 0.0)
+    daily = fill_daily_mg(m.strength_mg, m.quantity, m.days_supply, d.package, d.daily_max_mg)
     return (m.strength_mg / d.strength_max_mg, daily / d.daily_max_mg,
             d.strength_min_mg / m.strength_mg,
             fill_price_ratio(float(m.charge), m.quantity, d.unit_price_high))

@@ -154,6 +154,7 @@ def processes(ws: list[WorkerProcess], ranking: Collection[int]) -> dict[str, li
 
 
 def ranking_pids(stats: list[dict[str, Any]]) -> set[int]:
+    """The ranking processes the workers' /stats name (the leader's, when it has one)."""
     return {s["ranking_pid"] for s in stats if "ranking_pid" in s}
 
 
@@ -164,7 +165,11 @@ def resident_mb(ws: list[WorkerProcess]) -> dict[str, float]:
     kinds = processes(ws, ranking_pids(totals(ws)))
 
     def rss(procs: list[psutil.Process]) -> float:
-        return round(sum(p.memory_info().rss for p in procs) / 2**20, 1)
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):  # (a process that just ended)
+                total += p.memory_info().rss
+        return round(total / 2**20, 1)
 
     return {"worker": rss(kinds["worker"]), "scoring": rss(kinds["scoring"]),
             "scoring_processes": float(len(kinds["scoring"])),
@@ -316,7 +321,7 @@ class CpuMeter:
     """
 
     def __init__(self, ws: list[WorkerProcess], settings: Settings,
-                 ranking: Collection[int] = ()) -> None:
+                 ranking: Collection[int]) -> None:
         redis_at = urlsplit(settings.redis_url)
         kinds = {**processes(ws, ranking),
                  "redis": local_listeners([(redis_at.hostname, redis_at.port or 6379)]),
