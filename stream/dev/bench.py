@@ -246,6 +246,13 @@ def start_workers(settings: Settings, n: int, noop: bool, tmp: Path,
             if len(owned) == settings.partitions == len(set(owned)):
                 break
             time.sleep(0.2)
+        # and until the leader's ranking process is up: it starts before the leader reports
+        # ready, unless its start took longer than the group could wait, and then on the
+        # first tick; the measured runs are of the running stream, not of that start
+        deadline = time.monotonic() + 60
+        while (not noop and settings.provider_profiles and time.monotonic() < deadline
+               and not ranking_pids([w.stats() or {} for w in ws])):
+            time.sleep(0.2)
     except RuntimeError as e:
         raise BenchError(str(e)) from None
     return ws
