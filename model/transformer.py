@@ -291,6 +291,14 @@ class ClaimFormer(nn.Module):
         return F.embedding(values, self._codes)
 
     @torch.no_grad()
+    def unseen_tokens(self) -> torch.Tensor:
+        """(vocab,) which token ids `forget_unseen` zeroed: those training never showed
+        (none for a model that has not forgotten any)."""
+        unseen = (self.value.weight == 0).all(dim=1)
+        unseen[0] = False  # padding
+        return unseen
+
+    @torch.no_grad()
     def forget_unseen(self, seen: torch.Tensor) -> int:
         """Zero the own vectors of the tokens not in `seen` (ids training never showed),
         and of the ancestors none of them has: an unseen code then reads as its

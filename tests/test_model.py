@@ -20,6 +20,7 @@ from model.claims import Claim, claim_json
 from model.dataset import make_claim_set
 from model.explain import AS_A_WHOLE, NOTHING_UNUSUAL
 from model.generator import CLEAN, ClaimGenerator
+from model.quality.evaluate import CODES_OF
 from model.score import ANOMALY_FPRS, CHANNELS
 from model.scorer import Scorer, padded, plan_passes, resolve_precision
 from model.tokenizer import (
@@ -31,7 +32,14 @@ from model.tokenizer import (
     ClaimTokenizer,
     charge_bucket,
 )
-from model.training import Replacer, TrainConfig, pair_table, snapshot_steps, train
+from model.training import (
+    Replacer,
+    TrainConfig,
+    heldout_set,
+    pair_table,
+    snapshot_steps,
+    train,
+)
 from model.transformer import ClaimFormer, Support
 from model.vocabulary import default_vocabulary
 
@@ -433,7 +441,7 @@ def test_top_tokens_are_the_ones_whose_removal_lowers_the_deciding_score():
         def logit(r) -> float:
             if anomaly_only:
                 return float(r.anomaly_logit[0])
-            return float(scorer.cal.a * r.fraud_logit[0] + scorer.cal.b * r.anomaly_logit[0])
+            return float(scorer.cal.a * r.fraud_logit[0] + scorer.cal.b * r.surprise_peak[0])
 
         base, falls = logit(raw), {}
         for t in np.argsort(-raw.surprise[0])[:5]:
@@ -444,7 +452,7 @@ def test_top_tokens_are_the_ones_whose_removal_lowers_the_deciding_score():
 
     gen = ClaimGenerator(seed=31, fraud_rate=1.0, size=300,
                          patterns=("dose_out_of_range", "price_inflation", "unbundling"))
-    batch = [Claim.model_validate(i.claim) for i in gen.generate(40)]
+    batch = [Claim.model_validate(i.claim) for i in gen.generate(60)]
     for scorer, channel in ((Scorer.load("default", device="cpu", precision="fp32"),
                              "fraud_model"),
                             (Scorer.load("default", device="cpu", precision="fp32",
@@ -477,6 +485,33 @@ def test_the_anomaly_channel_flags_on_its_own_within_its_budget(tiny_checkpoint)
     assert 0 < len(by_budget[0.1]) < 0.3 * len(batch)  # clean claims: about the budget
     with pytest.raises(ValueError, match="outside what the checkpoint calibrated"):
         Scorer(load_checkpoint(tiny_checkpoint), device="cpu", anomaly_fpr=0.5)
+
+
+def test_a_code_training_never_showed_is_no_evidence_for_the_anomaly_channel():
+    """Clean claims carrying a code the shipped checkpoint's training held out: the surprise
+    head often finds that never-trained code the claim's most surprising token, past the
+    anomaly channel's cut. The channel reads only the tokens whose code training showed,
+    so it flags such a claim only for one of those; the stacked score still reads every
+    token, as it was fitted."""
+    scorer = Scorer.load("default", device="cpu", precision="fp32")
+    held = heldout_set(scorer.ck.training)
+    batch = [Claim.model_validate(i.claim)
+             for i in ClaimGenerator(seed=11, fraud_rate=0.0, size=6000).generate(6000)
+             if any(held.intersection(codes(i.claim)) for codes in CODES_OF.values())]
+    enc = scorer.tokenizer.encode(batch)
+    raw = scorer.raw(enc.values, enc.fields)
+    cut = scorer.anomaly_cut
+    seen_peak = np.where(raw.novel, -np.inf, raw.surprise).max(axis=1)
+    on_novel = (np.where(raw.novel, raw.surprise, -np.inf).max(axis=1) >= cut) & (
+        seen_peak < cut)
+    assert raw.novel.any(axis=1).mean() > 0.5 and on_novel.sum() >= 5
+    np.testing.assert_array_equal(raw.anomaly_logit, seen_peak)
+    odd = np.array(["anomaly" in s.flagged_by for s in scorer.score(batch)])
+    np.testing.assert_array_equal(odd, seen_peak >= cut)
+    assert not odd[on_novel].any()
+    c = scorer.cal
+    np.testing.assert_allclose(scorer.combined_logit(raw), c.a * raw.fraud_logit
+                               + c.b * raw.surprise.max(axis=1) + c.c)
 
 
 def test_checks_that_fire_are_named_in_flagged_by(tiny_checkpoint):

@@ -210,26 +210,26 @@ def encode(scorer: Scorer, claims: Sequence[Claim]) -> tuple[np.ndarray, np.ndar
 
 def model_scores(scorer: Scorer, values: np.ndarray, fields: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(combined score without checks, per-token surprise logits) from one pass."""
+    """(combined score without checks, the anomaly channel's logit) from one pass."""
     raw = scorer.raw(values, fields, attention=False)
     _, _, combined = scorer.combine(raw)
-    return combined, raw.surprise
+    return combined, raw.anomaly_logit
 
 
 def path_parity(scorer: Scorer, values: np.ndarray, fields: np.ndarray, combined: np.ndarray,
-                surprise: np.ndarray) -> Parity | None:
+                anomaly: np.ndarray) -> Parity | None:
     """The model's decisions on the yardstick (without the checks) on this scorer's path
     (bf16, int8) against fp32 eager from the same checkpoint; None for a checkpoint held
     only in memory (nothing to load the reference from)."""
-    flagged = (combined >= scorer.threshold) | scorer.anomalous(surprise.max(axis=1))
+    flagged = (combined >= scorer.threshold) | scorer.anomalous(anomaly)
     if scorer.precision == "fp32":
         return parity("fp32", combined, flagged, combined, flagged)
     if scorer.ck.path is None:
         return None
     ref = Scorer.load(str(scorer.ck.path), device=str(scorer.device), precision="fp32",
                       threshold=scorer.threshold, anomaly_fpr=scorer.anomaly_fpr)
-    c, s = model_scores(ref, values, fields)
-    return parity(scorer.precision, c, (c >= ref.threshold) | ref.anomalous(s.max(axis=1)),
+    c, a = model_scores(ref, values, fields)
+    return parity(scorer.precision, c, (c >= ref.threshold) | ref.anomalous(a),
                   combined, flagged)
 
 
@@ -384,8 +384,8 @@ def invariance(scorer: Scorer, test: Stream, rng: np.random.Generator, n: int = 
     thr = scorer.threshold
 
     def flags(claims: Sequence[Claim]) -> tuple[np.ndarray, np.ndarray]:
-        combined, surprise = model_scores(scorer, *encode(scorer, claims))
-        return combined >= thr, scorer.anomalous(surprise.max(axis=1))
+        combined, anomaly = model_scores(scorer, *encode(scorer, claims))
+        return combined >= thr, scorer.anomalous(anomaly)
 
     idx = rng.choice(len(test.wire), min(n, len(test.wire)), replace=False)
     base, _ = flags([test.claims[i] for i in idx])
@@ -468,7 +468,7 @@ def resample(values: np.ndarray, fields: np.ndarray, mask: np.ndarray,
 
 
 def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.ndarray,
-                 base: np.ndarray, surprise: np.ndarray, rng: np.random.Generator
+                 base: np.ndarray, anomaly: np.ndarray, rng: np.random.Generator
                  ) -> Explanations:
     """ERASER comprehensiveness/sufficiency and the top-3 hit rate (module docstring), for
     the tokens the Score names: those with the largest attribution of the deciding
@@ -476,7 +476,7 @@ def explanations(scorer: Scorer, test: Stream, values: np.ndarray, fields: np.nd
     content = (values != 0) & (fields != FIELD_ID["cls"])
     pools = field_pools(values[test.patterns == CLEAN], fields[test.patterns == CLEAN])
     fired = base >= scorer.threshold
-    odd = scorer.anomalous(surprise.max(axis=1))
+    odd = scorer.anomalous(anomaly)
     own = np.flatnonzero((fired | odd) & np.isin(test.patterns, SINGLE_CLAIM_PATTERNS))
     own = rng.choice(own, min(ERASER_CLAIMS, len(own)), replace=False) if len(own) else own
     mism = np.flatnonzero(np.isin(test.patterns, MISMATCH_PATTERNS))
@@ -565,9 +565,9 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
     log("checks and the model")
     keep, fired = cross_claim(test.claims, scorer.ck.check_limits)
     values, fields = encode(scorer, test.claims)
-    model, surprise = model_scores(scorer, values, fields)
+    model, anomaly = model_scores(scorer, values, fields)
     log(f"parity of the {scorer.precision} path against fp32 eager")
-    same = path_parity(scorer, values, fields, model, surprise)
+    same = path_parity(scorer, values, fields, model, anomaly)
     lap("model")
     raw = {"claimformer": model, **baselines(scorer, test, log)}
     lap("baselines")
@@ -580,7 +580,7 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
     lap("metrics")
     log("artefact probe, invariance, explanations, heads")
     final = 1 - (1 - model) * keep
-    odd = scorer.anomalous(surprise.max(axis=1))
+    odd = scorer.anomalous(anomaly)
     flagged = (final >= scorer.threshold) | odd
     flags = Flagged(precision=round(float(y[flagged].mean()), 4),
                     recall=round(float(flagged[y == 1].mean()), 4),
@@ -600,7 +600,7 @@ def evaluate(scorer: Scorer, count: int = 100_000, seed: int = 11, fraud_rate: f
     moved = invariance(scorer, test, rng)
     held = heldout_report(test, flagged, scorer.ck.training.get("heldout") or {})
     lap("invariance")
-    named = explanations(scorer, test, values, fields, model, surprise, rng)
+    named = explanations(scorer, test, values, fields, model, anomaly, rng)
     lap("explanations")
     ablated = heads(scorer, test, values, fields, rng)
     lap("heads")
