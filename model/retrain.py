@@ -94,7 +94,7 @@ def measure(ck: Checkpoint, feedback: ClaimSet, fresh: ClaimSet) -> Measured:
     scorer = Scorer(ck, device="cpu", precision="fp32")
     _, _, on_fb = scorer.combine(scorer.raw(feedback.values, feedback.fields, attention=False))
     y = feedback.labels.astype(bool)
-    fraud = predict(ck.model, fresh)[0]
+    fraud, _ = predict(ck.model, fresh)
     return Measured(
         FeedbackFigures(
             mean_score_labelled_fraud=round(float(on_fb[y].mean()), 4) if y.any() else None,

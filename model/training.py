@@ -335,23 +335,17 @@ def metrics_of(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def predict(model: ClaimFormer, data: ClaimSet, batch: int = 512
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fraud logits, max surprise logit, the anomaly channel's logit) for every claim in
-    `data`: the most surprising token's logit, over every token (the stacking's input) and
-    over those whose code training showed (`model.scorer.Raw`)."""
+def predict(model: ClaimFormer, data: ClaimSet, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(fraud logits, max surprise logit) for every claim in `data`."""
     model.eval()
     dev = next(model.parameters()).device
-    unseen = model.unseen_tokens()
-    fl, peak, an = [], [], []
+    fl, an = [], []
     for s in range(0, len(data), batch):
         v, f = data.batch(np.arange(s, min(s + batch, len(data))), dev)
         fraud, surprise, _ = read_claims(model, v, f)
         fl.append(fraud.float().cpu().numpy())
-        peak.append(surprise.max(dim=1).values.float().cpu().numpy())
-        an.append(surprise.masked_fill(unseen[v], float("-inf")).max(dim=1).values
-                  .float().cpu().numpy())
-    return np.concatenate(fl), np.concatenate(peak), np.concatenate(an)
+        an.append(surprise.max(dim=1).values.float().cpu().numpy())
+    return np.concatenate(fl), np.concatenate(an)
 
 
 def train_step(model: ClaimFormer, opt: torch.optim.Optimizer,
@@ -420,21 +414,21 @@ def calibrate(model: ClaimFormer, data: ClaimSet, clean: ClaimSet
     (held-out claims not known to be fraud, `anomaly_history` for generated data). Without
     both classes in `data` there is no fraud model to calibrate: the threshold is 1, so
     only the anomaly channel and the checks flag."""
-    fraud, peak, _ = predict(model, data) if len(data) else (np.zeros(0),) * 3
+    fraud, anomaly = predict(model, data) if len(data) else (np.zeros(0), np.zeros(0))
     y = data.labels
-    clean_fraud, clean_peak, clean_anomaly = predict(model, clean)
+    clean_fraud, clean_anomaly = predict(model, clean)
     budgets = anomaly_budgets(clean_anomaly)
     if len(y) == 0 or y.min() == y.max():
         cut = Calibration(**budgets).anomaly_cut(ANOMALY_FPR)
         return Calibration(fraud_a=0.0, fraud_c=-20.0, a=0.0, b=1.0, c=-cut, threshold=1.0,
                            **budgets), {"auroc": float("nan"), "pr_auc": float("nan")}
     one = LogisticRegression(C=100.0).fit(fraud[:, None], y)
-    both = LogisticRegression(C=100.0).fit(np.stack([fraud, peak], axis=1), y)
-    combined = both.predict_proba(np.stack([fraud, peak], axis=1))[:, 1]
+    both = LogisticRegression(C=100.0).fit(np.stack([fraud, anomaly], axis=1), y)
+    combined = both.predict_proba(np.stack([fraud, anomaly], axis=1))[:, 1]
     prec, rec, thr = precision_recall_curve(y, combined)
     f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-9)
     best = int(np.nanargmax(f1[:-1]))
-    on_clean = both.predict_proba(np.stack([clean_fraud, clean_peak], axis=1))[:, 1]
+    on_clean = both.predict_proba(np.stack([clean_fraud, clean_anomaly], axis=1))[:, 1]
     bound = float(np.quantile(on_clean, 1 - FRAUD_FPR)) if len(on_clean) else 0.0
     cal = Calibration(fraud_a=float(one.coef_[0, 0]), fraud_c=float(one.intercept_[0]),
                       a=float(both.coef_[0, 0]), b=float(both.coef_[0, 1]),
