@@ -94,7 +94,7 @@ def measure(ck: Checkpoint, feedback: ClaimSet, fresh: ClaimSet) -> Measured:
     scorer = Scorer(ck, device="cpu", precision="fp32")
     _, _, on_fb = scorer.combine(scorer.raw(feedback.values, feedback.fields, attention=False))
     y = feedback.labels.astype(bool)
-    fraud, _ = predict(ck.model, fresh)
+    fraud, _, _ = predict(ck.model, fresh)
     return Measured(
         FeedbackFigures(
             mean_score_labelled_fraud=round(float(on_fb[y].mean()), 4) if y.any() else None,
@@ -136,6 +136,13 @@ def retrain(ck: Checkpoint, claims: list[Claim], labels: list[bool], cfg: Retrai
         train_step(model, opt, (*both.batch(rows), torch.from_numpy(both.labels[rows])),
                    unlabelled.batch(next(unlabelled_batches)), replacer, cfg.replace_rate, gen)
     model.eval()
+    # what neither the first training nor this one showed stays unseen: read through its
+    # ancestors alone, and no evidence to the anomaly channel (`ClaimFormer.forget_unseen`;
+    # a replacement is a gradient step on a token's vector, so without this the held-out
+    # codes would leave `Scorer.novel`)
+    model.forget_unseen(torch.from_numpy(np.unique(np.concatenate([
+        np.flatnonzero(~ck.model.unseen_tokens().cpu().numpy()), both.values.ravel(),
+        unlabelled.values.ravel(), replacer.seen]))))
     cal, cal_metrics = calibrate(model, cal_set,
                                  anomaly_history(tok, 5 * cfg.eval_count, cfg.seed + 3))
     new = Checkpoint(model, tok, cal, model_version="",

@@ -17,10 +17,9 @@ Score rule (fitted at training time on held-out claims at 5% fraud, see `trainin
     score    = 1 - (1 - combined) * prod(1 - p_check for each cross-claim check that fired)
 
 where `fraud_logit` is the supervised [CLS] head and `anomaly_logit` the largest
-replaced-token logit of the claim (its most surprising token) as the stacking was fitted
-on (`Raw.surprise_peak`). The anomaly channel, which flags a claim on its own, reads the
-same logit over the tokens whose code training showed (`Raw.anomaly_logit`): a code the
-model never saw is surprising to it, and no evidence of fraud. Cost: one forward pass per
+replaced-token logit of the claim (its most surprising token) among the tokens whose code
+training showed (`Raw.anomaly_logit`): a code the model never saw is surprising to it, and
+no evidence of fraud. Cost: one forward pass per
 batch, then for the claims to explain three more rows each (`attribute`: leave-one-out),
 ~300 µs a claim on one CPU core here, explanations and Scores included. Fails with
 `CheckpointError` on a missing or tampered checkpoint.
@@ -201,16 +200,12 @@ class Raw:
     novel: np.ndarray  # (B, T) tokens whose code training never showed (`Scorer.novel`)
 
     @property
-    def surprise_peak(self) -> np.ndarray:
-        """The most surprising token's logit, whatever its code: the stacking's input."""
-        return self.surprise.max(axis=1)
-
-    @property
     def anomaly_logit(self) -> np.ndarray:
-        """The anomaly channel's logit: the most surprising token among those whose code
-        training showed. Clean claims with a code held out of training were flagged 5x
-        (diagnoses) to 14x (procedures) as often as others, nearly all by this channel
-        alone, on the never-trained code (docs/model.md)."""
+        """The most surprising token's logit among those whose code training showed: a
+        code training never saw (or any token it never showed: an unknown drug's) is no
+        evidence. Read over every token, clean claims with a code held out of training were
+        flagged 6x (diagnoses) to 15x (procedures) as often as others, nearly all by the
+        anomaly channel alone, on the never-trained code (docs/model.md)."""
         return np.where(self.novel, -np.inf, self.surprise).max(axis=1)
 
     def rows(self, rows: np.ndarray | slice, width: int | None = None) -> Raw:
@@ -323,7 +318,7 @@ class Scorer:
     def combined_logit(self, raw: Raw) -> np.ndarray:
         """The Platt-stacked logit of the fraud and anomaly logits (module docstring)."""
         c = self.cal
-        return c.a * raw.fraud_logit + c.b * raw.surprise_peak + c.c
+        return c.a * raw.fraud_logit + c.b * raw.anomaly_logit + c.c
 
     def deciding_logit(self, raw: Raw, anomaly_only: np.ndarray) -> np.ndarray:
         """The logit of the channel that decided: the anomaly logit where only the anomaly

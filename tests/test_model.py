@@ -37,6 +37,7 @@ from model.training import (
     TrainConfig,
     heldout_set,
     pair_table,
+    recalibrate,
     snapshot_steps,
     train,
 )
@@ -441,7 +442,7 @@ def test_top_tokens_are_the_ones_whose_removal_lowers_the_deciding_score():
         def logit(r) -> float:
             if anomaly_only:
                 return float(r.anomaly_logit[0])
-            return float(scorer.cal.a * r.fraud_logit[0] + scorer.cal.b * r.surprise_peak[0])
+            return float(scorer.cal.a * r.fraud_logit[0] + scorer.cal.b * r.anomaly_logit[0])
 
         base, falls = logit(raw), {}
         for t in np.argsort(-raw.surprise[0])[:5]:
@@ -490,9 +491,9 @@ def test_the_anomaly_channel_flags_on_its_own_within_its_budget(tiny_checkpoint)
 def test_a_code_training_never_showed_is_no_evidence_for_the_anomaly_channel():
     """Clean claims carrying a code the shipped checkpoint's training held out: the surprise
     head often finds that never-trained code the claim's most surprising token, past the
-    anomaly channel's cut. The channel reads only the tokens whose code training showed,
-    so it flags such a claim only for one of those; the stacked score still reads every
-    token, as it was fitted."""
+    anomaly channel's cut. The anomaly logit reads only the tokens whose code training
+    showed, so the channel flags such a claim only for one of those, and the stacked score
+    reads the same logit."""
     scorer = Scorer.load("default", device="cpu", precision="fp32")
     held = heldout_set(scorer.ck.training)
     batch = [Claim.model_validate(i.claim)
@@ -505,13 +506,27 @@ def test_a_code_training_never_showed_is_no_evidence_for_the_anomaly_channel():
     on_novel = (np.where(raw.novel, raw.surprise, -np.inf).max(axis=1) >= cut) & (
         seen_peak < cut)
     assert raw.novel.any(axis=1).mean() > 0.5 and on_novel.sum() >= 5
+    held_ids = [scorer.tokenizer.ids[f][c] for f, codes in scorer.ck.training["heldout"].items()
+                for c in codes]
+    assert scorer.novel[held_ids].all()  # every code training held out is novel
     np.testing.assert_array_equal(raw.anomaly_logit, seen_peak)
     odd = np.array(["anomaly" in s.flagged_by for s in scorer.score(batch)])
     np.testing.assert_array_equal(odd, seen_peak >= cut)
-    assert not odd[on_novel].any()
     c = scorer.cal
     np.testing.assert_allclose(scorer.combined_logit(raw), c.a * raw.fraud_logit
-                               + c.b * raw.surprise.max(axis=1) + c.c)
+                               + c.b * seen_peak + c.c)
+
+
+def test_recalibrating_rebuilds_the_claims_a_run_calibrated_on(tiny_checkpoint):
+    """`recalibrate` fits the score rule again on claims rebuilt from the checkpoint's
+    training record: on a checkpoint calibrated by this code, the very same rule. One
+    trained on an insurer's claims is refused: those are not ours to rebuild."""
+    ck = load_checkpoint(tiny_checkpoint)
+    again, metrics = recalibrate(ck)
+    assert again == ck.calibration and metrics == ck.metrics["calibration"]
+    ck.training = {**ck.training, "source": "history"}
+    with pytest.raises(ValueError, match="not trained on generated claims"):
+        recalibrate(ck)
 
 
 def test_checks_that_fire_are_named_in_flagged_by(tiny_checkpoint):

@@ -36,6 +36,15 @@ def test_feedback_moves_the_labelled_claims_and_fresh_metrics_hold():
             > before.feedback.mean_score_labelled_fraud)
     assert after.fresh.auroc > before.fresh.auroc - 0.05  # it did not forget
     assert new.model is not ck.model
+    # a code training held out and the feedback does not carry, retraining did not show
+    # either: still unseen, and no evidence (`Scorer.novel`); one the feedback carries is
+    # seen now
+    shown = set(ck.tokenizer.encode(claims).values.ravel().tolist())
+    held = {ck.tokenizer.ids[f][c] for f, codes in ck.training["heldout"].items()
+            for c in codes}
+    assert held - shown and held & shown
+    unseen = new.model.unseen_tokens()
+    assert unseen[sorted(held - shown)].all() and not unseen[sorted(held & shown)].any()
 
 
 def test_retrain_cli_reads_console_feedback_and_writes_a_new_version(namespace, cli, tmp_path):
