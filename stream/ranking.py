@@ -107,9 +107,9 @@ class RankingProcess:
         loaded within `timeout` is killed and TimeoutError raised; one that died,
         BrokenProcessPool. Either way the next call starts afresh."""
         with self.lock:
-            if self.executor is not None and self.pid is not None:
+            if self.pid is not None:  # started (a failed start leaves neither pid nor pool)
                 return self.pid
-            self.executor = self.executor or ProcessPoolExecutor(
+            self.executor = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
                 initargs=(self.settings, os.getpid()))
             try:
