@@ -125,6 +125,18 @@ def pass_shape(rows: int, tokens: int) -> tuple[int, int]:
     return (8 if rows <= 8 else -(-rows // 16) * 16), -(-tokens // 4) * 4
 
 
+def pass_token_counts(max_rows: int, max_len: int) -> list[int]:
+    """Every rows x width a pass of at most `max_rows` claims up to `max_len` tokens long
+    can run at (`pass_shape`): the token counts the encoder's linear layers see.
+
+    >>> len(pass_token_counts(128, 48)), pass_token_counts(8, 8)
+    (55, [32, 64])
+    """
+    rows = {pass_shape(n, 1)[0] for n in range(1, max_rows + 1)}
+    widths = {pass_shape(1, t)[1] for t in range(1, max_len + 1)}
+    return sorted({r * w for r in rows for w in widths})
+
+
 def pass_cost(rows: int, tokens: int) -> int:
     """A pass's cost in token-equivalents (`PASS_OVERHEAD_TOKENS`)."""
     r, t = pass_shape(rows, tokens)
@@ -279,6 +291,24 @@ class Scorer:
     path = "torch eager"
 
     # -- numbers ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def warm_up(self) -> int:
+        """Run the encoder's linear layers once at every token count a pass can have
+        (`pass_shape`: row counts up to `batch_size` times widths up to the longest claim),
+        so that no pass meets one first while claims wait. oneDNN builds a primitive for
+        each new input shape of a bf16 linear layer: here the 108 pass shapes cost 1.15 s
+        of CPU the first time and 0.86 s the second. Linear layers alone, on zeros, since
+        the other kernels build next to nothing a shape: ~0.35 s of CPU, against 1.2 s for
+        a pass at each shape (docs/operations.md, "Warm before ready"). Returns how many
+        token counts ran."""
+        dtype = self.model.blocks[0].ln1.weight.dtype  # the blocks' (`blocks_in`)
+        layers = [m for m in self.model.blocks.modules() if hasattr(m, "in_features")]
+        tokens = pass_token_counts(self.batch_size, self.model.cfg.max_len)
+        for n in tokens:
+            for layer in layers:  # nn.Linear, or its int8 form (`blocks_int8`)
+                layer(torch.zeros(n, layer.in_features, dtype=dtype, device=self.device))
+        return len(tokens)
 
     @torch.inference_mode()
     def raw(self, values: np.ndarray, fields: np.ndarray,

@@ -206,6 +206,9 @@ def _load(settings: Settings, worker_pid: int) -> None:
     except ScoringError as e:
         _failed = str(e)
         return
+    # every pass shape built now, before the worker reports ready, not under the first
+    # claims (Scorer.warm_up)
+    _scorer.warm_up()
     if settings.provider_profiles:
         _profiles = ProfileStore(redis_client(settings), settings.key_prefix)
     _references = RedisReferences(redis_client(settings), settings.key_prefix)

@@ -275,6 +275,29 @@ def test_passes_of_like_length_give_each_claim_what_it_gets_alone(tiny_checkpoin
         assert np.isneginf(together.surprise[i, n:]).all()
 
 
+@pytest.mark.parametrize("max_rows", [4, 128])
+def test_warm_up_covers_every_token_count_a_pass_can_have(max_rows):
+    """Whatever claims arrive, each pass's rows x width is one the warm-up ran, so no
+    pass builds a linear layer's primitive while claims wait."""
+    warmed = set(scorer_module.pass_token_counts(max_rows, 48))
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        lengths = rng.integers(2, 49, size=int(rng.integers(1, 600)))
+        for rows in plan_passes(lengths, max_rows):
+            r, w = scorer_module.pass_shape(len(rows), int(lengths[rows].max()))
+            assert r * w in warmed
+
+
+def test_warm_up_runs_every_token_count_and_changes_no_score(tiny_checkpoint):
+    cs = claims(12)
+    cold = Scorer.load(str(tiny_checkpoint), device="cpu", precision="bf16", batch_size=16)
+    before = [s.score for s in cold.score(cs)]
+    warm = Scorer.load(str(tiny_checkpoint), device="cpu", precision="bf16", batch_size=16)
+    ran = warm.warm_up()
+    assert ran == len(scorer_module.pass_token_counts(16, warm.model.cfg.max_len))
+    assert [s.score for s in warm.score(cs)] == before
+
+
 def test_bench_parity_counts_decisions_the_path_changes(tiny_checkpoint):
     """`claimscope bench`'s parity: the same path against itself changes nothing; bf16
     against fp32 reports its share and its score differences."""
