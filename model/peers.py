@@ -210,7 +210,7 @@ class Profile:
     members: int = 0
     # the same counts by measure (measure -> stratum -> [n, k], the very lists of
     # `counts`) and each measure's totals, made from `counts` and kept as counts are
-    # added: the ranking reads one measure at a time of every peer of every provider
+    # added: the ranking reads one measure at a time of every provider
     strata: dict[str, dict[str, list[float]]] = field(default_factory=dict, init=False)
     totals: dict[str, list[float]] = field(default_factory=dict, init=False)
 
@@ -393,11 +393,14 @@ def _moments(pairs: list[tuple[float, float]], trim: float = 0.0) -> float:
     return min(4.0, max(0.01, phi))
 
 
+PEER_KINDS = ("group", "specialty", "all")  # whom a provider is compared with (`rank`)
+
+
 @dataclass
 class _Rows:
     """One measure's counts as arrays, for `_judge`: a row per (active provider, stratum)
-    with n > 0, each provider's totals, and the peer pool each provider is judged in,
-    with every pool's members."""
+    with n > 0, and per provider its totals, its group and specialty (as indices) and
+    which of them (or everyone) it is judged against (`PEER_KINDS`)."""
 
     providers: list[str]  # the active ones: n > 0 for the measure
     provider: np.ndarray  # (R,) a row's provider, an index into `providers`
@@ -405,35 +408,37 @@ class _Rows:
     n: np.ndarray  # (R,)
     k: np.ndarray  # (R,)
     totals: np.ndarray  # (P, 2) each provider's n and k over all its strata
-    pool: np.ndarray  # (P,) the pool each provider is judged in, an index into `members`
-    members: np.ndarray  # (pools, P) whether a provider is in a pool
+    group: np.ndarray  # (P,) its group (specialty|place), an index
+    specialty: np.ndarray  # (P,) its specialty, an index
+    kind: np.ndarray  # (P,) the peers it is judged against, an index into PEER_KINDS
 
     @classmethod
-    def of(cls, profiles: dict[str, Profile], measure: str,
-           peers: dict[str, tuple[str, list[str]]]) -> _Rows:
-        active = [p for p, x in profiles.items() if x.total(measure)[0] > 0]
-        index = {p: i for i, p in enumerate(active)}
+    def of(cls, profiles: dict[str, Profile], measure: str, judged: dict[str, str]) -> _Rows:
+        active = list(judged)
         strata: dict[str, int] = {}
         rows = [(i, strata.setdefault(s, len(strata)), n, k) for i, p in enumerate(active)
                 for s, (n, k) in profiles[p].of(measure).items() if n > 0]
-        provider, stratum, n, k = (np.array(c) for c in zip(*rows, strict=True)) if rows \
-            else (np.zeros(0, int), np.zeros(0, int), np.zeros(0), np.zeros(0))
-        names: dict[str, int] = {}
-        pool = np.array([names.setdefault(peers[p][0], len(names)) for p in active], int)
-        members = np.zeros((len(names), len(active)), bool)
-        pools = {peers[p][0]: peers[p][1] for p in active}
-        for name, j in names.items():
-            members[j, [index[q] for q in pools[name] if q in index]] = True
-        totals = np.array([profiles[p].total(measure) for p in active]).reshape(-1, 2)
+        provider, stratum, n, k = ((np.array(c) for c in zip(*rows, strict=True)) if rows
+                                   else (np.zeros(0, int), np.zeros(0, int), np.zeros(0),
+                                         np.zeros(0)))
+        groups: dict[str, int] = {}
+        specialties: dict[str, int] = {}
+        group = [groups.setdefault(profiles[p].group, len(groups)) for p in active]
+        specialty = [specialties.setdefault(profiles[p].group.split("|")[0], len(specialties))
+                     for p in active]
         return cls(active, provider.astype(int), stratum.astype(int), n.astype(float),
-                   k.astype(float), totals, pool, members)
+                   k.astype(float),
+                   np.array([profiles[p].total(measure) for p in active]).reshape(-1, 2),
+                   np.array(group, int), np.array(specialty, int),
+                   np.array([PEER_KINDS.index(judged[p]) for p in active], int))
 
 
-def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[str, list[str]]]
+def _judge(profiles: dict[str, Profile], measure: str, judged: dict[str, str]
            ) -> tuple[dict[str, tuple[float, float, float]], set[str], dict[str, float]]:
-    """provider -> (n, O, E) for `measure`, the providers it flags (left out of their
-    peers' figures), and provider -> its surprise (0 where O <= E) under the gamma shape
-    fitted without them.
+    """For the providers in `judged` (each with the measure, and the `PEER_KINDS` it is
+    compared with): provider -> (n, O, E) for `measure`, the providers it flags (left out
+    of their peers' figures), and provider -> its surprise (0 where O <= E) in the last
+    round.
 
     E is, stratum by stratum, the provider's n times its peers' weighted rate, shrunk
     towards every provider's by GROUP_PRIOR pseudo-providers (a group of few says little
@@ -445,34 +450,41 @@ def _judge(profiles: dict[str, Profile], measure: str, peers: dict[str, tuple[st
     (at REASON_SURPRISE) among the peers and in the spread's fit; the first fit of the
     spread leaves out the DISPERSION_TRIM share with the largest O / E.
 
-    Sums over arrays (`_Rows`): in Python loops over every peer of every provider this was
-    two thirds of a ranking (1,132 providers: 0.38 s a ranking, docs/providers.md)."""
-    x = _Rows.of(profiles, measure, peers)
-    P, S = len(x.providers), int(x.stratum.max()) + 1 if len(x.stratum) else 0
+    The peers' sums are bincounts over the rows, by group, by specialty and over everyone
+    (`_Rows`): as Python loops over every peer of every provider they were two thirds of
+    a ranking (1,132 providers: 0.40-0.45 s to rank, docs/providers.md)."""
+    x = _Rows.of(profiles, measure, judged)
+    P = len(x.providers)
+    if not P:
+        return {}, set(), {}
+    S = int(x.stratum.max()) + 1
     w = x.n / (x.n + HALF_WEIGHT)
     wr = w * x.k / x.n
+    kind = x.kind[x.provider]  # (R,) whom each row's provider is judged against
+    pools = [x.group[x.provider], x.specialty[x.provider], np.zeros_like(x.provider)]
+
+    def pooled(weights: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """(R,) `weights` summed over the rows of each row's (pool, stratum)."""
+        key = pool * S + x.stratum
+        return np.bincount(key, weights, (int(pool.max()) + 1) * S)[key]
+
     excluded = np.zeros(P, bool)
     rows: dict[str, tuple[float, float, float]] = {}
-    size = 4.0
     for round_ in range(PEER_ROUNDS):
         kept = ~excluded[x.provider]  # rows of providers that are peers this round
-        aw = np.bincount(x.stratum, w * kept, S)  # every provider's, by stratum
-        awr = np.bincount(x.stratum, wr * kept, S)
-        total_w = aw.sum()
-        overall = awr.sum() / total_w if total_w else 0.0
-        in_pool = x.members[:, x.provider] & kept  # (pools, R)
-        sw = np.stack([np.bincount(x.stratum, w * m, S) for m in in_pool]) if S else \
-            np.zeros((len(x.members), 0))
-        swr = np.stack([np.bincount(x.stratum, wr * m, S) for m in in_pool]) if S else sw
-        sw, swr = sw[x.pool[x.provider], x.stratum], swr[x.pool[x.provider], x.stratum]
-        aw, awr = aw[x.stratum], awr[x.stratum]
+        total_w = (w * kept).sum()
+        overall = (wr * kept).sum() / total_w if total_w else 0.0
+        sums = [[pooled(w * kept, pool) for pool in pools],
+                [pooled(wr * kept, pool) for pool in pools]]
+        sw, swr = (np.choose(kind, by_kind) for by_kind in sums)  # its own peers'
+        aw, awr = sums[0][2], sums[1][2]  # every provider's
         # peers, and every provider, without the provider itself
         sw, swr, aw, awr = sw - w * kept, swr - wr * kept, aw - w * kept, awr - wr * kept
         # a stratum nobody else bills (a code of its own): the measure's rate
         prior = np.where(aw > 1e-9, awr / np.where(aw > 1e-9, aw, 1.0), overall)
-        e = np.bincount(x.provider, x.n * (np.maximum(0.0, swr) + GROUP_PRIOR * prior)
-                        / (np.maximum(0.0, sw) + GROUP_PRIOR), P)
-        rows = {p: (float(x.totals[i, 0]), float(x.totals[i, 1]), float(e[i]))
+        expected = np.bincount(x.provider, x.n * (np.maximum(0.0, swr) + GROUP_PRIOR * prior)
+                               / (np.maximum(0.0, sw) + GROUP_PRIOR), P)
+        rows = {p: (float(x.totals[i, 0]), float(x.totals[i, 1]), float(expected[i]))
                 for i, p in enumerate(x.providers)}
         size = 1 / _moments([(o, e) for i, (_, o, e) in enumerate(rows.values())
                              if not excluded[i]], DISPERSION_TRIM if round_ == 0 else 0.0)
@@ -500,25 +512,27 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
 
         # a group's peers: its specialty at its place, else its specialty, else every
         # provider: the first with MIN_GROUP providers that have the measure
-        of_group = {}
+        of_group: dict[str, tuple[str, str, list[str]]] = {}
         for g in by_group:
             spec = g.split("|")[0]
-            of_group[g] = ((g, by_group[g]) if in_group[g] >= MIN_GROUP else
-                           (spec, by_spec[spec]) if in_spec[spec] >= MIN_GROUP else
-                           ("all", everyone))
+            of_group[g] = (("group", g, by_group[g]) if in_group[g] >= MIN_GROUP else
+                           ("specialty", spec, by_spec[spec]) if in_spec[spec] >= MIN_GROUP
+                           else ("all", "all", everyone))
         peers = {p: of_group[profiles[p].group] for p in active}
-        rows, flagged, surprise = _judge(profiles, measure, peers)
+        rows, flagged, surprise = _judge(profiles, measure,
+                                         {p: kind for p, (kind, _, _) in peers.items()})
         value = {p: o / n for p, (n, o, _) in rows.items()}
         if MEASURES[measure].kind == "count":  # units per line against what E expects
             value = {p: o / max(1e-9, e) for p, (_, o, e) in rows.items()}
         # each pool's peer values: its providers with n >= 5 that the measure does not flag
+        # (pools by kind and name: a specialty may be called "all")
         shown = {p for p, (n, _, _) in rows.items() if n >= 5 and p not in flagged}
-        pooled: dict[str, list[float]] = {}
+        pooled: dict[tuple[str, str], list[float]] = {}
         for p, (n, o, e) in rows.items():
-            name, pool = peers[p]
-            if name not in pooled:
-                pooled[name] = sorted(value[q] for q in pool if q in shown)
-            peer_values = pooled[name]
+            kind, name, pool = peers[p]
+            if (kind, name) not in pooled:
+                pooled[kind, name] = sorted(value[q] for q in pool if q in shown)
+            peer_values = pooled[kind, name]
             if p in shown:  # its peers are its pool without itself
                 i = bisect.bisect_left(peer_values, value[p])
                 peer_values = peer_values[:i] + peer_values[i + 1:]

@@ -203,12 +203,15 @@ def _load(settings: Settings, worker_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _scorer = load_scorer(settings)
+        # every pass shape built now, before the worker reports ready, not under the
+        # first claims (Scorer.warm_up)
+        _scorer.warm_up()
     except ScoringError as e:
         _failed = str(e)
         return
-    # every pass shape built now, before the worker reports ready, not under the first
-    # claims (Scorer.warm_up)
-    _scorer.warm_up()
+    except RuntimeError as e:  # a device that cannot run a pass (out of memory...)
+        _scorer, _failed = None, f"the model could not run a pass: {e}".splitlines()[0]
+        return
     if settings.provider_profiles:
         _profiles = ProfileStore(redis_client(settings), settings.key_prefix)
     _references = RedisReferences(redis_client(settings), settings.key_prefix)

@@ -411,3 +411,20 @@ def test_messages_and_verdicts_survive_pickling_and_judging_unchanged() -> None:
     assert m.judged(v) == dataclasses.replace(m, verdict=v)  # judged keeps every field
     assert pickle.loads(pickle.dumps(m.judged(v))) == m.judged(v)
     assert pickle.loads(pickle.dumps(m.judged(v))).outcome is Outcome.SCORED
+
+
+def test_a_model_that_cannot_run_a_pass_at_start_is_reported_in_one_line(monkeypatch) -> None:
+    """A scoring process whose warm-up fails (a device out of memory) reports why, as a
+    load error does, instead of breaking the pool with a traceback."""
+    class Cold:
+        def warm_up(self) -> int:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\n(details)")
+
+    monkeypatch.setattr(stream.scoring, "load_scorer", lambda settings: Cold())
+    monkeypatch.setattr(stream.scoring, "exit_with", lambda worker_pid: None)
+    monkeypatch.setattr(stream.scoring.signal, "signal", lambda *args: None)  # keep Ctrl-C
+    monkeypatch.setattr(stream.scoring, "_scorer", None)
+    monkeypatch.setattr(stream.scoring, "_failed", None)
+    stream.scoring._load(SETTINGS, worker_pid=0)
+    assert stream.scoring._ready() == ("the model could not run a pass: CUDA out of memory. "
+                                       "Tried to allocate 2.00 GiB")

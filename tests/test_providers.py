@@ -129,6 +129,30 @@ def test_rank_finds_the_outlier_and_not_small_counts_or_case_mix() -> None:
     assert by["SICK"].measures[0].expected == pytest.approx(0.47, abs=0.02)
 
 
+def test_each_provider_is_judged_against_its_own_pool_even_a_specialty_called_all() -> None:
+    """Peer groups: specialty at its place, else the specialty, else everyone; a specialty
+    may be named like the everyone pool ("all") and is still its own pool."""
+    shares = {f"A{i}": ("all|11" if i < 3 else "all|22", 10 + i) for i in range(6)}
+    shares |= {f"F{i}": ("family_medicine|11", 40 + i) for i in range(6)}
+    shares["LONE"] = ("cardiology|22", 70)  # no group or specialty of five: everyone
+    profiles = {}
+    for p, (group, level5) in shares.items():
+        profiles[p] = Profile(p, group)
+        profiles[p].add("level5", "3", 100, level5)
+    views = {r.provider_id: r.measures[0] for r in rank(profiles)}
+    assert views["A0"].peer_group == "all" and views["F0"].peer_group == "family_medicine|11"
+    assert views["LONE"].peer_group == "all"
+    # what each is expected to bill comes from its own pool: the A practices' ~12%, the
+    # everyone pool's ~28% (shrunk towards every provider's rate by one pseudo-provider)
+    assert views["A0"].expected < 0.2 < views["LONE"].expected
+    # a provider's peers are its pool without itself; the flagged are left out of both
+    shown = {p for p, v in views.items() if v.surprise < REASON_SURPRISE}
+    for p, pool in (("A0", [q for q in shares if q.startswith("A")]),
+                    ("F0", [q for q in shares if q.startswith("F")]), ("LONE", list(shares))):
+        assert views[p].peers == sorted(shares[q][1] / 100 for q in pool
+                                        if q != p and q in shown)
+
+
 # -- the world -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
