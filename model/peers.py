@@ -418,9 +418,8 @@ class _Rows:
         strata: dict[str, int] = {}
         rows = [(i, strata.setdefault(s, len(strata)), n, k) for i, p in enumerate(active)
                 for s, (n, k) in profiles[p].of(measure).items() if n > 0]
-        provider, stratum, n, k = ((np.array(c) for c in zip(*rows, strict=True)) if rows
-                                   else (np.zeros(0, int), np.zeros(0, int), np.zeros(0),
-                                         np.zeros(0)))
+        # every provider in `judged` has the measure, so a row at least
+        provider, stratum, n, k = (np.array(c) for c in zip(*rows, strict=True))
         groups: dict[str, int] = {}
         specialties: dict[str, int] = {}
         group = [groups.setdefault(profiles[p].group, len(groups)) for p in active]
@@ -453,11 +452,10 @@ def _judge(profiles: dict[str, Profile], measure: str, judged: dict[str, str]
     The peers' sums are bincounts over the rows, by group, by specialty and over everyone
     (`_Rows`): as Python loops over every peer of every provider they were two thirds of
     a ranking (1,132 providers: 0.40-0.45 s to rank, docs/providers.md)."""
-    x = _Rows.of(profiles, measure, judged)
-    P = len(x.providers)
-    if not P:
+    if not judged:
         return {}, set(), {}
-    S = int(x.stratum.max()) + 1
+    x = _Rows.of(profiles, measure, judged)
+    P, S = len(x.providers), int(x.stratum.max()) + 1
     w = x.n / (x.n + HALF_WEIGHT)
     wr = w * x.k / x.n
     kind = x.kind[x.provider]  # (R,) whom each row's provider is judged against

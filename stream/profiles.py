@@ -51,6 +51,7 @@ from model.peers import (
     Contribution,
     Profile,
     ProviderRisk,
+    window,
 )
 from stream.lua import SPLIT, joined
 
@@ -265,24 +266,21 @@ class ProfileStore:
         replies = iter(pipe.execute())
         out: list[dict[str, Profile]] = [{} for _ in weeks]
         for p, (group, held, counts) in heads.items():
-            # each window's (measure, stratum) -> [n, k], summed over its weeks here: a
-            # Profile then adds each once, not once a week
-            sums: list[dict[tuple[str, str], list[float]]] = [{} for _ in weeks]
+            rows: dict[tuple[int, str, str], list[float]] = {}
             for w in held:
                 fields = next(replies)
                 if not fields:  # expired (a clock that stood still for months)
                     stale.hdel(self.base + "p:" + p, b"w|%d" % w)
-                within = [s for s, n in zip(sums, weeks, strict=True) if w > clock - n]
                 for field, value in fields.items():
                     measure, stratum, nk = field.decode().split("|")
-                    for s in within:
-                        s.setdefault((measure, stratum), [0.0, 0.0])[nk == "k"] += float(value)
+                    rows.setdefault((w, measure, stratum), [0.0, 0.0])[nk == "k"] += float(
+                        value)
             start = first * 7  # the window's first day
             for kind in ("members:", "visited:"):
                 stale.zremrangebyscore(self.base + kind + p, "-inf", f"({start}")
             self._trim_days(keys=[], args=[self.base + "minutes:" + p, start], client=stale)
-            for j, s in enumerate(sums):
-                out[j][p] = Profile(p, group, s, members=counts[j])
+            for j, w in enumerate(weeks):
+                out[j][p] = window(p, group, rows.items(), clock, w, counts[j])
         stale.execute()
         return out
 

@@ -31,9 +31,9 @@ from stream.store import redis_client
 
 RANK_NICE = 10  # below the scoring processes and the worker
 # The most of one core the ranking takes, on average: a run that cost c seconds of CPU is
-# followed by none for c / RANK_SHARE seconds. A ranking costs ~0.4 ms of CPU a provider
-# (0.47 s for the bench's 1,132 providers on a Xeon, docs/providers.md), so every
-# `provider_risk_s` (5 s) it would take ~9% of a core while claims stream in; a book of 50
+# followed by none for c / RANK_SHARE seconds. A ranking costs ~0.45 ms of CPU a provider
+# (0.5 s for the bench's 1,132 providers on a Xeon, docs/providers.md), so every
+# `provider_risk_s` (5 s) it would take ~10% of a core while claims stream in; a book of 50
 # providers still ranks every 5 s.
 RANK_SHARE = 0.05
 # A run ranks at least this often, counted claims or not: counts that moved without the
