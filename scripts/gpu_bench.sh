@@ -8,8 +8,8 @@
 # libraries the image lacks in .dev/.
 #   device run: bash scripts/gpu_bench.sh [NAME...]   (carry: .whl .dev)
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl
+[ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+  --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PATH=$PWD/.dev/bin:$PATH \
   LD_LIBRARY_PATH=$PWD/.dev/lib
 chmod +x .dev/bin/redis-server
@@ -20,7 +20,7 @@ echo "cores: $(nproc)"
 run() {  # name, then the command's prefix
   local name=$1; shift
   echo "== $name"
-  timeout 240 "$@" python3 -m stream bench --json > "$out/bench_$name.json" \
+  timeout "${BENCH_TIMEOUT:-240}" "$@" python3 -m stream bench --json > "$out/bench_$name.json" \
     2> "$out/bench_$name.log" || { echo "failed: $(tail -3 "$out/bench_$name.log")"; return 0; }
   python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(b['device'], \
 b['pipeline']['claims_per_s'], 'claims/s;', b['noop']['claims_per_s'], 'no-op; ratio', \
