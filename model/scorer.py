@@ -159,6 +159,8 @@ def plan_passes(lengths: np.ndarray, max_rows: int) -> list[np.ndarray]:
     >>> [len(p) for p in plan_passes(np.array([30] * 300), 128)]
     [100, 100, 100]
     """
+    if not len(lengths):
+        return []
     order = np.argsort(lengths, kind="stable")
     width = -(-lengths[order] // 4) * 4
     cuts = np.concatenate([[0], np.flatnonzero(np.diff(width)) + 1, [len(order)]])

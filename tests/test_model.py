@@ -410,6 +410,12 @@ def test_a_calibration_without_anomaly_budgets_is_refused():
         Calibration().anomaly_cut(0.005)
 
 
+def test_no_claims_make_no_pass_and_no_scores(tiny_checkpoint):
+    """`score` with an empty batch: the CLI's last flush after a multiple of its chunk."""
+    assert plan_passes(np.zeros(0, dtype=np.int64), 128) == []
+    assert Scorer.load(str(tiny_checkpoint), device="cpu").score([]) == []
+
+
 def test_scorer_scores_explains_and_keeps_order(tiny_checkpoint):
     batch = claims(300)
     # a threshold a barely trained model's scores cross, so the fraud model flags some;
