@@ -420,8 +420,8 @@ def calibrate(model: ClaimFormer, data: ClaimSet, clean: ClaimSet
     (held-out claims not known to be fraud, `anomaly_history` for generated data), as
     quantiles of the surprise over every token: the anomaly logit is never above that, so
     a cut flags at most its budget of clean claims however many carry codes training never
-    showed (cut from the anomaly logit itself, the 0.5% cut fell from 4.69 to 4.09 and
-    hand-written everyday care was flagged 2.8% instead of 1.2%: docs/model.md). Without
+    showed (a cut taken from the anomaly logit itself sits lower, and flags more everyday
+    care: docs/model.md has the figures). Without
     both classes in `data` there is no fraud model to calibrate: the threshold is 1, so
     only the anomaly channel and the checks flag."""
     fraud, anomaly, _ = predict(model, data) if len(data) else (np.zeros(0),) * 3

@@ -39,6 +39,16 @@ from model.peers import (
     contribution,
     rank,
 )
+from model.quality.results import (
+    Baseline,
+    ProviderEval,
+    RankChance,
+    RankFigures,
+    SchemeFigures,
+    SchemesAlone,
+    TopProvider,
+    Upcoders,
+)
 from model.schemes import SCHEMES, ProviderWorld
 from model.scorer import Scorer
 
@@ -84,8 +94,9 @@ def ranked_world(scorer: Scorer, world: ProviderWorld, count: int,
 
 def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 2029,
                        fraud_rate: float = 0.05, bootstrap: int = 1_000,
-                       log: Callable[[str], None] = print) -> dict:
-    """The provider yardstick (module docstring) as the `providers` section of eval JSON."""
+                       log: Callable[[str], None] = print) -> ProviderEval:
+    """The provider yardstick (module docstring); its `to_json()` is the `providers` section
+    of `eval --providers --json`."""
     started = time.monotonic()
     providers = max(60, count // CLAIMS_PER_PROVIDER)
     world = ProviderWorld(seed=seed, size=count, fraud_rate=fraud_rate, providers=providers)
@@ -99,15 +110,14 @@ def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 2029,
     rng = np.random.default_rng(seed)
     resamples = [rng.integers(0, len(y), len(y)) for _ in range(bootstrap)]
 
-    def figures(s: np.ndarray) -> dict:
-        return {
-            "auroc": round(auroc(y, s), 4),
-            "auroc_ci95": _interval(lambda idx: auroc(y[idx], s[idx]), resamples),
-            "precision_at_20": round(top_precision(y, s), 4),
-            "precision_at_20_ci95": _interval(lambda idx: top_precision(y[idx], s[idx]),
-                                              resamples),
-            "honest_outliers_in_top20": top_count(honest, s),
-        }
+    def figures(s: np.ndarray) -> RankFigures:
+        return RankFigures(
+            auroc=round(auroc(y, s), 4),
+            auroc_ci95=_interval(lambda idx: auroc(y[idx], s[idx]), resamples),
+            precision_at_20=round(top_precision(y, s), 4),
+            precision_at_20_ci95=_interval(lambda idx: top_precision(y[idx], s[idx]),
+                                           resamples),
+            honest_outliers_in_top20=top_count(honest, s))
 
     def best_rank(scheme: str, s: np.ndarray) -> int | None:
         order = list(np.argsort(-s, kind="stable"))
@@ -124,36 +134,33 @@ def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 2029,
     y2 = np.array([fixed.labels[r.provider_id].fraud for r in again], dtype=float)
     risk2 = np.array([r.risk for r in again])
     base2 = np.array([share2[r.provider_id] for r in again])
-    return {
-        **ours,
-        "baseline": {"name": "the provider's share of flagged claims", **base},
-        "chance": {"auroc": 0.5, "precision_at_20": round(float(y.mean()), 4)},
-        "providers": len(y), "schemers": int(y.sum()), "honest_outliers": int(honest.sum()),
-        "claims": count, "seed": seed, "window_weeks": WINDOW_WEEKS,
-        "schemes_alone_at_30pct": {
-            "seed": seed + 1, "claims": count // 2, "providers": len(y2),
-            "schemers": int(y2.sum()), "auroc": round(auroc(y2, risk2), 4),
-            "precision_at_20": round(top_precision(y2, risk2), 4),
-            "baseline_auroc": round(auroc(y2, base2), 4),
-            "by_scheme": {s: sum(bool(r.reasons) for r in again
-                                 if fixed.labels[r.provider_id].scheme == s) for s in SCHEMES},
-            "schemers_by_scheme": {s: sum(x.scheme == s for x in fixed.labels.values())
-                                   for s in SCHEMES}},
-        "upcoders_at_30pct": {
-            "providers": len(upcoders), "with_reasons": sum(bool(r.reasons) for r in upcoders),
-            "in_top20": sum(again.index(r) < 20 for r in upcoders),
-            "by_level5": sum(any(v.measure == "level5" and v.surprise >= REASON_SURPRISE
-                                 for v in r.measures) for r in upcoders)},
-        "by_scheme": {s: {"providers": sum(x.scheme == s for x in labels),
-                          "with_reasons": sum(bool(r.reasons) for r, x in zip(ranked, labels,
-                                                                               strict=True)
-                                              if x.scheme == s),
-                          "best_rank": best_rank(s, risk),
-                          "baseline_best_rank": best_rank(s, share),
-                          "intensities": sorted(x.intensity for x in labels if x.scheme == s)}
-                      for s in SCHEMES},
-        "top20": [{"provider_id": r.provider_id, "scheme": world.labels[r.provider_id].scheme,
-                   "outlier": world.labels[r.provider_id].outlier, "risk": r.risk,
-                   "reason": r.reasons[0] if r.reasons else None} for r in ranked[:20]],
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    return ProviderEval(
+        **vars(ours),
+        baseline=Baseline("the provider's share of flagged claims", base),
+        chance=RankChance(auroc=0.5, precision_at_20=round(float(y.mean()), 4)),
+        providers=len(y), schemers=int(y.sum()), honest_outliers=int(honest.sum()),
+        claims=count, seed=seed, window_weeks=WINDOW_WEEKS,
+        schemes_alone_at_30pct=SchemesAlone(
+            seed=seed + 1, claims=count // 2, providers=len(y2), schemers=int(y2.sum()),
+            auroc=round(auroc(y2, risk2), 4), precision_at_20=round(top_precision(y2, risk2), 4),
+            baseline_auroc=round(auroc(y2, base2), 4),
+            by_scheme={s: sum(bool(r.reasons) for r in again
+                              if fixed.labels[r.provider_id].scheme == s) for s in SCHEMES},
+            schemers_by_scheme={s: sum(x.scheme == s for x in fixed.labels.values())
+                                for s in SCHEMES}),
+        upcoders_at_30pct=Upcoders(
+            providers=len(upcoders), with_reasons=sum(bool(r.reasons) for r in upcoders),
+            in_top20=sum(again.index(r) < 20 for r in upcoders),
+            by_level5=sum(any(v.measure == "level5" and v.surprise >= REASON_SURPRISE
+                              for v in r.measures) for r in upcoders)),
+        by_scheme={s: SchemeFigures(
+            providers=sum(x.scheme == s for x in labels),
+            with_reasons=sum(bool(r.reasons) for r, x in zip(ranked, labels, strict=True)
+                             if x.scheme == s),
+            best_rank=best_rank(s, risk), baseline_best_rank=best_rank(s, share),
+            intensities=sorted(x.intensity for x in labels if x.scheme == s))
+            for s in SCHEMES},
+        top20=[TopProvider(provider_id=r.provider_id, scheme=world.labels[r.provider_id].scheme,
+                           outlier=world.labels[r.provider_id].outlier, risk=r.risk,
+                           reason=r.reasons[0] if r.reasons else None) for r in ranked[:20]],
+        seconds=round(time.monotonic() - started, 1))

@@ -308,3 +308,105 @@ class EvalResult(Result):
         if self.novelty is None:
             del out["novelty"]
         return out
+
+
+# -- providers (`claimscope eval --providers`) ----------------------------------------------
+@dataclass
+class RankFigures(Result):
+    """One ranking of providers against their labels (schemer or not), with 95% bootstrap
+    intervals over providers."""
+
+    auroc: float
+    auroc_ci95: list[float]
+    precision_at_20: float
+    precision_at_20_ci95: list[float]
+    honest_outliers_in_top20: int
+
+
+@dataclass
+class Baseline(Result):
+    """The fair baseline's ranking, named (JSON: its name, then its figures)."""
+
+    name: str
+    figures: RankFigures
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.figures.to_json()}
+
+
+@dataclass
+class RankChance(Result):
+    """What a random ranking scores: AUROC 0.5, precision at 20 the schemers' share."""
+
+    auroc: float
+    precision_at_20: float
+
+
+@dataclass
+class SchemesAlone(Result):
+    """A second world whose frauds are the provider schemes alone, at a fixed intensity."""
+
+    seed: int
+    claims: int
+    providers: int
+    schemers: int
+    auroc: float
+    precision_at_20: float
+    baseline_auroc: float
+    by_scheme: dict[str, int]  # scheme -> its providers ranked with a reason
+    schemers_by_scheme: dict[str, int]
+
+
+@dataclass
+class Upcoders(Result):
+    """The upcoders of the schemes-alone world: how many carry a reason, rank in the top
+    20, and are named by their level-5 share."""
+
+    providers: int
+    with_reasons: int
+    in_top20: int
+    by_level5: int
+
+
+@dataclass
+class SchemeFigures(Result):
+    """One scheme in the main world: its providers, how many carry a reason, and the best
+    rank any of them reaches under the ranking and under the baseline."""
+
+    providers: int
+    with_reasons: int
+    best_rank: int | None
+    baseline_best_rank: int | None
+    intensities: list[float]
+
+
+@dataclass
+class TopProvider(Result):
+    """One of the ranking's first 20, with its label and its first reason."""
+
+    provider_id: str
+    scheme: str | None
+    outlier: str | None
+    risk: float
+    reason: str | None
+
+
+@dataclass
+class ProviderEval(RankFigures):
+    """The provider yardstick (`model.quality.providers`): the ranking's own figures first,
+    then the baseline's, chance, the world, and the breakdowns (`to_json`: the
+    `providers` section of `eval --providers --json`)."""
+
+    baseline: Baseline
+    chance: RankChance
+    providers: int
+    schemers: int
+    honest_outliers: int
+    claims: int
+    seed: int
+    window_weeks: int
+    schemes_alone_at_30pct: SchemesAlone
+    upcoders_at_30pct: Upcoders
+    by_scheme: dict[str, SchemeFigures]
+    top20: list[TopProvider]
+    seconds: float

@@ -190,13 +190,14 @@ def _provider_eval(checkpoint: str, device: str, count: int, seed: int, fraud_ra
                    f"training seeds ({train_seed}-{train_seed + 3}): pick another")
     out = evaluate_providers(scorer, count, seed, fraud_rate, bootstrap, log=_log)
     if as_json:
-        print(json.dumps({"providers": out}, indent=2))
+        print(json.dumps({"providers": out.to_json()}, indent=2))
         return
-    for name, f in (("provider risk", out), ("flagged share (baseline)", out["baseline"])):
-        print(f"{name:26} AUROC {f['auroc']:.3f} {f['auroc_ci95']}  precision@20 "
-              f"{f['precision_at_20']:.2f} {f['precision_at_20_ci95']}  honest outliers in "
-              f"top 20: {f['honest_outliers_in_top20']}")
-    print(f"{'chance':26} AUROC 0.500  precision@20 {out['chance']['precision_at_20']:.2f}")
+    for name, f in (("provider risk", out), ("flagged share (baseline)", out.baseline.figures)):
+        print(f"{name:26} AUROC {f.auroc:.3f} {f.auroc_ci95}  precision@20 "
+              f"{f.precision_at_20:.2f} {f.precision_at_20_ci95}  honest outliers in "
+              f"top 20: {f.honest_outliers_in_top20}")
+    print(f"{'chance':26} AUROC {out.chance.auroc:.3f}  precision@20 "
+          f"{out.chance.precision_at_20:.2f}")
 
 
 def _ci(m: Interval) -> str:
