@@ -267,12 +267,9 @@ FIG[ready_s]=$(since "$t")
 say "  all $WORKERS workers /ready ${FIG[ready_s]} s after compose up (joined the group, partitions assigned)"
 
 # -- 5. load, and a worker killed under it -----------------------------------------------
-redis_count() {
-  "$PY" - <<'EOF'
-import os, redis
-r = redis.Redis.from_url(os.environ["CLAIMSCOPE_REDIS_URL"])
-print(sum(1 for _ in r.scan_iter("cs:claim:*", count=1000)))
-EOF
+redis_count() {  # the claims stored, counted by the store (it owns the key layout)
+  "$PY" -c 'from stream.settings import load_settings; from stream.store import ScoreStore
+print(ScoreStore.from_settings(load_settings()).count())'
 }
 step publish "$N claims from the host, one worker SIGKILLed mid-stream"
 "$CS" generate --count "$N" --seed 16 --fraud-rate 0.05 > "$W/claims.jsonl" 2>> "$LOG" \
@@ -286,11 +283,12 @@ VICTIM=${WK[1]}
 # the kill lands while the first half is still being published and scored, once a tenth
 # of the claims are in Redis (polled every 20 ms); the second half is published after it
 FIG[killed_at]=$("$PY" - "$VICTIM" $((N / 10)) 2>> "$LOG" <<'EOF'
-import os, subprocess, sys, time
-import redis
-r = redis.Redis.from_url(os.environ["CLAIMSCOPE_REDIS_URL"])
+import subprocess, sys, time
+from stream.settings import load_settings
+from stream.store import ScoreStore
+store = ScoreStore.from_settings(load_settings())
 deadline = time.monotonic() + 180
-while (n := sum(1 for _ in r.scan_iter("cs:claim:*", count=1000))) < int(sys.argv[2]):
+while (n := store.count()) < int(sys.argv[2]):
     if time.monotonic() > deadline:
         sys.exit(f"fewer than {sys.argv[2]} claims in Redis after 180 s")
     time.sleep(0.02)

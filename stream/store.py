@@ -206,6 +206,11 @@ class ScoreStore:
             yield from (raw for raw in self._r.mget(keys[i:i + chunk]) if raw is not None)
 
     # -- housekeeping -------------------------------------------------------------------
+    def count(self, chunk: int = 1000) -> int:
+        """How many claim records are stored now (a SCAN of the keys: for checks and
+        operators counting what arrived, never for the stream's own path)."""
+        return sum(1 for _ in self._r.scan_iter(match=self._claim_key("*"), count=chunk))
+
     def purge(self, chunk: int = 1000) -> int:
         """Delete every key under this store's prefix (records, indexes, labels, and the
         cross-claim checks' state, which shares the prefix): for throwaway namespaces such

@@ -92,7 +92,7 @@ def test_store_writes_are_idempotent_and_bounded(namespace: Settings) -> None:
     scores = [_score(i, i % 2 == 0, 1_800_000_000 + i) for i in range(8)]
     store.put_many(scores)
     store.put_many(scores)  # a redelivery: same state
-    assert sum(1 for _ in r.scan_iter(match=f"{p}claim:*")) == 8
+    assert sum(1 for _ in r.scan_iter(match=f"{p}claim:*")) == 8 == store.count(chunk=3)
     assert [x.claim_id for x in store.recent(10)] == ["C7", "C6", "C5", "C4", "C3"]
     assert [x.claim_id for x in store.flagged(10)] == ["C6", "C4", "C2", "C0"]
     assert r.zcard(f"{p}member:M0") == 2 and 0 < r.ttl(f"{p}member:M0") <= 50
