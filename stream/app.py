@@ -185,6 +185,7 @@ def create_app(settings: Settings, web_port: int, pipeline: Pipeline) -> faust.A
                 note_ranking()
                 futures = await pipeline.sink.send(settings.topic_provider_risk, snapshots)
                 await asyncio.gather(*futures)
+                ranking.sent()
             except (redis.RedisError, KafkaError) as e:
                 log.warning("provider ranking failed (next in %.0f s): %s: %s",
                             settings.provider_risk_s, type(e).__name__, e)

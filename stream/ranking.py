@@ -48,50 +48,72 @@ START_S = 30.0
 
 class Ranking:
     """Rank every provider and store the ranking; return the snapshots whose risk (to a
-    tenth) or reasons (the measures behind them) changed since its last run, for
-    `providers.risk` (after a restart, every provider with any risk once more).
+    tenth) or reasons (the measures behind them) changed since the last snapshots that
+    reached `providers.risk` (after a restart, every provider with any risk once more).
 
-    A run does nothing (returns no snapshot) when no claim was counted since the last
+    The caller says with each run whether the previous run's snapshots reached the topic
+    (`delivered`); when they did not, the run returns them again (with what changed since,
+    if it ranks), so a failed send loses no change.
+
+    A run does not rank (and returns no snapshot but the undelivered) when no claim was counted since the last
     ranking (`ProfileStore.counted`: an idle worker re-ranked unchanged profiles every 5 s,
     ~7% of a core) and that ranking is younger than STALE_S, or before `due`, so that the
     ranking takes at most `share` of a core (its own process's CPU; the Redis reads it
-    makes are not counted). Nothing is lost by waiting: the next run compares with the last
-    one it sent. A run that fails is tried again on the next tick."""
+    makes are not counted). Nothing is lost by waiting: the next run compares with what was
+    sent. A run that fails is tried again on the next tick."""
 
     def __init__(self, store: ProfileStore, share: float = RANK_SHARE) -> None:
         self.store, self.share = store, share
+        # provider -> (risk to a tenth, scored measures behind its reasons): as the topic
+        # has it, and as the last run returned it (the topic's once delivered)
+        self.sent: dict[str, tuple[float, tuple[str, ...]]] = {}
         self.last: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self.returned: list[ProviderRisk] = []  # the last run's snapshots
         self.counted: int | None = None  # the store's count the last ranking ranked
         self.ranked_at = 0.0  # time.monotonic() of the last ranking
         self.due = 0.0  # time.monotonic() before which no run ranks
 
-    def run(self) -> list[ProviderRisk]:
+    def run(self, delivered: bool = True) -> list[ProviderRisk]:
+        if delivered:
+            self.sent, unsent = self.last, []
+        else:  # the last snapshots went nowhere: they go again, ranked anew if due
+            unsent = self.returned
         # the count is read first: claims counted during this run make the next one rank
         counted, start = self.store.counted(), time.monotonic()
         if start < self.due or (counted == self.counted and start - self.ranked_at < STALE_S):
-            return []
+            self.last = {**self.sent, **{r.provider_id: _shown(r) for r in unsent}}
+            self.returned = unsent
+            return unsent
         cpu = time.process_time()
         long, short = self.store.profiles()
         ranked = rank(long, short)
         self.store.put_risk(ranked)
-        changed = []
+        changed, last = [], dict(self.sent)
         for r in ranked:
-            key = (round(r.risk, 1), tuple(v.measure for v in r.measures
-                                           if MEASURES[v.measure].scored
-                                           and v.surprise >= REASON_SURPRISE))
-            before = self.last.get(r.provider_id)
+            key, before = _shown(r), self.sent.get(r.provider_id)
             if key != before and (r.risk > 0 or before is not None):
                 changed.append(r)
-            self.last[r.provider_id] = key
+            last[r.provider_id] = key
+        self.last, self.returned = last, changed
         self.counted, self.ranked_at = counted, start
         self.due = start + (time.process_time() - cpu) / self.share
         return changed
 
 
+def _shown(r: ProviderRisk) -> tuple[float, tuple[str, ...]]:
+    """What a snapshot on the topic shows of a provider: its risk to a tenth and the
+    scored measures behind its reasons (a change in either is sent)."""
+    return (round(r.risk, 1), tuple(v.measure for v in r.measures
+                                    if MEASURES[v.measure].scored
+                                    and v.surprise >= REASON_SURPRISE))
+
+
 class RankingProcess:
     """`Ranking` in one spawned process at RANK_NICE; `run` returns the changed snapshots
-    as (key, value) records for the topic. Raises what the ranking raised (a
-    redis.RedisError: the next tick tries again). `pid`: the process's, once started."""
+    as (key, value) records for the topic, and the caller calls `sent` once they are on
+    it (until then the next run takes them back and sends them again). Raises what the
+    ranking raised (a redis.RedisError: the next tick tries again). `pid`: the
+    process's, once started."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -100,6 +122,7 @@ class RankingProcess:
         # the leader's assignment, the timer's ticks and the worker's stop all start or
         # stop the process, from threads of their own
         self.lock = threading.RLock()
+        self.delivered = True  # whether the last run's snapshots reached the topic
 
     def start(self, timeout: float = START_S) -> int:
         """Start the process unless it runs, wait until it has loaded (imports: ~1 s of
@@ -125,8 +148,14 @@ class RankingProcess:
         with self.lock:
             executor = self.executor
         assert executor is not None
-        return await watched(executor,
-                             asyncio.get_running_loop().run_in_executor(executor, _rank))
+        out = await watched(executor, asyncio.get_running_loop().run_in_executor(
+            executor, _rank, self.delivered))
+        self.delivered = False  # until `sent`
+        return out
+
+    def sent(self) -> None:
+        """The snapshots the last `run` returned are on the topic."""
+        self.delivered = True
 
     def stop(self) -> None:
         with self.lock:
@@ -147,6 +176,7 @@ def _start(settings: Settings, worker_pid: int) -> None:
     _ranking = Ranking(ProfileStore(redis_client(settings), settings.key_prefix))
 
 
-def _rank() -> list[tuple[bytes, bytes]]:
+def _rank(delivered: bool) -> list[tuple[bytes, bytes]]:
     assert _ranking is not None
-    return [(r.provider_id.encode(), r.model_dump_json().encode()) for r in _ranking.run()]
+    return [(r.provider_id.encode(), r.model_dump_json().encode())
+            for r in _ranking.run(delivered)]

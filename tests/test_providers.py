@@ -239,6 +239,14 @@ def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, worl
     ranking = Ranking(store)
     changed = ranking.run()
     assert changed and ranking.run() == []  # nothing new: nothing to send
+    # snapshots whose send failed come back on the next run, though nothing new came
+    again = Ranking(store)
+    first = again.run()
+    assert again.run(delivered=False) == first  # not due: the same snapshots, not ranked
+    again.due, again.counted = 0.0, None  # due, and as if claims came: it ranks
+    assert [r.provider_id for r in again.run(delivered=False)] == [
+        r.provider_id for r in first]
+    assert again.run() == []  # delivered at last: nothing left to send
     top = store.top(50)
     assert [r.provider_id for r in top] == [r.provider_id for r in rank(want) if r.reasons][:50]
     assert all(r.reasons for r in top)
