@@ -571,8 +571,10 @@ def train(cfg: TrainConfig, log=print, data: TrainingData | None = None) -> Chec
     log(f"model: {mcfg.n_layers} layers, {mcfg.n_heads} heads, d_model {mcfg.d_model}, "
         f"{model.n_params():,} parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # a tenth of the steps to warm up; OneCycleLR divides by that warm-up less one step,
+    # so a warm-up of exactly one step (10 steps in all) would divide by zero
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
-                                                pct_start=0.1)
+                                                pct_start=0.2 if cfg.steps == 10 else 0.1)
     replacer = Replacer(tok, default_vocabulary(), unlabelled, blank=cfg.blank_rate)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -410,6 +410,14 @@ def test_a_calibration_without_anomaly_budgets_is_refused():
         Calibration().anomaly_cut(0.005)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 10, 11])
+def test_training_runs_any_number_of_steps(steps):
+    """Short runs (tests, `sweep --steps 10`) included: the LR schedule has edges there."""
+    ck = train(TrainConfig(steps=steps, train_count=1000, val_count=400, eval_every=5),
+               log=lambda m: None)
+    assert ck.metrics["best_step"] <= steps
+
+
 def test_no_claims_make_no_pass_and_no_scores(tiny_checkpoint):
     """`score` with an empty batch: the CLI's last flush after a multiple of its chunk."""
     assert plan_passes(np.zeros(0, dtype=np.int64), 128) == []
