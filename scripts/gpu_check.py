@@ -106,7 +106,7 @@ if STEPS == ["train"]:
     report()
 elif STEPS == ["sweep"]:
     result["sweep"] = sweep(steps=2500, train_count=60_000, count=10_000, seed=11, device=DEVICE,
-                            log=lambda m: print(m, flush=True))
+                            log=lambda m: print(m, flush=True)).to_json()
     report()
 else:
     claims = [Claim.model_validate(x.claim)

@@ -55,12 +55,13 @@ class Ranking:
     (`delivered`); when they did not, the run returns them again (with what changed since,
     if it ranks), so a failed send loses no change.
 
-    A run does not rank (and returns no snapshot but the undelivered) when no claim was counted since the last
-    ranking (`ProfileStore.counted`: an idle worker re-ranked unchanged profiles every 5 s,
-    ~7% of a core) and that ranking is younger than STALE_S, or before `due`, so that the
-    ranking takes at most `share` of a core (its own process's CPU; the Redis reads it
-    makes are not counted). Nothing is lost by waiting: the next run compares with what was
-    sent. A run that fails is tried again on the next tick."""
+    A run does not rank (and returns no snapshot but the undelivered) when no claim was
+    counted since the last ranking (`ProfileStore.counted`: an idle worker re-ranked
+    unchanged profiles every 5 s, ~7% of a core) and that ranking is younger than
+    STALE_S, or before `due`, so that the ranking takes at most `share` of a core (its own
+    process's CPU; the Redis reads it makes are not counted). Nothing is lost by waiting:
+    the next run compares with what was sent. A run that fails is tried again on the next
+    tick."""
 
     def __init__(self, store: ProfileStore, share: float = RANK_SHARE) -> None:
         self.store, self.share = store, share

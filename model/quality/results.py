@@ -410,3 +410,33 @@ class ProviderEval(RankFigures):
     by_scheme: dict[str, SchemeFigures]
     top20: list[TopProvider]
     seconds: float
+
+
+# -- the architecture sweep (`claimscope sweep`) -------------------------------------------
+@dataclass
+class SweepRow(Result):
+    """One architecture, trained and measured as every other in the sweep."""
+
+    layers: int
+    heads: int
+    d_model: int
+    params: int
+    auroc: float
+    pr_auc: float
+    accuracy: float
+    balanced_accuracy: float
+    cpu_claims_per_s: float  # `Scorer.score`, 2 threads, batch 256
+    train_seconds: float
+    best_step: int
+
+
+@dataclass
+class SweepResult(Result):
+    """The sweep's rows and how they were made (`to_json`: `sweep --json`)."""
+
+    architectures: list[SweepRow]
+    steps: int
+    train_count: int
+    count: int
+    seed: int
+    train_device: str

@@ -18,6 +18,7 @@ from sklearn.metrics import balanced_accuracy_score
 from model.dataset import make_claim_set
 from model.generator import SINGLE_CLAIM_PATTERNS
 from model.metrics import auroc, pr_auc
+from model.quality.results import SweepResult, SweepRow
 from model.scorer import Scorer
 from model.training import TrainConfig, train
 
@@ -25,7 +26,7 @@ ARCHITECTURES = ((1, 2), (2, 4), (4, 8), (6, 8))  # (layers, heads), d_model 128
 
 
 def sweep(steps: int, train_count: int, count: int, seed: int, device: str = "cpu",
-          log=print) -> dict:
+          log=print) -> SweepResult:
     rows = []
     data = None
     for layers, heads in ARCHITECTURES:
@@ -50,14 +51,14 @@ def sweep(steps: int, train_count: int, count: int, seed: int, device: str = "cp
         scorer.score(timed)
         per_s = len(timed) / (time.monotonic() - t0)
         torch.set_num_threads(threads)
-        rows.append({"layers": layers, "heads": heads, "d_model": ck.model.cfg.d_model,
-                     "params": ck.model.n_params(),
-                     "auroc": round(auroc(y, combined), 4),
-                     "pr_auc": round(pr_auc(y, combined), 4),
-                     "accuracy": round(float((flagged == (y == 1)).mean()), 4),
-                     "balanced_accuracy": round(float(balanced_accuracy_score(y, flagged)), 4),
-                     "cpu_claims_per_s": round(per_s, 1),
-                     "train_seconds": round(train_s, 1), "best_step": ck.metrics["best_step"]})
+        rows.append(SweepRow(
+            layers=layers, heads=heads, d_model=ck.model.cfg.d_model,
+            params=ck.model.n_params(), auroc=round(auroc(y, combined), 4),
+            pr_auc=round(pr_auc(y, combined), 4),
+            accuracy=round(float((flagged == (y == 1)).mean()), 4),
+            balanced_accuracy=round(float(balanced_accuracy_score(y, flagged)), 4),
+            cpu_claims_per_s=round(per_s, 1), train_seconds=round(train_s, 1),
+            best_step=ck.metrics["best_step"]))
         log(f"  {rows[-1]}")
-    return {"architectures": rows, "steps": steps, "train_count": train_count, "count": count,
-            "seed": seed, "train_device": device}
+    return SweepResult(architectures=rows, steps=steps, train_count=train_count, count=count,
+                       seed=seed, train_device=device)

@@ -426,11 +426,11 @@ def sweep(
         raise fail(str(e)) from None
     result = run_sweep(steps, train_count, count, seed, dev, log=_log)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
         return
     print(f"{'layers':>6}{'heads':>6}{'params':>10}{'AUROC':>8}{'PR-AUC':>8}{'acc':>7}"
           f"{'bal.acc':>8}{'claims/s':>10}")
-    for r in result["architectures"]:
-        print(f"{r['layers']:>6}{r['heads']:>6}{r['params']:>10,}{r['auroc']:>8.3f}"
-              f"{r['pr_auc']:>8.3f}{r['accuracy']:>7.3f}{r['balanced_accuracy']:>8.3f}"
-              f"{r['cpu_claims_per_s']:>10,.0f}")
+    for r in result.architectures:
+        print(f"{r.layers:>6}{r.heads:>6}{r.params:>10,}{r.auroc:>8.3f}"
+              f"{r.pr_auc:>8.3f}{r.accuracy:>7.3f}{r.balanced_accuracy:>8.3f}"
+              f"{r.cpu_claims_per_s:>10,.0f}")
