@@ -13,7 +13,7 @@ from model.checks import MemoryState
 from model.claims import Claim
 from model.cms.tables import addon_table, folder, mce_table, mue_table
 from model.edits import NCCI_MODIFIERS, VISIT_MODIFIERS, PayerEdits, claim_edits, is_visit
-from model.generator import ClaimGenerator
+from model.generator import CLEAN, ClaimGenerator
 
 SEED = 20261204
 
@@ -206,3 +206,50 @@ def test_eval_reports_the_edits_alone_the_model_alone_and_either():
     assert r.either.recall >= max(r.edits.recall, r.model.recall)
     assert r.model.clean_fpr > 0 and set(r.to_json()) == {
         "edits", "model", "either", "fired", "fired_clean"}
+    # per pattern against the clean claims: the edits flag no clean claim, so every
+    # pattern they flag they flag precisely; the stand-in model flags clean claims too
+    assert r.edits.per_pattern_precision["unbundling"] == 1.0
+    assert set(r.model.per_pattern_precision) == set(r.model.per_pattern)
+    clean, pat = test.patterns == CLEAN, test.patterns == "unbundling"
+    hit = model & (clean | pat)
+    assert r.model.per_pattern_precision["unbundling"] == round(float(pat[hit].mean()), 4)
+
+
+def test_no_edit_fires_on_the_everyday_care_suite():
+    """Ordinary medicine, written by hand, breaks no CMS edit: every kind of the suite, 12
+    claims each at its usual ages, sexes and prices, as one stream."""
+    from model.quality.everyday import clean_claims, load_kinds
+
+    claims = [Claim.model_validate(c) for _, c in clean_claims(load_kinds(), 12, seed=3)]
+    fired = [(c.claim_id, h) for c, h in zip(claims, PayerEdits(MemoryState()).run(claims),
+                                             strict=True) if h]
+    assert not fired, fired[:5]
+
+
+def test_citations_name_the_rule_its_indicator_and_the_table_release():
+    """The issue's spot checks, cited as an SIU reviewer reads them: the codes, the
+    indicator (modifier or MUE adjudication) with CMS's rationale, and the table's release
+    as VERSION.json records it."""
+    from model.cms.tables import versions
+
+    release = {t: v.get("release") for t, v in versions()["tables"].items()}
+
+    def only(c: Claim):
+        (hit,) = claim_edits(c)
+        return hit
+
+    ptp = only(claim([("45380", 1, []), ("45378", 1, ["59"])]))
+    assert ptp.codes == ("45380", "45378")
+    assert "modifier indicator 0" in ptp.detail and "45378 is included in 45380" in ptp.detail
+    assert "(CPT Separate procedure definition)" in ptp.detail
+    assert ptp.table_version == release["ncci_ptp_practitioner.npz"]
+    mue = only(claim([("36415", 3, [])]))
+    assert mue.codes == ("36415",) and "the most is 2" in mue.detail
+    assert "per day" in mue.detail and mue.table_version == release["mue_practitioner.csv"]
+    addon = only(claim([("99417", 1, [])]))
+    assert "99205, 99215" in addon.detail and addon.table_version == release["addon.csv"]
+    sex = only(claim([("99213", 1, [])], dx=("N40.0",), sex="F"))
+    assert sex.edit == "mce_sex" and "since 2024-10-01" in sex.detail
+    assert "FY2024" in sex.table_version
+    age = only(claim([("99213", 1, [])], dx=("O80",), age=70))
+    assert age.edit == "mce_age" and "the member is 70" in age.detail

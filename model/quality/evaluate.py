@@ -262,13 +262,23 @@ def anomaly_report(test: Stream, odd: np.ndarray, scored: np.ndarray, scorer: Sc
 
 
 def way(test: Stream, flagged: np.ndarray) -> WayFigures:
+    """One way of flagging against the labels: overall, and per pattern against the clean
+    claims (recall on the pattern's claims; precision among the pattern's and the clean
+    claims it flags)."""
     clean, fraud = test.patterns == CLEAN, test.patterns != CLEAN
+
+    def precision(of: np.ndarray, among: np.ndarray) -> float:
+        hit = flagged & among
+        return round(float(of[hit].mean()), 4) if hit.any() else float("nan")
+
+    patterns = sorted(set(test.patterns[fraud]))
     return WayFigures(
-        precision=round(float(fraud[flagged].mean()), 4) if flagged.any() else float("nan"),
+        precision=precision(fraud, np.ones_like(flagged)),
         recall=round(float(flagged[fraud].mean()), 4),
         clean_fpr=round(float(flagged[clean].mean()), 5),
-        per_pattern={p: round(float(flagged[test.patterns == p].mean()), 4)
-                     for p in sorted(set(test.patterns[fraud]))})
+        per_pattern={p: round(float(flagged[test.patterns == p].mean()), 4) for p in patterns},
+        per_pattern_precision={p: precision(test.patterns == p, (test.patterns == p) | clean)
+                               for p in patterns})
 
 
 def edits_report(test: Stream, model_flags: np.ndarray) -> EditsReport:

@@ -81,6 +81,9 @@ class WayFigures(Result):
     recall: float
     clean_fpr: float
     per_pattern: dict[str, float]  # recall
+    # of the pattern's claims and the clean ones, the share of those flagged that are the
+    # pattern's (NaN where it flags none)
+    per_pattern_precision: dict[str, float]
 
 
 @dataclass

@@ -331,6 +331,15 @@ def eval_markdown(r: EvalResult) -> str:
     for h, ablated in r.heads.items():
         out.append(f"| {h} | " + " | ".join(
             str(v) for v in [*ablated.auroc_change.values(), ablated.specialisation]) + " |")
+    e = r.edits
+    out += ["", "Payer edits alone, the model alone (fraud and anomaly channels, no checks) and "
+            "either, per pattern against the clean claims: recall / precision.", "",
+            "| pattern | edits | model | either |", "|---|---|---|---|"]
+    out += [f"| {p} | " + " | ".join(f"{w.per_pattern[p]} / {w.per_pattern_precision[p]}"
+                                     for w in (e.edits, e.model, e.either)) + " |"
+            for p in e.edits.per_pattern]
+    out.append(f"| all | {e.edits.recall} / {e.edits.precision} | {e.model.recall} / "
+               f"{e.model.precision} | {e.either.recall} / {e.either.precision} |")
     if r.novelty is not None:
         out += ["", "| held out | n | anomaly AUROC | recall at 1% FPR |", "|---|---|---|---|"]
         out += [f"| {p} | {v.n} | {v.auroc:.3f} | {v.recall_at_1pct_fpr:.3f} |"
