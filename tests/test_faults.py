@@ -38,10 +38,14 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 
+from model.claims import Claim
 from model.generator import ClaimGenerator
+from model.peers import ProfileBook, contribution
+from model.vocabulary import default_vocabulary
 from stream.dev.procs import WorkerProcess, settings_env, stop_all
 from stream.dev.services import Process, redis_binary, start_tansu, wait_listening
 from stream.preflight import create_topics, free_port
+from stream.profiles import ProfileStore
 from stream.settings import Settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -231,11 +235,29 @@ def test_kill_9_one_of_two_workers_loses_nothing(namespace: Settings, tmp_path: 
         survivor = get_json(ports[0], "/stats")
         assert sorted(a for a in survivor["assigned"] if a.startswith(s.topic_claims + ":")) \
             == sorted(f"{s.topic_claims}:{i}" for i in range(s.partitions))
+        # the provider profiles continue from the store: every claim counted once, the
+        # redelivered ones too, with the flags of its first scoring (the first copy on the
+        # topic: a copy scored again after the kill is judged against the cross-claim
+        # state as it is then, docs/reliability.md), as one pass over the claims counts
+        profiles = ProfileStore(r, s.key_prefix)
+        wait_until("every claim counted in the profiles",
+                   lambda: profiles.counted() >= len(claims), 30, every=0.2)
+        book, flagged_by = ProfileBook(), {}
+        for x in scores:
+            flagged_by.setdefault(x["claim_id"], x["flagged_by"])
+        for c in map(Claim.model_validate, claims):
+            book.add(contribution(c, flagged_by[c.claim_id], default_vocabulary()))
+        stored = profiles.profiles()[0]
+        assert profiles.counted() == len(claims) and set(stored) == set(book.profiles())
+        assert all(stored[p].counts == x.counts and stored[p].members == x.members
+                   for p, x in book.profiles().items())
+        changed = sum(x["flagged_by"] != flagged_by[x["claim_id"]] for x in scores)
         report(f"fault kill -9: {len(stored_ids(r, s))}/{len(claims)} in Redis, "
                f"{len(set(on_topic))}/{len(claims)} on {s.topic_scored}; killed at "
                f"{at_kill} stored (victim had scored {victim_scored}); {len(dupes)} claims "
                f"scored twice ({len(on_topic) - len(set(on_topic))} duplicate messages on "
-               f"the topic, 0 in Redis); all done {took:.1f} s after publishing",
+               f"the topic, 0 in Redis; {changed} copies flagged otherwise than the first); "
+               f"profiles equal one pass's; all done {took:.1f} s after publishing",
                duplicates=len(on_topic) - len(set(on_topic)), killed_at=at_kill)
     finally:
         for p in procs:
