@@ -236,9 +236,11 @@ def test_kill_9_one_of_two_workers_loses_nothing(namespace: Settings, tmp_path: 
         assert sorted(a for a in survivor["assigned"] if a.startswith(s.topic_claims + ":")) \
             == sorted(f"{s.topic_claims}:{i}" for i in range(s.partitions))
         # the provider profiles continue from the store: every claim counted once, the
-        # redelivered ones too, with the flags of its first scoring (the first copy on the
-        # topic: a copy scored again after the kill is judged against the cross-claim
-        # state as it is then, docs/reliability.md), as one pass over the claims counts
+        # redelivered ones too, as one pass over the claims counts them. Which channels
+        # flagged a claim is its first scoring's, and that scoring's Score may never have
+        # reached the topic (scored and counted, then killed): a copy scored again sees the
+        # cross-claim state as it is then (docs/reliability.md), so the flag counts may
+        # differ by a few claims from the topic's first copies; everything else is exact
         profiles = ProfileStore(r, s.key_prefix)
         wait_until("every claim counted in the profiles",
                    lambda: profiles.counted() >= len(claims), 30, every=0.2)
@@ -247,17 +249,27 @@ def test_kill_9_one_of_two_workers_loses_nothing(namespace: Settings, tmp_path: 
             flagged_by.setdefault(x["claim_id"], x["flagged_by"])
         for c in map(Claim.model_validate, claims):
             book.add(contribution(c, flagged_by[c.claim_id], default_vocabulary()))
-        stored = profiles.profiles()[0]
-        assert profiles.counted() == len(claims) and set(stored) == set(book.profiles())
-        assert all(stored[p].counts == x.counts and stored[p].members == x.members
-                   for p, x in book.profiles().items())
+        stored, want = profiles.profiles()[0], book.profiles()
+        assert profiles.counted() == len(claims) and set(stored) == set(want)
+        flag_moves = 0
+        for p, x in want.items():
+            assert stored[p].members == x.members and stored[p].counts.keys() == x.counts.keys()
+            for key, (n, k) in x.counts.items():
+                got = stored[p].counts[key]
+                if key[0].startswith("flag_"):
+                    assert got[0] == n, (p, key)  # every claim counted once
+                    flag_moves += abs(got[1] - k)
+                else:
+                    assert got == [n, k], (p, key)
+        assert flag_moves <= 0.01 * len(claims), flag_moves
         changed = sum(x["flagged_by"] != flagged_by[x["claim_id"]] for x in scores)
         report(f"fault kill -9: {len(stored_ids(r, s))}/{len(claims)} in Redis, "
                f"{len(set(on_topic))}/{len(claims)} on {s.topic_scored}; killed at "
                f"{at_kill} stored (victim had scored {victim_scored}); {len(dupes)} claims "
                f"scored twice ({len(on_topic) - len(set(on_topic))} duplicate messages on "
                f"the topic, 0 in Redis; {changed} copies flagged otherwise than the first); "
-               f"profiles equal one pass's; all done {took:.1f} s after publishing",
+               f"profiles: one pass's, {flag_moves:.0f} flags moved; all done {took:.1f} s "
+               "after publishing",
                duplicates=len(on_topic) - len(set(on_topic)), killed_at=at_kill)
     finally:
         for p in procs:
