@@ -1,6 +1,7 @@
-"""Client API for users: publish claims, follow flagged Scores, read Scores from Redis.
+"""Client API for users: publish claims, follow flagged Scores, read Scores and provider
+risk from Redis.
 
-    from stream.client import ClaimPublisher, FlaggedConsumer, ScoreStore
+    from stream.client import ClaimPublisher, FlaggedConsumer, ProfileStore, ScoreStore
     from stream.settings import load_settings
 
     settings = load_settings()                       # CLAIMSCOPE_* / config file
@@ -10,6 +11,7 @@
     for score in FlaggedConsumer(settings, group_id="alerts"):
         print(score.claim_id, score.explanation.reason)
     ScoreStore.from_settings(settings).get("C-1")    # Score or None
+    ProfileStore.from_settings(settings).top(20)     # ProviderRisk, riskiest first
 
     async with AsyncClaimPublisher(settings) as pub: # the same on asyncio (aiokafka)
         await pub.publish(claims)                    # returns once the broker has them
@@ -33,12 +35,13 @@ from pydantic import ValidationError
 
 from model.claims import Claim, claim_json, describe_errors, parse_claim
 from model.score import Score
+from stream.profiles import ProfileStore
 from stream.settings import CODECS, Settings, load_settings
 from stream.sinks import KafkaSink
 from stream.store import ScoreStore
 
-__all__ = ["AsyncClaimPublisher", "ClaimPublisher", "FlaggedConsumer", "PublishResult",
-           "ScoreStore", "encode_claim"]
+__all__ = ["AsyncClaimPublisher", "ClaimPublisher", "FlaggedConsumer", "ProfileStore",
+           "PublishResult", "ScoreStore", "encode_claim"]
 
 ClaimLike = Claim | dict | str | bytes
 

@@ -54,6 +54,8 @@ from model.peers import (
     window,
 )
 from stream.lua import SPLIT, joined
+from stream.settings import Settings
+from stream.store import redis_client
 
 # ARGV: base, ttl, long day (minutes), newest week the clock may reach, then newline-joined
 # per claim: providers, groups, claim_ids, members, days, rows (space-joined "field count"
@@ -202,6 +204,11 @@ class ProfileStore:
         self._add = client.register_script(ADD_SCRIPT)
         self._move = client.register_script(MOVE_SCRIPT)
         self._trim_days = client.register_script(TRIM_DAYS)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProfileStore:
+        """The profiles of the deployment `settings` names (its Redis and key prefix)."""
+        return cls(redis_client(settings), settings.key_prefix)
 
     # -- writes (scoring processes) -----------------------------------------------------
     def add(self, contributions: Sequence[Contribution]) -> int:

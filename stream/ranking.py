@@ -27,7 +27,6 @@ from stream.pools import Insides, shut, watched
 from stream.profiles import ProfileStore
 from stream.scoring import exit_with
 from stream.settings import Settings
-from stream.store import redis_client
 
 RANK_NICE = 10  # below the scoring processes and the worker
 # The most of one core the ranking takes, on average: a run that cost c seconds of CPU is
@@ -174,7 +173,7 @@ def _start(settings: Settings, worker_pid: int) -> None:
                      name="claimscope-orphan-watch").start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker stops it (stream.scoring)
     os.nice(RANK_NICE)
-    _ranking = Ranking(ProfileStore(redis_client(settings), settings.key_prefix))
+    _ranking = Ranking(ProfileStore.from_settings(settings))
 
 
 def _rank(delivered: bool) -> list[tuple[bytes, bytes]]:

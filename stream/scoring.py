@@ -213,7 +213,7 @@ def _load(settings: Settings, worker_pid: int) -> None:
         _scorer, _failed = None, f"the model could not run a pass: {e}".splitlines()[0]
         return
     if settings.provider_profiles:
-        _profiles = ProfileStore(redis_client(settings), settings.key_prefix)
+        _profiles = ProfileStore.from_settings(settings)
     _references = RedisReferences(redis_client(settings), settings.key_prefix)
     # The model, vocabulary and modules live as long as the process: freezing them keeps the
     # cyclic GC from rescanning them every few batches (measured here: ~25% of scoring time).

@@ -74,12 +74,11 @@ def load_providers(settings: Settings) -> list[str]:
     from model.vocabulary import default_vocabulary
     from stream.profiles import ProfileStore
     from stream.ranking import Ranking
-    from stream.store import redis_client
 
     v = default_vocabulary()
     world = ProviderWorld(seed=8, size=4_000, scheme_share=0.15, intensity=0.9)
     rows = [contribution(Claim.model_validate(i.claim), [], v) for i in world.generate(4_000)]
-    profiles = ProfileStore(redis_client(settings), settings.key_prefix)
+    profiles = ProfileStore.from_settings(settings)
     profiles.add(rows)
     Ranking(profiles).run()
     listed = [r.provider_id for r in profiles.top(100)]

@@ -26,12 +26,11 @@ app.add_typer(providers_app, name="providers")
 def _profiles(config: Path | None):
     from stream.preflight import check_redis
     from stream.profiles import ProfileStore
-    from stream.store import redis_client
 
     settings = settings_from(config)
     with one_line_errors():
         check_redis(settings)
-    return ProfileStore(redis_client(settings), settings.key_prefix)
+    return ProfileStore.from_settings(settings)
 
 
 @providers_app.command("top")

@@ -30,7 +30,7 @@ from stream.console.heatmap import Attention
 from stream.feedback import FeedbackSink
 from stream.profiles import ProfileStore
 from stream.settings import Settings
-from stream.store import ScoreStore, redis_client
+from stream.store import ScoreStore
 
 __all__ = ["COOKIE", "CSP", "create_app", "session_value"]
 
@@ -59,7 +59,7 @@ def create_app(settings: Settings, store: ScoreStore | None = None) -> FastAPI:
     app.state.feedback = FeedbackSink(settings, store)
     app.state.attention = Attention(settings)
     app.state.templates = templates()
-    app.state.profiles = ProfileStore(redis_client(settings), settings.key_prefix)
+    app.state.profiles = ProfileStore.from_settings(settings)
     app.middleware("http")(token_guard(token))
     app.add_exception_handler(redis.RedisError, redis_unavailable)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
