@@ -43,16 +43,22 @@ STALE_S = 600.0
 # and the next tick tries again. The leader's start at assignment waits at most half the
 # rebalance timeout (`stream.app`): the group waits for it
 START_S = 30.0
+# Ticks missed (the timer runs on the group's leader only) after which the topic is taken
+# to hold another leader's snapshots
+AWAY_TICKS = 3
 
 
 class Ranking:
-    """Rank every provider and store the ranking; return the snapshots whose risk (to a
-    tenth) or reasons (the measures behind them) changed since the last snapshots that
-    reached `providers.risk` (after a restart, every provider with any risk once more).
+    """Rank every provider and store the ranking; return the snapshots for
+    `providers.risk`: those whose risk (to a tenth) or reasons (the measures behind them)
+    changed since the snapshots that reached the topic.
 
-    The caller says with each run whether the previous run's snapshots reached the topic
-    (`delivered`); when they did not, the run returns them again (with what changed since,
-    if it ranks), so a failed send loses no change.
+    What the topic holds is known only from what this ranking sent and was told was
+    delivered. So the first ranking after a start, or after `forget` (another worker was
+    the leader meanwhile), sends every provider; and when the caller says the last
+    snapshots were not delivered (`delivered`), the run returns them again, and once it
+    ranks, sends those providers whatever their value now (a send that failed may still
+    have written some of them).
 
     A run does not rank (and returns no snapshot but the undelivered) when no claim was
     counted since the last ranking (`ProfileStore.counted`: an idle worker re-ranked
@@ -64,11 +70,16 @@ class Ranking:
 
     def __init__(self, store: ProfileStore, share: float = RANK_SHARE) -> None:
         self.store, self.share = store, share
+        self.forget()
+
+    def forget(self) -> None:
+        """Know nothing of the topic: the next ranking sends every provider."""
         # provider -> (risk to a tenth, scored measures behind its reasons): as the topic
         # has it, and as the last run returned it (the topic's once delivered)
         self.sent: dict[str, tuple[float, tuple[str, ...]]] = {}
         self.last: dict[str, tuple[float, tuple[str, ...]]] = {}
         self.returned: list[ProviderRisk] = []  # the last run's snapshots
+        self.everyone = True  # the next ranking sends every provider
         self.counted: int | None = None  # the store's count the last ranking ranked
         self.ranked_at = 0.0  # time.monotonic() of the last ranking
         self.due = 0.0  # time.monotonic() before which no run ranks
@@ -88,13 +99,15 @@ class Ranking:
         long, short = self.store.profiles()
         ranked = rank(long, short)
         self.store.put_risk(ranked)
+        unknown = {r.provider_id for r in unsent}  # the topic may hold either value
         changed, last = [], dict(self.sent)
         for r in ranked:
             key, before = _shown(r), self.sent.get(r.provider_id)
-            if key != before and (r.risk > 0 or before is not None):
+            if (self.everyone or r.provider_id in unknown
+                    or (key != before and (r.risk > 0 or before is not None))):
                 changed.append(r)
             last[r.provider_id] = key
-        self.last, self.returned = last, changed
+        self.last, self.returned, self.everyone = last, changed, False
         self.counted, self.ranked_at = counted, start
         self.due = start + (time.process_time() - cpu) / self.share
         return changed
@@ -123,6 +136,7 @@ class RankingProcess:
         # stop the process, from threads of their own
         self.lock = threading.RLock()
         self.delivered = True  # whether the last run's snapshots reached the topic
+        self.ticked = 0.0  # time.monotonic() of the last run
 
     def start(self, timeout: float = START_S) -> int:
         """Start the process unless it runs, wait until it has loaded (imports: ~1 s of
@@ -148,8 +162,12 @@ class RankingProcess:
         with self.lock:
             executor = self.executor
         assert executor is not None
+        # ticks stop while another worker leads: back from such a gap, the topic holds
+        # what that leader sent, so the ranking forgets what it sent itself
+        now = time.monotonic()
+        away, self.ticked = now - self.ticked > AWAY_TICKS * self.settings.provider_risk_s, now
         out = await watched(executor, asyncio.get_running_loop().run_in_executor(
-            executor, _rank, self.delivered))
+            executor, _rank, self.delivered, away))
         self.delivered = False  # until `sent`
         return out
 
@@ -176,7 +194,9 @@ def _start(settings: Settings, worker_pid: int) -> None:
     _ranking = Ranking(ProfileStore.from_settings(settings))
 
 
-def _rank(delivered: bool) -> list[tuple[bytes, bytes]]:
+def _rank(delivered: bool, away: bool) -> list[tuple[bytes, bytes]]:
     assert _ranking is not None
+    if away:
+        _ranking.forget()
     return [(r.provider_id.encode(), r.model_dump_json().encode())
             for r in _ranking.run(delivered)]

@@ -246,7 +246,8 @@ def test_redis_profiles_match_the_book_and_count_each_claim_once(namespace, worl
     again.due, again.counted = 0.0, None  # due, and as if claims came: it ranks
     assert [r.provider_id for r in again.run(delivered=False)] == [
         r.provider_id for r in first]
-    assert again.run() == []  # delivered at last: nothing left to send
+    again.due, again.counted = 0.0, None
+    assert again.run() == []  # delivered at last, ranked again: nothing left to send
     top = store.top(50)
     assert [r.provider_id for r in top] == [r.provider_id for r in rank(want) if r.reasons][:50]
     assert all(r.reasons for r in top)
@@ -285,6 +286,50 @@ def test_ranking_skips_unchanged_profiles_and_keeps_to_its_share_of_a_core(names
     store.add(rows[:10])  # counted before: nothing changes
     assert ranking.run() == [] and not r.exists(snapshot)  # nothing new: nothing read
     assert Ranking(store).run() and r.exists(snapshot)  # a restarted ranking ranks at once
+
+
+def test_the_topic_gets_every_provider_after_a_start_and_what_a_failed_send_may_have_left(
+        monkeypatch) -> None:
+    """What `providers.risk` holds is known only from sends that were delivered: a fresh or
+    forgetful ranking sends everyone; after a failed send its providers are sent again at
+    their value now, even one that changed back (the failed send may have written it)."""
+    from types import SimpleNamespace
+
+    from stream import ranking as ranking_module
+    from stream.ranking import Ranking
+
+    class Store:
+        count = 0
+
+        def counted(self) -> int:
+            return self.count
+
+        def profiles(self) -> tuple[dict, dict]:
+            return {}, {}
+
+        def put_risk(self, ranked: list) -> None:
+            pass
+
+    risks = {"A": 0.5, "B": 0.0}
+    monkeypatch.setattr(ranking_module, "rank", lambda long, short: [
+        SimpleNamespace(provider_id=p, risk=x, measures=[]) for p, x in risks.items()])
+    store = Store()
+    ranking = Ranking(store)  # type: ignore[arg-type]
+
+    def tick(delivered: bool = True) -> list[str]:
+        store.count += 1  # a claim came: the run ranks
+        ranking.due = 0.0
+        return [r.provider_id for r in ranking.run(delivered)]
+
+    assert tick() == ["A", "B"]  # a start: everyone, risk 0 too
+    assert tick() == []
+    risks["A"] = 0.9
+    assert tick() == ["A"]  # sent, but the send failed (perhaps after writing it)
+    risks["A"] = 0.5  # back to what was last delivered
+    assert tick(delivered=False) == ["A"]  # sent again: the topic may hold 0.9
+    assert tick() == []
+    ranking.forget()  # another worker led meanwhile
+    assert tick() == ["A", "B"]
 
 
 def test_a_ranking_that_failed_is_tried_again_and_a_stale_one_is_redone() -> None:
