@@ -34,7 +34,10 @@ from model.training import TrainConfig, train
 
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
 COUNT = int(os.environ.get("GPU_CHECK_CLAIMS", "20000"))
+PARITY_CLAIMS = 2000
 STEPS = sys.argv[1:] or ["parity", "speed"]
+if not (set(STEPS) <= {"parity", "speed"} or STEPS in (["train"], ["sweep"])):
+    sys.exit(f"steps: parity and/or speed, or train or sweep alone; not {' '.join(STEPS)}")
 out = os.environ.get("OUT", ".")
 result: dict = {"device": (torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu"),
                 "torch": torch.__version__, "claims": COUNT}
@@ -61,7 +64,8 @@ def compare(name: str, ref: list, other: list) -> None:
 
 
 def parity(claims: list[Claim], gpu: Scorer) -> None:
-    some = claims[:2000]
+    some = claims[:PARITY_CLAIMS]
+    result["parity_claims"] = len(some)
     reference = Scorer.load("default", device="cpu", precision="fp32").score(some)
     compare("cuda_fp32_vs_cpu_fp32", reference,
             Scorer.load("default", device=DEVICE, precision="fp32").score(some))

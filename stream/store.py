@@ -208,8 +208,9 @@ class ScoreStore:
     # -- housekeeping -------------------------------------------------------------------
     def count(self, chunk: int = 1000) -> int:
         """How many claim records are stored now (a SCAN of the keys: for checks and
-        operators counting what arrived, never for the stream's own path)."""
-        return sum(1 for _ in self._r.scan_iter(match=self._claim_key("*"), count=chunk))
+        operators counting what arrived, never for the stream's own path). A SCAN may
+        return a key twice while Redis resizes its table, so the keys are counted once."""
+        return len(set(self._r.scan_iter(match=self._claim_key("*"), count=chunk)))
 
     def purge(self, chunk: int = 1000) -> int:
         """Delete every key under this store's prefix (records, indexes, labels, and the
