@@ -333,7 +333,10 @@ class ProviderRisk(BaseModel):
     peer_group: str = Field(description="its own group, specialty|place (each measure says "
                             "whom it was compared with)")
     risk: float = Field(description="largest surprise of any measure (-log10 p)")
-    reasons: list[str]
+    reasons: list[str] = Field(description=(
+        "the measures past the reason cut, in words: what the provider bills against its "
+        "peers first, then how often our channels flag its claims, each by surprise (a "
+        "billing pattern is what an investigator can check in the claims)"))
     claims: float
     members: int
     measures: list[MeasureView]
@@ -550,7 +553,9 @@ def rank(profiles: dict[str, Profile], short: dict[str, Profile] | None = None
         out.append(ProviderRisk(
             provider_id=p, specialty=spec, place_of_service=place,
             peer_group=x.group, risk=scored[0].surprise if scored else 0.0,
-            reasons=[reason(v) for v in scored if v.surprise >= REASON_SURPRISE],
+            reasons=[reason(v) for v in sorted(
+                (v for v in scored if v.surprise >= REASON_SURPRISE),
+                key=lambda v: (v.measure.startswith("flag_"), -v.surprise))],
             claims=claims, members=x.members, measures=vs))
     out.sort(key=lambda r: (-r.risk, r.provider_id))
     return out
