@@ -234,6 +234,22 @@ def same_edit_siblings(code: str, listed: frozenset[str]) -> tuple[str, ...]:
     return tuple(c for c in unlisted_siblings(code[:3], listed) if mce_edit(c) == edit)
 
 
+def day_units_within_mue(line: dict, earlier: dict) -> dict:
+    """`line`, its units cut (and its charge with them) so that with `earlier`'s lines of
+    the same code, a claim of the same member, provider and day, they stay within the
+    code's per-day MUE, as an honest biller keeps a second session of the day (the payer
+    counts the day, modifier 76 or not). At least one unit is left."""
+    limit = mue(line["code"])
+    if limit is None or not limit.units:
+        return line
+    room = limit.units - sum(x["units"] for x in earlier["procedures"]
+                             if x["code"] == line["code"])
+    if line["units"] <= max(1, room):
+        return line
+    units = max(1, room)
+    return line | {"units": units, "charge": round(line["charge"] / line["units"] * units, 2)}
+
+
 class ClaimGenerator:
     """Seeded claim stream. Same (seed, fraud_rate, patterns) -> same claims, in order.
 
@@ -453,7 +469,8 @@ class ClaimGenerator:
             return []
         out = [first]
         if s.name == "physical_therapy" and r.random() < SECOND_SESSION:
-            again = self._line(self.v.procedures[s.codes[0]], plan.provider.place)
+            again = day_units_within_mue(
+                self._line(self.v.procedures[s.codes[0]], plan.provider.place), first)
             again["modifiers"] = ["76"]  # a repeat procedure the same day
             out.append(self._series_claim(member, first["diagnoses"], [again], first))
         return out
