@@ -8,6 +8,7 @@ import json
 import math
 import time
 from collections import Counter
+from pathlib import Path
 
 import psutil
 import pytest
@@ -528,3 +529,7 @@ def test_eval_providers_json_has_the_figures_the_issue_names(cli) -> None:
     assert p["auroc_ci95"][0] <= p["auroc"] <= p["auroc_ci95"][1]
     assert p["chance"]["auroc"] == 0.5 and 0 < p["chance"]["precision_at_20"] < 1
     assert set(p["by_scheme"]) == set(SCHEMES) and p["upcoders_at_30pct"]["providers"] >= 1
+    # the JSON's layout is what docs/benchmarks holds, key for key and in order
+    shipped = json.loads((Path(__file__).parents[1] / "docs" / "benchmarks"
+                          / "eval_providers_v4_a912a2ea.json").read_text())["providers"]
+    assert list(p) == list(shipped) and list(p["baseline"]) == list(shipped["baseline"])

@@ -135,7 +135,7 @@ def evaluate_providers(scorer: Scorer, count: int = 80_000, seed: int = 2029,
     risk2 = np.array([r.risk for r in again])
     base2 = np.array([share2[r.provider_id] for r in again])
     return ProviderEval(
-        **vars(ours),
+        figures=ours,
         baseline=Baseline("the provider's share of flagged claims", base),
         chance=RankChance(auroc=0.5, precision_at_20=round(float(y.mean()), 4)),
         providers=len(y), schemers=int(y.sum()), honest_outliers=int(honest.sum()),

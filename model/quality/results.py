@@ -395,11 +395,12 @@ class TopProvider(Result):
 
 
 @dataclass
-class ProviderEval(RankFigures):
-    """The provider yardstick (`model.quality.providers`): the ranking's own figures first,
-    then the baseline's, chance, the world, and the breakdowns (`to_json`: the
-    `providers` section of `eval --providers --json`)."""
+class ProviderEval(Result):
+    """The provider yardstick (`model.quality.providers`): the ranking's own figures first
+    (JSON: at the top level), then the baseline's, chance, the world, and the breakdowns
+    (`to_json`: the `providers` section of `eval --providers --json`)."""
 
+    figures: RankFigures
     baseline: Baseline
     chance: RankChance
     providers: int
@@ -413,6 +414,10 @@ class ProviderEval(RankFigures):
     by_scheme: dict[str, SchemeFigures]
     top20: list[TopProvider]
     seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        return {**out.pop("figures"), **out}
 
 
 # -- the architecture sweep (`claimscope sweep`) -------------------------------------------

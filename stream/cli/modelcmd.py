@@ -192,7 +192,8 @@ def _provider_eval(checkpoint: str, device: str, count: int, seed: int, fraud_ra
     if as_json:
         print(json.dumps({"providers": out.to_json()}, indent=2))
         return
-    for name, f in (("provider risk", out), ("flagged share (baseline)", out.baseline.figures)):
+    for name, f in (("provider risk", out.figures),
+                    ("flagged share (baseline)", out.baseline.figures)):
         print(f"{name:26} AUROC {f.auroc:.3f} {f.auroc_ci95}  precision@20 "
               f"{f.precision_at_20:.2f} {f.precision_at_20_ci95}  honest outliers in "
               f"top 20: {f.honest_outliers_in_top20}")
