@@ -8,13 +8,8 @@
 # libraries the image lacks in .dev/.
 #   device run: bash scripts/gpu_bench.sh [NAME...]   (carry: .whl .dev)
 set -euo pipefail
-# once a machine: the stamp names the wheels installed, so other wheels install again
-stamp="$(ls .whl | md5sum | cut -c1-32)"
-[ "$(cat /tmp/site/.wheels 2>/dev/null)" = "$stamp" ] || { python3 -m pip install -q \
-  --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && echo "$stamp" > /tmp/site/.wheels; }
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PATH=$PWD/.dev/bin:$PATH \
-  LD_LIBRARY_PATH=$PWD/.dev/lib
+. "$(dirname "$0")/device_env.sh"
+export PATH=$PWD/.dev/bin:$PATH LD_LIBRARY_PATH=$PWD/.dev/lib
 chmod +x .dev/bin/redis-server
 redis-server --version
 out=${OUT:-.}
